@@ -1,0 +1,670 @@
+"""Read OME-NGFF HCS plates (0.5 on zarr v3, 0.4 on zarr v2) as lazy Dask arrays.
+
+:func:`open_plate` opens a plate read-only and validates *all* of its metadata up front
+(plate, every well, every field image and every resolution level), so that an invalid plate
+is refused with one clear :class:`PlateError` before any computation starts. Pixels are read
+lazily, chunk by chunk, when the Dask array of a field is computed; a chunk that cannot be
+decoded raises a :class:`PlateError` naming the plate, well, field and chunk key.
+
+Conventions (DESIGN.md): wells are ``ROW/COLUMN``; fields come from each well's ``images``
+list; image axes are ``(t,)c,(z,)y,x`` from ``multiscales[0].axes`` (a missing ``z`` is a 2-D
+field, a missing ``c`` a single-channel one); the voxel size is the level-0 ``scale``
+(times the multiscale-level ``scale``, if any), converted to micrometres.
+
+Two liberties for real plates: a 0.4 plate without ``version`` is read as 0.4, and a 0.4 well
+group without ``well`` metadata (as written by some converters) has its fields found by
+listing its alphanumeric child groups, in natural order.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from dataclasses import field as _dc_field
+from itertools import product
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import zarr
+from dask.base import tokenize
+from zarr.storage import LocalStore
+
+from hcsmito.io.names import canonical_well, parse_well
+from hcsmito.io.ngff import (
+    SPACE_UNITS_UM,
+    ImageMeta,
+    PlateError,
+    PlateMeta,
+    WellMeta,
+    parse,
+)
+
+__all__ = [
+    "DEFAULT_ROLE_PATTERNS",
+    "FieldImage",
+    "FieldRef",
+    "Plate",
+    "PlateError",
+    "open_image",
+    "open_plate",
+    "resolve_channel_roles",
+]
+
+log = logging.getLogger(__name__)
+
+#: Case-insensitive regular expressions matched (as substrings) against channel labels.
+DEFAULT_ROLE_PATTERNS: dict[str, str] = {
+    "msc": "gfp",
+    "mito": "mito",
+    "actin": "phalloidin|actin",
+}
+_AXES_RULE = re.compile(r"^t?c?z?yx$")
+_DASK_BLOCK_LIMIT = 64 * 2**20  # bytes: dask blocks are whole storage chunks up to this size
+
+
+@dataclass(frozen=True)
+class FieldRef:
+    """One field of view of a plate.
+
+    Attributes
+    ----------
+    well : str
+        The well in ``B/3`` form (as in every output table).
+    well_path : str
+        The well's path in the store (``B/03``).
+    field : int
+        The field's index in the well's ``images`` list.
+    path : str
+        The image group's path in the store (``B/03/0``).
+    """
+
+    well: str
+    well_path: str
+    field: int
+    path: str
+
+
+@dataclass
+class FieldImage:
+    """A field (or single image) opened lazily.
+
+    Attributes
+    ----------
+    data : dask.array.Array
+        Level-0 pixels, axes as stored (``axes``), read on ``compute()``.
+    axes : str
+        Axis names in order, a match of ``(t)(c)(z)yx``: ``"czyx"``, ``"tczyx"``, ``"cyx"``...
+    channel_labels : list of str
+        From ``omero.channels[].label``; ``"c0"``, ``"c1"``... where absent.
+    voxel_size : dict
+        Micrometres per voxel along ``"z"`` (3-D fields only), ``"y"`` and ``"x"``.
+    path : str
+        The store and the image group's path inside it, for messages.
+    plate, well : str or None
+        Plate name and well (``B/3``) for a plate field; None for :func:`open_image`.
+    field : int or None
+        Field index in the well; None for :func:`open_image`.
+    channel_colors : list of str or None
+        ``omero`` colours (hex ``RRGGBB``), None where absent.
+    """
+
+    data: da.Array
+    axes: str
+    channel_labels: list[str]
+    voxel_size: dict[str, float]
+    path: str
+    plate: str | None = None
+    well: str | None = None
+    field: int | None = None
+    channel_colors: list[str | None] = _dc_field(default_factory=list)
+
+    @property
+    def is_3d(self) -> bool:
+        """True when the field has a ``z`` axis."""
+        return "z" in self.axes
+
+    def channel(self, index: int, *, t: int = 0) -> da.Array:
+        """The lazy ``(Z, Y, X)`` or ``(Y, X)`` array of one channel (at time point ``t``).
+
+        Parameters
+        ----------
+        index : int
+            Channel index, e.g. from :func:`resolve_channel_roles`.
+        t : int, optional
+            Time point, for fields with a ``t`` axis.
+        """
+        n_channels = self.data.shape[self.axes.index("c")] if "c" in self.axes else 1
+        if not 0 <= index < n_channels:
+            raise IndexError(f"{self.path}: channel {index} out of range 0..{n_channels - 1}")
+        key: list[Any] = []
+        for ax in self.axes:
+            if ax == "t":
+                key.append(t)
+            elif ax == "c":
+                key.append(index)
+            else:
+                key.append(slice(None))
+        return self.data[tuple(key)]
+
+
+# --------------------------------------------------------------------------- metadata
+
+
+@dataclass
+class _ImageInfo:
+    node: str  # path inside the store ("" for the root)
+    axes: str
+    channel_labels: list[str]
+    channel_colors: list[str | None]
+    voxel_size: dict[str, float]
+    level0: str  # array path inside the store
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+
+class _Store:
+    """A local zarr store opened read-only, with messages that name the plate."""
+
+    def __init__(self, path: Path):
+        if not path.is_dir():
+            raise PlateError(f"{path}: no such directory: give the path of an OME-Zarr store")
+        self.path = path
+        self.name = path.name
+        self.store = LocalStore(path, read_only=True)
+
+    def where(self, node: str) -> str:
+        return f"{self.name}/{node}" if node else self.name
+
+    def group(self, node: str, *, what: str) -> zarr.Group:
+        try:
+            return zarr.open_group(store=self.store, path=node, mode="r")
+        except (FileNotFoundError, zarr.errors.NodeTypeValidationError) as exc:
+            raise PlateError(
+                f"{self.where(node)}: {what} is listed in the metadata but no zarr group exists "
+                "there. Add the missing data or remove the entry from the metadata."
+            ) from exc
+
+    def array(self, node: str, *, what: str) -> zarr.Array:
+        try:
+            return zarr.open_array(store=self.store, path=node, mode="r")
+        except (FileNotFoundError, zarr.errors.NodeTypeValidationError) as exc:
+            raise PlateError(
+                f"{self.where(node)}: {what} is listed in the multiscales metadata but no zarr "
+                "array exists there. Add the array or remove the dataset from 'multiscales'."
+            ) from exc
+
+    def ome_attrs(self, grp: zarr.Group, node: str, version: str) -> dict:
+        """NGFF attributes of a group: under ``"ome"`` for 0.5, top level for 0.4."""
+        fmt = grp.metadata.zarr_format
+        want = 3 if version == "0.5" else 2
+        if fmt != want:
+            raise PlateError(
+                f"{self.where(node)}: a zarr v{fmt} group inside an NGFF {version} store "
+                f"(0.5 needs zarr v3 throughout, 0.4 zarr v2). Re-export the data."
+            )
+        attrs = dict(grp.attrs)
+        if version == "0.5":
+            ome = attrs.get("ome")
+            if not isinstance(ome, dict):
+                raise PlateError(
+                    f"{self.where(node)}: NGFF 0.5 metadata must be under the 'ome' key of "
+                    "the group attributes; none found."
+                )
+            return ome
+        return attrs
+
+
+def _detect_version(store: _Store, grp: zarr.Group, key: str) -> str:
+    """``"0.5"`` (zarr v3, ``ome.version``) or ``"0.4"`` (zarr v2), else a PlateError."""
+    attrs = dict(grp.attrs)
+    if grp.metadata.zarr_format == 3:
+        ome = attrs.get("ome")
+        version = ome.get("version") if isinstance(ome, dict) else None
+        if version != "0.5":
+            raise PlateError(
+                f"{store.name}: a zarr v3 store must carry NGFF 0.5 metadata "
+                f"(attributes 'ome' with 'version': '0.5'), found version {version!r}."
+            )
+        return "0.5"
+    inner = attrs.get(key)
+    if key == "multiscales" and isinstance(inner, list) and inner:
+        inner = inner[0]
+    version = inner.get("version") if isinstance(inner, dict) else None
+    if version not in (None, "0.4"):
+        raise PlateError(
+            f"{store.name}: NGFF version {version!r} on zarr v2 is not supported: hcsmito reads "
+            "0.4 (zarr v2) and 0.5 (zarr v3). Convert the store (e.g. with ome-zarr-py)."
+        )
+    return "0.4"
+
+
+def _axes_string(ms, where: str) -> str:
+    """``"tczyx"``-style string of the axes; raises unless it matches ``(t)(c)(z)yx``."""
+    by_type = {"time": "t", "channel": "c"}
+    axes = "".join(by_type.get(ax.type or "", ax.name.lower()) for ax in ms.axes)
+    if not _AXES_RULE.match(axes) or any(
+        ax.type == "space" and ax.name.lower() not in "zyx" for ax in ms.axes
+    ):
+        raise PlateError(
+            f"{where}: axes {[a.name for a in ms.axes]} are not in the order hcsmito reads: "
+            "(t,)c,(z,)y,x, with space axes named z, y, x. Re-export the image with those axes."
+        )
+    return axes
+
+
+def _read_image(store: _Store, node: str, version: str) -> _ImageInfo:
+    """Validate one image group and its resolution levels; nothing is read but metadata."""
+    where = store.where(node)
+    grp = store.group(node, what="the image group")
+    attrs = store.ome_attrs(grp, node, version)
+    if "multiscales" not in attrs:
+        raise PlateError(
+            f"{where}: not an OME-NGFF image: the group has no 'multiscales' metadata "
+            f"(attributes: {sorted(attrs)})."
+        )
+    meta: ImageMeta = parse(ImageMeta, attrs, node=where, what="image")
+    ms = meta.multiscales[0]
+    axes = _axes_string(ms, where)
+    ndim = len(axes)
+
+    shape: tuple[int, ...] = ()
+    dtype = np.dtype("uint8")
+    level0 = ""
+    for i, ds in enumerate(ms.datasets):
+        apath = f"{node}/{ds.path}" if node else ds.path
+        arr = store.array(apath, what=f"dataset {ds.path!r} (level {i})")
+        if arr.metadata.zarr_format != (3 if version == "0.5" else 2):
+            raise PlateError(
+                f"{store.where(apath)}: a zarr v{arr.metadata.zarr_format} array in an NGFF "
+                f"{version} store. Re-export the data."
+            )
+        if arr.ndim != ndim:
+            raise PlateError(
+                f"{store.where(apath)}: level {i} has {arr.ndim} dimensions but the axes "
+                f"{list(axes)} are {ndim}: every level must have one dimension per axis."
+            )
+        if i == 0:
+            shape, dtype, level0 = tuple(arr.shape), arr.dtype, apath
+
+    # channel labels and colours
+    n_c = shape[axes.index("c")] if "c" in axes else 1
+    labels = [f"c{i}" for i in range(n_c)]
+    colors: list[str | None] = [None] * n_c
+    if meta.omero is not None:
+        chans = meta.omero.channels
+        if len(chans) != n_c:
+            raise PlateError(
+                f"{where}: omero lists {len(chans)} channels but the image has {n_c}: fix "
+                "'omero.channels' so it has one entry per channel."
+            )
+        for i, ch in enumerate(chans):
+            labels[i] = ch.label if ch.label else labels[i]
+            colors[i] = ch.color
+
+    # voxel size: level-0 scale times the multiscale-level scale, in micrometres
+    scale = np.asarray(ms.datasets[0].coordinateTransformations[0].scale, dtype=float)
+    if ms.coordinateTransformations is not None:
+        scale = scale * np.asarray(ms.coordinateTransformations[0].scale, dtype=float)
+    voxel: dict[str, float] = {}
+    for ax, name, s in zip(ms.axes, axes, scale, strict=True):
+        if name in "zyx":
+            voxel[name] = float(s) * SPACE_UNITS_UM[ax.unit or "micrometer"]
+    return _ImageInfo(node, axes, labels, colors, voxel, level0, shape, dtype)
+
+
+# --------------------------------------------------------------------------- lazy pixels
+
+
+class _ChunkReader:
+    """Array-like handed to :func:`dask.array.from_array`: reads a region, names bad chunks."""
+
+    def __init__(self, array: zarr.Array, where: str, context: str):
+        self.array = array
+        self.where = where  # "plate.zarr/B/03/0/0"
+        self.context = context  # "plate plate.zarr, well B/3, field 0"
+        self.shape = array.shape
+        self.dtype = array.dtype
+        self.ndim = array.ndim
+        self.storage_chunks = array.shards or array.chunks
+
+    def __getitem__(self, key):
+        try:
+            return self.array[key]
+        except Exception as exc:  # a codec / IO error: find the culprit chunk
+            raise self._error(key, exc) from exc
+
+    def _error(self, key, exc: Exception) -> PlateError:
+        bad, cause = None, exc
+        ranges = []
+        for sl, c, n in zip(key, self.storage_chunks, self.shape, strict=True):
+            start, stop, _ = sl.indices(n)
+            ranges.append(range(start // c, max(start // c + 1, -(-stop // c))))
+        for coords in product(*ranges):
+            region = tuple(
+                slice(i * c, min((i + 1) * c, n))
+                for i, c, n in zip(coords, self.storage_chunks, self.shape, strict=True)
+            )
+            try:
+                self.array[region]
+            except Exception as e:
+                bad, cause = coords, e
+                break
+        chunk = (
+            f"chunk '{self.where}/{self.array.metadata.encode_chunk_key(bad)}'"
+            if bad is not None
+            else f"region {key} of '{self.where}'"
+        )
+        return PlateError(
+            f"{self.context}: cannot read {chunk}: {type(cause).__name__}: {cause}. The chunk "
+            "file is corrupt or truncated: copy it again from the source, re-export the field, "
+            "or leave this well out."
+        )
+
+
+def _lazy(array: zarr.Array, axes: str, where: str, context: str) -> da.Array:
+    reader = _ChunkReader(array, where, context)
+    storage = reader.storage_chunks
+    wanted = tuple(1 if ax in "tc" else "auto" for ax in axes)
+    chunks = da.core.normalize_chunks(
+        wanted,
+        shape=array.shape,
+        dtype=array.dtype,
+        previous_chunks=storage,
+        limit=_DASK_BLOCK_LIMIT,
+    )
+    return da.from_array(
+        reader,
+        chunks=chunks,
+        name=f"hcsmito-read-{tokenize(where, array.shape, str(array.dtype))}",
+        asarray=False,
+        fancy=False,
+        lock=False,
+        meta=np.empty((0,) * array.ndim, dtype=array.dtype),
+    )
+
+
+def _field_image(store: _Store, info: _ImageInfo, **ctx) -> FieldImage:
+    if ctx.get("well") is not None:
+        context = f"plate {store.name}, well {ctx['well']}, field {ctx['field']}"
+    else:
+        context = f"image {store.where(info.node)}"
+    arr = zarr.open_array(store=store.store, path=info.level0, mode="r")
+    data = _lazy(arr, info.axes, store.where(info.level0), context)
+    return FieldImage(
+        data=data,
+        axes=info.axes,
+        channel_labels=list(info.channel_labels),
+        voxel_size=dict(info.voxel_size),
+        path=store.where(info.node),
+        channel_colors=list(info.channel_colors),
+        **ctx,
+    )
+
+
+# --------------------------------------------------------------------------- plates
+
+
+def _natural_key(name: str) -> tuple:
+    return (0, int(name), "") if name.isdigit() else (1, 0, name)
+
+
+class Plate:
+    """An OME-NGFF HCS plate opened read-only; create with :func:`open_plate`.
+
+    Attributes
+    ----------
+    name : str
+        ``plate.name`` from the metadata, else the store's name without ``.zarr``.
+    path : Path
+        The store.
+    version : str
+        ``"0.4"`` or ``"0.5"``.
+    wells : list of str
+        Well paths as stored (``"B/03"``), in the plate's order.
+    fields : list of FieldRef
+        Every field of every well.
+    """
+
+    def __init__(self, path: Path):
+        self._store = store = _Store(path)
+        self.path = path
+        root = store.group("", what="the plate root")
+        self.version = _detect_version(store, root, "plate")
+        attrs = store.ome_attrs(root, "", self.version)
+        if "plate" not in attrs:
+            raise PlateError(
+                f"{store.name}: not an OME-NGFF HCS plate: the root group has no 'plate' "
+                "metadata (use open_image for a single image)."
+            )
+        meta: PlateMeta = parse(PlateMeta, attrs["plate"], node=store.name, what="plate")
+        self.meta = meta
+        self.name = meta.name or (path.name[:-5] if path.name.endswith(".zarr") else path.name)
+        self.wells = [w.path for w in meta.wells]
+        self._by_key: dict[tuple[str, str], str] = {}
+        for wp in self.wells:
+            row, col = wp.split("/")
+            self._by_key[(row, str(int(col)) if col.isdigit() else col)] = wp
+
+        self.fields: list[FieldRef] = []
+        self._images: dict[str, _ImageInfo] = {}
+        for wp in self.wells:
+            for i, image_path in enumerate(self._well_images(wp)):
+                node = f"{wp}/{image_path}"
+                self._images[node] = _read_image(store, node, self.version)
+                self.fields.append(FieldRef(canonical_well(*wp.split("/")), wp, i, node))
+
+    def _well_images(self, wp: str) -> list[str]:
+        store = self._store
+        grp = store.group(wp, what=f"well {wp}")
+        attrs = store.ome_attrs(grp, wp, self.version)
+        if "well" in attrs:
+            well: WellMeta = parse(WellMeta, attrs["well"], node=store.where(wp), what="well")
+            return [im.path for im in well.images]
+        if self.version == "0.4":  # some 0.4 writers leave out the well metadata
+            names = [n for n, _ in grp.groups() if re.fullmatch(r"[A-Za-z0-9]+", n)]
+            if names:
+                return sorted(names, key=_natural_key)
+        raise PlateError(
+            f"{store.where(wp)}: the well group has no 'well' metadata listing its fields "
+            "('images'). Add it (see the NGFF HCS spec)."
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"Plate({self.name!r}, version={self.version!r}, wells={len(self.wells)}, "
+            f"fields={len(self.fields)})"
+        )
+
+    def well_path(self, well: str) -> str:
+        """The stored path of ``well`` given as ``"B/3"``, ``"B03"``, ``"B/03"`` or ``"B3"``."""
+        if well in self.wells:
+            return well
+        try:
+            row, col = parse_well(well)
+            wp = self._by_key.get((row, str(col)))
+        except PlateError:
+            wp = None
+            if well.count("/") == 1:
+                row, c = well.split("/")
+                wp = self._by_key.get((row, c))
+        if wp is None:
+            raise PlateError(f"plate {self.name}: no well {well!r}; the plate has {self.wells}.")
+        return wp
+
+    def field_ref(self, well: str, field: int) -> FieldRef:
+        """The :class:`FieldRef` of field index ``field`` of ``well``."""
+        wp = self.well_path(well)
+        refs = [f for f in self.fields if f.well_path == wp]
+        if isinstance(field, bool) or not isinstance(field, int | np.integer):
+            raise PlateError(f"plate {self.name}: field must be an int index, got {field!r}")
+        if not 0 <= field < len(refs):
+            raise PlateError(
+                f"plate {self.name}: well {refs[0].well} has fields 0..{len(refs) - 1}, "
+                f"not {field}."
+            )
+        return refs[field]
+
+    def read_field(self, well: str, field: int) -> FieldImage:
+        """Open one field lazily.
+
+        Parameters
+        ----------
+        well : str
+            ``"B/3"``, ``"B03"``, ``"B/03"`` or ``"B3"``.
+        field : int
+            Index in the well's ``images`` list.
+
+        Returns
+        -------
+        FieldImage
+            Level-0 pixels as a Dask array, axes, channel labels, voxel size in µm.
+        """
+        ref = self.field_ref(well, field)
+        info = self._images[ref.path]
+        return _field_image(self._store, info, plate=self.name, well=ref.well, field=ref.field)
+
+
+def open_plate(path: str | Path) -> Plate:
+    """Open an OME-NGFF HCS plate read-only and validate all of its metadata.
+
+    Parameters
+    ----------
+    path : str or Path
+        The plate store (a directory, ``PLATE.zarr``), NGFF 0.5 (zarr v3) or 0.4 (zarr v2).
+
+    Returns
+    -------
+    Plate
+        ``.name``, ``.path``, ``.version``, ``.wells``, ``.fields``, ``.read_field()``.
+
+    Raises
+    ------
+    PlateError
+        Naming the node (path inside the store) and the rule it breaks, for any invalid
+        plate, well or image metadata, a name against the NGFF alphanumeric rule (checked
+        before any path is opened), or a listed well, field or level absent on disk.
+    """
+    return Plate(Path(path))
+
+
+def open_image(path: str | Path) -> FieldImage:
+    """Open a single OME-NGFF image (not a plate) read-only, lazily.
+
+    Parameters
+    ----------
+    path : str or Path
+        The image group's store, NGFF 0.5 (zarr v3) or 0.4 (zarr v2).
+
+    Raises
+    ------
+    PlateError
+        For invalid or missing metadata, or missing resolution levels.
+    """
+    store = _Store(Path(path))
+    root = store.group("", what="the image root")
+    version = _detect_version(store, root, "multiscales")
+    info = _read_image(store, "", version)
+    return _field_image(store, info)
+
+
+# --------------------------------------------------------------------------- channel roles
+
+
+def resolve_channel_roles(
+    labels: Sequence[str],
+    roles: Mapping[str, str | int | None] | None = None,
+    *,
+    required: Sequence[str] = ("mito",),
+    where: str = "",
+) -> dict[str, int | None]:
+    """Find the channel index of each role from the channel labels.
+
+    Parameters
+    ----------
+    labels : sequence of str
+        Channel labels (``FieldImage.channel_labels``).
+    roles : mapping, optional
+        Role -> ``None`` (default pattern, see :data:`DEFAULT_ROLE_PATTERNS`: a
+        case-insensitive substring), a label (case-insensitive exact match) or a 0-based
+        index. Default ``{"msc": None, "mito": None, "actin": None}``.
+    required : sequence of str, optional
+        Roles that must be found. Other roles left to their default pattern resolve to
+        ``None`` when no label matches (and this is logged).
+    where : str, optional
+        The plate / field, for messages.
+
+    Returns
+    -------
+    dict
+        Role -> channel index, or None for an optional role that is absent.
+
+    Raises
+    ------
+    PlateError
+        A required role is absent, a label given explicitly is absent, an index is out of
+        range, a default pattern matches several channels, or two roles share a channel.
+        The message lists the labels present and says to set ``channels.<role>``.
+    """
+    if roles is None:
+        roles = {role: None for role in DEFAULT_ROLE_PATTERNS}
+    labels = list(labels)
+    lower = [lab.lower() for lab in labels]
+    at = f"{where}: " if where else ""
+    fix = "Set `channels.{role}` in the config to a channel label or a 0-based index."
+    out: dict[str, int | None] = {}
+    for role, spec in roles.items():
+        if isinstance(spec, bool):
+            raise PlateError(f"{at}channel role {role!r}: {spec!r} is neither a label nor index")
+        if isinstance(spec, int | np.integer):
+            if not 0 <= spec < len(labels):
+                raise PlateError(
+                    f"{at}channel role {role!r} = {spec} is out of range: the image has "
+                    f"{len(labels)} channels {labels}. " + fix.format(role=role)
+                )
+            out[role] = int(spec)
+        elif isinstance(spec, str):
+            hits = [i for i, lab in enumerate(lower) if lab == spec.lower()]
+            if not hits:
+                raise PlateError(
+                    f"{at}channel role {role!r} = {spec!r} matches no channel label; the "
+                    f"labels are {labels}. " + fix.format(role=role)
+                )
+            out[role] = hits[0]
+        elif spec is None:
+            pattern = DEFAULT_ROLE_PATTERNS.get(role)
+            if pattern is None:
+                raise PlateError(
+                    f"{at}channel role {role!r} has no default label pattern. "
+                    + fix.format(role=role)
+                )
+            hits = [i for i, lab in enumerate(lower) if re.search(pattern, lab)]
+            if len(hits) > 1:
+                raise PlateError(
+                    f"{at}channel role {role!r}: labels {[labels[i] for i in hits]} all match "
+                    f"the default pattern {pattern!r}. " + fix.format(role=role)
+                )
+            if not hits:
+                if role in required:
+                    raise PlateError(
+                        f"{at}no channel for the required role {role!r}: no label contains "
+                        f"{pattern!r}; the labels are {labels}. " + fix.format(role=role)
+                    )
+                log.info("%sno channel for optional role %r among %s", at, role, labels)
+            out[role] = hits[0] if hits else None
+        else:
+            raise PlateError(f"{at}channel role {role!r}: {spec!r} is neither a label nor index")
+    taken: dict[int, str] = {}
+    for role, idx in out.items():
+        if idx is None:
+            continue
+        if idx in taken:
+            raise PlateError(
+                f"{at}channel roles {taken[idx]!r} and {role!r} both resolve to channel {idx} "
+                f"({labels[idx]!r}). Set `channels.{role}` in the config."
+            )
+        taken[idx] = role
+    return out
