@@ -211,6 +211,8 @@ def _moments_cpu(labels, channels, parents) -> _Moments:
     X = shape[-1]
     Y = shape[-2]
     plane = Y * X if ndim == 3 else 0
+    if labels.dtype.kind == "i" and labels.size and labels.min() < 0:
+        raise ValueError("labels must be non-negative (0 = background)")
     lab2d = np.ascontiguousarray(labels).reshape(-1, X)
     flat_all = lab2d.reshape(-1)
     chans = [np.ascontiguousarray(c).reshape(-1) for c in channels]
@@ -415,6 +417,27 @@ def _empty_moments(dtype, ndim, C, parent_names) -> _Moments:
     )
 
 
+def parent_overlaps(b: Backend, labels, parent, uniq, n_labels: int):
+    """(parent id, overlap in voxels) per object, from the voxels in both images (any xp).
+
+    ``uniq`` are the object label values (ascending, on ``b``'s device).
+    """
+    xp = b.xp
+    flat = labels.reshape(-1)
+    pflat = parent.reshape(-1)
+    both = (flat != 0) & (pflat != 0)
+    lv = flat[both]
+    pv = pflat[both].astype(xp.int64)
+    if lv.size == 0:
+        return _parent_mode(*(np.zeros(0, np.int64),) * 3, n_labels)
+    span = int(pv.max()) + 1  # device->host: one scalar
+    d = xp.searchsorted(uniq, lv).astype(xp.int64)
+    key, cnt = xp.unique(d * span + pv, return_counts=True)
+    h = b.to_host  # device->host: (object, parent) pairs, few
+    key = h(key)
+    return _parent_mode(key // span, key % span, h(cnt).astype(np.int64), n_labels)
+
+
 # --------------------------------------------------------------------------------------------
 # the plain per-voxel twin (any xp): the reference for the CPU runs and the GPU kernel
 # --------------------------------------------------------------------------------------------
@@ -470,16 +493,7 @@ def _moments_reference(labels, channels, parents, b: Backend) -> _Moments:
         plane = labels.shape[1] * labels.shape[2]
         key = xp.unique(d.astype(xp.int64) * plane + idx % plane)
         projected = xp.bincount(key // plane, minlength=L)
-    par = {}
-    for k, p in parents.items():
-        pv = p.reshape(-1)[idx].astype(xp.int64)
-        inside = pv != 0
-        key, cnt = xp.unique(
-            d[inside].astype(xp.int64) * (int(pv.max()) + 1) + pv[inside], return_counts=True
-        )
-        span = int(pv.max()) + 1
-        h = b.to_host  # device->host: (object, parent) pairs, small
-        par[k] = _parent_mode(h(key // span), h(key % span), h(cnt), L)
+    par = {k: parent_overlaps(b, labels, p, uniq, L) for k, p in parents.items()}
     h = b.to_host  # device->host: per-label sums, small
     return _Moments(
         h(uniq),

@@ -1,0 +1,352 @@
+"""Fused CuPy kernels of :mod:`hcsmito.measure.morphometry` (imported only on the GPU path).
+
+CuPy comes from :mod:`hcsmito.backend` (``backend.xp``); kernels come from memoised
+factories whose names record their specialisation (label type, channel types, ndim, lookup).
+
+``_morpho_kernel``: each thread walks a segment of ``K`` voxels of one image row, keeps the
+current run of one label in registers (count, Σx, per channel Σw, Σw², Σw·x, min, max) and
+flushes it with atomics into that label's accumulator row when the label changes: one
+atomic per run and field instead of one per voxel. Coordinate sums are 64-bit integer
+atomics (exact), intensity sums double atomics, intensity min/max integer atomics on an
+order-preserving encoding of float32.
+
+``_projection_kernel``: one thread per (y, x) column walks z and counts each label once per
+column (a label re-entering a column is found by scanning the column above), which gives
+the area of the z-projection without materialising (label, y, x) pairs.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import numpy as np
+
+from hcsmito.backend import Backend
+
+_CTYPES = {
+    np.dtype(np.bool_): "bool",
+    np.dtype(np.int8): "signed char",
+    np.dtype(np.uint8): "unsigned char",
+    np.dtype(np.int16): "short",
+    np.dtype(np.uint16): "unsigned short",
+    np.dtype(np.int32): "int",
+    np.dtype(np.uint32): "unsigned int",
+    np.dtype(np.int64): "long long",
+    np.dtype(np.uint64): "unsigned long long",
+    np.dtype(np.float32): "float",
+    np.dtype(np.float64): "double",
+}
+
+_CTYPES_NAMES = {d.name for d in _CTYPES}
+_SEGMENT = 32  # voxels of a row per thread
+_LUT_MAX = 1 << 26  # dense lookup table up to this label value (else binary search),
+_LUT_MIN = 1 << 20  # and at least up to this one, whatever the image size
+
+_COMMON = r"""
+#define FINF __int_as_float(0x7f800000)
+__device__ __forceinline__ int f2ord(float f) {
+    int i = __float_as_int(f);
+    return i < 0 ? i ^ 0x7FFFFFFF : i;
+}
+
+__device__ __forceinline__ long long lookup(const LT v, const IT* lut, long long n_lut) {
+#if USE_LUT
+    return (long long)lut[(long long)v];
+#else
+    long long lo = 0, hi = n_lut - 1;
+    while (lo < hi) {
+        long long mid = (lo + hi) >> 1;
+        if (lut[mid] < v) lo = mid + 1; else hi = mid;
+    }
+    return lo;
+#endif
+}
+"""
+
+
+def _pairs(ndim):
+    return [(a, b) for a in range(ndim) for b in range(a, ndim)]
+
+
+def n_int_fields(ndim: int) -> int:
+    """Integer accumulator fields per label: n, Σc_a, Σc_a·c_b."""
+    return 1 + ndim + len(_pairs(ndim))
+
+
+@cache
+def _morpho_kernel(label_dtype: str, channel_dtypes: tuple[str, ...], ndim: int, use_lut: bool):
+    cp = _cupy()
+    lt = _CTYPES[np.dtype(label_dtype)]
+    it = lt if not use_lut else "int"
+    C = len(channel_dtypes)
+    ni = n_int_fields(ndim)
+    nd_fields = 2 + ndim
+    ch_params = "".join(
+        f"const {_CTYPES[np.dtype(t)]}* __restrict__ ch{c}, " for c, t in enumerate(channel_dtypes)
+    )
+    decl = "".join(
+        f"double sw{c} = 0, sww{c} = 0, swx{c} = 0; float mn{c} = 0, mx{c} = 0;\n" for c in range(C)
+    )
+    reset = "".join(
+        f"sw{c} = 0; sww{c} = 0; swx{c} = 0; mn{c} = FINF; mx{c} = -FINF;\n" for c in range(C)
+    )
+    accum = "".join(
+        f"""{{ float w = (float)ch{c}[base + x]; double wd = (double)ch{c}[base + x];
+              sw{c} += wd; sww{c} += wd * wd; swx{c} += wd * x;
+              mn{c} = fminf(mn{c}, w); mx{c} = fmaxf(mx{c}, w); }}
+"""
+        for c in range(C)
+    )
+    rowc = ["z", "y"] if ndim == 3 else ["y"]
+    # integer fields: n, Σ per axis, Σ products per pair
+    s1 = [f"(unsigned long long)n * {r}" for r in rowc] + ["sx"]
+    s2 = []
+    for a, b in _pairs(ndim):
+        if b < ndim - 1:
+            s2.append(f"(unsigned long long)n * {rowc[a]} * {rowc[b]}")
+        elif a < ndim - 1:
+            s2.append(f"(unsigned long long){rowc[a]} * sx")
+        else:
+            s2.append("sxx")
+    ints = ["(unsigned long long)n", *s1, *s2]
+    flush_int = "".join(f"atomicAdd(&iacc[cur * {ni} + {k}], {v});\n" for k, v in enumerate(ints))
+    lo = [*rowc, "x0"]
+    hi = [*rowc, "x0 + n - 1"]
+    flush_c = "".join(
+        f"atomicMin(&cmin[cur * {ndim} + {a}], (int)({lo[a]}));\n"
+        f"atomicMax(&cmax[cur * {ndim} + {a}], (int)({hi[a]}));\n"
+        for a in range(ndim)
+    )
+    flush_w = ""
+    for c in range(C):
+        o = f"cur * {C * nd_fields} + {c * nd_fields}"
+        flush_w += f"atomicAdd(&dacc[{o}], sw{c}); atomicAdd(&dacc[{o} + 1], sww{c});\n"
+        for a, r in enumerate(rowc):
+            flush_w += f"atomicAdd(&dacc[{o} + {2 + a}], (double){r} * sw{c});\n"
+        flush_w += f"atomicAdd(&dacc[{o} + {2 + ndim - 1}], swx{c});\n"
+        flush_w += (
+            f"atomicMin(&wmin[cur * {C} + {c}], f2ord(mn{c})); "
+            f"atomicMax(&wmax[cur * {C} + {c}], f2ord(mx{c}));\n"
+        )
+    flush = f"""{{
+        const long long n = cnt;
+        const unsigned long long sx = (unsigned long long)(n * x0 + n * (n - 1) / 2);
+        const unsigned long long sxx = (unsigned long long)(n * x0 * x0 + x0 * n * (n - 1)
+                                       + (n - 1) * n * (2 * n - 1) / 6);
+        {flush_int}{flush_c}{flush_w}
+    }}"""
+    zy = (
+        "const long long z = r / Y; const long long y = r - z * Y;"
+        if ndim == 3
+        else ("const long long y = r;")
+    )
+    src = f"""
+#define USE_LUT {int(use_lut)}
+typedef {lt} LT;
+typedef {it} IT;
+{_COMMON}
+extern "C" __global__ void morpho(const LT* __restrict__ lab, {ch_params}
+        const IT* __restrict__ lut, const long long n_lut,
+        const long long R, const long long Y, const long long X, const long long segs,
+        unsigned long long* iacc, int* cmin, int* cmax, double* dacc, int* wmin, int* wmax) {{
+    const long long total = R * segs;
+    for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < total;
+         t += (long long)blockDim.x * gridDim.x) {{
+        const long long r = t / segs;
+        const long long xs = (t - r * segs) * {_SEGMENT};
+        const long long xe = min(X, xs + {_SEGMENT});
+        const long long base = r * X;
+        {zy}
+        long long cur = -1, x0 = 0, cnt = 0;
+        {decl}
+        for (long long x = xs; x < xe; ++x) {{
+            const LT v = lab[base + x];
+            const long long d = v ? lookup(v, lut, n_lut) : -1;
+            if (d != cur) {{
+                if (cur >= 0) {flush}
+                cur = d; x0 = x; cnt = 0;
+                {reset}
+            }}
+            if (d >= 0) {{
+                ++cnt;
+                {accum}
+            }}
+        }}
+        if (cur >= 0) {flush}
+    }}
+}}
+"""
+    name = f"morpho_{np.dtype(label_dtype).name}_{'_'.join(channel_dtypes) or 'none'}_{ndim}d"
+    return cp.RawKernel(src, "morpho"), name
+
+
+@cache
+def _projection_kernel(label_dtype: str, use_lut: bool):
+    cp = _cupy()
+    lt = _CTYPES[np.dtype(label_dtype)]
+    it = lt if not use_lut else "int"
+    src = f"""
+#define USE_LUT {int(use_lut)}
+typedef {lt} LT;
+typedef {it} IT;
+{_COMMON}
+extern "C" __global__ void project(const LT* __restrict__ lab, const IT* __restrict__ lut,
+        const long long n_lut, const long long Z, const long long plane,
+        unsigned long long* proj) {{
+    for (long long p = blockIdx.x * (long long)blockDim.x + threadIdx.x; p < plane;
+         p += (long long)blockDim.x * gridDim.x) {{
+        LT prev = 0;
+        for (long long z = 0; z < Z; ++z) {{
+            const LT v = lab[z * plane + p];
+            if (v && v != prev) {{
+                bool seen = false;
+                for (long long zz = 0; zz + 1 < z; ++zz) {{
+                    if (lab[zz * plane + p] == v) {{ seen = true; break; }}
+                }}
+                if (!seen) atomicAdd(&proj[lookup(v, lut, n_lut)], 1ULL);
+            }}
+            prev = v;
+        }}
+    }}
+}}
+"""
+    return cp.RawKernel(src, "project")
+
+
+@cache
+def _mark_kernel(label_dtype: str):
+    cp = _cupy()
+    lt = _CTYPES[np.dtype(label_dtype)]
+    src = f"""
+extern "C" __global__ void mark(const {lt}* __restrict__ lab, const long long size, int* flags) {{
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < size;
+         i += (long long)blockDim.x * gridDim.x) {{
+        const {lt} v = lab[i];
+        if (v) flags[(long long)v] = 1;
+    }}
+}}
+"""
+    return cp.RawKernel(src, "mark")
+
+
+def _cupy():
+    from hcsmito.backend import get_backend
+
+    return get_backend("gpu").xp
+
+
+def _grid(n: int, threads: int = 256) -> tuple[tuple[int], tuple[int]]:
+    return (max(1, min((n + threads - 1) // threads, 65535 * 8)),), (threads,)
+
+
+def dense_lookup(labels, b: Backend):
+    """Label values present (ascending, device) and the lookup used by the kernels.
+
+    Returns ``(uniq, lut, use_lut)``: with ``use_lut`` the lut maps a label value to its row
+    (int32, size max+1); otherwise ``lut`` is ``uniq`` itself, searched by bisection.
+    """
+    xp = b.xp
+    flat = labels.reshape(-1)
+    top = int(flat.max()) if flat.size else 0  # device->host: one scalar
+    if top < max(_LUT_MIN, min(_LUT_MAX, flat.size // 4)):
+        flags = xp.zeros(top + 1, dtype=np.int32)
+        _mark_kernel(labels.dtype.name)(*_grid(flat.size), (flat, np.int64(flat.size), flags))
+        uniq = xp.flatnonzero(flags).astype(labels.dtype)
+        lut = (xp.cumsum(flags, dtype=np.int32) - 1).astype(np.int32)
+        return uniq, lut, True
+    uniq = xp.unique(flat[flat != 0])
+    return uniq, uniq, False
+
+
+def moments_gpu(labels, channels, parents, b: Backend):
+    """Fill :class:`~hcsmito.measure.morphometry._Moments` with the fused kernels."""
+    from hcsmito.measure.morphometry import _empty_moments, _Moments, parent_overlaps
+
+    xp = b.xp
+    labels = xp.ascontiguousarray(labels)
+    channels = [
+        xp.ascontiguousarray(c if c.dtype.name in _CTYPES_NAMES else c.astype(np.float32))
+        for c in channels
+    ]
+    ndim = labels.ndim
+    C = len(channels)
+    if labels.dtype.kind == "i" and labels.size and int(labels.min()) < 0:  # device->host
+        raise ValueError("labels must be non-negative (0 = background)")
+    uniq, lut, use_lut = dense_lookup(labels, b)
+    L = int(uniq.size)
+    if L == 0:
+        return _empty_moments(np.dtype(labels.dtype), ndim, C, list(parents))
+    ni = n_int_fields(ndim)
+    iacc = xp.zeros((L, ni), dtype=np.uint64)
+    cmin = xp.full((L, ndim), np.iinfo(np.int32).max, dtype=np.int32)
+    cmax = xp.full((L, ndim), -1, dtype=np.int32)
+    dacc = xp.zeros((L, C, 2 + ndim), dtype=np.float64)
+    wmin = xp.full((L, max(C, 1)), int(_ord(np.inf)), dtype=np.int32)
+    wmax = xp.full((L, max(C, 1)), int(_ord(-np.inf)), dtype=np.int32)
+    X = labels.shape[-1]
+    Y = labels.shape[-2]
+    R = labels.size // X
+    segs = (X + _SEGMENT - 1) // _SEGMENT
+    k, _ = _morpho_kernel(labels.dtype.name, tuple(c.dtype.name for c in channels), ndim, use_lut)
+    k(
+        *_grid(R * segs),
+        (
+            labels,
+            *channels,
+            lut,
+            np.int64(lut.size),
+            np.int64(R),
+            np.int64(Y),
+            np.int64(X),
+            np.int64(segs),
+            iacc,
+            cmin,
+            cmax,
+            dacc,
+            wmin,
+            wmax,
+        ),
+    )
+    projected = None
+    if ndim == 3:
+        proj = xp.zeros(L, dtype=np.uint64)
+        plane = Y * X
+        _projection_kernel(labels.dtype.name, use_lut)(
+            *_grid(plane),
+            (labels, lut, np.int64(lut.size), np.int64(labels.shape[0]), np.int64(plane), proj),
+        )
+        projected = b.to_host(proj).astype(np.int64)  # device->host: (L,)
+    h = b.to_host  # device->host: per-label accumulators, small
+    ia = h(iacc).astype(np.int64)
+    da = h(dacc)
+    par = {k2: parent_overlaps(b, labels, p, uniq, L) for k2, p in parents.items()}
+    return _Moments(
+        labels=h(uniq),
+        n=ia[:, 0],
+        s1=ia[:, 1 : 1 + ndim],
+        s2=ia[:, 1 + ndim :],
+        cmin=h(cmin).astype(np.int64),
+        cmax=h(cmax).astype(np.int64),
+        sw=da[:, :, 0],
+        sww=da[:, :, 1],
+        wmin=_unord(h(wmin))[:, :C],
+        wmax=_unord(h(wmax))[:, :C],
+        swc=da[:, :, 2:],
+        projected=projected,
+        parents=par,
+    )
+
+
+def _ord(f) -> np.int32:
+    i = np.asarray(f, np.float32).view(np.int32)
+    return np.where(i < 0, i ^ np.int32(0x7FFFFFFF), i).astype(np.int32)
+
+
+def _unord(i: np.ndarray) -> np.ndarray:
+    i = np.asarray(i, np.int32)
+    return (
+        np.where(i < 0, i ^ np.int32(0x7FFFFFFF), i)
+        .astype(np.int32)
+        .view(np.float32)
+        .astype(np.float64)
+    )
