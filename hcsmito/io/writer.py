@@ -137,8 +137,8 @@ def create_plate(
         ],
         "field_count": int(max(counts)),
     }
-    if version == "0.4":
-        plate["version"] = "0.4"
+    # 0.4: a SHOULD; 0.5: the spec text says MUST (its JSON examples leave it out)
+    plate["version"] = version
     parse(PlateMeta, plate, node=path.name, what="plate")  # validate before writing
 
     fmt = _zarr_format(version)
@@ -147,9 +147,7 @@ def create_plate(
     for r in rows:
         root.require_group(r)
     for p, n in zip(paths, counts, strict=True):
-        well: dict[str, Any] = {"images": [{"path": str(i)} for i in range(int(n))]}
-        if version == "0.4":
-            well["version"] = "0.4"
+        well = {"images": [{"path": str(i)} for i in range(int(n))], "version": version}
         parse(WellMeta, well, node=f"{path.name}/{p}", what="well")
         grp = zarr.open_group(store=store, path=p, mode="w", zarr_format=fmt)
         grp.attrs.put(_wrap({"well": well}, version))
@@ -268,7 +266,7 @@ def write_labels(
     voxel_size: Mapping[str, float],
     colors: Mapping[int, Sequence[int]] | None = None,
     chunks: tuple[int, ...] | None = None,
-    levels: int = 1,
+    levels: int | None = None,
 ) -> None:
     """Write the label image ``well/field/labels/<name>`` and list it in ``labels``.
 
@@ -296,7 +294,8 @@ def write_labels(
     chunks : tuple of int, optional
         Chunk shape (default as :func:`write_image`).
     levels : int, optional
-        Resolution levels; extra levels take every second pixel in y and x.
+        Resolution levels; extra levels take every second pixel in y and x. Default: as
+        many as the field's image has (validators require the two to match), else 1.
 
     Raises
     ------
@@ -333,7 +332,11 @@ def write_labels(
 
     store = LocalStore(plate)
     fmt = _zarr_format(version)
-    zarr.open_group(store=store, path=node, mode="a", zarr_format=fmt)
+    igrp = zarr.open_group(store=store, path=node, mode="a", zarr_format=fmt)
+    if levels is None:
+        iattrs = dict(igrp.attrs)
+        ms = (iattrs.get("ome", {}) if version == "0.5" else iattrs).get("multiscales")
+        levels = len(ms[0]["datasets"]) if ms else 1
     lgrp = zarr.open_group(store=store, path=f"{node}/labels", mode="a", zarr_format=fmt)
     grp = zarr.open_group(store=store, path=f"{node}/labels/{name}", mode="a", zarr_format=fmt)
     datasets = _write_levels(grp, labels, axes, scale0, chunks, levels, fmt, where, labels=True)
