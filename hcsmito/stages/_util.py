@@ -218,18 +218,26 @@ def touches_border(b: Backend, labels: Any, *, lateral_only: bool = True) -> np.
 
 
 def local_maxima(
-    b: Backend, image: Any, footprint: np.ndarray, *, threshold: float, mask: Any = None
+    b: Backend,
+    image: Any,
+    *,
+    threshold: float,
+    footprint: np.ndarray | None = None,
+    size: Sequence[int] | None = None,
+    mask: Any = None,
 ) -> Any:
     """Seed labels (int32) at local maxima of ``image`` above ``threshold``.
 
-    A voxel is a maximum when it equals the maximum of its ``footprint`` neighbourhood;
-    adjacent maxima of a plateau merge into one seed (connected components).
+    A voxel is a maximum when it equals the maximum of its neighbourhood: a boolean
+    ``footprint`` or a box of ``size`` (separable, fast for large neighbourhoods).
+    Adjacent maxima of a plateau merge into one seed (connected components).
     """
     xp = b.xp
-    fp = b.asarray(footprint)
-    peaks = (image == b.ndi.maximum_filter(image, footprint=fp, mode="nearest")) & (
-        image > threshold
-    )
+    if footprint is not None:
+        filt = b.ndi.maximum_filter(image, footprint=b.asarray(footprint), mode="nearest")
+    else:
+        filt = b.ndi.maximum_filter(image, size=tuple(int(s) for s in size), mode="nearest")
+    peaks = (image == filt) & (image > threshold)
     if mask is not None:
         peaks &= mask
     seeds, _ = b.ndi.label(peaks, structure=xp.ones((3,) * image.ndim, dtype=bool))

@@ -1,0 +1,417 @@
+"""Instance segmentation of the two cell types: MSCs (GFP) and Jurkat donor cells (mito).
+
+Both work the same way on 2-D and 3-D fields, NumPy or CuPy:
+
+1. smooth at a scale in µm and threshold relative to the field's own background and
+   noise (:func:`hcsmito.stages._util.background_level_noise`) and to its foreground
+   intensity, so that no absolute intensity is ever a default;
+2. split touching cells in the *lateral projection* with a seeded watershed (seeds a
+   minimum distance apart, derived from the expected cell diameter), then extend the 2-D
+   instances through z inside the 3-D mask. MSCs are flat adherent cells and Jurkat cells
+   do not stack on each other, so one cell per (y, x) column holds, and the watershed
+   runs on a small 2-D image: on the GPU this is the one host step (cuCIM has no
+   watershed), a ``Y×X`` transfer each way.
+
+MSC seeds are maxima of the smoothed *thickness-weighted* GFP projection (the sum over z
+of the background-subtracted signal): the nucleus region is the thickest part of a spread
+MSC, and two touching cells meet where both are thinnest, so the projection has one hill
+per cell and a valley at each contact. Jurkat cells are round: their seeds are maxima of
+the distance transform of the projected mask, at least ~0.6 diameters apart.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from hcsmito.backend import Backend
+from hcsmito.stages._util import (
+    VoxelSize,
+    as_float32,
+    background_level_noise,
+    ellipsoid_footprint,
+    gaussian,
+    local_maxima,
+    relabel_sequential,
+    remove_small_labels,
+    spacing,
+    touches_border,
+)
+from hcsmito.stages.threshold import threshold as global_threshold
+
+__all__ = ["Instances", "JurkatInstances", "segment_jurkat", "segment_msc"]
+
+ThresholdMethod = Literal["auto", "otsu", "li", "triangle", "yen", "manual"]
+
+
+@dataclass(frozen=True)
+class Instances:
+    """Instance labels of one field.
+
+    Attributes
+    ----------
+    labels : (M, N[, P]) int32 ndarray
+        0 = background, cells numbered 1..n; same backend as the input.
+    touches_border : (n,) bool ndarray (host)
+        Entry ``i`` is True when label ``i + 1`` touches the lateral field border (cut cell).
+    threshold : float
+        Intensity threshold used on the smoothed image.
+    """
+
+    labels: Any
+    touches_border: np.ndarray
+    threshold: float = float("nan")
+
+    @property
+    def n(self) -> int:
+        """Number of instances."""
+        return int(self.touches_border.size)
+
+
+@dataclass(frozen=True)
+class JurkatInstances(Instances):
+    """Jurkat instances with their position relative to the MSCs.
+
+    Attributes
+    ----------
+    msc_id : (n,) int32 ndarray (host)
+        The MSC under each Jurkat cell (the MSC label covering most of its footprint), 0
+        when it lies on the glass or no MSC labels were given.
+    msc_overlap : (n,) float32 ndarray (host)
+        Fraction of the Jurkat footprint (lateral projection) lying over that MSC.
+    on_msc : (n,) bool ndarray (host)
+        ``msc_overlap >= overlap_min``: the Jurkat rests on an MSC rather than on glass.
+    """
+
+    msc_id: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+    msc_overlap: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    on_msc: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+
+
+def _check_image(image: Any, name: str) -> None:
+    if image.ndim not in (2, 3):
+        raise ValueError(
+            f"{name} must be one channel, 2-D (Y, X) or 3-D (Z, Y, X); got shape "
+            f"{image.shape}: select the channel first (e.g. image[c])"
+        )
+
+
+def _fg_threshold(
+    b: Backend,
+    smooth: Any,
+    *,
+    method: ThresholdMethod,
+    k: float,
+    fraction: float,
+    value: float | None,
+) -> float:
+    """Threshold of a smoothed image.
+
+    ``auto``: ``level + max(k * sigma, fraction * (fg - level))`` with the background
+    level and noise sigma from the histogram mode, and ``fg`` the median of the voxels
+    clearly above background (``level + k sigma``). The noise term keeps empty fields
+    empty; the foreground term puts the boundary of a blurred object near its true edge
+    whatever the brightness.
+    """
+    if method != "auto":
+        return global_threshold(smooth, method=method, value=value)
+    level, sigma = background_level_noise(b, smooth)
+    floor = level + k * sigma
+    above = smooth[smooth > floor]
+    if int(above.size) == 0:
+        return floor
+    fg = float(b.to_host(b.xp.median(above)))  # device->host: one value
+    return level + max(k * sigma, fraction * (fg - level))
+
+
+def _fill_holes_lateral(b: Backend, mask: Any) -> Any:
+    """Fill holes of each z plane (or of the 2-D mask)."""
+    if mask.ndim == 2:
+        return b.ndi.binary_fill_holes(mask)
+    st = np.zeros((3, 3, 3), bool)
+    st[1] = [[0, 1, 0], [1, 1, 1], [0, 1, 0]]
+    return b.ndi.binary_fill_holes(mask, structure=b.asarray(st))
+
+
+def _watershed_2d(
+    b: Backend, relief: Any, seeds: Any, mask: Any, *, compactness: float = 0.0
+) -> Any:
+    """Seeded watershed of ``-relief`` in ``mask`` (2-D), on the host (cuCIM has none).
+
+    Components of the mask that hold no seed become labels of their own.
+    """
+    from scipy import ndimage as sp_ndi
+    from skimage.segmentation import watershed
+
+    r = b.to_host(relief)  # device->host: one Y×X image
+    s = b.to_host(seeds)  # device->host: one Y×X image
+    m = b.to_host(mask)  # device->host: one Y×X image
+    lab = watershed(-r, markers=s, mask=m, compactness=compactness).astype(np.int32)
+    rest, n_rest = sp_ndi.label(m & (lab == 0))
+    if n_rest:
+        lab = np.where(rest > 0, rest + lab.max(), lab).astype(np.int32)
+    return b.asarray(lab)
+
+
+def _box(radius_um: float, sp: tuple[float, ...]) -> tuple[int, ...]:
+    return tuple(2 * max(1, int(round(radius_um / s))) + 1 for s in sp)
+
+
+def _extend_through_z(b: Backend, lab2d: Any, mask: Any) -> Any:
+    if mask.ndim == 2:
+        return b.xp.where(mask, lab2d, 0).astype(b.xp.int32)
+    return b.xp.where(mask, lab2d[None], 0).astype(b.xp.int32)
+
+
+def segment_msc(
+    gfp: Any,
+    *,
+    voxel_size: VoxelSize,
+    msc_diameter_um: float = 50.0,
+    smooth_um: float = 1.0,
+    threshold_method: ThresholdMethod = "auto",
+    threshold_k: float = 5.0,
+    threshold_fraction: float = 0.3,
+    threshold_value: float | None = None,
+    seed_smooth_um: float | None = None,
+    min_separation_um: float | None = None,
+    min_volume_um3: float | None = None,
+) -> Instances:
+    """MSC instances from the GFP channel.
+
+    Parameters
+    ----------
+    gfp : (M, N) or (P, M, N) ndarray
+        GFP channel of one field (any numeric dtype), NumPy or CuPy.
+    voxel_size : mapping {"z", "y", "x"} -> µm, or sequence
+        Voxel size of ``gfp``.
+    msc_diameter_um : float, µm
+        Expected diameter of a spread MSC (default 50 µm). Sets the seed smoothing
+        (0.1 x), the minimum seed separation (0.4 x) and the minimum size.
+    smooth_um : float, µm
+        Gaussian sigma before thresholding (default 1 µm).
+    threshold_method : {"auto", "otsu", "li", "triangle", "yen", "manual"}
+        ``auto`` adapts to the field: ``background + max(k * noise, fraction *
+        (foreground - background))``; the others are global histogram methods on the
+        smoothed image; ``manual`` uses ``threshold_value``.
+    threshold_k : float
+        ``auto``: noise multiple (default 5).
+    threshold_fraction : float
+        ``auto``: fraction of the median foreground above background (default 0.3).
+    threshold_value : float, optional
+        ``manual``: threshold in intensity units of ``gfp``.
+    seed_smooth_um : float, µm, optional
+        Gaussian sigma of the projection whose maxima seed the cells (default
+        ``0.1 * msc_diameter_um``).
+    min_separation_um : float, µm, optional
+        Minimum distance between two seeds (default ``0.4 * msc_diameter_um``).
+    min_volume_um3 : float, µm³ (µm² for 2-D), optional
+        Smaller instances are dropped (default: the volume of a disc of
+        ``0.15 * msc_diameter_um`` and 1 µm height, or its area in 2-D).
+
+    Returns
+    -------
+    Instances
+        ``labels`` (same shape and backend as ``gfp``), ``touches_border`` per label.
+    """
+    _check_image(gfp, "gfp")
+    b = Backend.of(gfp)
+    xp = b.xp
+    sp = spacing(voxel_size, gfp.ndim)
+    if not msc_diameter_um > 0:
+        raise ValueError(f"msc_diameter_um must be > 0 µm, got {msc_diameter_um}")
+    img = as_float32(b, gfp)
+    empty = Instances(xp.zeros(img.shape, xp.int32), np.zeros(0, bool))
+    if img.size == 0:
+        return empty
+    smooth = gaussian(b, img, [smooth_um / s for s in sp])
+    thr = _fg_threshold(
+        b,
+        smooth,
+        method=threshold_method,
+        k=threshold_k,
+        fraction=threshold_fraction,
+        value=threshold_value,
+    )
+    mask = _fill_holes_lateral(b, smooth > thr)
+    if not bool(mask.any()):
+        return Instances(empty.labels, empty.touches_border, thr)
+
+    # Seeds: maxima of the smoothed thickness-weighted projection.
+    lateral = sp[-2:]
+    level = float(background_level_noise(b, smooth)[0])
+    signal = xp.where(mask, smooth - level, 0)
+    proj = signal.sum(axis=0) * sp[0] if img.ndim == 3 else signal
+    mask2d = mask.any(axis=0) if img.ndim == 3 else mask
+    seed_sigma = 0.1 * msc_diameter_um if seed_smooth_um is None else seed_smooth_um
+    relief = gaussian(b, proj, [seed_sigma / s for s in lateral])
+    sep = 0.4 * msc_diameter_um if min_separation_um is None else min_separation_um
+    seeds = local_maxima(b, relief, threshold=0.0, size=_box(sep, lateral), mask=mask2d)
+    lab2d = _watershed_2d(b, relief, seeds, mask2d)
+    labels = _extend_through_z(b, lab2d, mask)
+
+    if min_volume_um3 is None:
+        area = math.pi * (0.075 * msc_diameter_um) ** 2
+        min_volume_um3 = area * (1.0 if img.ndim == 3 else 1.0)
+    labels = remove_small_labels(b, labels, min_volume_um3 / float(np.prod(sp)))
+    return Instances(labels, touches_border(b, labels)[1:], thr)
+
+
+def segment_jurkat(
+    mito: Any,
+    *,
+    voxel_size: VoxelSize,
+    msc_labels: Any = None,
+    jurkat_diameter_um: float = 10.0,
+    smooth_um: float = 1.5,
+    threshold_method: ThresholdMethod = "auto",
+    threshold_k: float = 5.0,
+    threshold_fraction: float = 0.3,
+    threshold_value: float | None = None,
+    min_diameter_fraction: float = 0.5,
+    min_separation_um: float | None = None,
+    overlap_min: float = 0.5,
+) -> JurkatInstances:
+    """Jurkat (donor) cell instances from the mitochondria channel.
+
+    A Jurkat cell is a round body ~10 µm across packed with mitochondria: smoothing at
+    ~1.5 µm fills the mitochondrial texture, a threshold relative to the bright bodies
+    (above background *and* the dimmer MSC autofluorescence) gives the bodies, a lateral
+    opening at a quarter of the diameter removes foci, nanotubes and debris, and touching
+    bodies are split at distance-transform seeds.
+
+    Parameters
+    ----------
+    mito : (M, N) or (P, M, N) ndarray
+        Mitochondria channel of one field, NumPy or CuPy.
+    voxel_size : mapping {"z", "y", "x"} -> µm, or sequence
+    msc_labels : (M, N) or (P, M, N) int ndarray, optional
+        MSC instances of the same field: each Jurkat gets the MSC it rests on.
+    jurkat_diameter_um : float, µm
+        Expected diameter (default 10 µm): sets the opening (0.25 x), the minimum
+        footprint diameter and the seed separation.
+    smooth_um : float, µm
+        Gaussian sigma before thresholding (default 1.5 µm).
+    threshold_method, threshold_k, threshold_value
+        As in :func:`segment_msc`; ``auto`` is applied to the voxels above
+        ``background + k * noise`` twice: the bodies are the bright class (Otsu) of the
+        signal unless the signal is one population.
+    threshold_fraction : float
+        ``auto``: lower bound on the threshold as a fraction of the bright-object
+        intensity above background (default 0.3).
+    min_diameter_fraction : float
+        Instances whose footprint is smaller than a disc of this fraction of the expected
+        diameter are dropped (default 0.5).
+    min_separation_um : float, µm, optional
+        Minimum distance between two seeds (default ``0.6 * jurkat_diameter_um``).
+    overlap_min : float
+        Footprint fraction over an MSC above which a Jurkat is "on" that MSC (default 0.5).
+
+    Returns
+    -------
+    JurkatInstances
+    """
+    _check_image(mito, "mito")
+    b = Backend.of(mito)
+    xp = b.xp
+    sp = spacing(voxel_size, mito.ndim)
+    lateral = sp[-2:]
+    if not jurkat_diameter_um > 0:
+        raise ValueError(f"jurkat_diameter_um must be > 0 µm, got {jurkat_diameter_um}")
+    if msc_labels is not None and tuple(msc_labels.shape) != tuple(mito.shape):
+        raise ValueError(
+            f"msc_labels has shape {tuple(msc_labels.shape)}, mito {tuple(mito.shape)}: "
+            "pass the MSC labels of the same field"
+        )
+    img = as_float32(b, mito)
+    empty = JurkatInstances(xp.zeros(img.shape, xp.int32), np.zeros(0, bool))
+    if img.size == 0:
+        return empty
+    smooth = gaussian(b, img, [smooth_um / s for s in sp])
+    if threshold_method == "auto":
+        thr = _bright_threshold(b, smooth, k=threshold_k, fraction=threshold_fraction)
+    else:
+        thr = global_threshold(smooth, method=threshold_method, value=threshold_value)
+    mask = _fill_holes_lateral(b, smooth > thr)
+    mask2d = mask.any(axis=0) if img.ndim == 3 else mask
+    # Lateral opening removes what is narrower than half a body (foci, TNTs).
+    fp = ellipsoid_footprint([0.25 * jurkat_diameter_um / s for s in lateral])
+    mask2d = b.ndi.binary_opening(mask2d, structure=b.asarray(fp))
+    mask2d = b.ndi.binary_fill_holes(mask2d)
+    if not bool(mask2d.any()):
+        return JurkatInstances(empty.labels, empty.touches_border, thr)
+    dist = b.ndi.distance_transform_edt(mask2d, sampling=lateral).astype(xp.float32)
+    dist = gaussian(b, dist, [0.05 * jurkat_diameter_um / s for s in lateral])
+    sep = 0.6 * jurkat_diameter_um if min_separation_um is None else min_separation_um
+    r_min = 0.5 * min_diameter_fraction * jurkat_diameter_um
+    seeds = local_maxima(
+        b,
+        dist,
+        threshold=0.5 * r_min,
+        footprint=ellipsoid_footprint([sep / s for s in lateral]),
+        mask=mask2d,
+    )
+    lab2d = _watershed_2d(b, dist, seeds, mask2d)
+    lab2d = remove_small_labels(b, lab2d, math.pi * r_min**2 / float(np.prod(lateral)))
+    if img.ndim == 3:
+        labels = _extend_through_z(b, lab2d, mask & (lab2d > 0)[None])
+        labels = relabel_sequential(b, labels)
+        lab2d = labels.max(axis=0)
+    else:
+        labels = lab2d
+    border = touches_border(b, labels)[1:]
+    n = int(border.size)
+    msc_id, overlap = _msc_under(b, lab2d, msc_labels, n)
+    return JurkatInstances(
+        labels,
+        border,
+        thr,
+        msc_id=msc_id,
+        msc_overlap=overlap,
+        on_msc=overlap >= overlap_min,
+    )
+
+
+def _bright_threshold(b: Backend, smooth: Any, *, k: float, fraction: float) -> float:
+    """Threshold separating bright bodies from background *and* dim stained structures.
+
+    The signal (voxels above ``level + k sigma``) holds the dim MSC autofluorescence and
+    the bright Jurkat bodies; Otsu on the log of the signal separates the two populations
+    (their ratio, not their difference, is what stays constant across brightness). The
+    result is kept above ``level + fraction * (p99.9 - level)``.
+    """
+    xp = b.xp
+    level, sigma = background_level_noise(b, smooth)
+    floor = level + k * sigma
+    above = smooth[smooth > floor]
+    if int(above.size) < 16:
+        return floor
+    logs = xp.log(above - level)
+    t_log = global_threshold(logs, method="otsu")
+    top = float(b.to_host(xp.percentile(above, 99.9)))  # device->host: one value
+    return max(floor, level + math.exp(t_log), level + fraction * (top - level))
+
+
+def _msc_under(b: Backend, jurkat2d: Any, msc_labels: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per Jurkat: the MSC label covering most of its footprint and that fraction."""
+    if n == 0 or msc_labels is None:
+        return np.zeros(n, np.int32), np.zeros(n, np.float32)
+    xp = b.xp
+    msc = b.asarray(msc_labels)
+    msc2d = msc.max(axis=0) if msc.ndim == 3 else msc
+    n_msc = int(msc2d.max())
+    j = jurkat2d.reshape(-1).astype(xp.int64)
+    m = msc2d.reshape(-1).astype(xp.int64)
+    pair = xp.bincount(j * (n_msc + 1) + m, minlength=(n + 1) * (n_msc + 1))
+    table = b.to_host(pair.reshape(n + 1, n_msc + 1))[1:]  # device->host: n × n_msc counts
+    area = table.sum(axis=1)
+    over = table[:, 1:]
+    if over.shape[1] == 0:
+        return np.zeros(n, np.int32), np.zeros(n, np.float32)
+    best = over.argmax(axis=1)
+    frac = over[np.arange(n), best] / np.maximum(area, 1)
+    ids = np.where(frac > 0, best + 1, 0).astype(np.int32)
+    return ids, frac.astype(np.float32)
