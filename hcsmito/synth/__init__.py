@@ -1,0 +1,21 @@
+"""Synthetic confocal fields of MSC / Jurkat co-cultures with ground truth.
+
+>>> from hcsmito.synth import SynthParams, generate_field
+>>> f = generate_field(SynthParams(), condition="DMSO", seed=0)
+>>> f.image.shape, f.image.dtype
+((3, 24, 384, 384), dtype('uint16'))
+"""
+
+from hcsmito.synth.field import CHANNEL_COLORS, CHANNEL_LABELS, SynthField, generate_field
+from hcsmito.synth.params import CONDITIONS, PLATE_CONDITIONS, Condition, SynthParams
+
+__all__ = [
+    "CHANNEL_COLORS",
+    "CHANNEL_LABELS",
+    "CONDITIONS",
+    "PLATE_CONDITIONS",
+    "Condition",
+    "SynthField",
+    "SynthParams",
+    "generate_field",
+]

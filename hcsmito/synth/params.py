@@ -1,0 +1,351 @@
+"""Parameters of the synthetic co-culture generator and the experimental conditions.
+
+Every physical quantity is a parameter in micrometres, photons or relative concentration,
+never a constant buried in the renderer: the stages are tuned and tested on fields drawn
+with these values and with values scaled by :meth:`SynthParams.varied`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+__all__ = ["CONDITIONS", "Condition", "SynthParams"]
+
+
+@dataclass(frozen=True)
+class Condition:
+    """What a treatment does to the co-culture, as rates the generator draws from.
+
+    Attributes
+    ----------
+    foci_per_msc : float
+        Mean number of transferred red foci per MSC (Poisson), for a cell of the nominal
+        area (scaled down for cells cut by the field border).
+    adhesion_share : float
+        Probability that a Jurkat cell is adhered on top of an MSC (binomial).
+    tnt_rate : float
+        Mean number of tunneling nanotubes per field (Poisson).
+    description : str
+        What the treatment is.
+    """
+
+    foci_per_msc: float
+    adhesion_share: float
+    tnt_rate: float
+    description: str = ""
+
+
+#: Conditions of the assay. Cytochalasin D depolymerises F-actin: no TNTs, little
+#: transfer. Anti-ICAM-1 blocks the adhesion the transfer needs. 18-alpha-GA (gap
+#: junctions) and dynasore (endocytosis) leave the TNT route open. Ara-C and MTX
+#: (chemotherapy) raise the transfer.
+CONDITIONS: dict[str, Condition] = {
+    "DMSO": Condition(6.0, 0.5, 3.0, "vehicle control"),
+    "cytochalasin D": Condition(1.0, 0.4, 0.1, "actin polymerisation blocked: no TNTs"),
+    "18-alpha-GA": Condition(5.5, 0.5, 3.0, "gap-junction blocker"),
+    "dynasore": Condition(5.0, 0.5, 2.8, "dynamin (endocytosis) blocker"),
+    "anti-ICAM-1": Condition(2.0, 0.12, 2.0, "ICAM-1 blocking antibody: adhesion cut"),
+    "ara-C": Condition(9.0, 0.55, 4.0, "cytarabine: more transfer"),
+    "MTX": Condition(8.0, 0.55, 3.5, "methotrexate: more transfer"),
+}
+
+#: Conditions a default plate lays out (one per plate column).
+PLATE_CONDITIONS = ("DMSO", "cytochalasin D", "18-alpha-GA", "dynasore", "anti-ICAM-1")
+
+Pair = tuple[float, float]
+
+# Scale factors understood by SynthParams.varied, and the fields each one scales.
+_FACTOR_FIELDS: dict[str, tuple[str, ...]] = {
+    "brightness": ("brightness",),
+    "noise": ("read_noise", "background"),
+    "cell_size": (
+        "msc_diameter_um",
+        "msc_nucleus_diameter_um",
+        "jurkat_diameter_um",
+    ),
+    "density": ("n_msc", "n_jurkat"),
+    "foci_size": ("foci_diameter_um",),
+    "tnt_width": ("tnt_diameter_um",),
+}
+
+
+class SynthParams(BaseModel):
+    """Everything physical about a synthetic confocal field of an MSC / Jurkat co-culture.
+
+    Lengths are in µm, intensities in relative concentration (a dye concentration of 1
+    gives ``brightness`` expected photons per voxel once blurred), light in photons.
+    The glass is the plane ``z = glass_z_um``; voxel ``i`` has its centre at ``i * dz``.
+
+    Parameters
+    ----------
+    shape : (Z, Y, X) or (Y, X) tuple of int
+        Field shape in voxels. A 2-D shape gives a 2-D field: the 3-D scene is rendered
+        with ``voxel_size[0]`` as z step and projected (maximum) to one optical section.
+    voxel_size : (dz, dy, dx) tuple of float
+        Voxel size, µm. For 2-D shapes ``dz`` is the z step of the hidden 3-D scene.
+    glass_z_um : float
+        Height of the coverslip surface above the first plane, µm.
+    n_msc, msc_diameter_um, msc_diameter_cv
+        Number of MSC seeds, their nominal diameter (µm) and its relative spread.
+    msc_irregularity : float
+        Relative radial perturbation of the MSC outline by smooth noise (0 = discs).
+    msc_height_um, msc_edge_height_um, msc_dome_um
+        Cytoplasm thickness at the plateau and at the cell edge (µm), and the distance from
+        the edge over which it rises (µm): a flat dome.
+    msc_nucleus_diameter_um, msc_nucleus_height_um, msc_nucleus_gfp
+        Nucleus footprint diameter and top height (µm), its GFP relative to the cytoplasm.
+    msc_gfp, msc_gfp_cv, msc_texture
+        Cytoplasm GFP concentration, its cell-to-cell spread and smooth in-cell texture.
+    msc_red, msc_actin, msc_cortex_actin, msc_cortex_um
+        MitoTracker autofluorescence of MSCs, diffuse actin, cortical actin and its width.
+    fibres_per_msc, fibre_width_um, fibre_actin, fibre_height_um
+        Basal stress fibres: number per cell, width (µm), concentration, height of the
+        fibre plane above the glass (µm).
+    n_jurkat, jurkat_diameter_um, jurkat_diameter_cv, jurkat_aspect_z
+        Donor cells: count, diameter (µm), its relative spread, height/diameter ratio.
+    jurkat_mito_count, jurkat_mito_intensity, jurkat_mito_shell
+        Mitochondria per Jurkat cell, their concentration, and the shell they fill as a
+        fraction of the radius (inner, outer) around a mitochondria-free nucleus.
+    jurkat_red, jurkat_actin, jurkat_gap_um, jurkat_glass_clearance_um
+        Diffuse MitoTracker and cortical actin of Jurkats; minimal gap between two Jurkat
+        cells; distance kept from MSCs by Jurkats lying on the glass (µm).
+    foci_diameter_um, foci_intensity, foci_min_distance_um, foci_jurkat_clearance_um
+        Transferred foci: diameter range (µm), concentration, minimal centre distance
+        between foci (lateral, µm), lateral clearance from Jurkat bodies (µm).
+    foci_rate, adhesion_rate, tnt_rate
+        Multipliers of the condition's foci per MSC, adhesion share and TNTs per field.
+    tnt_diameter_um, tnt_height_um, tnt_length_um, tnt_actin, tnt_mito_share,
+    tnt_mito_diameter_um
+        Nanotubes: diameter range, height of the axis above glass, free length range (µm),
+        actin concentration, share carrying a mitochondrion and its diameter range (µm).
+    brightness : float
+        Expected photons per voxel for a blurred concentration of 1.
+    channel_gain : (3,) tuple of float
+        Relative brightness of the GFP, MitoTracker and phalloidin channels.
+    background : float
+        Background photons per voxel (all channels).
+    read_noise : float
+        Camera read noise, electrons (Gaussian).
+    offset : float
+        Camera offset added to every pixel, ADU.
+    gain : float
+        ADU per photo-electron.
+    shot_noise : bool
+        Draw Poisson shot noise (False: expected photon counts, still with read noise).
+    na, refractive_index, emission_um
+        Objective NA, immersion index and per-channel emission wavelength (µm): the
+        Gaussian PSF widths when ``psf_sigma_xy_um`` / ``psf_sigma_z_um`` are None.
+    psf_sigma_xy_um, psf_sigma_z_um : float or None
+        Gaussian PSF standard deviations (µm) for every channel, overriding the NA model.
+    psf_broadening : float
+        Factor by which the real PSF is wider than the diffraction-limited model
+        (aberrations, pinhole); applies to the NA model only.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # geometry
+    shape: tuple[int, ...] = (24, 384, 384)
+    voxel_size: tuple[float, float, float] = (0.6, 0.3, 0.3)
+    glass_z_um: float = Field(1.0, ge=0)
+    # MSCs
+    n_msc: int = Field(4, ge=0)
+    msc_diameter_um: float = Field(52.0, gt=0)
+    msc_diameter_cv: float = Field(0.12, ge=0, lt=0.5)
+    msc_irregularity: float = Field(0.22, ge=0, lt=0.6)
+    msc_height_um: float = Field(3.6, gt=0)
+    msc_edge_height_um: float = Field(1.3, gt=0)
+    msc_dome_um: float = Field(8.0, gt=0)
+    msc_nucleus_diameter_um: float = Field(15.0, ge=0)
+    msc_nucleus_height_um: float = Field(5.5, gt=0)
+    msc_nucleus_gfp: float = Field(1.25, ge=0)
+    msc_gfp: float = Field(1.0, ge=0)
+    msc_gfp_cv: float = Field(0.2, ge=0, lt=0.6)
+    msc_texture: float = Field(0.2, ge=0, lt=0.8)
+    msc_red: float = Field(0.03, ge=0)
+    msc_actin: float = Field(0.12, ge=0)
+    msc_cortex_actin: float = Field(0.5, ge=0)
+    msc_cortex_um: float = Field(0.6, gt=0)
+    fibres_per_msc: int = Field(8, ge=0)
+    fibre_width_um: float = Field(0.5, gt=0)
+    fibre_actin: float = Field(1.5, ge=0)
+    fibre_height_um: float = Field(0.3, ge=0)
+    # Jurkat cells
+    n_jurkat: int = Field(8, ge=0)
+    jurkat_diameter_um: float = Field(10.0, gt=0)
+    jurkat_diameter_cv: float = Field(0.08, ge=0, lt=0.5)
+    jurkat_aspect_z: float = Field(0.85, gt=0, le=1.5)
+    jurkat_mito_count: int = Field(220, ge=0)
+    jurkat_mito_intensity: float = Field(3.0, ge=0)
+    jurkat_mito_shell: Pair = (0.62, 0.95)
+    jurkat_red: float = Field(0.12, ge=0)
+    jurkat_actin: float = Field(0.6, ge=0)
+    jurkat_gap_um: float = Field(1.5, ge=0)
+    jurkat_glass_clearance_um: float = Field(1.5, ge=0)
+    # transferred foci
+    foci_diameter_um: Pair = (0.3, 1.0)
+    foci_intensity: float = Field(8.0, ge=0)
+    foci_min_distance_um: float = Field(2.0, ge=0)
+    foci_jurkat_clearance_um: float = Field(3.0, ge=0)
+    foci_rate: float = Field(1.0, ge=0)
+    adhesion_rate: float = Field(1.0, ge=0)
+    # nanotubes
+    tnt_rate: float = Field(1.0, ge=0)
+    tnt_diameter_um: Pair = (0.2, 0.7)
+    tnt_height_um: Pair = (1.0, 3.0)
+    tnt_length_um: Pair = (4.0, 40.0)
+    tnt_actin: float = Field(6.0, ge=0)
+    tnt_mito_share: float = Field(0.5, ge=0, le=1)
+    tnt_mito_diameter_um: Pair = (0.5, 0.8)
+    # light and camera
+    brightness: float = Field(200.0, gt=0)
+    channel_gain: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    background: float = Field(10.0, ge=0)
+    read_noise: float = Field(3.0, ge=0)
+    offset: float = Field(100.0, ge=0)
+    gain: float = Field(1.0, gt=0)
+    shot_noise: bool = True
+    # optics
+    na: float = Field(1.2, gt=0)
+    refractive_index: float = Field(1.33, gt=0)
+    emission_um: tuple[float, float, float] = (0.51, 0.60, 0.67)
+    psf_sigma_xy_um: float | None = Field(None, gt=0)
+    psf_sigma_z_um: float | None = Field(None, gt=0)
+    psf_broadening: float = Field(1.5, gt=0)
+
+    @field_validator("shape")
+    @classmethod
+    def _check_shape(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if len(v) not in (2, 3) or any(int(s) < 8 for s in v):
+            raise ValueError(f"shape must be (Z, Y, X) or (Y, X) with every size >= 8, got {v}")
+        return tuple(int(s) for s in v)
+
+    @field_validator("voxel_size")
+    @classmethod
+    def _check_voxel(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
+        if any(not (s > 0 and math.isfinite(s)) for s in v):
+            raise ValueError(f"voxel_size must be positive finite µm (dz, dy, dx), got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _check_ranges(self) -> SynthParams:
+        for name in (
+            "foci_diameter_um",
+            "tnt_diameter_um",
+            "tnt_height_um",
+            "tnt_length_um",
+            "tnt_mito_diameter_um",
+            "jurkat_mito_shell",
+        ):
+            lo, hi = getattr(self, name)
+            if not 0 < lo <= hi:
+                raise ValueError(f"{name} must be a range 0 < low <= high, got {(lo, hi)}")
+        if self.na >= self.refractive_index:
+            raise ValueError(f"na={self.na} must be below refractive_index={self.refractive_index}")
+        return self
+
+    # -- derived quantities ---------------------------------------------------------------
+
+    @property
+    def ndim(self) -> int:
+        """2 or 3: the dimensionality of the image produced."""
+        return len(self.shape)
+
+    @property
+    def scene_shape(self) -> tuple[int, int, int]:
+        """The (Z, Y, X) shape of the rendered 3-D scene (projected for 2-D fields)."""
+        if self.ndim == 3:
+            return self.shape  # type: ignore[return-value]
+        nz = math.ceil(self.required_height_um() / self.voxel_size[0]) + 1
+        return (nz, *self.shape)  # type: ignore[return-value]
+
+    def required_height_um(self) -> float:
+        """Scene height (µm) needed above plane 0 for MSCs plus a Jurkat on the glass."""
+        jurkat = self.jurkat_diameter_um * (1 + 2 * self.jurkat_diameter_cv) * self.jurkat_aspect_z
+        top = max(self.msc_height_um, self.msc_nucleus_height_um, self.msc_edge_height_um)
+        return self.glass_z_um + max(top, jurkat, self.tnt_height_um[1]) + 1.0
+
+    def psf_sigma_um(self) -> tuple[tuple[float, float], ...]:
+        """Per channel (sigma_z, sigma_xy) of the Gaussian PSF, µm.
+
+        Without explicit sigmas, the widefield Gaussian approximation of Zhang, Zerubia &
+        Olivo-Marin (Appl. Opt. 2007): ``sigma_xy = 0.21 λ / NA``,
+        ``sigma_z = 0.66 λ n / NA²``.
+        """
+        out = []
+        for lam in self.emission_um:
+            k = self.psf_broadening
+            sxy = self.psf_sigma_xy_um or k * 0.21 * lam / self.na
+            sz = self.psf_sigma_z_um or k * 0.66 * lam * self.refractive_index / self.na**2
+            out.append((sz, sxy))
+        return tuple(out)
+
+    # -- variations -----------------------------------------------------------------------
+
+    def varied(self, **factors: float) -> SynthParams:
+        """These parameters with quantities scaled by the factors given.
+
+        Parameters
+        ----------
+        **factors : float
+            ``brightness`` (photons), ``noise`` (read noise and background), ``psf_width``
+            (both PSF sigmas of every channel), ``voxel_size`` (all three voxel sizes; the
+            shape in voxels is divided by the factor so the field keeps its physical size),
+            ``cell_size`` (MSC, nucleus and Jurkat diameters; the scene gets taller when
+            Jurkats no longer fit), ``density`` (MSC and Jurkat counts), ``foci_size``,
+            ``tnt_width``, or the name of any numeric parameter (multiplied).
+
+        Returns
+        -------
+        SynthParams
+            A new, validated parameter set.
+
+        Examples
+        --------
+        >>> p = SynthParams().varied(brightness=1.5, voxel_size=0.5)
+        >>> p.voxel_size, p.shape
+        ((0.3, 0.15, 0.15), (48, 768, 768))
+        """
+        values: dict[str, Any] = self.model_dump()
+        for key, f in factors.items():
+            if not (isinstance(f, int | float) and f > 0 and math.isfinite(f)):
+                raise ValueError(f"factor {key}={f!r} must be a positive finite number")
+            if key == "psf_width":
+                values["psf_broadening"] = self.psf_broadening * f
+                for name in ("psf_sigma_xy_um", "psf_sigma_z_um"):
+                    values[name] = _scale(values[name], f)
+            elif key == "voxel_size":
+                values["voxel_size"] = tuple(v * f for v in self.voxel_size)
+                values["shape"] = tuple(max(8, round(s / f)) for s in self.shape)
+            elif key in _FACTOR_FIELDS:
+                for name in _FACTOR_FIELDS[key]:
+                    values[name] = _scale(values[name], f)
+            elif key in values and not isinstance(values[key], bool):
+                values[key] = _scale(values[key], f)
+            else:
+                known = sorted([*_FACTOR_FIELDS, "psf_width", "voxel_size"])
+                raise ValueError(
+                    f"unknown variation {key!r}: use one of {known} or a numeric parameter name"
+                )
+        out = SynthParams(**values)
+        if out.ndim == 3:
+            nz_needed = math.ceil(out.required_height_um() / out.voxel_size[0]) + 1
+            if out.shape[0] < nz_needed and self.shape[0] * self.voxel_size[0] >= (
+                self.required_height_um()
+            ):
+                out = SynthParams(**{**values, "shape": (nz_needed, *out.shape[1:])})
+        return out
+
+
+def _scale(value: Any, f: float) -> Any:
+    if isinstance(value, tuple):
+        return tuple(_scale(v, f) for v in value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return max(0, round(value * f))
+    if value is None:
+        return None
+    return value * f
