@@ -358,7 +358,9 @@ def _merge_blocks(labels, blocks, par_runs, proj_keys, C) -> _Moments:
 
     def fold(v):
         v = v.reshape(v.shape[0], -1)
-        out = np.stack([np.bincount(j, weights=v[:, i], minlength=L) for i in range(v.shape[1])], 1)
+        out = np.zeros((L, v.shape[1]))
+        for i in range(v.shape[1]):
+            out[:, i] = np.bincount(j, weights=v[:, i], minlength=L)
         return out
 
     n = np.rint(fold(cat("n"))[:, 0]).astype(np.int64)
