@@ -400,11 +400,14 @@ class LabelsMeta(_Model):
 
 def _loc(loc: tuple) -> str:
     out = ""
-    for part in loc:
+    for i, part in enumerate(loc):
+        nxt = loc[i + 1] if i + 1 < len(loc) else None
         if isinstance(part, int):
             out += f"[{part}]"
+        elif part in ("scale", "translation") and isinstance(nxt, str):
+            continue  # the tag pydantic inserts for a discriminated union member
         elif part in ("function-after", "function-before") or "[" in str(part):
-            continue  # pydantic's internal validator / union tags
+            continue  # pydantic's internal validator names
         else:
             out += f".{part}" if out else str(part)
     return out or "(top level)"

@@ -127,6 +127,23 @@ class FieldImage:
         """True when the field has a ``z`` axis."""
         return "z" in self.axes
 
+    def describe(self) -> str:
+        """``"plate P, well B/3, field 0"`` (or ``"image PATH"``), for messages."""
+        if self.well is not None:
+            return f"plate {self.plate}, well {self.well}, field {self.field}"
+        return f"image {self.path}"
+
+    def resolve_roles(
+        self,
+        roles: Mapping[str, str | int | None] | None = None,
+        *,
+        required: Sequence[str] = ("mito",),
+    ) -> dict[str, int | None]:
+        """:func:`resolve_channel_roles` on this field's labels, errors naming the field."""
+        return resolve_channel_roles(
+            self.channel_labels, roles, required=required, where=self.describe()
+        )
+
     def channel(self, index: int, *, t: int = 0) -> da.Array:
         """The lazy ``(Z, Y, X)`` or ``(Y, X)`` array of one channel (at time point ``t``).
 
@@ -389,7 +406,7 @@ def _lazy(array: zarr.Array, axes: str, where: str, context: str) -> da.Array:
 
 def _field_image(store: _Store, info: _ImageInfo, **ctx) -> FieldImage:
     if ctx.get("well") is not None:
-        context = f"plate {store.name}, well {ctx['well']}, field {ctx['field']}"
+        context = f"plate {ctx['plate']}, well {ctx['well']}, field {ctx['field']}"
     else:
         context = f"image {store.where(info.node)}"
     arr = zarr.open_array(store=store.store, path=info.level0, mode="r")
