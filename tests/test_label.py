@@ -37,6 +37,19 @@ def test_label_matches_skimage(backend, shape, connectivity):
     assert_same_partition(got, want)
 
 
+@pytest.mark.parametrize("cc3d", [True, False], ids=["cc3d-if-installed", "skimage"])
+def test_cpu_fallback_without_cc3d(monkeypatch, cc3d):
+    import hcsmito.measure.label as mod
+
+    if not cc3d:
+        monkeypatch.setattr(mod, "_cc3d", lambda: None)
+    for shape, conn in (((60, 70), 1), ((60, 70), 2), ((8, 30, 40), 2), ((8, 30, 40), 3)):
+        mask = random_mask(shape, seed=conn)
+        got = mod.label(mask, connectivity=conn)
+        assert got.dtype == np.int32
+        assert_same_partition(got, skm.label(mask, connectivity=conn))
+
+
 def test_label_default_is_full_connectivity_and_non_bool_masks():
     mask = np.zeros((5, 5), np.uint8)
     mask[1, 1] = mask[2, 2] = 7  # diagonal neighbours: one object at full connectivity
