@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pytest
 import skimage.measure as skm
@@ -39,7 +41,7 @@ def test_label_matches_skimage(backend, shape, connectivity):
 
 @pytest.mark.parametrize("cc3d", [True, False], ids=["cc3d-if-installed", "skimage"])
 def test_cpu_fallback_without_cc3d(monkeypatch, cc3d):
-    import hcsmito.measure.label as mod
+    mod = importlib.import_module("hcsmito.measure.label")  # the module, not the function
 
     if not cc3d:
         monkeypatch.setattr(mod, "_cc3d", lambda: None)
