@@ -8,6 +8,7 @@
 
 from hcsmito.synth.field import CHANNEL_COLORS, CHANNEL_LABELS, SynthField, generate_field
 from hcsmito.synth.params import CONDITIONS, PLATE_CONDITIONS, Condition, SynthParams
+from hcsmito.synth.plate import default_layout, field_seed, read_truth, write_synth_plate
 
 __all__ = [
     "CHANNEL_COLORS",
@@ -17,5 +18,9 @@ __all__ = [
     "Condition",
     "SynthField",
     "SynthParams",
+    "default_layout",
+    "field_seed",
     "generate_field",
+    "read_truth",
+    "write_synth_plate",
 ]

@@ -250,24 +250,32 @@ def _jurkat_fits(jurkats: list[Jurkat], y: float, x: float, r: float, gap: float
     )
 
 
-def _place_glass_jurkats(rng, p: SynthParams, lab: np.ndarray, radii: list[float]):
-    """Jurkat cells on the glass: on free glass where there is room, else MSCs make way."""
+def _place_glass_jurkats(
+    rng, p: SynthParams, lab: np.ndarray, radii: list[float], placed=(), *, carve: bool = True
+):
+    """Jurkat cells on the glass: on free glass where there is room, else MSCs make way
+    (``carve``) or the cell is left out."""
     ly, lx = _extent(p)
     yy, xx = _grid(p)
     free = ndi.distance_transform_edt(lab == 0, sampling=p.voxel_size[1:])
+    z_top = (p.scene_shape[0] - 1) * p.voxel_size[0] - 0.3
     out: list[Jurkat] = []
     for r in radii:
         c = r * p.jurkat_aspect_z
+        if p.glass_z_um + 2 * c > z_top:
+            continue  # taller than the field: left out rather than cut
         margin = r + 0.5
         inside = (yy >= margin) & (yy <= ly - margin) & (xx >= margin) & (xx <= lx - margin)
         pos = None
-        for need in (r + p.jurkat_glass_clearance_um, 0.0):
+        for need in (
+            (r + p.jurkat_glass_clearance_um, 0.0) if carve else (r + p.jurkat_glass_clearance_um,)
+        ):
             ok = inside & (free >= need) if need > 0 else inside
             for _ in range(60):
                 cand = _pick_um(rng, p, ok)
                 if cand is None:
                     break
-                if _jurkat_fits(out, *cand, r, p.jurkat_gap_um):
+                if _jurkat_fits([*placed, *out], *cand, r, p.jurkat_gap_um):
                     pos = cand
                     break
             if pos is not None:
@@ -277,7 +285,8 @@ def _place_glass_jurkats(rng, p: SynthParams, lab: np.ndarray, radii: list[float
         y, x = pos
         # MSCs give way to a Jurkat cell on the glass (no contact: it is not adhered)
         clear = (yy - y) ** 2 + (xx - x) ** 2 < (r + p.jurkat_glass_clearance_um) ** 2
-        lab[clear] = 0
+        if carve:
+            lab[clear] = 0
         out.append(Jurkat((p.glass_z_um + c, y, x), r, c, False, 0))
     return out
 
@@ -289,6 +298,7 @@ def _place_adhered_jurkats(rng, p: SynthParams, scene: Scene, radii: list[float]
     nz = p.scene_shape[0]
     z_top = (nz - 1) * p.voxel_size[0] - 0.3
     out: list[Jurkat] = []
+    missed: list[float] = []
     for r in radii:
         c = r * p.jurkat_aspect_z
         margin = r + 0.5
@@ -308,6 +318,7 @@ def _place_adhered_jurkats(rng, p: SynthParams, scene: Scene, radii: list[float]
                 pos = cand
                 break
         if pos is None:
+            missed.append(r)
             continue
         y, x = pos
         iy, ix = _pixel(p, y, x)
@@ -320,7 +331,7 @@ def _place_adhered_jurkats(rng, p: SynthParams, scene: Scene, radii: list[float]
         scene.height[under] = np.minimum(scene.height[under], lower[under])
         scene.height[iy, ix] = base
         out.append(Jurkat((p.glass_z_um + base + c, y, x), r, c, True, msc_id))
-    return out
+    return out, missed
 
 
 # -- occupancy along a line (for nanotubes) -----------------------------------------------
@@ -567,7 +578,10 @@ def build_scene(p: SynthParams, condition: Condition, seed: int) -> Scene:
     gfp = (levels[lab] * texture * np.where(nucleus, p.msc_nucleus_gfp, 1.0)).astype(np.float32)
 
     scene = Scene(p, lab, height, edge, nucleus, gfp, jurkats=glass)
-    scene.jurkats = glass + _place_adhered_jurkats(r_jur, p, scene, radii[:n_adh])
+    adhered, missed = _place_adhered_jurkats(r_jur, p, scene, radii[:n_adh])
+    # cells with no room on an MSC settle on free glass (the MSCs no longer move)
+    late = _place_glass_jurkats(r_jur, p, lab, missed, glass + adhered, carve=False)
+    scene.jurkats = glass + adhered + late
     # order Jurkat cells by position so ids do not depend on how they were placed
     scene.jurkats.sort(key=lambda j: (j.center[1], j.center[2]))
 

@@ -1,0 +1,181 @@
+"""Write a synthetic co-culture plate with its plate map and ground truth.
+
+Layout written for ``out = DIR/STEM.zarr``::
+
+    DIR/STEM.zarr              OME-NGFF HCS plate (GFP, MitoTracker Red, Phalloidin)
+    DIR/STEM_platemap.csv      well,condition,replicate,day
+    DIR/STEM_truth/labels.zarr NGFF plate of truth label images msc, jurkat, foci, tnt
+    DIR/STEM_truth/*.parquet   truth tables msc, jurkat, foci, tnt, fields
+                               (every row with plate, well ("B/3"), field)
+    DIR/STEM_truth/synth.json  generator parameters, seed and per-field seeds
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from hcsmito.synth.field import CHANNEL_COLORS, SynthField, generate_field
+from hcsmito.synth.params import CONDITIONS, PLATE_CONDITIONS, SynthParams
+
+__all__ = ["default_layout", "field_seed", "read_truth", "write_synth_plate"]
+
+TRUTH_TABLES = ("msc", "jurkat", "foci", "tnt")
+
+
+def default_layout() -> dict[str, str]:
+    """Rows B-C x columns 2-6: one condition per column, two replicate wells each."""
+    return {
+        f"{row}{col}": cond
+        for col, cond in enumerate(PLATE_CONDITIONS, start=2)
+        for row in ("B", "C")
+    }
+
+
+def _layout(wells: Sequence[str] | Mapping[str, str] | None) -> dict[str, str]:
+    from hcsmito.io.names import parse_well
+
+    if wells is None:
+        return default_layout()
+    if isinstance(wells, Mapping):
+        bad = {w: c for w, c in wells.items() if c not in CONDITIONS}
+        if bad:
+            raise ValueError(f"unknown conditions {bad}: use names from {sorted(CONDITIONS)}")
+        return dict(wells)
+    if isinstance(wells, str):
+        wells = [w for w in wells.replace(",", " ").split() if w]
+    wells = list(wells)
+    if not wells:
+        raise ValueError("wells is empty: give well names such as ['B2', 'B3'] or None")
+    cols = sorted({parse_well(w)[1] for w in wells})
+    by_col = {c: PLATE_CONDITIONS[i % len(PLATE_CONDITIONS)] for i, c in enumerate(cols)}
+    return {w: by_col[parse_well(w)[1]] for w in wells}
+
+
+def _well_name(name: str) -> str:
+    from hcsmito.io.names import parse_well
+
+    row, col = parse_well(name)
+    return f"{row}/{col}"
+
+
+def field_seed(seed: int, well: str, field: int) -> int:
+    """The seed of one field: a function of the plate seed, the well and the field index."""
+    from hcsmito.io.names import parse_well
+
+    row, col = parse_well(well)
+    key = [int(seed), *(ord(ch) for ch in row), int(col), int(field)]
+    return int(np.random.SeedSequence(key).generate_state(1, dtype=np.uint32)[0])
+
+
+def write_synth_plate(
+    out: str | Path,
+    *,
+    seed: int = 0,
+    wells: Sequence[str] | Mapping[str, str] | None = None,
+    fields: int = 2,
+    shape: Sequence[int] | None = None,
+    ngff: str = "0.5",
+    params: SynthParams | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Generate a plate of synthetic co-culture fields, its plate map and its truth.
+
+    Parameters
+    ----------
+    out : str or Path
+        The plate to write, ``DIR/STEM.zarr``.
+    seed : int
+        Plate seed; each field's seed is :func:`field_seed` ``(seed, well, field)``.
+    wells : sequence of str or mapping of str to str, optional
+        Wells to write (conditions assigned by column, in the order of
+        ``PLATE_CONDITIONS``), or a mapping well -> condition. Default
+        :func:`default_layout` (10 wells, each condition in 2).
+    fields : int
+        Fields per well.
+    shape : (Z, Y, X) or (Y, X) sequence of int, optional
+        Field shape, overriding ``params.shape``.
+    ngff : {"0.5", "0.4"}
+        NGFF version of the plate and of the truth label plate.
+    params : SynthParams, optional
+        Generator parameters (default ``SynthParams()``).
+    overwrite : bool
+        Replace an existing plate, plate map and truth.
+
+    Returns
+    -------
+    Path
+        ``out``.
+    """
+    from hcsmito.io.writer import create_plate, write_image, write_labels
+
+    out = Path(out)
+    if out.suffix != ".zarr":
+        raise ValueError(f"{out}: the plate path must end in .zarr, e.g. {out.name}.zarr")
+    if isinstance(fields, bool) or int(fields) < 1:
+        raise ValueError(f"fields={fields!r}: need at least one field per well")
+    p = params if params is not None else SynthParams()
+    if shape is not None:
+        p = SynthParams(**{**p.model_dump(), "shape": tuple(int(s) for s in shape)})
+    layout = _layout(wells)
+    stem = out.name[: -len(".zarr")]
+    truth = out.parent / f"{stem}_truth"
+    platemap = out.parent / f"{stem}_platemap.csv"
+    if not overwrite:
+        for path in (truth, platemap):
+            if path.exists():
+                raise FileExistsError(f"{path} exists: choose another --out or set overwrite=True")
+    truth.mkdir(parents=True, exist_ok=True)
+    create_plate(out, wells=list(layout), fields_per_well=int(fields), version=ngff,
+                 overwrite=overwrite)  # fmt: skip
+    labels_plate = truth / "labels.zarr"
+    create_plate(labels_plate, wells=list(layout), fields_per_well=int(fields), version=ngff,
+                 name=f"{stem}_truth", overwrite=True)  # fmt: skip
+
+    axes = "czyx" if p.ndim == 3 else "cyx"
+    rows_map, tables, summaries, seeds = [], {k: [] for k in TRUTH_TABLES}, [], {}
+    replicate: dict[str, int] = {}
+    for well, cond in layout.items():
+        name = _well_name(well)
+        replicate[cond] = replicate.get(cond, 0) + 1
+        rows_map.append({"well": name, "condition": cond, "replicate": replicate[cond], "day": 1})
+        for fi in range(int(fields)):
+            fs = field_seed(seed, well, fi)
+            seeds[f"{name}/{fi}"] = fs
+            f: SynthField = generate_field(p, condition=cond, seed=fs)
+            write_image(out, well, fi, f.image, axes=axes, voxel_size=f.voxel_size,
+                        channel_labels=f.channel_labels, channel_colors=CHANNEL_COLORS)  # fmt: skip
+            for lname, lab in f.labels.items():
+                write_labels(labels_plate, well, fi, lname, lab, axes=axes[1:],
+                             voxel_size=f.voxel_size)  # fmt: skip
+            ctx = {"plate": stem, "well": name, "field": fi}
+            for k in TRUTH_TABLES:
+                tables[k].append(f.tables[k].assign(**ctx))
+            summaries.append({**ctx, **f.summary})
+
+    pd.DataFrame(rows_map).to_csv(platemap, index=False)
+    for k, parts in tables.items():
+        table = pd.concat(parts, ignore_index=True)
+        front = ["plate", "well", "field"]
+        table[front + [c for c in table.columns if c not in front]].to_parquet(
+            truth / f"{k}.parquet", index=False
+        )
+    pd.DataFrame(summaries).to_parquet(truth / "fields.parquet", index=False)
+    meta = {"seed": seed, "ngff": ngff, "params": p.model_dump(mode="json"), "field_seeds": seeds}
+    (truth / "synth.json").write_text(json.dumps(meta, indent=1))
+    return out
+
+
+def read_truth(out: str | Path) -> dict[str, pd.DataFrame]:
+    """The truth tables written beside plate ``out`` (``msc``, ``jurkat``, ``foci``, ``tnt``,
+    ``fields``), keyed by name.
+    """
+    out = Path(out)
+    truth = out.parent / f"{out.name.removesuffix('.zarr')}_truth"
+    if not truth.is_dir():
+        raise FileNotFoundError(f"{truth} is absent: write the plate with write_synth_plate")
+    return {k: pd.read_parquet(truth / f"{k}.parquet") for k in (*TRUTH_TABLES, "fields")}

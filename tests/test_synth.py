@@ -1,0 +1,368 @@
+"""The synthetic co-culture generator: determinism, truth checked against the pixels written,
+conditions, 2-D fields, parameter variations and the plate on disk."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import ndimage as ndi
+
+from hcsmito.synth import (
+    CONDITIONS,
+    SynthParams,
+    field_seed,
+    generate_field,
+    read_truth,
+    write_synth_plate,
+)
+
+SMALL = SynthParams(shape=(24, 192, 192), n_msc=2, n_jurkat=5, msc_diameter_um=40.0)
+
+
+@pytest.fixture(scope="module")
+def field():
+    """A default-size DMSO field with its noise-free image."""
+    return generate_field(SynthParams(), condition="DMSO", seed=3, return_expected=True)
+
+
+def _voxel(f):
+    return np.asarray(f.params.voxel_size)
+
+
+def test_layout_of_a_field(field):
+    p = field.params
+    assert field.image.dtype == np.uint16
+    assert field.image.shape == (3, *p.shape)
+    assert field.channel_labels == ("GFP", "MitoTracker Red", "Phalloidin")
+    assert field.voxel_size == {"z": 0.6, "y": 0.3, "x": 0.3}
+    for name in ("msc", "jurkat", "foci", "tnt"):
+        assert field.labels[name].dtype == np.int32
+        assert field.labels[name].shape == p.shape
+    s = field.summary
+    assert s["n_msc"] >= 3 and 6 <= s["n_jurkat"] <= p.n_jurkat
+    assert s["n_foci"] > 0
+    # camera: offset + background where nothing is, and no wrap-around
+    empty = (field.labels["msc"] == 0) & (field.labels["jurkat"] == 0)
+    bg = field.image[0][empty].astype(float)
+    assert abs(np.median(bg) - (p.offset + p.background)) < 3
+
+
+def test_same_seed_same_bytes_other_seed_differs():
+    a = generate_field(SMALL, "DMSO", seed=11)
+    b = generate_field(SMALL, "DMSO", seed=11)
+    c = generate_field(SMALL, "DMSO", seed=12)
+    assert a.image.tobytes() == b.image.tobytes()
+    for k in a.labels:
+        assert a.labels[k].tobytes() == b.labels[k].tobytes()
+    for k in a.tables:
+        pd.testing.assert_frame_equal(a.tables[k], b.tables[k])
+    assert a.image.tobytes() != c.image.tobytes()
+    assert a.labels["msc"].tobytes() != c.labels["msc"].tobytes()
+
+
+def test_msc_labels_tile_and_match_table(field):
+    msc = field.labels["msc"]
+    t = field.tables["msc"]
+    n = len(t)
+    assert list(t["cell_id"]) == list(range(1, n + 1))
+    assert set(np.unique(msc)) == set(range(n + 1))
+    # one cell per (y, x) column: cells are flat and tile the dish without overlap
+    top = msc.max(0)
+    low = np.where(msc > 0, msc, n + 1).min(0)
+    assert np.array_equal(np.where(top > 0, low, 0), top)
+    # cells touch each other: some pixel of one cell borders another cell
+    touching = (top[:, 1:] != top[:, :-1]) & (top[:, 1:] > 0) & (top[:, :-1] > 0)
+    assert touching.any()
+    # volumes, centroids and border flags against scipy
+    vox = _voxel(field)
+    counts = np.bincount(msc.ravel(), minlength=n + 1)[1:]
+    np.testing.assert_allclose(t["volume_um3"], counts * vox.prod())
+    com = np.asarray(ndi.center_of_mass(msc > 0, msc, range(1, n + 1))) * vox
+    np.testing.assert_allclose(t[["z_um", "y_um", "x_um"]].to_numpy(), com, atol=1e-6)
+    edge = np.unique(np.concatenate([top[0], top[-1], top[:, 0], top[:, -1]]))
+    assert set(t.loc[t["touches_border"], "cell_id"]) == set(edge) - {0}
+    # MSCs are thin: 1-7 µm
+    heights = (msc > 0).sum(0)[top > 0] * vox[0]
+    assert heights.min() >= 0.6 and heights.max() <= 7.0
+    # GFP is where MSCs are
+    g = field.expected[0]
+    assert g[msc > 0].mean() > 10 * (g[(msc == 0) & (field.labels["jurkat"] == 0)].mean() - 10)
+
+
+def test_jurkat_truth_matches_pixels(field):
+    jur, msc = field.labels["jurkat"], field.labels["msc"]
+    t = field.tables["jurkat"]
+    n = len(t)
+    vox = _voxel(field)
+    p = field.params
+    assert list(t["jurkat_id"]) == list(range(1, n + 1))
+    assert not np.any((jur > 0) & (msc > 0))
+    com = np.asarray(ndi.center_of_mass(jur > 0, jur, range(1, n + 1))) * vox
+    np.testing.assert_allclose(t[["z_um", "y_um", "x_um"]].to_numpy(), com, atol=0.5 * vox.max())
+    counts = np.bincount(jur.ravel(), minlength=n + 1)[1:]
+    np.testing.assert_allclose(t["volume_um3"], counts * vox.prod())
+    # volume of the spheroid
+    ellipsoid = math.pi / 6 * t["diameter_um"] ** 2 * t["height_um"]
+    np.testing.assert_allclose(t["volume_um3"], ellipsoid, rtol=0.08)
+    assert t["diameter_um"].between(0.6 * p.jurkat_diameter_um, 1.4 * p.jurkat_diameter_um).all()
+    assert t["adhered"].any() and (~t["adhered"]).any()
+    for row in t.itertuples():
+        iy, ix = round(row.y_um / vox[1]), round(row.x_um / vox[2])
+        column = np.flatnonzero(jur[:, iy, ix] == row.jurkat_id)
+        below = column[0] - 1
+        if row.adhered:
+            # resting on its MSC's upper surface: the voxel below its lowest is that MSC
+            assert row.msc_id > 0
+            assert msc[below, iy, ix] == row.msc_id
+        else:
+            # on the glass, clear of every MSC
+            assert row.msc_id == 0
+            assert column[0] == math.ceil(p.glass_z_um / vox[0] - 1e-6)
+            ring = ndi.binary_dilation(jur == row.jurkat_id, iterations=2)
+            assert not np.any(msc[ring])
+    # red: Jurkat cells are packed with mitochondria, textured
+    r = field.expected[1]
+    inside, outside = r[jur > 0], r[(jur == 0) & (msc == 0)]
+    assert inside.mean() > outside.mean() + 30
+    assert inside.std() > 0.3 * (inside.mean() - p.background)
+
+
+def test_foci_truth_matches_pixels(field):
+    foci, msc, jur = field.labels["foci"], field.labels["msc"], field.labels["jurkat"]
+    t = field.tables["foci"]
+    n = len(t)
+    vox = _voxel(field)
+    p = field.params
+    assert list(t["focus_id"]) == list(range(1, n + 1))
+    assert t["diameter_um"].between(*p.foci_diameter_um).all()
+    np.testing.assert_array_equal(t["n_voxels"], np.bincount(foci.ravel(), minlength=n + 1)[1:])
+    red = field.expected[1]
+    jt = field.tables["jurkat"]
+    for row in t.itertuples():
+        voxels = foci == row.focus_id
+        assert voxels.any()
+        # entirely inside its parent MSC
+        assert np.all(msc[voxels] == row.cell_id)
+        # away from Jurkat bodies (not hidden under one)
+        d = np.hypot(jt["y_um"] - row.y_um, jt["x_um"] - row.x_um) - 0.5 * jt["diameter_um"]
+        assert d.min() >= p.foci_jurkat_clearance_um - 1e-6
+        # the noise-free red peaks at the truth position, within one voxel
+        c = np.array([row.z_um, row.y_um, row.x_um]) / vox
+        lo = np.maximum(np.floor(c - 1.0 / vox).astype(int), 0)
+        hi = np.minimum(np.ceil(c + 1.0 / vox).astype(int) + 1, red.shape)
+        win = red[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))]
+        peak = np.array(np.unravel_index(np.argmax(win), win.shape)) + lo
+        assert np.all(np.abs(peak - c) <= 1.0), (row, peak, c)
+        assert win.max() > p.background + 10
+    assert not np.any((foci > 0) & (jur > 0))
+    # table of MSCs counts the foci
+    per_cell = np.bincount(t["cell_id"], minlength=len(field.tables["msc"]) + 1)[1:]
+    np.testing.assert_array_equal(field.tables["msc"]["n_foci"], per_cell)
+
+
+def _distance_to(mask: np.ndarray, point_um, vox) -> float:
+    idx = np.argwhere(mask)
+    return float(np.min(np.linalg.norm(idx * vox - np.asarray(point_um), axis=1)))
+
+
+def test_tnt_truth_matches_pixels():
+    # a field with several nanotubes
+    p = SynthParams(tnt_rate=2.0)
+    f = generate_field(p, "DMSO", seed=5, return_expected=True)
+    t = f.tables["tnt"]
+    assert len(t) >= 3
+    tnt, msc, jur = f.labels["tnt"], f.labels["msc"], f.labels["jurkat"]
+    vox = _voxel(f)
+    labels_of = {"msc": msc, "jurkat": jur}
+    actin, red = f.expected[2], f.expected[1]
+    for row in t.itertuples():
+        voxels = tnt == row.tnt_id
+        assert voxels.any()
+        _, n_pieces = ndi.label(voxels, structure=np.ones((3, 3, 3)))
+        assert n_pieces == 1
+        assert (row.from_kind, row.from_id) != (row.to_kind, row.to_id)
+        # each end on its cell, within a voxel diagonal
+        for kind, ident, end in (
+            (row.from_kind, row.from_id, (row.z0_um, row.y0_um, row.x0_um)),
+            (row.to_kind, row.to_id, (row.z1_um, row.y1_um, row.x1_um)),
+        ):
+            assert _distance_to(labels_of[kind] == ident, end, vox) <= np.linalg.norm(vox)
+        assert row.endpoints[0] == pytest.approx([row.z0_um, row.y0_um, row.x0_um])
+        length = math.dist((row.z0_um, row.y0_um, row.x0_um), (row.z1_um, row.y1_um, row.x1_um))
+        assert row.length_um == pytest.approx(length)
+        assert p.tnt_length_um[0] <= row.length_um <= p.tnt_length_um[1]
+        # above the glass, at the height given
+        z = np.argwhere(voxels)[:, 0] * vox[0] - p.glass_z_um
+        assert abs(np.mean(z) - row.height_um) <= vox[0]
+        assert p.tnt_height_um[0] <= row.height_um <= p.tnt_height_um[1]
+        # brighter in actin than the glass around it
+        mid = np.rint(np.array([(row.z0_um + row.z1_um) / 2, (row.y0_um + row.y1_um) / 2,
+                                (row.x0_um + row.x1_um) / 2]) / vox).astype(int)  # fmt: skip
+        assert actin[tuple(mid)] > p.background + 15
+        if row.carries_mito:
+            m = np.rint(np.array([row.mito_z_um, row.mito_y_um, row.mito_x_um]) / vox).astype(int)
+            sl = tuple(slice(max(c - 1, 0), c + 2) for c in m)
+            assert red[sl].max() > p.background + 50
+        else:
+            assert math.isnan(row.mito_z_um)
+    # no TNT voxel inside a cell
+    assert not np.any((tnt > 0) & ((msc > 0) | (jur > 0)))
+    assert t["carries_mito"].any()
+
+
+@pytest.mark.parametrize("condition", ["cytochalasin D", "anti-ICAM-1"])
+def test_conditions_change_truth_as_designed(condition):
+    seeds = range(4)
+    totals = {}
+    for cond in ("DMSO", condition):
+        s = [generate_field(SMALL, cond, seed=i).summary for i in seeds]
+        totals[cond] = pd.DataFrame(s).sum(numeric_only=True)
+    assert totals["DMSO"]["n_foci"] > 2 * totals[condition]["n_foci"]
+    if condition == "cytochalasin D":
+        assert totals["DMSO"]["n_tnt"] > 2 * totals[condition]["n_tnt"]
+    else:
+        assert totals["DMSO"]["n_jurkat_adhered"] > 2 * totals[condition]["n_jurkat_adhered"]
+    assert set(CONDITIONS) >= {"DMSO", "cytochalasin D", "anti-ICAM-1", "18-alpha-GA", "dynasore"}
+    with pytest.raises(ValueError, match="unknown condition"):
+        generate_field(SMALL, "nothing")
+
+
+def test_msc_layout_does_not_depend_on_condition():
+    a = generate_field(SMALL, "DMSO", seed=4)
+    b = generate_field(SMALL, "cytochalasin D", seed=4)
+    # the MSC footprints are the same; only Jurkat cells may reshape them
+    fa, fb = a.labels["msc"].max(0), b.labels["msc"].max(0)
+    free = (a.labels["jurkat"].max(0) == 0) & (b.labels["jurkat"].max(0) == 0)
+    assert np.mean(fa[free] == fb[free]) > 0.97
+
+
+def test_2d_field_is_the_projection_of_its_scene():
+    p2 = SynthParams(shape=(192, 192), n_msc=2, n_jurkat=5, msc_diameter_um=40.0)
+    f2 = generate_field(p2, "DMSO", seed=7, return_expected=True)
+    assert f2.image.shape == (3, 192, 192) and f2.image.dtype == np.uint16
+    assert f2.voxel_size == {"y": 0.3, "x": 0.3}
+    p3 = SynthParams(**{**p2.model_dump(), "shape": p2.scene_shape})
+    f3 = generate_field(p3, "DMSO", seed=7, return_expected=True)
+    for k in f2.labels:
+        assert f2.labels[k].shape == (192, 192)
+        np.testing.assert_array_equal(f2.labels[k], f3.labels[k].max(0))
+    np.testing.assert_allclose(f2.expected, f3.expected.max(1))
+    for k in f2.tables:
+        pd.testing.assert_frame_equal(f2.tables[k], f3.tables[k])
+
+
+def test_varied_scales_what_it_names():
+    p = SMALL
+    v = p.varied(voxel_size=0.5)
+    assert v.voxel_size == pytest.approx((0.3, 0.15, 0.15))
+    assert v.shape == (48, 384, 384)
+    w = p.varied(cell_size=1.5, brightness=1.5, noise=0.5, psf_width=1.5, n_jurkat=2)
+    assert w.jurkat_diameter_um == pytest.approx(15.0)
+    assert w.msc_diameter_um == pytest.approx(60.0)
+    assert w.brightness == pytest.approx(300.0)
+    assert (w.read_noise, w.background) == pytest.approx((1.5, 5.0))
+    assert w.n_jurkat == 10
+    for (sz, sxy), (sz0, sxy0) in zip(w.psf_sigma_um(), p.psf_sigma_um(), strict=True):
+        assert (sz, sxy) == pytest.approx((1.5 * sz0, 1.5 * sxy0))
+    # taller Jurkat cells get a taller scene
+    assert w.shape[0] * w.voxel_size[0] >= w.required_height_um()
+    with pytest.raises(ValueError, match="unknown variation"):
+        p.varied(colour=2.0)
+    with pytest.raises(ValueError, match="positive"):
+        p.varied(brightness=-1.0)
+
+
+def test_voxel_size_changes_pixels_not_physics():
+    p = SynthParams(shape=(16, 128, 128), n_msc=2, n_jurkat=2, msc_diameter_um=26.0,
+                    jurkat_diameter_um=7.0, msc_nucleus_diameter_um=8.0)  # fmt: skip
+    a = generate_field(p, "DMSO", seed=2)
+    b = generate_field(p.varied(voxel_size=0.5), "DMSO", seed=2)
+    assert b.image.shape == (3, 32, 256, 256)
+    ta, tb = a.tables["msc"], b.tables["msc"]
+    assert len(ta) == len(tb)
+    np.testing.assert_allclose(tb["area_um2"], ta["area_um2"], rtol=0.03)
+    np.testing.assert_allclose(tb[["y_um", "x_um"]], ta[["y_um", "x_um"]], atol=0.5)
+    # a Jurkat cell spans twice as many pixels
+    for f in (a, b):
+        j = f.tables["jurkat"].iloc[0]
+        lab = f.labels["jurkat"] == j["jurkat_id"]
+        width_px = np.ptp(np.argwhere(lab)[:, 2]) + 1
+        assert width_px * f.voxel_size["x"] == pytest.approx(j["diameter_um"], abs=2 * 0.3)
+
+
+def test_brightness_psf_and_noise_act_on_the_image():
+    base = generate_field(SMALL, "DMSO", seed=9, return_expected=True)
+    bright = generate_field(SMALL.varied(brightness=1.5), "DMSO", seed=9, return_expected=True)
+    bg = SMALL.background
+    np.testing.assert_allclose(bright.expected - bg, 1.5 * (base.expected - bg), rtol=1e-4,
+                               atol=1e-3)  # fmt: skip
+    wide = generate_field(SMALL.varied(psf_width=1.5), "DMSO", seed=9, return_expected=True)
+    # a wider PSF lowers the peaks of the foci
+    peaks = [f.expected[1][f.labels["foci"] > 0].max() for f in (base, wide)]
+    assert peaks[1] < 0.8 * peaks[0]
+    quiet = generate_field(SMALL.varied(noise=0.1), "DMSO", seed=9)
+    empty = base.expected[0] < SMALL.background + 1e-3  # no light from any object
+    assert empty.mean() > 0.2
+    s_base = base.image[0][empty].std()
+    s_quiet = quiet.image[0][empty].std()
+    expected_base = math.sqrt(SMALL.background + SMALL.read_noise**2)
+    assert s_base == pytest.approx(expected_base, rel=0.1)
+    assert s_quiet < 0.5 * s_base
+
+
+def test_params_are_checked():
+    with pytest.raises(ValueError, match="shape"):
+        SynthParams(shape=(4, 5))
+    with pytest.raises(ValueError, match="voxel_size"):
+        SynthParams(voxel_size=(0.0, 0.3, 0.3))
+    with pytest.raises(ValueError, match="foci_diameter_um"):
+        SynthParams(foci_diameter_um=(1.0, 0.3))
+    with pytest.raises(ValueError, match="too short"):
+        generate_field(SynthParams(shape=(8, 64, 64)))
+
+
+@pytest.mark.parametrize("ngff,shape", [("0.5", (20, 160, 160)), ("0.4", (160, 160))])
+def test_plate_reads_back_with_truth(tmp_path, ngff, shape):
+    zarr = pytest.importorskip("zarr")
+    from hcsmito.io.plate import open_plate
+
+    params = SynthParams(n_msc=2, n_jurkat=4, msc_diameter_um=34.0)
+    out = tmp_path / "synthetic.zarr"
+    wells = {"B2": "DMSO", "C3": "cytochalasin D"}
+    write_synth_plate(out, seed=5, wells=wells, fields=2, shape=shape, ngff=ngff, params=params)
+    plate = open_plate(out)
+    assert plate.version == ngff
+    assert sorted(plate.wells) == ["B/02", "C/03"]
+    assert len(plate.fields) == 4
+    pmap = pd.read_csv(tmp_path / "synthetic_platemap.csv")
+    assert list(pmap.columns) == ["well", "condition", "replicate", "day"]
+    assert dict(zip(pmap["well"], pmap["condition"], strict=True)) == {
+        "B/2": "DMSO",
+        "C/3": "cytochalasin D",
+    }
+    truth = read_truth(out)
+    p = SynthParams(**{**params.model_dump(), "shape": shape})
+    img = plate.read_field("C/3", 1)
+    expect = generate_field(p, "cytochalasin D", seed=field_seed(5, "C3", 1))
+    assert img.channel_labels == list(expect.channel_labels)
+    assert img.voxel_size == pytest.approx(expect.voxel_size)
+    np.testing.assert_array_equal(np.asarray(img.data), expect.image)
+    labels_root = tmp_path / "synthetic_truth" / "labels.zarr" / "C" / "03" / "1" / "labels"
+    for name in ("msc", "jurkat", "foci", "tnt"):
+        stored = zarr.open_array(labels_root / name / "0", mode="r")[...]
+        np.testing.assert_array_equal(stored, expect.labels[name])
+    for name in ("msc", "jurkat", "foci", "tnt"):
+        part = (
+            truth[name]
+            .query("well == 'C/3' and field == 1")
+            .drop(columns=["plate", "well", "field"])
+        )
+        assert len(part) == len(expect.tables[name])
+        assert (truth[name]["plate"] == "synthetic").all()
+    fields = truth["fields"].set_index(["well", "field"])
+    assert fields.loc[("C/3", 1), "n_foci"] == len(expect.tables["foci"])
+    with pytest.raises(FileExistsError):
+        write_synth_plate(out, seed=5, wells=wells, fields=1, shape=shape, ngff=ngff)
