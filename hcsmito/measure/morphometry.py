@@ -384,8 +384,10 @@ def _merge_blocks(labels, blocks, par_runs, proj_keys, C) -> _Moments:
         lv = np.concatenate([k[0] for k in proj_keys])
         yx = np.concatenate([k[1] for k in proj_keys])
         key = np.searchsorted(uniq, lv).astype(np.int64) * plane + yx
-        key = np.unique(key)
-        projected = np.bincount(key // plane, minlength=L).astype(np.int64)
+        key.sort()  # distinct (label, y, x) pairs: sorting beats hashing here
+        first = np.ones(key.size, dtype=bool)
+        first[1:] = key[1:] != key[:-1]
+        projected = np.bincount(key[first] // plane, minlength=L).astype(np.int64)
 
     parents = {}
     for k, runs in par_runs.items():
