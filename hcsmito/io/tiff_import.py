@@ -1,0 +1,386 @@
+"""Turn a folder of TIFF / OME-TIFF stacks plus a CSV into an OME-NGFF HCS plate.
+
+Everything is checked before the plate is written: the CSV, that every file exists, that all
+stacks share one shape and one voxel size, that every field has every channel. Pixels are
+then read and written one field at a time.
+"""
+
+from __future__ import annotations
+
+import math
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import tifffile
+
+from hcsmito.io.names import well_path
+from hcsmito.io.ngff import PlateError
+from hcsmito.io.writer import create_plate, write_image
+
+__all__ = ["import_tiffs", "read_tiff_info"]
+
+# micrometres per unit, for units as OME-XML and ImageJ write them
+_UNIT_UM = {
+    "µm": 1.0,
+    "μm": 1.0,
+    "um": 1.0,
+    "micron": 1.0,
+    "microns": 1.0,
+    "micrometer": 1.0,
+    "micrometre": 1.0,
+    "nm": 1e-3,
+    "nanometer": 1e-3,
+    "mm": 1e3,
+    "millimeter": 1e3,
+    "cm": 1e4,
+    "centimeter": 1e4,
+    "m": 1e6,
+    "meter": 1e6,
+    "å": 1e-4,
+    "angstrom": 1e-4,
+    "pm": 1e-6,
+    "inch": 25_400.0,
+}
+_REL_TOL = 1e-4  # voxel sizes closer than this (relative) are the same
+
+
+@dataclass
+class TiffInfo:
+    """What :func:`read_tiff_info` finds in one file, without reading its pixels."""
+
+    path: Path
+    axes: str  # tifffile's series axes, e.g. "ZCYX"
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    voxel_size: dict[str, float]  # µm, only the axes found in the metadata
+    channel_names: list[str]
+
+    def size(self, ax: str) -> int:
+        return self.shape[self.axes.index(ax)] if ax in self.axes else 1
+
+
+def _unit_um(unit: str | None) -> float | None:
+    """Micrometres per ``unit`` (None: unknown unit); a missing unit is OME's default, µm."""
+    if unit is None:
+        return 1.0
+    u = unit.strip().replace("\\u00B5", "µ").replace("\\u00b5", "µ")
+    return _UNIT_UM.get(u) or _UNIT_UM.get(u.lower())
+
+
+def _ome_voxel(xml: str) -> tuple[dict[str, float], list[str]]:
+    root = ET.fromstring(xml)
+    pixels = next((el for el in root.iter() if el.tag.endswith("}Pixels")), None)
+    if pixels is None:
+        return {}, []
+    out = {}
+    for ax in "ZYX":
+        size = pixels.get(f"PhysicalSize{ax}")
+        if size is None:
+            continue
+        factor = _unit_um(pixels.get(f"PhysicalSize{ax}Unit"))
+        if factor is not None:
+            out[ax.lower()] = float(size) * factor
+    names = [ch.get("Name") or "" for ch in pixels if ch.tag.endswith("}Channel")]
+    return out, names
+
+
+def _imagej_voxel(tif: tifffile.TiffFile) -> dict[str, float]:
+    meta = tif.imagej_metadata or {}
+    factor = _unit_um(meta.get("unit")) if "unit" in meta else None
+    if factor is None:
+        return {}
+    out = {}
+    tags = tif.pages[0].tags
+    for ax, tag in (("x", "XResolution"), ("y", "YResolution")):
+        if tag in tags:
+            num, den = tags[tag].value
+            if num > 0 and den > 0:
+                out[ax] = den / num * factor
+    if "spacing" in meta:
+        out["z"] = float(meta["spacing"]) * factor
+    return out
+
+
+def read_tiff_info(path: str | Path) -> TiffInfo:
+    """Shape, axes, dtype, voxel size (µm) and channel names of a TIFF, pixels unread.
+
+    Voxel sizes come from OME-XML (``PhysicalSizeX/Y/Z`` with their units) or, for ImageJ
+    files, from the resolution tags and the ``spacing`` / ``unit`` entries. Plain TIFF
+    resolution tags are not trusted (most writers fill them with a screen resolution).
+    """
+    path = Path(path)
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            axes, shape, dtype = series.axes, tuple(series.shape), np.dtype(series.dtype)
+            voxel: dict[str, float] = {}
+            names: list[str] = []
+            if tif.is_ome and tif.ome_metadata:
+                voxel, names = _ome_voxel(tif.ome_metadata)
+            elif tif.is_imagej:
+                voxel = _imagej_voxel(tif)
+    except (OSError, ValueError, tifffile.TiffFileError) as exc:
+        raise PlateError(f"{path}: cannot read it as a TIFF ({exc})") from exc
+    # leading "I"/"Q" (an unspecified image sequence) of a plain stack is its z axis
+    axes = axes.replace("I", "Z").replace("Q", "Z")
+    return TiffInfo(path, axes, shape, dtype, voxel, names)
+
+
+def _czyx(info: TiffInfo, data: np.ndarray) -> np.ndarray:
+    """Reorder a stack to (C, Z, Y, X) or (C, Y, X), dropping length-1 T."""
+    axes = info.axes
+    if "T" in axes:
+        data = np.take(data, 0, axis=axes.index("T"))
+        axes = axes.replace("T", "")
+    want = [ax for ax in "CZYX" if ax in axes]
+    data = np.transpose(data, [axes.index(ax) for ax in want])
+    if "C" not in want:
+        data = data[np.newaxis]
+    return data
+
+
+def _check_layout(info: TiffInfo, multichannel: bool) -> None:
+    extra = set(info.axes) - set("TCZYX")
+    if extra or info.size("T") != 1 or len(set(info.axes)) != len(info.axes):
+        raise PlateError(
+            f"{info.path}: axes {info.axes!r} {info.shape} cannot be imported: hcsmito takes "
+            "(C,)(Z,)Y,X stacks (one time point, no RGB samples). Save it as grey-scale "
+            "ImageJ hyperstack or OME-TIFF."
+        )
+    if multichannel and "C" not in info.axes:
+        raise PlateError(
+            f"{info.path}: the CSV has no 'channel' column, so every file must hold all "
+            f"channels, but this one has axes {info.axes!r} (no C). Add a 'channel' column "
+            "(one file per channel) or save the stacks with their channels."
+        )
+    if not multichannel and info.size("C") != 1:
+        raise PlateError(
+            f"{info.path}: holds {info.size('C')} channels, but the CSV's 'channel' column "
+            "says one file per channel. Drop the 'channel' column for multi-channel files."
+        )
+
+
+def _read_csv(csv_path: Path) -> tuple[pd.DataFrame, bool]:
+    try:
+        table = pd.read_csv(csv_path, dtype=str, skipinitialspace=True)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise PlateError(f"{csv_path}: cannot read the CSV ({exc})") from exc
+    table.columns = [str(c).strip().lower() for c in table.columns]
+    missing = {"file", "well", "field"} - set(table.columns)
+    if missing:
+        raise PlateError(
+            f"{csv_path}: missing column(s) {sorted(missing)}; the CSV needs "
+            "'file, well, field, channel' (one file per channel) or 'file, well, field'."
+        )
+    table = table.dropna(how="all")
+    multichannel = "channel" not in table.columns
+    cols = ["file", "well", "field"] + ([] if multichannel else ["channel"])
+    for col in cols:
+        if table[col].isna().any():
+            row = int(table.index[table[col].isna()][0]) + 2
+            raise PlateError(f"{csv_path}: line {row} has no '{col}'")
+        table[col] = table[col].str.strip()
+    return table[cols].reset_index(drop=True), multichannel
+
+
+def _same(a: Mapping[str, float], b: Mapping[str, float]) -> bool:
+    return a.keys() == b.keys() and all(math.isclose(a[k], b[k], rel_tol=_REL_TOL) for k in a)
+
+
+def import_tiffs(
+    csv_path: str | Path,
+    out: str | Path,
+    *,
+    base_dir: str | Path | None = None,
+    voxel_size: Mapping[str, float] | Sequence[float] | None = None,
+    channel_labels: Sequence[str] | None = None,
+    version: str = "0.5",
+    overwrite: bool = False,
+) -> Path:
+    """Build an OME-NGFF HCS plate from TIFF / OME-TIFF stacks listed in a CSV.
+
+    Parameters
+    ----------
+    csv_path : str or Path
+        A CSV with columns ``file, well, field, channel`` (one grey-scale ``(Z, Y, X)`` or
+        ``(Y, X)`` stack per channel; ``channel`` is the channel's label) or
+        ``file, well, field`` (one multi-channel stack per field, e.g. an ImageJ hyperstack
+        ``ZCYX`` or an OME-TIFF ``CZYX``). ``well`` is ``B03``, ``B3`` or ``B/3``; ``field``
+        an integer: the fields of a well are numbered 0, 1... in the order of these values.
+    out : str or Path
+        The plate to write (``PLATE.zarr``).
+    base_dir : str or Path, optional
+        Folder that relative ``file`` paths start from (default: the CSV's folder).
+    voxel_size : mapping or sequence, optional
+        ``{"z": dz, "y": dy, "x": dx}`` or ``(dz, dy, dx)`` in µm (``(dy, dx)`` for 2-D).
+        Overrides the files' metadata; axes left out keep the metadata's values.
+    channel_labels : sequence of str, optional
+        Channel labels in channel order. With a ``channel`` column, they also fix the order
+        (and must be exactly the column's values); otherwise they name the file's channels.
+        Default: the ``channel`` values in order of appearance, else OME-XML channel names,
+        else ``c0``, ``c1``...
+    version : {"0.5", "0.4"}
+        NGFF version of the plate.
+    overwrite : bool
+        Replace an existing plate at ``out``.
+
+    Returns
+    -------
+    Path
+        ``out``.
+
+    Raises
+    ------
+    PlateError
+        Naming the file (or CSV line) at fault: a missing file, an unreadable TIFF, a shape
+        or voxel size that disagrees with the first stack, a voxel size found nowhere
+        (pass ``voxel_size``), a field without every channel, duplicate rows.
+    FileExistsError
+        If ``out`` exists and ``overwrite`` is False.
+    """
+    csv_path = Path(csv_path)
+    out = Path(out)
+    base = Path(base_dir) if base_dir is not None else csv_path.parent
+    table, multichannel = _read_csv(csv_path)
+    if table.empty:
+        raise PlateError(f"{csv_path}: the CSV lists no files")
+
+    # wells and fields
+    table["well_path"] = [well_path(w) for w in table["well"]]
+    try:
+        table["field_n"] = [int(f) for f in table["field"]]
+    except ValueError as exc:
+        raise PlateError(f"{csv_path}: 'field' must be an integer ({exc})") from None
+    key = ["well_path", "field_n"] + ([] if multichannel else ["channel"])
+    dup = table[table.duplicated(key, keep=False)]
+    if not dup.empty:
+        raise PlateError(
+            f"{csv_path}: lines {[int(i) + 2 for i in dup.index]} give the same well, field"
+            + ("" if multichannel else " and channel")
+        )
+
+    # channel order and labels (one file per channel)
+    if not multichannel:
+        seen = list(dict.fromkeys(table["channel"]))
+        if channel_labels is not None:
+            if sorted(channel_labels) != sorted(seen):
+                raise PlateError(
+                    f"{csv_path}: channel_labels {list(channel_labels)} must be exactly the "
+                    f"CSV's channels {seen}"
+                )
+            seen = list(channel_labels)
+        elif all(c.isdigit() for c in seen):
+            seen = sorted(seen, key=int)
+        order = {c: i for i, c in enumerate(seen)}
+        for (wp, fn), grp in table.groupby(["well_path", "field_n"]):
+            lacking = [c for c in seen if c not in set(grp["channel"])]
+            if lacking:
+                raise PlateError(f"{csv_path}: well {wp} field {fn} has no file for {lacking}")
+
+    # voxel size override
+    override: dict[str, float] = {}
+    if voxel_size is not None:
+        if isinstance(voxel_size, Mapping):
+            override = {k: float(v) for k, v in voxel_size.items()}
+        else:
+            vals = [float(v) for v in voxel_size]
+            override = dict(zip("zyx"[3 - len(vals) :], vals, strict=True))
+        for k, v in override.items():
+            if k not in ("z", "y", "x") or not (math.isfinite(v) and v > 0):
+                raise PlateError(f"voxel_size {voxel_size!r}: give positive µm for z, y, x")
+
+    # metadata of every file, checked against the first one before anything is written
+    infos: list[TiffInfo] = []
+    ref: TiffInfo | None = None
+    ref_vs: dict[str, float] = {}
+    for i, name in enumerate(table["file"]):
+        f = Path(name) if Path(name).is_absolute() else base / name
+        if not f.is_file():
+            raise PlateError(f"{csv_path}: line {i + 2}: file {f} does not exist")
+        info = read_tiff_info(f)
+        _check_layout(info, multichannel)
+        spatial = "ZYX" if "Z" in info.axes else "YX"
+        vs = {**info.voxel_size, **override}
+        vs = {k: v for k, v in vs.items() if k.upper() in spatial}
+        lacking = [ax.lower() for ax in spatial if ax.lower() not in vs]
+        if lacking:
+            raise PlateError(
+                f"{f}: no voxel size for {lacking} in its metadata (OME-XML or ImageJ): pass "
+                "voxel_size (µm) for the import"
+            )
+        if ref is None:
+            ref, ref_vs = info, vs
+        else:
+            shape = {ax: info.size(ax) for ax in "CZYX"}
+            ref_shape = {ax: ref.size(ax) for ax in "CZYX"}
+            if shape != ref_shape or ("Z" in info.axes) != ("Z" in ref.axes):
+                raise PlateError(
+                    f"{f}: stack of shape {info.shape} (axes {info.axes}) disagrees with "
+                    f"{ref.path.name}'s {ref.shape} (axes {ref.axes}): every stack of a plate "
+                    "must have the same size"
+                )
+            if info.dtype != ref.dtype:
+                raise PlateError(
+                    f"{f}: pixel type {info.dtype} disagrees with {ref.path.name}'s {ref.dtype}"
+                )
+            if not _same(vs, ref_vs):
+                raise PlateError(
+                    f"{f}: voxel size {vs} µm disagrees with {ref.path.name}'s {ref_vs} µm: "
+                    "correct the metadata or pass voxel_size to override all files"
+                )
+        infos.append(info)
+    assert ref is not None
+
+    # labels
+    if multichannel:
+        n_c = ref.size("C")
+        if channel_labels is not None:
+            labels = [str(c) for c in channel_labels]
+            if len(labels) != n_c:
+                raise PlateError(f"{len(labels)} channel_labels for {n_c}-channel files")
+        elif len(ref.channel_names) == n_c and all(ref.channel_names):
+            labels = list(ref.channel_names)
+        else:
+            labels = [f"c{i}" for i in range(n_c)]
+    else:
+        labels = list(seen) if not all(c.isdigit() for c in seen) else [f"c{c}" for c in seen]
+        if channel_labels is not None:
+            labels = list(channel_labels)
+
+    # fields: per well, sorted CSV field values -> 0, 1, ...
+    wells = list(dict.fromkeys(table["well_path"]))
+    field_index: dict[tuple[str, int], int] = {}
+    counts: dict[str, int] = {}
+    for wp in wells:
+        values = sorted(set(table.loc[table["well_path"] == wp, "field_n"]))
+        counts[wp] = len(values)
+        for j, v in enumerate(values):
+            field_index[(wp, v)] = j
+
+    create_plate(out, wells=wells, fields_per_well=counts, version=version, overwrite=overwrite)
+    axes = "czyx" if "Z" in ref.axes else "cyx"
+    table["info"] = infos
+    for (wp, fn), grp in table.groupby(["well_path", "field_n"], sort=False):
+        if multichannel:
+            info = grp["info"].iloc[0]
+            data = _czyx(info, tifffile.imread(info.path, series=0))
+        else:
+            planes = [None] * len(order)
+            for _, row in grp.iterrows():
+                info = row["info"]
+                planes[order[row["channel"]]] = _czyx(info, tifffile.imread(info.path, series=0))[0]
+            data = np.stack(planes)
+        write_image(
+            out,
+            wp,
+            field_index[(wp, fn)],
+            data,
+            axes=axes,
+            voxel_size=ref_vs,
+            channel_labels=labels,
+        )
+    return out

@@ -1,0 +1,163 @@
+"""TIFF / OME-TIFF stacks + CSV -> NGFF plate: pixels, channel order, voxel sizes, refusals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from hcsmito.io.plate import PlateError, open_plate
+from hcsmito.io.tiff_import import import_tiffs
+
+RNG = np.random.default_rng(0)
+
+
+def _stack(shape=(3, 16, 20), dtype=np.uint16) -> np.ndarray:
+    return RNG.integers(0, 4000, shape).astype(dtype)
+
+
+def _imagej(path: Path, data: np.ndarray, *, dz=0.5, dxy=0.1, unit="um", axes="ZYX") -> Path:
+    tifffile.imwrite(
+        path,
+        data,
+        imagej=True,
+        resolution=(1 / dxy, 1 / dxy),
+        metadata={"spacing": dz, "unit": unit, "axes": axes},
+    )
+    return path
+
+
+def _csv(path: Path, header: str, rows: list[str]) -> Path:
+    path.write_text("\n".join([header, *rows]) + "\n")
+    return path
+
+
+def test_one_file_per_channel_imagej(tmp_path):
+    channels = ["GFP", "MitoTracker Red", "Phalloidin"]
+    truth: dict[tuple[str, int], np.ndarray] = {}
+    rows = []
+    for well in ("B03", "C4"):
+        for field in (1, 2):  # 1-based in the CSV: fields 0, 1 in the plate
+            stacks = [_stack() for _ in channels]
+            truth[(well, field - 1)] = np.stack(stacks)
+            for ch, st in zip(channels[::-1], stacks[::-1], strict=True):  # CSV order shuffled
+                name = f"{well}_f{field}_{ch.replace(' ', '')}.tif"
+                _imagej(tmp_path / name, st, dz=0.4, dxy=0.108)
+                rows.append(f"{name}, {well}, {field}, {ch}")
+    csv = _csv(tmp_path / "files.csv", "file, well, field, channel", rows)
+    out = import_tiffs(csv, tmp_path / "imp.zarr", channel_labels=channels)
+    plate = open_plate(out)
+    assert plate.wells == ["B/03", "C/04"]
+    assert len(plate.fields) == 4
+    for (well, field), expected in truth.items():
+        img = plate.read_field(well, field)
+        assert img.axes == "czyx"
+        assert img.channel_labels == channels
+        assert img.voxel_size == pytest.approx({"z": 0.4, "y": 0.108, "x": 0.108})
+        np.testing.assert_array_equal(img.data.compute(), expected)
+
+
+def test_multichannel_ome_tiff_with_units(tmp_path):
+    data = _stack((2, 4, 16, 20))
+    tifffile.imwrite(
+        tmp_path / "f.ome.tif",
+        data,
+        ome=True,
+        metadata={
+            "axes": "CZYX",
+            "PhysicalSizeX": 108.0,
+            "PhysicalSizeXUnit": "nm",
+            "PhysicalSizeY": 108.0,
+            "PhysicalSizeYUnit": "nm",
+            "PhysicalSizeZ": 0.3,
+            "Channel": {"Name": ["GFP", "Mito"]},
+        },
+    )
+    csv = _csv(tmp_path / "f.csv", "file,well,field", ["f.ome.tif,D/7,0"])
+    out = import_tiffs(csv, tmp_path / "ome.zarr", version="0.4")
+    plate = open_plate(out)
+    assert plate.version == "0.4"
+    img = plate.read_field("D7", 0)
+    assert img.channel_labels == ["GFP", "Mito"]
+    assert img.voxel_size == pytest.approx({"z": 0.3, "y": 0.108, "x": 0.108})
+    np.testing.assert_array_equal(img.data.compute(), data)
+
+
+def test_imagej_hyperstack_zcyx_is_reordered(tmp_path):
+    czyx = _stack((2, 3, 16, 20))
+    _imagej(tmp_path / "h.tif", czyx.transpose(1, 0, 2, 3), axes="ZCYX", unit="micron")
+    csv = _csv(tmp_path / "h.csv", "file,well,field", ["h.tif,A1,0"])
+    out = import_tiffs(csv, tmp_path / "h.zarr", channel_labels=["GFP", "Mito"])
+    img = open_plate(out).read_field("A1", 0)
+    np.testing.assert_array_equal(img.data.compute(), czyx)
+    assert img.voxel_size == pytest.approx({"z": 0.5, "y": 0.1, "x": 0.1})
+
+
+def test_plain_tiffs_need_voxel_size(tmp_path):
+    planes = [_stack((16, 20)) for _ in range(2)]
+    for i, p in enumerate(planes):
+        tifffile.imwrite(tmp_path / f"p{i}.tif", p, photometric="minisblack")
+    csv = _csv(tmp_path / "p.csv", "file,well,field,channel", ["p0.tif,B2,0,0", "p1.tif,B2,0,1"])
+    with pytest.raises(PlateError, match=r"p0\.tif: no voxel size for \['y', 'x'\].*voxel_size"):
+        import_tiffs(csv, tmp_path / "p.zarr")
+    assert not (tmp_path / "p.zarr").exists()
+    out = import_tiffs(csv, tmp_path / "p.zarr", voxel_size=(0.2, 0.2))
+    img = open_plate(out).read_field("B2", 0)
+    assert img.axes == "cyx"
+    assert img.channel_labels == ["c0", "c1"]
+    assert img.voxel_size == {"y": 0.2, "x": 0.2}
+    np.testing.assert_array_equal(img.data.compute(), np.stack(planes))
+
+
+def test_voxel_size_argument_overrides_metadata(tmp_path):
+    st = _stack()
+    _imagej(tmp_path / "a.tif", st, dz=0.5, dxy=0.1)
+    csv = _csv(tmp_path / "a.csv", "file,well,field", ["a.tif,B2,0"])
+    with pytest.raises(PlateError, match="no channel axis|no C"):
+        import_tiffs(csv, tmp_path / "x.zarr")
+    csv = _csv(tmp_path / "a.csv", "file,well,field,channel", ["a.tif,B2,0,Mito"])
+    out = import_tiffs(csv, tmp_path / "a.zarr", voxel_size={"z": 1.0})
+    assert open_plate(out).read_field("B2", 0).voxel_size == pytest.approx(
+        {"z": 1.0, "y": 0.1, "x": 0.1}
+    )
+
+
+def test_real_bead_stack_voxel_size(shared_data, tmp_path):
+    bead = shared_data / "beads" / "Bead_Image1_crop.tif"
+    csv = _csv(tmp_path / "b.csv", "file,well,field,channel", [f"{bead},A1,0,beads"])
+    img = open_plate(import_tiffs(csv, tmp_path / "b.zarr")).read_field("A1", 0)
+    assert img.data.shape == (1, 41, 150, 150)
+    assert img.voxel_size["z"] == pytest.approx(0.125)
+    assert img.voxel_size["x"] == pytest.approx(1 / 44.46, rel=1e-3)  # 44.46 px/µm
+    np.testing.assert_array_equal(img.data[0, 20].compute(), tifffile.imread(bead)[20])
+
+
+def test_refusals_name_the_file(tmp_path):
+    _imagej(tmp_path / "a.tif", _stack())
+    _imagej(tmp_path / "b.tif", _stack((3, 16, 21)))
+    _imagej(tmp_path / "c.tif", _stack(), dz=0.6)
+    _imagej(tmp_path / "d.tif", _stack().astype(np.uint8))
+    header = "file,well,field,channel"
+    cases = {
+        "shape": (["a.tif,B2,0,x", "b.tif,B2,0,y"], r"b\.tif: stack of shape .* disagrees"),
+        "voxel": (["a.tif,B2,0,x", "c.tif,B2,0,y"], r"c\.tif: voxel size .* disagrees"),
+        "dtype": (["a.tif,B2,0,x", "d.tif,B2,0,y"], r"d\.tif: pixel type uint8 disagrees"),
+        "missing": (["a.tif,B2,0,x", "nope.tif,B2,0,y"], r"line 3: file .*nope\.tif does not"),
+        "channel": (["a.tif,B2,0,x", "a.tif,B2,1,y"], r"well B/02 field 0 has no file for"),
+        "duplicate": (["a.tif,B2,0,x", "c.tif,B2,0,x"], r"lines \[2, 3\] give the same"),
+        "well": (["a.tif,../B2,0,x"], r"well name '\.\./B2' is not understood"),
+    }
+    for name, (rows, pattern) in cases.items():
+        csv = _csv(tmp_path / f"{name}.csv", header, rows)
+        with pytest.raises(PlateError, match=pattern):
+            import_tiffs(csv, tmp_path / f"{name}.zarr")
+        assert not (tmp_path / f"{name}.zarr").exists(), name
+    csv = _csv(tmp_path / "cols.csv", "path,well", ["a.tif,B2"])
+    with pytest.raises(PlateError, match=r"missing column\(s\) \['field', 'file'\]"):
+        import_tiffs(csv, tmp_path / "cols.zarr")
+    _imagej(tmp_path / "m.tif", _stack((3, 2, 16, 20)), axes="ZCYX")
+    csv = _csv(tmp_path / "m.csv", header, ["m.tif,B2,0,x"])
+    with pytest.raises(PlateError, match=r"m\.tif: holds 2 channels"):
+        import_tiffs(csv, tmp_path / "m.zarr")
