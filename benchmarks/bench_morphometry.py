@@ -165,9 +165,15 @@ def gpu_case(labels, channel, spacing, cpu_table, repeat, b):
             return cu_rpt(d_lab, d_ch, spacing=spacing, properties=PROPS_SKIMAGE)
 
     try:
+        t0 = time.perf_counter()
         cu = cucim()
+        b.synchronize()
+        first = time.perf_counter() - t0
         check({k: b.to_host(v) for k, v in cu.items()}, cpu_table, "cuCIM vs ours")
-        out["cucim_s"], _ = best_of(cucim, repeat, b.synchronize)
+        if first > 10:  # slow: one (warm-up included) run is all we can afford
+            out["cucim_s"], out["cucim_note"] = first, "single run, warm-up included"
+        else:
+            out["cucim_s"], _ = best_of(cucim, repeat, b.synchronize)
         out["ratio_vs_cucim"] = out["cucim_s"] / out["ours_s"]
     except Exception as exc:
         out["cucim"] = f"failed ({type(exc).__name__}: {exc})"

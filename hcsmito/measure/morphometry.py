@@ -463,31 +463,33 @@ def _moments_reference(labels, channels, parents, b: Backend) -> _Moments:
     coords = xp.unravel_index(idx, labels.shape)
     n = xp.bincount(d, minlength=L)
 
-    def isum(v):  # exact integer sums (int64 scatter-add)
-        out = xp.zeros(L, dtype=xp.int64)
-        xp.add.at(out, d, v.astype(xp.int64))
+    # dtypes every backend scatters natively: uint64 sums, int32 / float32 min and max
+    def isum(v):  # exact integer sums (coordinates are non-negative)
+        out = xp.zeros(L, dtype=xp.uint64)
+        xp.add.at(out, d, v.astype(xp.uint64))
         return out
 
     s1 = xp.stack([isum(c) for c in coords], axis=1)
     s2 = xp.stack([isum(coords[a] * coords[b]) for a, b in _pairs(ndim)], axis=1)
-    cmin = xp.full((L, ndim), np.iinfo(np.int64).max, dtype=xp.int64)
-    cmax = xp.full((L, ndim), -1, dtype=xp.int64)
+    cmin = xp.full((L, ndim), np.iinfo(np.int32).max, dtype=xp.int32)
+    cmax = xp.full((L, ndim), -1, dtype=xp.int32)
     for a in range(ndim):
-        xp.minimum.at(cmin[:, a], d, coords[a].astype(xp.int64))
-        xp.maximum.at(cmax[:, a], d, coords[a].astype(xp.int64))
+        xp.minimum.at(cmin[:, a], d, coords[a].astype(xp.int32))
+        xp.maximum.at(cmax[:, a], d, coords[a].astype(xp.int32))
     sw = xp.zeros((L, C))
     sww = xp.zeros((L, C))
-    wmin = xp.full((L, C), np.inf)
-    wmax = xp.full((L, C), -np.inf)
+    wmin = xp.full((L, C), np.inf, dtype=xp.float32)
+    wmax = xp.full((L, C), -np.inf, dtype=xp.float32)
     swc = xp.zeros((L, C, ndim))
     for c, ch in enumerate(channels):
-        w = ch.reshape(-1)[idx].astype(xp.float64)
+        v = ch.reshape(-1)[idx]
+        w = v.astype(xp.float64)
         sw[:, c] = xp.bincount(d, weights=w, minlength=L)
         sww[:, c] = xp.bincount(d, weights=w * w, minlength=L)
-        mn = xp.full(L, np.inf)
-        mx = xp.full(L, -np.inf)
-        xp.minimum.at(mn, d, w)
-        xp.maximum.at(mx, d, w)
+        mn = xp.full(L, np.inf, dtype=xp.float32)
+        mx = xp.full(L, -np.inf, dtype=xp.float32)
+        xp.minimum.at(mn, d, v.astype(xp.float32))
+        xp.maximum.at(mx, d, v.astype(xp.float32))
         wmin[:, c] = mn
         wmax[:, c] = mx
         for a in range(ndim):
@@ -502,14 +504,14 @@ def _moments_reference(labels, channels, parents, b: Backend) -> _Moments:
     return _Moments(
         h(uniq),
         h(n).astype(np.int64),
-        h(s1),
-        h(s2),
-        h(cmin),
-        h(cmax),
+        h(s1).astype(np.int64),
+        h(s2).astype(np.int64),
+        h(cmin).astype(np.int64),
+        h(cmax).astype(np.int64),
         h(sw),
         h(sww),
-        h(wmin),
-        h(wmax),
+        h(wmin).astype(np.float64),
+        h(wmax).astype(np.float64),
         h(swc),
         None if projected is None else h(projected).astype(np.int64),
         par,
