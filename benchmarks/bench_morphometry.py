@@ -119,11 +119,17 @@ def cpu_case(labels, channel, spacing, repeat, skimage_repeat):
 
 
 def gpu_bandwidth(cp):
-    props = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)
+    """Card name and peak memory bandwidth (B/s) from the device properties."""
+    dev = cp.cuda.Device().id
+    props = cp.cuda.runtime.getDeviceProperties(dev)
     name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
-    # memoryClockRate in kHz, busWidth in bits, ×2 for double data rate
-    bw = props["memoryClockRate"] * 1e3 * (props["memoryBusWidth"] / 8) * 2
-    return name, bw
+    clock = props.get("memoryClockRate")  # kHz (dropped from cudaDeviceProp in CUDA 13)
+    bus = props.get("memoryBusWidth")  # bits
+    if not clock:
+        clock = cp.cuda.runtime.deviceGetAttribute(36, dev)  # cudaDevAttrMemoryClockRate
+    if not bus:
+        bus = cp.cuda.runtime.deviceGetAttribute(37, dev)  # cudaDevAttrGlobalMemoryBusWidth
+    return name, clock * 1e3 * (bus / 8) * 2  # ×2: double data rate
 
 
 def gpu_case(labels, channel, spacing, cpu_table, repeat, b):
