@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from dataclasses import field as _dc_field
 from itertools import product
@@ -63,6 +64,7 @@ DEFAULT_ROLE_PATTERNS: dict[str, str] = {
     "actin": "phalloidin|actin",
 }
 _AXES_RULE = re.compile(r"^t?c?z?yx$")
+_METADATA_THREADS = 8
 _DASK_BLOCK_LIMIT = 64 * 2**20  # bytes: dask blocks are whole storage chunks up to this size
 
 
@@ -467,12 +469,16 @@ class Plate:
             self._by_key[(row, str(int(col)) if col.isdigit() else col)] = wp
 
         self.fields: list[FieldRef] = []
-        self._images: dict[str, _ImageInfo] = {}
         for wp in self.wells:
             for i, image_path in enumerate(self._well_images(wp)):
                 node = f"{wp}/{image_path}"
-                self._images[node] = _read_image(store, node, self.version)
                 self.fields.append(FieldRef(canonical_well(*wp.split("/")), wp, i, node))
+        # metadata reads are latency-bound: overlap them; map() raises the first bad field
+        with ThreadPoolExecutor(max_workers=_METADATA_THREADS) as pool:
+            infos = pool.map(lambda ref: _read_image(store, ref.path, self.version), self.fields)
+            self._images: dict[str, _ImageInfo] = {
+                ref.path: info for ref, info in zip(self.fields, infos, strict=True)
+            }
 
     def _well_images(self, wp: str) -> list[str]:
         store = self._store
