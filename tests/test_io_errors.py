@@ -70,6 +70,31 @@ def test_every_invalid_example_is_refused(shared_data):
             open_image(root / name)
 
 
+def test_verdicts_agree_with_ome_zarr_models(shared_data):
+    """Our accept/refuse verdict on every example store matches ome-zarr-models'."""
+    pytest.importorskip("ome_zarr_models")
+    from ome_zarr_models.v04.hcs import HCS
+    from ome_zarr_models.v04.image import Image
+
+    root = shared_data / "ngff" / "ome-zarr-examples"
+    stores = sorted(root.glob("*/*.zarr"))
+    assert len(stores) == 10
+    for store in stores:
+        is_plate = store.name.startswith("plate")
+        group = zarr.open_group(LocalStore(store, read_only=True), mode="r")
+        try:
+            (HCS if is_plate else Image).from_zarr(group)
+            theirs = True
+        except (ValueError, RuntimeError):  # pydantic's ValidationError is a ValueError
+            theirs = False
+        try:
+            (open_plate if is_plate else open_image)(store)
+            ours = True
+        except PlateError:
+            ours = False
+        assert ours == theirs == (store.parent.name != "invalid"), store
+
+
 # --------------------------------------------------------------------------- axes, ndim
 
 

@@ -16,6 +16,7 @@ from hcsmito.io.plate import (
     open_plate,
     resolve_channel_roles,
 )
+from hcsmito.io.writer import create_plate, write_image, write_labels
 
 __all__ = [
     "FieldImage",
@@ -25,4 +26,7 @@ __all__ = [
     "open_image",
     "open_plate",
     "resolve_channel_roles",
+    "create_plate",
+    "write_image",
+    "write_labels",
 ]

@@ -15,7 +15,9 @@ A few liberties, each for real data that would otherwise be refused for no benef
 - ``rowIndex`` / ``columnIndex`` of a plate's wells are required but not cross-checked with
   the ``path``: hcsmito locates wells by their path (``ROW/COLUMN``), which the spec makes
   authoritative, so indices that disagree with it do not matter;
-- ``um``, ``µm``, ``micron`` and ``nm`` are accepted as space units besides the spec's names.
+- ``um``, ``µm``, ``micron`` and ``nm`` are accepted as space units besides the spec's names,
+  and a space axis without a unit is read as micrometres;
+- an axis without ``type`` named ``t``, ``c``, ``z``, ``y`` or ``x`` gets the obvious type.
 """
 
 from __future__ import annotations

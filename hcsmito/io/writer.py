@@ -301,6 +301,13 @@ def write_labels(
     ------
     PlateError
         For a well/field not in the plate, a bad name, non-integer labels or bad axes.
+
+    Notes
+    -----
+    The label arrays and their metadata are written first; adding ``name`` to the field's
+    ``labels`` listing comes last and is a read-modify-write of one small JSON document.
+    That is safe when one process writes all the label images of a field (hcsmito's unit
+    of work) and unsafe when several processes add labels to the same field at once.
     """
     labels = np.asarray(labels)
     plate, version, node = _field_node(Path(plate_path), well, field)
