@@ -208,3 +208,21 @@ def test_write_image_argument_errors(tmp_path):
     with pytest.raises(PlateError, match="label name"):
         write_labels(path, "B3", 0, "../x", img[0], axes="zyx", voxel_size=VOXEL)
     assert not (path / "B/03/0/zarr.json").exists()  # nothing was written
+
+
+@pytest.mark.parametrize("version", ["0.5", "0.4"])
+def test_rewriting_a_field_keeps_labels_and_drops_stale_levels(tmp_path, version):
+    path = tmp_path / "re.zarr"
+    create_plate(path, wells=["B03"], fields_per_well=1, version=version)
+    kw = {"axes": "czyx", "voxel_size": VOXEL, "channel_labels": LABELS}
+    write_image(path, "B3", 0, _image("czyx", seed=1), levels=3, **kw)
+    msc = np.arange(4 * 33 * 47, dtype=np.int32).reshape(4, 33, 47)
+    write_labels(path, "B3", 0, "msc", msc, axes="zyx", voxel_size=VOXEL)  # 3 levels, as image
+    assert (path / "B/03/0/labels/msc/2").is_dir()
+    new = _image("czyx", seed=2)
+    write_image(path, "B3", 0, new, levels=1, **kw)
+    assert not (path / "B/03/0/1").exists() and not (path / "B/03/0/2").exists()
+    np.testing.assert_array_equal(open_plate(path).read_field("B3", 0).data.compute(), new)
+    root = zarr.open_group(LocalStore(path, read_only=True), mode="r")
+    np.testing.assert_array_equal(root["B/03/0/labels/msc/0"][...], msc)
+    np.testing.assert_array_equal(root["B/03/0/labels/msc/1"][...], msc[:, ::2, ::2])

@@ -384,7 +384,7 @@ class _ChunkReader:
         )
 
 
-def _lazy(array: zarr.Array, axes: str, where: str, context: str) -> da.Array:
+def _lazy(array: zarr.Array, axes: str, where: str, context: str, token: str) -> da.Array:
     reader = _ChunkReader(array, where, context)
     storage = reader.storage_chunks
     wanted = tuple(1 if ax in "tc" else "auto" for ax in axes)
@@ -398,7 +398,7 @@ def _lazy(array: zarr.Array, axes: str, where: str, context: str) -> da.Array:
     return da.from_array(
         reader,
         chunks=chunks,
-        name=f"hcsmito-read-{tokenize(where, array.shape, str(array.dtype))}",
+        name=f"hcsmito-read-{tokenize(token, array.shape, str(array.dtype))}",
         asarray=False,
         fancy=False,
         lock=False,
@@ -412,7 +412,8 @@ def _field_image(store: _Store, info: _ImageInfo, **ctx) -> FieldImage:
     else:
         context = f"image {store.where(info.node)}"
     arr = zarr.open_array(store=store.store, path=info.level0, mode="r")
-    data = _lazy(arr, info.axes, store.where(info.level0), context)
+    token = str(store.path.resolve() / info.level0)  # unique per array on this machine
+    data = _lazy(arr, info.axes, store.where(info.level0), context, token)
     return FieldImage(
         data=data,
         axes=info.axes,

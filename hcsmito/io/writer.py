@@ -221,6 +221,7 @@ def write_image(
     store = LocalStore(plate)
     fmt = _zarr_format(version)
     grp = zarr.open_group(store=store, path=node, mode="a", zarr_format=fmt)
+    stale = _level_paths(grp, version)
     datasets = _write_levels(grp, data, axes, scale0, chunks, levels, fmt, where, labels=False)
     c_axis = axes.index("c")
     channels = []
@@ -253,6 +254,7 @@ def write_image(
     }
     parse(ImageMeta, meta, node=where, what="image")
     grp.attrs.put(_wrap(meta, version))  # metadata last: a half-written field stays unreadable
+    _drop_levels(grp, stale - {d["path"] for d in datasets})
 
 
 def write_labels(
@@ -346,6 +348,7 @@ def write_labels(
         levels = len(ms[0]["datasets"]) if ms else 1
     lgrp = zarr.open_group(store=store, path=f"{node}/labels", mode="a", zarr_format=fmt)
     grp = zarr.open_group(store=store, path=f"{node}/labels/{name}", mode="a", zarr_format=fmt)
+    stale = _level_paths(grp, version)
     datasets = _write_levels(grp, labels, axes, scale0, chunks, levels, fmt, where, labels=True)
     meta = {
         "multiscales": [_multiscale(axes, datasets, name, version)],
@@ -353,6 +356,7 @@ def write_labels(
     }
     parse(ImageMeta, meta, node=where, what="label image")
     grp.attrs.put(_wrap(meta, version))
+    _drop_levels(grp, stale - {d["path"] for d in datasets})
 
     # the labels listing last, read-modify-write (one writer per field)
     current = dict(lgrp.attrs)
@@ -468,6 +472,20 @@ def _field_node(plate: Path, well: str, field: int) -> tuple[Path, str, str]:
         raise PlateError(f"{plate.name}: well {wp} has fields 0..{n - 1}, not {field!r}")
     image = check_name(wmeta.images[int(field)].path, "field path", where=store.where(wp))
     return plate, version, f"{wp}/{image}"
+
+
+def _level_paths(grp: zarr.Group, version: str) -> set[str]:
+    """Dataset paths of the multiscale image already in ``grp`` (empty for a new group)."""
+    attrs = dict(grp.attrs)
+    ms = (attrs.get("ome", {}) if version == "0.5" else attrs).get("multiscales") or [{}]
+    return {str(d.get("path")) for d in ms[0].get("datasets", [])}
+
+
+def _drop_levels(grp: zarr.Group, paths: set[str]) -> None:
+    """Delete the levels a rewrite with fewer levels left behind."""
+    for p in paths:
+        if p in grp:
+            del grp[p]
 
 
 def _downsample(a: np.ndarray, axes: str, labels: bool) -> np.ndarray:
