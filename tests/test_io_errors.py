@@ -374,3 +374,18 @@ def test_corrupt_chunk_is_named(tmp_path, kind):
     assert msg.startswith("plate p, well B/3, field 0: cannot read chunk ")
     assert f"'p.zarr/B/03/0/0/{rel}'" in msg
     assert "corrupt" in msg and "re-export" in msg
+
+
+# --------------------------------------------------------------------------- channel roles
+
+
+def test_missing_channel_role_names_plate_labels_and_fix(tmp_path):
+    path = _good(tmp_path, labels=["DAPI", "GFP", "Phalloidin"])
+    img = open_plate(path).read_field("C/4", 0)
+    assert img.resolve_roles({"msc": None, "actin": None}, required=()) == {"msc": 1, "actin": 2}
+    with pytest.raises(PlateError) as err:
+        img.resolve_roles({"msc": None, "mito": None, "actin": None})
+    msg = str(err.value)
+    assert msg.startswith("plate p, well C/4, field 0: no channel for the required role 'mito'")
+    assert "['DAPI', 'GFP', 'Phalloidin']" in msg
+    assert "Set `channels.mito` in the config" in msg
