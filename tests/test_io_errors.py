@@ -389,3 +389,15 @@ def test_missing_channel_role_names_plate_labels_and_fix(tmp_path):
     assert msg.startswith("plate p, well C/4, field 0: no channel for the required role 'mito'")
     assert "['DAPI', 'GFP', 'Phalloidin']" in msg
     assert "Set `channels.mito` in the config" in msg
+
+
+@pytest.mark.parametrize("version", ["0.5", "0.4"])
+def test_unreadable_metadata_json(tmp_path, version):
+    path = _good(tmp_path, version)
+    (path / "C/04/0" / ("zarr.json" if version == "0.5" else ".zattrs")).write_text("{not json")
+    with pytest.raises(PlateError, match=r"^p\.zarr/C/04/0: cannot read the zarr group metadata"):
+        open_plate(path)
+    path = _good(tmp_path / "b", version)
+    (path / "B/03/0/0" / ("zarr.json" if version == "0.5" else ".zarray")).write_text("[1, 2")
+    with pytest.raises(PlateError, match=r"^p\.zarr/B/03/0/0: cannot read the zarr array metadata"):
+        open_plate(path)

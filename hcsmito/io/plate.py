@@ -206,6 +206,11 @@ class _Store:
                 f"{self.where(node)}: {what} is listed in the metadata but no zarr group exists "
                 "there. Add the missing data or remove the entry from the metadata."
             ) from exc
+        except Exception as exc:  # unreadable JSON, invalid zarr metadata
+            raise PlateError(
+                f"{self.where(node)}: cannot read the zarr group metadata of {what} "
+                f"({type(exc).__name__}: {exc}). Repair or re-export the store."
+            ) from exc
 
     def array(self, node: str, *, what: str) -> zarr.Array:
         try:
@@ -214,6 +219,11 @@ class _Store:
             raise PlateError(
                 f"{self.where(node)}: {what} is listed in the multiscales metadata but no zarr "
                 "array exists there. Add the array or remove the dataset from 'multiscales'."
+            ) from exc
+        except Exception as exc:  # unreadable JSON, invalid zarr metadata
+            raise PlateError(
+                f"{self.where(node)}: cannot read the zarr array metadata of {what} "
+                f"({type(exc).__name__}: {exc}). Repair or re-export the store."
             ) from exc
 
     def ome_attrs(self, grp: zarr.Group, node: str, version: str) -> dict:
@@ -266,7 +276,7 @@ def _axes_string(ms, where: str) -> str:
     by_type = {"time": "t", "channel": "c"}
     axes = "".join(by_type.get(ax.type or "", ax.name.lower()) for ax in ms.axes)
     if not _AXES_RULE.match(axes) or any(
-        ax.type == "space" and ax.name.lower() not in "zyx" for ax in ms.axes
+        ax.type == "space" and ax.name.lower() not in ("z", "y", "x") for ax in ms.axes
     ):
         raise PlateError(
             f"{where}: axes {[a.name for a in ms.axes]} are not in the order hcsmito reads: "
