@@ -151,6 +151,11 @@ def gpu_case(labels, channel, spacing, cpu_table, repeat, b):
     out["peak_extra_bytes"] = int(pool.total_bytes() - base)
     out["peak_extra_over_labels"] = out["peak_extra_bytes"] / labels.nbytes
     out["ours_s"], _ = best_of(ours, repeat, b.synchronize)
+    from hcsmito.measure._kernels import moments_gpu  # the fused kernels alone
+
+    out["ours_kernels_s"], _ = best_of(
+        lambda: moments_gpu(d_lab, [d_ch], {}, b), repeat, b.synchronize
+    )
     name, bw = gpu_bandwidth(cp)
     floor = (labels.nbytes + channel.nbytes) / bw
     out.update(
@@ -175,7 +180,13 @@ def gpu_case(labels, channel, spacing, cpu_table, repeat, b):
         cu = cucim()
         b.synchronize()
         first = time.perf_counter() - t0
-        check({k: b.to_host(v) for k, v in cu.items()}, cpu_table, "cuCIM vs ours")
+        bad = []  # cuCIM's answer is checked, and timed even where it differs
+        for k, v in cpu_table.items():
+            got = np.asarray(b.to_host(cu[k]), float) if k in cu else None
+            if got is None or not np.allclose(got, v, rtol=1e-5, atol=ATOL.get(k, 0)):
+                bad.append(k)
+        if bad:
+            out["cucim_mismatch"] = bad
         if first > 10:  # slow: one (warm-up included) run is all we can afford
             out["cucim_s"], out["cucim_note"] = first, "single run, warm-up included"
         else:
@@ -258,7 +269,9 @@ def main(argv=None):
                     f"{g['floor_fraction']:.1%} of the bandwidth floor "
                     f"({g['floor_s'] * 1e3:.3f} ms), peak extra "
                     f"{g['peak_extra_over_labels']:.2f}x labels; cuCIM "
-                    f"{g.get('cucim_s', g.get('cucim'))} ratio {g.get('ratio_vs_cucim')}",
+                    f"{g.get('cucim_s', g.get('cucim'))} ratio {g.get('ratio_vs_cucim')} "
+                    f"(kernels alone {g['ours_kernels_s'] * 1e3:.2f} ms; cuCIM differs in "
+                    f"{g.get('cucim_mismatch')})",
                     flush=True,
                 )
             except Exception as exc:

@@ -275,7 +275,7 @@ def moments_gpu(labels, channels, parents, b: Backend):
     uniq, lut, use_lut = dense_lookup(labels, b)
     L = int(uniq.size)
     if L == 0:
-        return _empty_moments(np.dtype(labels.dtype), ndim, C, list(parents))
+        return _empty_moments(np.dtype(labels.dtype), ndim, C, list(parents), xp)
     ni = n_int_fields(ndim)
     iacc = xp.zeros((L, ni), dtype=np.uint64)
     cmin = xp.full((L, ndim), np.iinfo(np.int32).max, dtype=np.int32)
@@ -315,23 +315,21 @@ def moments_gpu(labels, channels, parents, b: Backend):
             *_grid(plane),
             (labels, lut, np.int64(lut.size), np.int64(labels.shape[0]), np.int64(plane), proj),
         )
-        projected = b.to_host(proj).astype(np.int64)  # device->host: (L,)
-    h = b.to_host  # device->host: per-label accumulators, small
-    ia = h(iacc).astype(np.int64)
-    da = h(dacc)
+        projected = proj.astype(np.int64)
     par = {k2: parent_overlaps(b, labels, p, uniq, L) for k2, p in parents.items()}
+    ia = iacc.astype(np.int64)  # sums stay on the device: the table is finished there
     return _Moments(
-        labels=h(uniq),
+        labels=uniq,
         n=ia[:, 0],
         s1=ia[:, 1 : 1 + ndim],
         s2=ia[:, 1 + ndim :],
-        cmin=h(cmin).astype(np.int64),
-        cmax=h(cmax).astype(np.int64),
-        sw=da[:, :, 0],
-        sww=da[:, :, 1],
-        wmin=_unord(h(wmin))[:, :C],
-        wmax=_unord(h(wmax))[:, :C],
-        swc=da[:, :, 2:],
+        cmin=cmin.astype(np.int64),
+        cmax=cmax.astype(np.int64),
+        sw=dacc[:, :, 0],
+        sww=dacc[:, :, 1],
+        wmin=_unord(wmin, xp)[:, :C],
+        wmax=_unord(wmax, xp)[:, :C],
+        swc=dacc[:, :, 2:],
         projected=projected,
         parents=par,
     )
@@ -342,10 +340,11 @@ def _ord(f) -> np.int32:
     return np.where(i < 0, i ^ np.int32(0x7FFFFFFF), i).astype(np.int32)
 
 
-def _unord(i: np.ndarray) -> np.ndarray:
-    i = np.asarray(i, np.int32)
+def _unord(i, xp):
+    """Decode :func:`_ord` (any xp): int32 keys back to float64 values."""
+    i = i.astype(np.int32)
     return (
-        np.where(i < 0, i ^ np.int32(0x7FFFFFFF), i)
+        xp.where(i < 0, i ^ np.int32(0x7FFFFFFF), i)
         .astype(np.int32)
         .view(np.float32)
         .astype(np.float64)

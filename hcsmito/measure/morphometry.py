@@ -97,6 +97,18 @@ class _Moments:
     # name -> (parent label value (0 = none), voxels of the object inside that parent)
 
 
+def _moments_to_host(m: _Moments) -> _Moments:
+    """The same moments as NumPy arrays (device->host where they live on a GPU)."""
+
+    def h(a):
+        return None if a is None else (a.get() if hasattr(a, "get") else np.asarray(a))
+
+    return _Moments(
+        *(h(getattr(m, f)) for f in _Moments.__dataclass_fields__ if f != "parents"),
+        parents=m.parents,
+    )
+
+
 def _pairs(ndim: int) -> list[tuple[int, int]]:
     return [(a, b) for a in range(ndim) for b in range(a, ndim)]
 
@@ -402,8 +414,8 @@ def _merge_blocks(labels, blocks, par_runs, proj_keys, C) -> _Moments:
     return _Moments(uniq, n, s1, s2, cmin, cmax, sw, sww, wmin, wmax, swc, projected, parents)
 
 
-def _empty_moments(dtype, ndim, C, parent_names) -> _Moments:
-    z = np.zeros
+def _empty_moments(dtype, ndim, C, parent_names, xp=np) -> _Moments:
+    z = xp.zeros
     return _Moments(
         labels=z(0, dtype),
         n=z(0, np.int64),
@@ -417,7 +429,7 @@ def _empty_moments(dtype, ndim, C, parent_names) -> _Moments:
         wmax=z((0, C)),
         swc=z((0, C, ndim)),
         projected=z(0, np.int64) if ndim == 3 else None,
-        parents={k: (z(0, np.int64), z(0, np.int64)) for k in parent_names},
+        parents={k: (np.zeros(0, np.int64), np.zeros(0, np.int64)) for k in parent_names},
     )
 
 
@@ -523,40 +535,42 @@ def _moments_reference(labels, channels, parents, b: Backend) -> _Moments:
 # --------------------------------------------------------------------------------------------
 
 
-def _inertia_eigvals(m: _Moments, spacing) -> np.ndarray:
+def _inertia_eigvals(m: _Moments, spacing, shape, xp) -> Any:
     """Eigenvalues (descending) of scikit-image's inertia tensor, per label: (L, ndim)."""
     ndim = m.s1.shape[1]
     L = m.n.size
-    n = m.n.astype(np.float64)
-    sp = np.asarray(spacing)
-    span = (m.cmax.max(initial=0) + 1) if L else 1
-    exact = L == 0 or float(m.n.max()) * float(span) ** 2 < 2.0**62
-    cov = np.empty((L, ndim, ndim))
+    n = m.n.astype(xp.float64)
+    # n·Σab - Σa·Σb is exact in int64 while n·max(coord)² stays below 2**62
+    exact = float(np.prod(shape)) * float(max(shape)) ** 2 < 2.0**62
+    cov = xp.empty((L, ndim, ndim))
     for k, (a, b) in enumerate(_pairs(ndim)):
-        if exact:  # n·Σab - Σa·Σb in exact integers
-            num = (m.n * m.s2[:, k] - m.s1[:, a] * m.s1[:, b]).astype(np.float64)
+        if exact:
+            num = (m.n * m.s2[:, k] - m.s1[:, a] * m.s1[:, b]).astype(xp.float64)
         else:
-            num = n * m.s2[:, k].astype(np.float64) - m.s1[:, a].astype(np.float64) * m.s1[
-                :, b
-            ].astype(np.float64)
-        cov[:, a, b] = cov[:, b, a] = num / (n * n) * sp[a] * sp[b]
+            s1 = m.s1.astype(xp.float64)
+            num = n * m.s2[:, k].astype(xp.float64) - s1[:, a] * s1[:, b]
+        cov[:, a, b] = num / (n * n) * (spacing[a] * spacing[b])
+        cov[:, b, a] = cov[:, a, b]
     T = -cov
-    diag = np.einsum("lii->li", cov)
-    T[:, np.arange(ndim), np.arange(ndim)] = diag.sum(axis=1, keepdims=True) - diag
-    ev = np.linalg.eigvalsh(T) if L else np.zeros((0, ndim))
-    return np.clip(ev, 0, None)[:, ::-1]
+    diag = xp.diagonal(cov, axis1=1, axis2=2)
+    r = xp.arange(ndim)
+    T[:, r, r] = diag.sum(axis=1, keepdims=True) - diag
+    if L == 0:
+        return xp.zeros((0, ndim))
+    ev = xp.linalg.eigvalsh(T)  # ascending; batched on both backends
+    return xp.maximum(ev, 0)[:, ::-1]
 
 
-def _columns(
-    m: _Moments, spacing, multichannel: bool, properties, ndim: int
-) -> dict[str, np.ndarray]:
+def _columns(m: _Moments, spacing, multichannel: bool, properties, shape, xp) -> dict[str, Any]:
+    """Columns from moments, on the moments' device (NumPy or CuPy arrays)."""
+    ndim = len(shape)
     C = m.sw.shape[1]
-    sp = np.asarray(spacing)
-    voxel = float(np.prod(sp))
-    n = m.n.astype(np.float64)
-    out: dict[str, np.ndarray] = {}
+    voxel = float(np.prod(spacing))
+    n = m.n.astype(xp.float64)
+    sp = xp.asarray(spacing, dtype=xp.float64)
+    out: dict[str, Any] = {}
 
-    def chan(name, values):  # values (L, C) or (L, C, k)
+    def chan(name, values):  # values (L, C)
         for c in range(C):
             suffix = f"-{c}" if multichannel else ""
             out[f"{name}{suffix}"] = values[:, c]
@@ -571,10 +585,10 @@ def _columns(
                 out["area"] = n * voxel
             elif prop == "area_projected":
                 px = m.n if ndim == 2 else m.projected
-                out["area_projected"] = px.astype(np.float64) * float(sp[-1] * sp[-2])
+                out["area_projected"] = px.astype(xp.float64) * (spacing[-1] * spacing[-2])
             elif prop == "centroid":
                 for a in range(ndim):
-                    out[f"centroid-{a}"] = m.s1[:, a] / n * sp[a]
+                    out[f"centroid-{a}"] = m.s1[:, a] / n * spacing[a]
             elif prop == "bbox":
                 for a in range(ndim):
                     out[f"bbox-{a}"] = m.cmin[:, a]
@@ -584,15 +598,15 @@ def _columns(
                 out[prop] = (2 * ndim * n * voxel / np.pi) ** (1 / ndim)
             elif prop in ("axis_major_length", "axis_minor_length"):
                 if "_ev" not in out:
-                    out["_ev"] = _inertia_eigvals(m, spacing)
+                    out["_ev"] = _inertia_eigvals(m, spacing, shape, xp)
                 ev = out["_ev"]
                 if ndim == 2:
                     lam = ev[:, 0] if prop == "axis_major_length" else ev[:, -1]
-                    out[prop] = 4 * np.sqrt(lam)
+                    out[prop] = 4 * xp.sqrt(lam)
                 elif prop == "axis_major_length":
-                    out[prop] = np.sqrt(np.maximum(0, 10 * (ev[:, 0] + ev[:, 1] - ev[:, 2])))
+                    out[prop] = xp.sqrt(xp.maximum(0, 10 * (ev[:, 0] + ev[:, 1] - ev[:, 2])))
                 else:
-                    out[prop] = np.sqrt(np.maximum(0, 10 * (-ev[:, 0] + ev[:, 1] + ev[:, 2])))
+                    out[prop] = xp.sqrt(xp.maximum(0, 10 * (-ev[:, 0] + ev[:, 1] + ev[:, 2])))
             elif prop == "intensity_sum":
                 chan(prop, m.sw)
             elif prop == "intensity_mean":
@@ -603,7 +617,7 @@ def _columns(
                 chan(prop, m.wmax)
             elif prop == "intensity_std":
                 mean = m.sw / n[:, None]
-                chan(prop, np.sqrt(np.maximum(0, m.sww / n[:, None] - mean * mean)))
+                chan(prop, xp.sqrt(xp.maximum(0, m.sww / n[:, None] - mean * mean)))
             elif prop == "centroid_weighted":
                 cw = m.swc / m.sw[:, :, None] * sp
                 for a in range(ndim):
@@ -613,9 +627,30 @@ def _columns(
             elif prop == "parent":
                 for name, (pid, overlap) in m.parents.items():
                     out[name] = pid
-                    out[f"{name}_overlap"] = overlap / np.maximum(n, 1)
+                    out[f"{name}_overlap"] = overlap / np.maximum(_small_to_host(n), 1)
     out.pop("_ev", None)
     return out
+
+
+def _small_to_host(a) -> np.ndarray:
+    """NumPy view of a small per-label array from either backend."""
+    return a.get() if hasattr(a, "get") else np.asarray(a)  # device->host: (L,)
+
+
+def _table_to_host(table: dict[str, Any], b: Backend) -> dict[str, np.ndarray]:
+    """One device->host copy per dtype (columns stacked), not one per column."""
+    if not b.is_gpu:
+        return {k: np.asarray(v) for k, v in table.items()}
+    xp = b.xp
+    dev = {k: v for k, v in table.items() if not isinstance(v, np.ndarray)}
+    out = {k: v for k, v in table.items() if isinstance(v, np.ndarray)}
+    by_dtype: dict[Any, list[str]] = {}
+    for k, v in dev.items():
+        by_dtype.setdefault(v.dtype, []).append(k)
+    for keys in by_dtype.values():
+        block = b.to_host(xp.stack([dev[k] for k in keys]))  # device->host: (k, L)
+        out.update({k: block[i] for i, k in enumerate(keys)})
+    return {k: out[k] for k in table}
 
 
 # --------------------------------------------------------------------------------------------
@@ -704,7 +739,8 @@ def regionprops_table(
             [np.asarray(c) for c in channels],
             {k: np.asarray(v) for k, v in parents.items()},
         )
-    return _columns(m, spacing, multichannel, properties, labels.ndim)
+    table = _columns(m, spacing, multichannel, properties, labels.shape, b.xp)
+    return _table_to_host(table, b)
 
 
 def table_to_dataframe(table: Mapping[str, np.ndarray]):
