@@ -185,8 +185,10 @@ def _msc_seeds(rng: np.random.Generator, p: SynthParams) -> list[tuple[float, fl
     ly, lx = _extent(p)
     min_dist = 0.62 * p.msc_diameter_um
     seeds: list[tuple[float, float]] = []
-    for _ in range(400 * max(p.n_msc, 1)):
-        if len(seeds) == p.n_msc:
+    n = p.n_msc + int(rng.integers(-p.n_msc_spread, p.n_msc_spread + 1))
+    n = max(n, min(p.n_msc, 1))
+    for _ in range(400 * max(n, 1)):
+        if len(seeds) == n:
             break
         y, x = rng.uniform(0.1 * ly, 0.9 * ly), rng.uniform(0.1 * lx, 0.9 * lx)
         if all(math.hypot(y - sy, x - sx) >= min_dist for sy, sx in seeds):
@@ -557,12 +559,14 @@ def build_scene(p: SynthParams, condition: Condition, seed: int) -> Scene:
 
     # Jurkat cells: sizes and how many rest on MSCs
     share = min(1.0, condition.adhesion_share * p.adhesion_rate)
-    n_adh = int(r_jur.binomial(p.n_jurkat, share)) if p.n_msc > 0 else 0
+    n_jurkat = p.n_jurkat + int(r_jur.integers(-p.n_jurkat_spread, p.n_jurkat_spread + 1))
+    n_jurkat = max(n_jurkat, min(p.n_jurkat, 1))
+    n_adh = int(r_jur.binomial(n_jurkat, share)) if p.n_msc > 0 else 0
     radii = [
         0.5
         * p.jurkat_diameter_um
         * float(np.clip(1 + p.jurkat_diameter_cv * r_jur.normal(), 0.7, 1.3))
-        for _ in range(p.n_jurkat)
+        for _ in range(n_jurkat)
     ]
     glass = _place_glass_jurkats(r_jur, p, lab, radii[n_adh:])
 

@@ -89,8 +89,10 @@ class SynthParams(BaseModel):
         Voxel size, µm. For 2-D shapes ``dz`` is the z step of the hidden 3-D scene.
     glass_z_um : float
         Height of the coverslip surface above the first plane, µm.
-    n_msc, msc_diameter_um, msc_diameter_cv
-        Number of MSC seeds, their nominal diameter (µm) and its relative spread.
+    n_msc, n_msc_spread, msc_diameter_um, msc_diameter_cv
+        Mean number of MSCs per field, the field-to-field spread of that number (uniform,
+        +-), their nominal diameter (µm) and its relative spread. Cells too small once
+        tessellated, or with no room, are left out: the truth counts what was drawn.
     msc_irregularity : float
         Relative radial perturbation of the MSC outline by smooth noise (0 = discs).
     msc_height_um, msc_edge_height_um, msc_dome_um
@@ -105,8 +107,9 @@ class SynthParams(BaseModel):
     fibres_per_msc, fibre_width_um, fibre_actin, fibre_height_um
         Basal stress fibres: number per cell, width (µm), concentration, height of the
         fibre plane above the glass (µm).
-    n_jurkat, jurkat_diameter_um, jurkat_diameter_cv, jurkat_aspect_z
-        Donor cells: count, diameter (µm), its relative spread, height/diameter ratio.
+    n_jurkat, n_jurkat_spread, jurkat_diameter_um, jurkat_diameter_cv, jurkat_aspect_z
+        Donor cells: mean count and its spread (uniform, +-), diameter (µm), its relative
+        spread, height/diameter ratio.
     jurkat_mito_count, jurkat_mito_intensity, jurkat_mito_shell
         Mitochondria per Jurkat cell, their concentration, and the shell they fill as a
         fraction of the radius (inner, outer) around a mitochondria-free nucleus.
@@ -154,6 +157,7 @@ class SynthParams(BaseModel):
     glass_z_um: float = Field(1.0, ge=0)
     # MSCs
     n_msc: int = Field(4, ge=0)
+    n_msc_spread: int = Field(1, ge=0)
     msc_diameter_um: float = Field(52.0, gt=0)
     msc_diameter_cv: float = Field(0.12, ge=0, lt=0.5)
     msc_irregularity: float = Field(0.22, ge=0, lt=0.6)
@@ -176,6 +180,7 @@ class SynthParams(BaseModel):
     fibre_height_um: float = Field(0.3, ge=0)
     # Jurkat cells
     n_jurkat: int = Field(8, ge=0)
+    n_jurkat_spread: int = Field(2, ge=0)
     jurkat_diameter_um: float = Field(10.0, gt=0)
     jurkat_diameter_cv: float = Field(0.08, ge=0, lt=0.5)
     jurkat_aspect_z: float = Field(0.85, gt=0, le=1.5)
@@ -198,7 +203,7 @@ class SynthParams(BaseModel):
     tnt_diameter_um: Pair = (0.2, 0.7)
     tnt_height_um: Pair = (1.0, 3.0)
     tnt_length_um: Pair = (4.0, 40.0)
-    tnt_actin: float = Field(6.0, ge=0)
+    tnt_actin: float = Field(3.0, ge=0)
     tnt_mito_share: float = Field(0.5, ge=0, le=1)
     tnt_mito_diameter_um: Pair = (0.5, 0.8)
     # light and camera
@@ -264,10 +269,15 @@ class SynthParams(BaseModel):
         return (nz, *self.shape)  # type: ignore[return-value]
 
     def required_height_um(self) -> float:
-        """Scene height (µm) needed above plane 0 for MSCs plus a Jurkat on the glass."""
-        jurkat = self.jurkat_diameter_um * (1 + 2 * self.jurkat_diameter_cv) * self.jurkat_aspect_z
-        top = max(self.msc_height_um, self.msc_nucleus_height_um, self.msc_edge_height_um)
-        return self.glass_z_um + max(top, jurkat, self.tnt_height_um[1]) + 1.0
+        """Scene height (µm) above plane 0 that MSCs and a Jurkat cell resting on one need."""
+        jurkat = self.jurkat_diameter_um * self.jurkat_aspect_z
+        tallest = max(
+            self.msc_nucleus_height_um,
+            self.msc_height_um + jurkat,
+            jurkat * (1 + 2 * self.jurkat_diameter_cv),
+            self.tnt_height_um[1],
+        )
+        return self.glass_z_um + tallest + 0.5
 
     def psf_sigma_um(self) -> tuple[tuple[float, float], ...]:
         """Per channel (sigma_z, sigma_xy) of the Gaussian PSF, µm.
