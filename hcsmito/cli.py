@@ -1,0 +1,235 @@
+"""Command line: ``hcsmito run | status | config | synth | import | demo | info``.
+
+The CLI only parses arguments and reports; the work is done by library functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from hcsmito import __version__
+
+
+def _floats(text: str, n: int | None = None, what: str = "values") -> tuple[float, ...]:
+    try:
+        vals = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        msg = f"{what}: expected comma-separated numbers, got {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+    if n is not None and len(vals) != n:
+        raise argparse.ArgumentTypeError(f"{what}: expected {n} numbers, got {text!r}")
+    return vals
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        vals = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        msg = f"--shape: expected Z,Y,X or Y,X integers, got {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+    if len(vals) not in (2, 3) or min(vals) < 1:
+        raise argparse.ArgumentTypeError(f"--shape: expected Z,Y,X or Y,X positive, got {text!r}")
+    return vals
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from hcsmito.synth import write_synth_plate
+
+    wells = args.wells.split(",") if args.wells else None
+    out = write_synth_plate(
+        Path(args.out),
+        seed=args.seed,
+        wells=wells,
+        fields=args.fields,
+        shape=args.shape,
+        ngff=args.ngff,
+    )
+    print(f"wrote {out}")
+    return 0
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    from hcsmito.io.tiff_import import import_tiffs
+
+    voxel = None
+    if args.voxel_size:
+        vals = _floats(args.voxel_size, what="--voxel-size")
+        if len(vals) not in (2, 3):
+            raise SystemExit("--voxel-size: give Z,Y,X or Y,X in micrometres")
+        voxel = dict(zip("zyx"[3 - len(vals) :], vals, strict=True))
+    labels = args.channel_labels.split(",") if args.channel_labels else None
+    out = import_tiffs(
+        Path(args.csv),
+        Path(args.out),
+        base_dir=Path(args.base_dir) if args.base_dir else None,
+        voxel_size=voxel,
+        channel_labels=labels,
+        version=args.ngff,
+        overwrite=args.overwrite,
+    )
+    print(f"wrote {out}")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from hcsmito.config import load_config
+    from hcsmito.runner import run_plate
+
+    config = load_config(args.config, args.set or ())
+    wells = [w for w in args.wells.split(",") if w] if args.wells else None
+    s = run_plate(
+        args.plate,
+        args.out,
+        config=config,
+        plate_map=args.plate_map,
+        wells=wells,
+        backend=args.backend,
+        scheduler=args.scheduler,
+        workers=args.workers,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )
+    print(
+        f"{len(s.processed)} fields processed, {len(s.skipped)} up to date, "
+        f"{len(s.failed)} failed in {s.wall_s:.1f} s -> {s.out}"
+    )
+    if s.failed:
+        print("failed fields:", file=sys.stderr)
+        for key, err in s.failed.items():
+            print(f"  {key}: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from hcsmito.runner import field_status
+
+    df = field_status(args.out)
+    if not len(df):
+        print(f"{args.out}: no field processed yet")
+        return 0
+    print(df.to_string(index=False))
+    counts = df["status"].value_counts().to_dict()
+    print(", ".join(f"{v} {k}" for k, v in counts.items()))
+    return 1 if counts.get("failed") else 0
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    import json
+
+    import yaml
+
+    from hcsmito.config import Config, load_config
+
+    if args.schema:
+        print(json.dumps(Config.model_json_schema(), indent=1))
+        return 0
+    cfg = load_config(args.config, args.set or ())
+    print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), end="")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from hcsmito.demo import run_demo
+
+    return run_demo(Path(args.out), backend=args.backend, seed=args.seed)
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from hcsmito.backend import get_backend
+
+    b = get_backend(args.backend)
+    print(f"hcsmito {__version__}")
+    print(f"backend: {b.name} ({b.device})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="hcsmito",
+        description="Batch processing of high-content confocal co-culture plates (OME-Zarr HCS).",
+    )
+    p.add_argument("--version", action="version", version=f"hcsmito {__version__}")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("synth", help="generate a synthetic co-culture plate with ground truth")
+    s.add_argument("--out", required=True, help="plate to write, e.g. demo.zarr")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--wells", help="comma-separated wells, e.g. B/2,B/3 (default: a small layout)")
+    s.add_argument("--fields", type=int, default=2, help="fields per well")
+    s.add_argument("--shape", type=_shape, help="field shape Z,Y,X (or Y,X for 2-D)")
+    s.add_argument("--ngff", choices=["0.5", "0.4"], default="0.5", help="NGFF version")
+    s.set_defaults(func=_cmd_synth)
+
+    i = sub.add_parser("import", help="turn TIFF / OME-TIFF stacks + a CSV into an NGFF plate")
+    i.add_argument("csv", help="CSV with columns file,well,field[,channel]")
+    i.add_argument("--out", required=True, help="plate to write")
+    i.add_argument("--base-dir", help="folder the CSV's file paths are relative to")
+    i.add_argument("--voxel-size", help="Z,Y,X in µm (overrides the files' metadata)")
+    i.add_argument("--channel-labels", help="comma-separated channel labels")
+    i.add_argument("--ngff", choices=["0.5", "0.4"], default="0.5")
+    i.add_argument("--overwrite", action="store_true")
+    i.set_defaults(func=_cmd_import)
+
+    r = sub.add_parser("run", help="process a plate: labels, tables, QC, manifest (resumable)")
+    r.add_argument("--plate", required=True, help="OME-NGFF HCS plate (0.4 or 0.5)")
+    r.add_argument("--out", required=True, help="output folder")
+    r.add_argument("--config", help="YAML config (default: the packaged conf/default.yaml)")
+    r.add_argument("--plate-map", help="CSV well,condition[,replicate,day,...]")
+    r.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="override, e.g. foci.threshold_k=5"
+    )
+    r.add_argument("--backend", choices=["auto", "cpu", "gpu"], default=None)
+    r.add_argument("--scheduler", help="threads | processes | ADDRESS of a running dask scheduler")
+    r.add_argument("--workers", type=int, help="workers (threads or processes)")
+    r.add_argument("--wells", help="comma-separated wells to process, e.g. B/3,C/4")
+    r.add_argument("--overwrite", action="store_true", help="delete previous outputs first")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.set_defaults(func=_cmd_run)
+
+    st = sub.add_parser("status", help="per-field state of an output folder")
+    st.add_argument("out")
+    st.set_defaults(func=_cmd_status)
+
+    c = sub.add_parser("config", help="print the effective config (or its JSON schema)")
+    c.add_argument("--config", help="YAML config (default: conf/default.yaml)")
+    c.add_argument("--set", action="append", metavar="KEY=VALUE")
+    c.add_argument("--schema", action="store_true", help="print the JSON schema instead")
+    c.set_defaults(func=_cmd_config)
+
+    d = sub.add_parser("demo", help="generate a small demo plate and run everything on it")
+    d.add_argument("--out", default="hcsmito-demo", help="output folder (default: hcsmito-demo)")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--backend", choices=["auto", "cpu", "gpu"], default=None)
+    d.set_defaults(func=_cmd_demo)
+
+    n = sub.add_parser("info", help="version and the backend that would run")
+    n.add_argument("--backend", choices=["auto", "cpu", "gpu"], default=None)
+    n.set_defaults(func=_cmd_info)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING - 10 * min(args.verbose, 2),
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    # distributed logs every worker start and stop at INFO: keep that for -vv
+    logging.getLogger("distributed").setLevel(logging.INFO if args.verbose >= 2 else logging.ERROR)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileExistsError, FileNotFoundError, RuntimeError) as exc:
+        # input and environment errors: one clear line, no traceback
+        print(f"hcsmito {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,326 @@
+"""The run configuration: pydantic models, YAML loading and ``--set`` overrides.
+
+Every stage option lives here with its unit, default and allowed values; the stage
+functions take the same names as keyword arguments, so a section of the config is passed
+on as ``**section.stage_kwargs()``. Unknown keys and wrong types are errors that name the
+key and what is allowed. ``conf/default.yaml`` (the MSC/T-ALL co-culture assay) is what
+runs without ``--config``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "config_hash",
+    "load_config",
+]
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names each bad key and what is allowed."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def stage_kwargs(self, *, exclude: Iterable[str] = ()) -> dict[str, Any]:
+        """The section as keyword arguments of its stage function."""
+        return self.model_dump(exclude={*exclude})
+
+
+Role = str | int | None
+
+
+class Channels(_Section):
+    """Which channel plays which role: a label from ``omero`` (case-insensitive) or an index.
+
+    ``None`` finds the role by substring of the channel labels: ``msc`` ~ "gfp", ``mito``
+    ~ "mito", ``actin`` ~ "phalloidin" or "actin". ``mito`` is required; without ``msc`` the
+    mito objects are measured over the whole field; without ``actin`` there are no TNTs.
+    """
+
+    msc: Role = None
+    mito: Role = None
+    actin: Role = None
+
+    def roles(self) -> dict[str, Role]:
+        return {"msc": self.msc, "mito": self.mito, "actin": self.actin}
+
+
+class Optics(_Section):
+    """Objective and dyes, for the theoretical PSF when the plate does not carry one."""
+
+    na: float = Field(1.4, gt=0, le=1.7, description="numerical aperture")
+    refractive_index: float = Field(1.518, ge=1.0, le=2.0, description="immersion medium")
+    confocal: bool = True
+    emission_um: dict[str, float] = Field(
+        default_factory=lambda: {"msc": 0.51, "mito": 0.60, "actin": 0.67},
+        description="emission wavelength per role, µm (GFP, MitoTracker Red, phalloidin-647)",
+    )
+
+
+class PsfGaussian(_Section):
+    kind: Literal["gaussian"] = "gaussian"
+
+
+class PsfBornWolf(_Section):
+    kind: Literal["born_wolf"] = "born_wolf"
+
+
+class PsfFile(_Section):
+    """A measured PSF (e.g. from ``hcsmito.stages.psf.psf_from_beads``) saved as .npy/.tif."""
+
+    kind: Literal["file"] = "file"
+    path: Path
+    voxel_size_um: tuple[float, float, float] = Field(description="(dz, dy, dx) of the file")
+
+
+Psf = Annotated[PsfGaussian | PsfBornWolf | PsfFile, Field(discriminator="kind")]
+
+
+class NoDeconvolution(_Section):
+    method: Literal["none"] = "none"
+
+
+class RichardsonLucy(_Section):
+    """Richardson-Lucy deconvolution of the listed channel roles before detection."""
+
+    method: Literal["richardson_lucy"] = "richardson_lucy"
+    iterations: int = Field(10, ge=1, le=500)
+    acceleration: Literal["biggs"] | None = None
+    tv: float = Field(0.0, ge=0.0, description="total-variation weight (0 = off)")
+    channels: tuple[Literal["msc", "mito", "actin"], ...] = ("mito",)
+    psf: Psf = Field(default_factory=PsfGaussian)
+    max_voxels: int | None = Field(
+        None, gt=0, description="tile fields larger than this many voxels (memory budget)"
+    )
+
+
+Deconvolution = Annotated[NoDeconvolution | RichardsonLucy, Field(discriminator="method")]
+
+ThresholdMethod = Literal["auto", "otsu", "li", "triangle", "yen", "manual"]
+
+
+class Background(_Section):
+    """Background subtraction of the detection channels (after deconvolution)."""
+
+    method: Literal["none", "tophat", "gaussian"] = "none"
+    radius_um: float = Field(10.0, gt=0, description="top-hat ball radius, µm")
+    sigma_um: float = Field(10.0, gt=0, description="Gaussian sigma, µm")
+
+
+class MscSegmentation(_Section):
+    """Options of :func:`hcsmito.stages.segmentation.segment_msc` (sizes in µm)."""
+
+    msc_diameter_um: float = Field(50.0, gt=0)
+    smooth_um: float = Field(1.0, ge=0)
+    threshold_method: ThresholdMethod = "auto"
+    threshold_k: float = Field(5.0, gt=0)
+    threshold_fraction: float = Field(0.3, ge=0, le=1)
+    threshold_value: float | None = None
+    seed_smooth_um: float | None = Field(None, gt=0)
+    min_separation_um: float | None = Field(None, gt=0)
+    min_volume_um3: float | None = Field(None, ge=0)
+
+
+class JurkatSegmentation(_Section):
+    """Options of :func:`hcsmito.stages.segmentation.segment_jurkat` (sizes in µm)."""
+
+    jurkat_diameter_um: float = Field(10.0, gt=0)
+    smooth_um: float = Field(1.5, ge=0)
+    threshold_method: ThresholdMethod = "auto"
+    threshold_k: float = Field(5.0, gt=0)
+    threshold_fraction: float = Field(0.3, ge=0, le=1)
+    threshold_value: float | None = None
+    min_diameter_fraction: float = Field(0.5, ge=0, le=1)
+    min_separation_um: float | None = Field(None, gt=0)
+    overlap_min: float = Field(0.5, ge=0, le=1)
+
+
+class FociDetection(_Section):
+    """Options of :func:`hcsmito.stages.foci.detect_foci` (sizes in µm)."""
+
+    foci_diameter_um: float = Field(0.6, gt=0)
+    psf_sigma_um: tuple[float, float] | None = None
+    dog_ratio: float = Field(3.0, gt=1)
+    threshold_k: float = Field(6.0, gt=0, description="threshold in robust noise sigmas")
+    halo_um: float = Field(1.5, ge=0, description="exclusion margin around Jurkat bodies")
+    min_separation_um: float = Field(1.0, ge=0)
+    min_volume_um3: float | None = Field(None, ge=0)
+    require_parent: bool = True
+
+
+class Readouts(_Section):
+    """When an MSC counts as Red+ (either rule suffices; ``None`` disables a rule)."""
+
+    red_positive_min_foci: int | None = Field(1, ge=1)
+    red_positive_min_volume_um3: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> Readouts:
+        if self.red_positive_min_foci is None and self.red_positive_min_volume_um3 is None:
+            raise ValueError(
+                "set red_positive_min_foci or red_positive_min_volume_um3 (both are null)"
+            )
+        return self
+
+
+class Resources(_Section):
+    backend: Literal["auto", "cpu", "gpu"] = "auto"
+    scheduler: str = Field("threads", description="threads | processes | ADDRESS | slurm")
+    workers: int | None = Field(None, ge=1)
+
+
+class Config(BaseModel):
+    """The whole run configuration (see ``conf/default.yaml``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    channels: Channels = Field(default_factory=Channels)
+    optics: Optics = Field(default_factory=Optics)
+    deconvolution: Deconvolution = Field(default_factory=NoDeconvolution)
+    background: Background = Field(default_factory=Background)
+    msc: MscSegmentation = Field(default_factory=MscSegmentation)
+    jurkat: JurkatSegmentation = Field(default_factory=JurkatSegmentation)
+    foci: FociDetection = Field(default_factory=FociDetection)
+    readouts: Readouts = Field(default_factory=Readouts)
+    resources: Resources = Field(default_factory=Resources)
+    plate_map: Path | None = None
+
+
+def _format_errors(exc: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration ({source}):"]
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+            parent = err["loc"][:-1]
+            allowed = _allowed_keys(parent)
+            if allowed:
+                msg += f"; allowed here: {', '.join(allowed)}"
+        elif err["type"] == "literal_error":
+            msg = f"{msg} (got {err.get('input')!r})"
+        lines.append(f"  {key}: {msg}")
+    return "\n".join(lines)
+
+
+def _allowed_keys(loc: tuple) -> list[str]:
+    model: Any = Config
+    for part in loc:
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        ann = field.annotation
+        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+        if model is None:
+            return []
+    return list(model.model_fields)
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected key.path=value, e.g. foci.threshold_k=5")
+    key, _, raw = item.partition("=")
+    path = [p for p in key.strip().split(".") if p]
+    if not path:
+        raise ConfigError(f"--set {item!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {item!r}: value is not valid YAML ({exc})") from None
+    return path, value
+
+
+def _apply(data: dict, path: list[str], value: Any) -> None:
+    node = data
+    for part in path[:-1]:
+        nxt = node.get(part)
+        if nxt is None:
+            nxt = node[part] = {}
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"--set {'.'.join(path)}: {part!r} is not a section")
+        node = nxt
+    node[path[-1]] = value
+
+
+def _merge(base: dict, over: Mapping) -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        # a tagged section that changes its tag is replaced whole, not merged
+        same_tag = not (
+            isinstance(value, Mapping)
+            and isinstance(out.get(key), Mapping)
+            and any(t in value and value[t] != out[key].get(t) for t in ("method", "kind"))
+        )
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping) and same_tag:
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def default_config_text() -> str:
+    """The text of the packaged ``default.yaml``."""
+    return resources.files("hcsmito").joinpath("conf/default.yaml").read_text()
+
+
+def load_config(
+    path: str | Path | None = None, overrides: Iterable[str] = (), *, base: Mapping | None = None
+) -> Config:
+    """Read a YAML config (default: the packaged co-culture assay) and apply ``--set`` items.
+
+    Parameters
+    ----------
+    path : path, optional
+        A YAML file; keys not given keep the defaults of :class:`Config`.
+    overrides : iterable of str
+        ``section.key=value`` items (values parsed as YAML, e.g. ``foci.threshold_k=5``).
+    base : mapping, optional
+        Starting values instead of a file (for tests and the Python API).
+    """
+    if base is not None:
+        data, source = json.loads(json.dumps(dict(base), default=str)), "mapping"
+    elif path is None:
+        data, source = yaml.safe_load(default_config_text()) or {}, "default.yaml"
+    else:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist")
+        try:
+            user = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {p} is not valid YAML: {exc}") from None
+        if not isinstance(user, dict):
+            raise ConfigError(f"config {p}: the top level must be a mapping of sections")
+        # a variant file changes the default assay only where it says so
+        data = _merge(yaml.safe_load(default_config_text()) or {}, user)
+        source = str(p)
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {source}: the top level must be a mapping of sections")
+    overrides = list(overrides)
+    for item in overrides:
+        _apply(data, *_parse_override(item))
+    if overrides:
+        source += " with --set " + " ".join(overrides)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, source)) from None
+
+
+def config_hash(config: Config) -> str:
+    """A stable hash of the effective configuration (for the resume ledger)."""
+    text = json.dumps(config.model_dump(mode="json"), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -1,0 +1,445 @@
+"""The fused per-field chain: deconvolve → background → segment → foci → morphometry.
+
+:func:`process_field` is pure computation on the arrays of one field (no I/O): the runner
+loads the channels, calls it, and writes what it returns. It moves the channels to the
+backend once, keeps every intermediate there, and copies back only the label images and
+the tables.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from hcsmito.backend import Backend, get_backend
+from hcsmito.config import Config, RichardsonLucy
+from hcsmito.measure.morphometry import aggregate_by_parent, regionprops_table
+
+__all__ = ["FieldResult", "TABLE_COLUMNS", "empty_table", "process_field"]
+
+#: Minimum columns of each output table (DESIGN.md), before ``plate, well, field``.
+TABLE_COLUMNS: dict[str, dict[str, str]] = {
+    "foci": {
+        "focus_id": "int32",
+        "cell_id": "int32",
+        "z_um": "float64",
+        "y_um": "float64",
+        "x_um": "float64",
+        "volume_um3": "float64",
+        "area_um2": "float64",
+        "n_voxels": "int64",
+        "intensity_sum": "float64",
+        "intensity_mean": "float64",
+        "intensity_max": "float64",
+        "equivalent_diameter_um": "float64",
+        "axis_major_length_um": "float64",
+        "axis_minor_length_um": "float64",
+        "parent_overlap": "float64",
+    },
+    "cells": {
+        "cell_id": "int32",
+        "volume_um3": "float64",
+        "y_um": "float64",
+        "x_um": "float64",
+        "touches_border": "bool",
+        "n_foci": "int64",
+        "foci_volume_um3": "float64",
+        "foci_area_um2": "float64",
+        "foci_intensity_sum": "float64",
+        "red_positive": "bool",
+        "n_adhered_jurkat": "int64",
+    },
+    "jurkat": {
+        "jurkat_id": "int32",
+        "z_um": "float64",
+        "y_um": "float64",
+        "x_um": "float64",
+        "volume_um3": "float64",
+        "adhered": "bool",
+        "msc_id": "int32",
+    },
+    "fields": {
+        "n_msc": "int64",
+        "n_msc_red_positive": "int64",
+        "pct_msc_red_positive": "float64",
+        "n_foci": "int64",
+        "foci_volume_um3": "float64",
+        "foci_area_um2": "float64",
+        "n_jurkat": "int64",
+        "n_jurkat_adhered": "int64",
+        "n_tnt": "Int64",
+        "n_tnt_with_mito": "Int64",
+        "status": "string",
+    },
+}
+
+
+def empty_table(name: str) -> pd.DataFrame:
+    """A table with zero rows and the full schema of ``name``."""
+    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in TABLE_COLUMNS[name].items()})
+
+
+@dataclass
+class FieldResult:
+    """What :func:`process_field` returns (all on the host).
+
+    Attributes
+    ----------
+    labels : dict of str to ndarray
+        ``msc``, ``jurkat``, ``foci`` label images (int32, the field's spatial shape).
+    tables : dict of str to DataFrame
+        ``foci``, ``cells``, ``jurkat`` (one row per object) and ``fields`` (one row).
+    processed : dict of str to ndarray
+        Deconvolved channels by role (float32), where deconvolution ran.
+    timings : dict of str to float
+        Seconds per stage.
+    notes : list of str
+        What the field lacked or how it was handled (e.g. no msc channel).
+    """
+
+    labels: dict[str, np.ndarray]
+    tables: dict[str, pd.DataFrame]
+    processed: dict[str, np.ndarray] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+class _Timer:
+    def __init__(self, b: Backend):
+        self.b = b
+        self.t: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.b.synchronize()
+            self.t[name] = self.t.get(name, 0.0) + time.perf_counter() - t0
+
+
+def _psf_for(cfg: Config, role: str, voxel: tuple[float, ...]) -> np.ndarray:
+    from hcsmito.stages import psf as psfmod
+
+    dec = cfg.deconvolution
+    assert isinstance(dec, RichardsonLucy)
+    if dec.psf.kind == "file":
+        return _load_psf_file(dec.psf.path, dec.psf.voxel_size_um, voxel)
+    wavelength = cfg.optics.emission_um.get(role, 0.6)
+    sz, sxy = psfmod.gaussian_sigmas(
+        na=cfg.optics.na,
+        wavelength_um=wavelength,
+        refractive_index=cfg.optics.refractive_index,
+        confocal=cfg.optics.confocal,
+    )
+    sig = ((sz,) if len(voxel) == 3 else ()) + (sxy, sxy)
+    shape = tuple(2 * max(1, math.ceil(3.0 * s / v)) + 1 for s, v in zip(sig, voxel, strict=True))
+    make = psfmod.psf_born_wolf if dec.psf.kind == "born_wolf" else psfmod.psf_gaussian
+    return make(
+        shape,
+        voxel_size=voxel,
+        na=cfg.optics.na,
+        wavelength_um=wavelength,
+        refractive_index=cfg.optics.refractive_index,
+        confocal=cfg.optics.confocal,
+    )
+
+
+def _load_psf_file(path, file_voxel: tuple[float, ...], voxel: tuple[float, ...]) -> np.ndarray:
+    """A measured PSF from .npy or .tif, resampled to the field's voxel size, sum 1."""
+    import scipy.ndimage as ndi
+
+    if str(path).lower().endswith((".tif", ".tiff")):
+        import tifffile
+
+        psf = tifffile.imread(path)
+    else:
+        psf = np.load(path)
+    psf = np.asarray(psf, np.float32)
+    fv = tuple(file_voxel)[-psf.ndim :]
+    if psf.ndim != len(voxel):
+        raise ValueError(
+            f"PSF file {path} is {psf.ndim}-D but the field is {len(voxel)}-D: "
+            "give a PSF with the field's axes"
+        )
+    zoom = [f / v for f, v in zip(fv, voxel, strict=True)]
+    if not np.allclose(zoom, 1.0):
+        psf = ndi.zoom(psf, zoom, order=1)
+    psf = np.clip(psf, 0, None)
+    return (psf / psf.sum()).astype(np.float32)
+
+
+def _col(t: Mapping[str, np.ndarray], name: str, n: int, fill: float = np.nan) -> np.ndarray:
+    return np.asarray(t[name]) if name in t else np.full(n, fill)
+
+
+def process_field(
+    channels: Mapping[str, Any],
+    *,
+    voxel_size: Mapping[str, float],
+    config: Config,
+    backend: Backend | str | None = None,
+    where: str = "",
+) -> FieldResult:
+    """Run the whole chain on one field.
+
+    Parameters
+    ----------
+    channels : mapping of role to (Y, X) or (Z, Y, X) ndarray
+        The field's channels by role (``mito`` required; ``msc`` and ``actin`` optional),
+        raw intensities of any numeric dtype, all of one shape.
+    voxel_size : mapping {"z", "y", "x"} -> µm
+        Voxel size (no ``z`` for 2-D fields).
+    config : Config
+        The run configuration.
+    backend : Backend or {"auto", "cpu", "gpu"}, optional
+        Where to compute (default: ``config.resources.backend``).
+    where : str
+        Plate / well / field, for messages.
+
+    Returns
+    -------
+    FieldResult
+    """
+    from hcsmito.stages.background import subtract_background
+    from hcsmito.stages.deconvolution import richardson_lucy, richardson_lucy_tiled
+    from hcsmito.stages.foci import detect_foci
+    from hcsmito.stages.segmentation import segment_jurkat, segment_msc
+
+    if "mito" not in channels or channels["mito"] is None:
+        raise ValueError(f"{where}: no 'mito' channel: set channels.mito in the config")
+    shapes = {r: tuple(a.shape) for r, a in channels.items() if a is not None}
+    if len(set(shapes.values())) != 1:
+        raise ValueError(f"{where}: channels differ in shape {shapes}")
+    ndim = len(next(iter(shapes.values())))
+    if ndim not in (2, 3):
+        raise ValueError(f"{where}: channels must be 2-D (Y, X) or 3-D (Z, Y, X), got {shapes}")
+    axes = "zyx"[3 - ndim :]
+    try:
+        spacing = tuple(float(voxel_size[a]) for a in axes)
+    except KeyError as exc:
+        raise ValueError(f"{where}: voxel_size lacks axis {exc}; has {dict(voxel_size)}") from None
+    vox = dict(zip(axes, spacing, strict=True))
+    b = (
+        backend
+        if isinstance(backend, Backend)
+        else get_backend(backend or config.resources.backend)
+    )
+    xp = b.xp
+    timer = _Timer(b)
+    notes: list[str] = []
+
+    with timer("load"):
+        raw = {r: b.asarray(a) for r, a in channels.items() if a is not None}  # host→device
+    det = {r: a.astype(xp.float32) for r, a in raw.items()}
+    processed: dict[str, np.ndarray] = {}
+
+    dec = config.deconvolution
+    if isinstance(dec, RichardsonLucy):
+        with timer("deconvolve"):
+            for role in dec.channels:
+                if role not in det:
+                    continue
+                psf = _psf_for(config, role, spacing)
+                kw = dict(iterations=dec.iterations, tv=dec.tv, backend=b)
+                if dec.max_voxels is not None and det[role].size > dec.max_voxels:
+                    det[role] = richardson_lucy_tiled(
+                        det[role], psf, max_voxels=dec.max_voxels, **kw
+                    )
+                else:
+                    det[role] = richardson_lucy(det[role], psf, acceleration=dec.acceleration, **kw)
+                processed[role] = b.to_host(det[role])  # device→host: output image
+    if config.background.method != "none":
+        with timer("background"):
+            for role in ("msc", "mito"):
+                if role in det:
+                    det[role] = subtract_background(
+                        det[role], voxel_size=vox, **config.background.stage_kwargs()
+                    )
+
+    msc = None
+    touches = np.zeros(0, bool)
+    if "msc" in det:
+        with timer("segment_msc"):
+            inst = segment_msc(det["msc"], voxel_size=vox, **config.msc.stage_kwargs())
+            msc, touches = inst.labels, np.asarray(inst.touches_border, bool)
+    else:
+        notes.append("no msc channel: foci measured over the whole field (cell_id 0)")
+    with timer("segment_jurkat"):
+        jur = segment_jurkat(
+            det["mito"], voxel_size=vox, msc_labels=msc, **config.jurkat.stage_kwargs()
+        )
+    foci_kw = config.foci.stage_kwargs()
+    if msc is None:
+        foci_kw["require_parent"] = False
+    with timer("foci"):
+        foci = detect_foci(
+            det["mito"], voxel_size=vox, msc_labels=msc, jurkat_labels=jur.labels, **foci_kw
+        )
+
+    with timer("morphometry"):
+        intensity = [raw["mito"]] + ([det["mito"]] if "mito" in processed else [])
+        ft = regionprops_table(
+            foci.labels,
+            intensity,
+            spacing=spacing,
+            parents={"parent": msc} if msc is not None else None,
+            where=where,
+        )
+        foci_df = _foci_table(ft, ndim, decon="mito" in processed)
+        jt = regionprops_table(jur.labels, spacing=spacing, where=where)
+        jurkat_df = _jurkat_table(jt, jur, ndim)
+        if msc is not None:
+            ct = regionprops_table(msc, spacing=spacing, where=where)
+            cells_df = _cells_table(ct, ft, msc, touches, jurkat_df, config)
+            inside = (foci.labels > 0) & (msc > 0)
+        else:
+            cells_df = empty_table("cells")
+            inside = foci.labels > 0
+        proj = inside.any(axis=0) if ndim == 3 else inside
+        area_px = int(proj.sum())  # device→host: one number
+        fields_df = _fields_row(foci_df, cells_df, jurkat_df, msc is not None, area_px, spacing)
+
+    with timer("to_host"):
+        labels = {
+            "msc": b.to_host(msc) if msc is not None else np.zeros(shapes["mito"], np.int32),
+            "jurkat": b.to_host(jur.labels),  # device→host: label images for output
+            "foci": b.to_host(foci.labels),
+        }
+    b.free_memory()
+    return FieldResult(
+        labels=labels,
+        tables={"foci": foci_df, "cells": cells_df, "jurkat": jurkat_df, "fields": fields_df},
+        processed=processed,
+        timings=timer.t,
+        notes=notes,
+    )
+
+
+def _centroids(t: Mapping[str, np.ndarray], ndim: int, n: int) -> dict[str, np.ndarray]:
+    if ndim == 3:
+        return {"z_um": t["centroid-0"], "y_um": t["centroid-1"], "x_um": t["centroid-2"]}
+    return {"z_um": np.zeros(n), "y_um": t["centroid-0"], "x_um": t["centroid-1"]}
+
+
+def _foci_table(t: Mapping[str, np.ndarray], ndim: int, *, decon: bool) -> pd.DataFrame:
+    n = len(t["label"])
+    if n == 0:
+        df = empty_table("foci")
+        if decon:
+            df["intensity_mean_decon"] = pd.Series(dtype="float64")
+        return df
+    sfx = "-0"  # intensity is always passed as a list: channel 0 raw, 1 deconvolved
+    cols = {
+        "focus_id": np.asarray(t["label"], np.int32),
+        "cell_id": np.asarray(t["parent"], np.int32) if "parent" in t else np.zeros(n, np.int32),
+        **_centroids(t, ndim, n),
+        "volume_um3": t["area"] if ndim == 3 else np.full(n, np.nan),
+        "area_um2": t["area_projected"] if ndim == 3 else t["area"],
+        "n_voxels": np.asarray(t["n_voxels"], np.int64),
+        "intensity_sum": t["intensity_sum" + sfx],
+        "intensity_mean": t["intensity_mean" + sfx],
+        "intensity_max": t["intensity_max" + sfx],
+        "equivalent_diameter_um": t["equivalent_diameter_area"],
+        "axis_major_length_um": t["axis_major_length"],
+        "axis_minor_length_um": t["axis_minor_length"],
+        "parent_overlap": _col(t, "parent_overlap", n, 0.0),
+    }
+    if decon:
+        cols["intensity_mean_decon"] = t["intensity_mean-1"]
+        cols["intensity_sum_decon"] = t["intensity_sum-1"]
+    return pd.DataFrame(cols).astype(TABLE_COLUMNS["foci"])
+
+
+def _jurkat_table(t: Mapping[str, np.ndarray], jur: Any, ndim: int) -> pd.DataFrame:
+    n = len(t["label"])
+    if n == 0:
+        return empty_table("jurkat")
+    msc_id = np.asarray(jur.msc_id, np.int32)[:n]
+    adhered = np.asarray(jur.on_msc, bool)[:n]
+    df = pd.DataFrame(
+        {
+            "jurkat_id": np.asarray(t["label"], np.int32),
+            **_centroids(t, ndim, n),
+            "volume_um3": t["area"] if ndim == 3 else np.full(n, np.nan),
+            "adhered": adhered,
+            "msc_id": np.where(adhered, msc_id, 0),
+        }
+    )
+    return df.astype(TABLE_COLUMNS["jurkat"])
+
+
+def _cells_table(ct, ft, msc, touches, jurkat_df, cfg: Config) -> pd.DataFrame:
+    n = len(ct["label"])
+    if n == 0:
+        return empty_table("cells")
+    ids = np.asarray(ct["label"], np.int64)
+    n_foci = np.zeros(n, np.int64)
+    vol = np.zeros(n)
+    area = np.zeros(n)
+    isum = np.zeros(n)
+    if len(ft["label"]) and "parent" in ft:
+        agg = aggregate_by_parent(ft, parent="parent")
+        pos = np.searchsorted(ids, agg["label"])
+        n_foci[pos] = agg["n_objects"]
+        vol[pos] = agg["area"]
+        area[pos] = agg["area_projected"] if "area_projected" in agg else agg["area"]
+        key = "intensity_sum" if "intensity_sum" in agg else "intensity_sum-0"
+        isum[pos] = agg[key]
+    rules = cfg.readouts
+    red = np.zeros(n, bool)
+    if rules.red_positive_min_foci is not None:
+        red |= n_foci >= rules.red_positive_min_foci
+    if rules.red_positive_min_volume_um3 is not None:
+        red |= vol >= rules.red_positive_min_volume_um3
+    adhered = jurkat_df.loc[jurkat_df["adhered"], "msc_id"].to_numpy(np.int64)
+    n_adh = np.zeros(n, np.int64)
+    if adhered.size:
+        pos = np.searchsorted(ids, adhered)
+        ok = (pos < n) & (ids[np.minimum(pos, n - 1)] == adhered)
+        np.add.at(n_adh, pos[ok], 1)
+    ndim = msc.ndim
+    df = pd.DataFrame(
+        {
+            "cell_id": ids.astype(np.int32),
+            "volume_um3": ct["area"] if ndim == 3 else np.full(n, np.nan),
+            "y_um": ct[f"centroid-{ndim - 2}"],
+            "x_um": ct[f"centroid-{ndim - 1}"],
+            "touches_border": touches[:n] if touches.size >= n else np.zeros(n, bool),
+            "n_foci": n_foci,
+            "foci_volume_um3": vol if ndim == 3 else np.full(n, np.nan),
+            "foci_area_um2": area,
+            "foci_intensity_sum": isum,
+            "red_positive": red,
+            "n_adhered_jurkat": n_adh,
+        }
+    )
+    return df.astype(TABLE_COLUMNS["cells"])
+
+
+def _fields_row(foci_df, cells_df, jurkat_df, has_msc, area_px, spacing) -> pd.DataFrame:
+    inside = foci_df[foci_df["cell_id"] > 0] if has_msc else foci_df
+    n_msc = len(cells_df)
+    n_red = int(cells_df["red_positive"].sum()) if n_msc else 0
+    row = {
+        "n_msc": n_msc if has_msc else 0,
+        "n_msc_red_positive": n_red,
+        "pct_msc_red_positive": 100.0 * n_red / n_msc if n_msc else np.nan,
+        "n_foci": len(inside),
+        "foci_volume_um3": float(inside["volume_um3"].sum()) if len(spacing) == 3 else np.nan,
+        "foci_area_um2": area_px * spacing[-1] * spacing[-2],
+        "n_jurkat": len(jurkat_df),
+        "n_jurkat_adhered": int(jurkat_df["adhered"].sum()),
+        "n_tnt": pd.NA,
+        "n_tnt_with_mito": pd.NA,
+        "status": "ok",
+    }
+    return pd.DataFrame([row]).astype(TABLE_COLUMNS["fields"])

@@ -1,0 +1,640 @@
+"""The batch runner: one Dask task per field, resumable, with NGFF labels and Parquet out.
+
+Layout of ``OUT``::
+
+    labels.zarr/               NGFF 0.5 plate mirroring the input's wells and fields: per
+                               field the detection channels (uint16) and labels msc, jurkat, foci
+    tables/<name>.parquet      foci, cells, jurkat, tnt, fields: compacted at the end of a run
+    tables/parts/<name>/*.parquet  each field's rows (written to a temporary name, renamed)
+    ledger/<well>_f<field>.json    each field's status, error, timings and input key
+    qc/<well>_f<field>.png     max projections with label contours
+    manifest.json              config, versions, backend, device, fingerprints, per-field status
+
+A field's ledger entry is written last, atomically: it is the field's "done" mark. A re-run
+skips fields whose entry is ``ok`` with the same key (input fingerprint + config hash +
+hcsmito version); failed, missing and changed fields are processed again. Every writer of a
+field writes only that field's files; group metadata (the label plate) is written by the
+driver alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import json
+import logging
+import os
+import platform
+import time
+import traceback
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from hcsmito import __version__
+from hcsmito.config import Config, config_hash, load_config
+
+__all__ = ["FieldTask", "RunSummary", "field_status", "run_field", "run_plate"]
+
+log = logging.getLogger(__name__)
+
+TABLES = ("foci", "cells", "jurkat", "tnt", "fields")
+_ID_COLUMN = {
+    "foci": "focus_id",
+    "cells": "cell_id",
+    "jurkat": "jurkat_id",
+    "tnt": "tnt_id",
+    "fields": None,
+}
+
+
+@dataclass(frozen=True)
+class FieldTask:
+    """Everything a worker needs to process one field (picklable)."""
+
+    plate_path: str
+    plate_name: str
+    well: str  # "B/3"
+    well_path: str  # "B/03"
+    field: int
+    out: str
+    key: str
+    config: dict
+    backend: str | None
+
+    @property
+    def stem(self) -> str:
+        return f"{self.well.replace('/', '')}_f{self.field}"
+
+    @property
+    def name(self) -> str:
+        """Dask key: ``stage-well-field`` so the dashboard reads well."""
+        return f"field-{self.well.replace('/', '')}-{self.field}"
+
+
+@dataclass
+class RunSummary:
+    """What :func:`run_plate` did."""
+
+    out: Path
+    processed: list[str]
+    skipped: list[str]
+    failed: dict[str, str]
+    wall_s: float
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _atomic_write_json(path: Path, obj: Any) -> None:
+    _atomic_write_bytes(path, json.dumps(obj, indent=1, default=str).encode())
+
+
+def _atomic_write_parquet(path: Path, df: pd.DataFrame) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    df.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def field_fingerprint(plate_path: Path, image_path: str) -> str:
+    """Hash of a field's stored bytes' identity: metadata text + (name, size, mtime) of files."""
+    h = hashlib.sha256()
+    root = plate_path / image_path
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d != "labels")
+        for fn in sorted(filenames):
+            p = Path(dirpath) / fn
+            st = p.stat()
+            rel = p.relative_to(root).as_posix()
+            h.update(f"{rel}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+            if fn in ("zarr.json", ".zattrs", ".zarray", ".zgroup"):
+                h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"hcsmito": __version__, "python": platform.python_version()}
+    for pkg in ("numpy", "scipy", "scikit-image", "dask", "distributed", "zarr", "pandas"):
+        with contextlib.suppress(md.PackageNotFoundError):
+            out[pkg] = md.version(pkg)
+    for pkg in ("cupy-cuda12x", "cupy-cuda13x", "cucim-cu12", "cucim-cu13"):
+        with contextlib.suppress(md.PackageNotFoundError):
+            out[pkg] = md.version(pkg)
+    return out
+
+
+@lru_cache(maxsize=8)
+def _open_plate_cached(path: str):
+    from hcsmito.io.plate import open_plate
+
+    return open_plate(path)
+
+
+# --------------------------------------------------------------------------- one field
+
+
+def run_field(task: FieldTask) -> dict:
+    """Process one field and write its outputs; never raises for a bad field.
+
+    Returns the field's ledger entry (also written to ``OUT/ledger``): ``status`` is
+    ``ok`` or ``failed`` (with ``error``), ``timings`` has seconds per stage.
+    """
+    from hcsmito.pipeline import process_field
+
+    out = Path(task.out)
+    t0 = time.perf_counter()
+    entry: dict[str, Any] = {
+        "well": task.well,
+        "well_path": task.well_path,
+        "field": task.field,
+        "key": task.key,
+        "host": platform.node(),
+        "pid": os.getpid(),
+    }
+    where = f"plate {task.plate_name}, well {task.well}, field {task.field}"
+    try:
+        config = Config.model_validate(task.config)
+        plate = _open_plate_cached(task.plate_path)
+        t_load = time.perf_counter()
+        img = plate.read_field(task.well_path, task.field)
+        roles = img.resolve_roles(config.channels.roles())
+        channels = {
+            r: np.asarray(img.channel(i).compute()) for r, i in roles.items() if i is not None
+        }
+        t_read = time.perf_counter() - t_load
+        res = process_field(
+            channels,
+            voxel_size=img.voxel_size,
+            config=config,
+            backend=task.backend,
+            where=where,
+        )
+        t_w = time.perf_counter()
+        labels = {r: img.channel_labels[i] for r, i in roles.items() if i is not None}
+        _write_field_outputs(out, task, img.voxel_size, labels, channels, res)
+        timings = {"read": t_read, **res.timings, "write": time.perf_counter() - t_w}
+        entry.update(status="ok", error=None, notes=res.notes, timings=timings)
+    except Exception as exc:  # one bad field never loses the others
+        log.error("%s failed: %s", where, exc)
+        entry.update(
+            status="failed",
+            error=f"{type(exc).__name__}: {exc}",
+            traceback=traceback.format_exc(limit=6),
+            timings={},
+        )
+    entry["wall_s"] = time.perf_counter() - t0
+    _atomic_write_json(out / "ledger" / f"{task.stem}.json", entry)
+    return entry
+
+
+def _write_field_outputs(out: Path, task: FieldTask, voxel_size, labels, channels, res) -> None:
+    from hcsmito.io.writer import write_image, write_labels
+
+    tables = dict(res.tables)
+    tables.setdefault("tnt", _empty_tnt())
+    for name, df in tables.items():
+        df = df.copy()
+        df.insert(0, "field", np.int32(task.field))
+        df.insert(0, "well", task.well)
+        df.insert(0, "plate", task.plate_name)
+        _atomic_write_parquet(out / "tables" / "parts" / name / f"{task.stem}.parquet", df)
+
+    ndim = next(iter(channels.values())).ndim
+    axes = "zyx"[3 - ndim :]
+    vox = {a: voxel_size[a] for a in axes}
+    roles = [r for r in ("msc", "mito", "actin") if r in channels]
+    stack = []
+    for r in roles:
+        a = res.processed.get(r, channels[r])
+        stack.append(np.clip(np.rint(a), 0, 65535).astype(np.uint16))
+    lab_plate = out / "labels.zarr"
+    write_image(
+        lab_plate,
+        task.well_path,
+        task.field,
+        np.stack(stack),
+        axes="c" + axes,
+        voxel_size=vox,
+        channel_labels=[labels[r] for r in roles],
+    )
+    for name, lab in res.labels.items():
+        write_labels(lab_plate, task.well_path, task.field, name, lab, axes=axes, voxel_size=vox)
+    _write_qc(out / "qc" / f"{task.stem}.png", channels, res.labels)
+
+
+def _empty_tnt() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "tnt_id": pd.Series(dtype="int32"),
+            "length_um": pd.Series(dtype="float64"),
+            "from_id": pd.Series(dtype="int32"),
+            "to_id": pd.Series(dtype="int32"),
+            "carries_mito": pd.Series(dtype="bool"),
+        }
+    )
+
+
+def _outline(lab: np.ndarray) -> np.ndarray:
+    edge = np.zeros(lab.shape, bool)
+    edge[:-1] |= lab[:-1] != lab[1:]
+    edge[1:] |= lab[:-1] != lab[1:]
+    edge[:, :-1] |= lab[:, :-1] != lab[:, 1:]
+    edge[:, 1:] |= lab[:, :-1] != lab[:, 1:]
+    return edge & (lab > 0)
+
+
+def _write_qc(path: Path, channels: dict, labels: dict) -> None:
+    """Max projections (GFP green, mito magenta) with MSC (white), Jurkat (cyan), foci (yellow)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.image import imsave
+
+    def proj(a):
+        a = np.asarray(a, np.float32)
+        p = a.max(axis=0) if a.ndim == 3 else a
+        lo, hi = np.percentile(p, (1, 99.8))
+        return np.clip((p - lo) / max(hi - lo, 1e-6), 0, 1)
+
+    shape = next(iter(channels.values())).shape[-2:]
+    g = proj(channels["msc"]) if "msc" in channels else np.zeros(shape, np.float32)
+    m = proj(channels["mito"])
+    rgb = np.stack([m, g, m], axis=-1) * 0.9
+
+    def lproj(lab):
+        return lab.max(axis=0) if lab.ndim == 3 else lab
+
+    for name, color in (("msc", (1, 1, 1)), ("jurkat", (0, 1, 1)), ("foci", (1, 1, 0))):
+        if name in labels and labels[name].any():
+            rgb[_outline(lproj(labels[name]))] = color
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
+    imsave(tmp, rgb)
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def _select_fields(plate, wells: Iterable[str] | None):
+    from hcsmito.io.names import parse_well
+
+    refs = plate.fields
+    if not wells:
+        return refs
+    wanted = {}
+    for w in wells:
+        row, col = parse_well(w)
+        wanted[f"{row}/{int(col)}"] = w
+    missing = [w for k, w in wanted.items() if k not in {r.well for r in refs}]
+    if missing:
+        raise ValueError(
+            f"plate {plate.name}: wells {missing} are not in the plate "
+            f"(wells: {sorted({r.well for r in refs})})"
+        )
+    return [r for r in refs if r.well in wanted]
+
+
+def _read_ledger(out: Path, task: FieldTask) -> dict | None:
+    p = out / "ledger" / f"{task.stem}.json"
+    try:
+        return json.loads(p.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def _done(out: Path, task: FieldTask) -> bool:
+    entry = _read_ledger(out, task)
+    if not entry or entry.get("status") != "ok" or entry.get("key") != task.key:
+        return False
+    return all((out / "tables" / "parts" / t / f"{task.stem}.parquet").exists() for t in TABLES)
+
+
+def _prepare_out(out: Path, plate, overwrite: bool) -> None:
+    import shutil
+
+    from hcsmito.io.writer import create_plate
+
+    manifest = out / "manifest.json"
+    if out.exists() and any(out.iterdir()):
+        if overwrite:
+            for name in ("labels.zarr", "tables", "ledger", "qc", "manifest.json", "report.html"):
+                p = out / name
+                if p.is_dir():
+                    shutil.rmtree(p)
+                elif p.exists():
+                    p.unlink()
+        elif not manifest.exists() and not (out / "ledger").exists():
+            raise FileExistsError(
+                f"{out} exists and is not an hcsmito output folder: choose another --out "
+                "or pass --overwrite"
+            )
+        else:
+            old = json.loads(manifest.read_text()) if manifest.exists() else {}
+            if old.get("plate_path") not in (None, str(Path(plate.path).resolve())):
+                raise FileExistsError(
+                    f"{out} holds results of another plate ({old.get('plate_path')}): "
+                    "choose another --out or pass --overwrite"
+                )
+    out.mkdir(parents=True, exist_ok=True)
+    lab = out / "labels.zarr"
+    if not lab.exists():
+        counts: dict[str, int] = {}
+        for r in plate.fields:
+            counts[r.well_path] = counts.get(r.well_path, 0) + 1
+        create_plate(lab, wells=list(counts), fields_per_well=counts, name=plate.name)
+
+
+def _compact(out: Path, tasks: Sequence[FieldTask], entries: dict[str, dict]) -> None:
+    """Concatenate the fields' parts into ``tables/<name>.parquet`` (sorted, one per field)."""
+    for name in TABLES:
+        frames = []
+        for t in tasks:
+            if entries.get(t.stem, {}).get("status") != "ok":
+                continue
+            p = out / "tables" / "parts" / name / f"{t.stem}.parquet"
+            if p.exists():
+                frames.append(pd.read_parquet(p))
+        nonempty = [f for f in frames if len(f)]
+        if nonempty:
+            df = pd.concat(nonempty, ignore_index=True)
+        elif frames:
+            df = frames[0].iloc[:0]
+        elif name == "fields":
+            df = _fields_schema()
+        else:
+            continue
+        if name == "fields":
+            failed = [
+                {"plate": t.plate_name, "well": t.well, "field": t.field, "status": "failed"}
+                for t in tasks
+                if entries.get(t.stem, {}).get("status") == "failed"
+            ]
+            if failed:
+                bad = pd.DataFrame(failed)
+                schema = df.dtypes if len(df.columns) else _fields_schema().dtypes
+                df = pd.concat([df, bad], ignore_index=True) if len(df) else bad
+                df = df.reindex(columns=schema.index).astype(schema.to_dict())
+        keys = ["well", "field"] + ([_ID_COLUMN[name]] if _ID_COLUMN[name] else [])
+        df = _sort_wells(df, keys)
+        _atomic_write_parquet(out / "tables" / f"{name}.parquet", df)
+
+
+def _fields_schema() -> pd.DataFrame:
+    from hcsmito.pipeline import empty_table
+
+    df = empty_table("fields")
+    df.insert(0, "field", pd.Series(dtype="int32"))
+    df.insert(0, "well", pd.Series(dtype="object"))
+    df.insert(0, "plate", pd.Series(dtype="object"))
+    return df
+
+
+def _sort_wells(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    if not len(df):
+        return df.reset_index(drop=True)
+    row = df["well"].str.split("/").str[0]
+    col = df["well"].str.split("/").str[1].astype(int)
+    order = pd.DataFrame({"_r": row, "_c": col, **{k: df[k] for k in keys[1:]}})
+    idx = order.sort_values(["_r", "_c", *keys[1:]], kind="stable").index
+    return df.loc[idx].reset_index(drop=True)
+
+
+@contextlib.contextmanager
+def _client(scheduler: str, workers: int | None, backend: str | None, quiet: bool):
+    """A distributed Client for ``threads | processes | ADDRESS``, bound to 127.0.0.1."""
+    from distributed import Client, LocalCluster
+
+    n = workers or max(1, min(4, os.cpu_count() or 1))
+    cluster = None
+    if scheduler == "threads":
+        cluster = LocalCluster(
+            processes=False,
+            n_workers=1,
+            threads_per_worker=n,
+            dashboard_address="127.0.0.1:0",  # in-process transport: no port but this one
+        )
+    elif scheduler == "processes":
+        if backend == "gpu":
+            try:
+                from dask_cuda import LocalCUDACluster  # one worker per GPU
+
+                cluster = LocalCUDACluster(host="127.0.0.1", dashboard_address="127.0.0.1:0")
+            except ImportError:
+                log.info("dask-cuda is not installed: one process per worker instead")
+        if cluster is None:
+            cluster = LocalCluster(
+                processes=True,
+                n_workers=n,
+                threads_per_worker=1,
+                dashboard_address="127.0.0.1:0",
+                host="127.0.0.1",
+            )
+    elif scheduler == "slurm":
+        raise ValueError(
+            "scheduler 'slurm' needs dask-jobqueue (pip install 'hcsmito[slurm]'); "
+            "start the cluster with dask-jobqueue and pass its scheduler ADDRESS"
+        )
+    client = Client(cluster) if cluster is not None else Client(scheduler)
+    try:
+        if not quiet:
+            print(f"dask dashboard: {client.dashboard_link}")
+        yield client
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def run_plate(
+    plate_path: str | Path,
+    out: str | Path,
+    *,
+    config: Config | None = None,
+    plate_map: str | Path | None = None,
+    wells: Sequence[str] | None = None,
+    backend: str | None = None,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> RunSummary:
+    """Process a plate (or some of its wells) into ``out``; resumable.
+
+    Parameters
+    ----------
+    plate_path : path
+        OME-NGFF HCS plate (0.4 or 0.5), opened read-only.
+    out : path
+        Output folder (see the module docstring for its layout).
+    config : Config, optional
+        Default: ``conf/default.yaml``.
+    plate_map : path, optional
+        CSV ``well,condition[,replicate,day,...]``, copied into the manifest.
+    wells : sequence of str, optional
+        Only these wells (``B/3``, ``B03``...).
+    backend, scheduler, workers : optional
+        Override ``config.resources``: ``auto|cpu|gpu``; ``threads | processes | ADDRESS``.
+    overwrite : bool
+        Delete previous outputs in ``out`` first (otherwise: resume).
+    progress : bool
+        Show a progress bar over fields.
+
+    Returns
+    -------
+    RunSummary
+    """
+    from hcsmito.io.plate import open_plate
+
+    t0 = time.perf_counter()
+    started = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+    config = config or load_config()
+    backend = backend or config.resources.backend
+    scheduler = scheduler or config.resources.scheduler
+    workers = workers or config.resources.workers
+    if plate_map is None and config.plate_map is not None:
+        plate_map = config.plate_map
+    plate = open_plate(plate_path)  # validates all metadata before any computation
+    refs = _select_fields(plate, wells)
+    out = Path(out)
+    _prepare_out(out, plate, overwrite)
+
+    chash = config_hash(config)
+    cfg_json = config.model_dump(mode="json")
+    fingerprints: dict[str, str] = {}
+    tasks: list[FieldTask] = []
+    for r in refs:
+        fp = field_fingerprint(Path(plate.path), r.path)
+        fingerprints[f"{r.well}/{r.field}"] = fp
+        key = hashlib.sha256(f"{fp}|{chash}|{__version__}".encode()).hexdigest()[:16]
+        tasks.append(
+            FieldTask(
+                plate_path=str(Path(plate.path).resolve()),
+                plate_name=plate.name,
+                well=r.well,
+                well_path=r.well_path,
+                field=r.field,
+                out=str(out.resolve()),
+                key=key,
+                config=cfg_json,
+                backend=backend,
+            )
+        )
+    todo = [t for t in tasks if not _done(out, t)]
+    skipped = [f"{t.well}/{t.field}" for t in tasks if t not in todo]
+
+    from hcsmito.backend import get_backend
+
+    b = get_backend(backend)
+    if todo:
+        _run_tasks(todo, scheduler, workers, backend, progress)
+
+    entries = {
+        t.stem: _read_ledger(out, t) or {"status": "failed", "error": "no result"} for t in tasks
+    }
+    _compact(out, tasks, entries)
+    failed = {
+        f"{t.well}/{t.field}": entries[t.stem].get("error") or "failed"
+        for t in tasks
+        if entries[t.stem].get("status") != "ok"
+    }
+    wall = time.perf_counter() - t0
+    manifest = {
+        "hcsmito": __version__,
+        "plate": plate.name,
+        "plate_path": str(Path(plate.path).resolve()),
+        "ngff_version": plate.version,
+        "plate_map": str(plate_map) if plate_map else None,
+        "config": cfg_json,
+        "config_hash": chash,
+        "versions": _versions(),
+        "backend": b.name,
+        "device": b.device,
+        "scheduler": scheduler,
+        "workers": workers,
+        "started": started,
+        "finished": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "wall_s": wall,
+        "processed_this_run": [f"{t.well}/{t.field}" for t in todo],
+        "fields": [
+            {
+                "well": t.well,
+                "field": t.field,
+                "fingerprint": fingerprints[f"{t.well}/{t.field}"],
+                **{k: entries[t.stem].get(k) for k in ("status", "error", "timings", "notes")},
+            }
+            for t in tasks
+        ],
+    }
+    _atomic_write_json(out / "manifest.json", manifest)
+    return RunSummary(out, [f"{t.well}/{t.field}" for t in todo], skipped, failed, wall)
+
+
+def _run_tasks(todo, scheduler, workers, backend, progress) -> None:
+    from distributed import as_completed
+
+    quiet = not progress
+    with _client(scheduler, workers, backend, quiet) as client:
+        futures = [client.submit(run_field, t, key=t.name, pure=False) for t in todo]
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(futures), unit="field", desc="fields")
+        try:
+            for fut in as_completed(futures):
+                entry = fut.result()
+                if bar is not None:
+                    bar.update(1)
+                    if entry.get("status") != "ok":
+                        bar.write(
+                            f"failed: {entry['well']} field {entry['field']}: {entry['error']}"
+                        )
+        finally:
+            if bar is not None:
+                bar.close()
+
+
+def field_status(out: str | Path) -> pd.DataFrame:
+    """Per-field state of an output folder (from its ledger): well, field, status, error, s."""
+    out = Path(out)
+    rows = []
+    for p in sorted((out / "ledger").glob("*.json")):
+        with contextlib.suppress(json.JSONDecodeError):
+            e = json.loads(p.read_text())
+            rows.append(
+                {
+                    "well": e.get("well"),
+                    "field": e.get("field"),
+                    "status": e.get("status"),
+                    "seconds": round(float(e.get("wall_s") or 0.0), 2),
+                    "error": e.get("error") or "",
+                }
+            )
+    if not rows and not out.exists():
+        raise FileNotFoundError(f"{out} does not exist: run `hcsmito run --out {out}` first")
+    df = pd.DataFrame(rows, columns=["well", "field", "status", "seconds", "error"])
+    return _sort_wells(df, ["well", "field"]) if len(df) else df
