@@ -14,6 +14,7 @@ well is still shown, just without a p-value). Stars: ``***`` p < 0.001, ``**`` p
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -229,7 +230,10 @@ def dunnett(groups: Mapping[str, object], control: str, *, seed: int = 0) -> pd.
         return pd.DataFrame(columns=cols)
     if ctrl.var() == 0 and all(v.var() == 0 for v in others.values()):
         return pd.DataFrame(columns=cols)
-    res = _st.dunnett(*others.values(), control=ctrl, rng=np.random.default_rng(seed))
+    with warnings.catch_warnings():
+        # scipy warns about precision loss for near-identical samples; the p-value stands
+        warnings.simplefilter("ignore", RuntimeWarning)
+        res = _st.dunnett(*others.values(), control=ctrl, rng=np.random.default_rng(seed))
     rows = [
         (name, v.mean() - ctrl.mean(), float(t), float(p))
         for (name, v), t, p in zip(others.items(), res.statistic, res.pvalue, strict=True)
