@@ -1,0 +1,645 @@
+"""Tunneling nanotubes (TNTs): thin F-actin tubes stretched between two cells above the glass.
+
+1. **Tubeness.** The phalloidin channel is smoothed at a few scales matched to a blurred
+   tube (``sqrt(psf² + r² / 4)`` per axis for tube radii ``r``: the imaged cross-section
+   of a solid tube) and the Hessian is taken in units of each axis' smoothing sigma, so
+   that a tube looks round whatever the voxel size and PSF anisotropy. Its eigenvalues
+   (closed form, no per-voxel solver) give a Sato-like line response: large where the two
+   cross-section curvatures are strongly negative and the axial one is near zero; sheets
+   (cell cortices) and background score low. The response is the maximum over scales.
+2. **Threshold** relative to the robust noise of the response (median + k · MAD over the
+   voxels with a positive response, most of which are background): a hysteresis pair
+   (``threshold_k`` for the core, ``threshold_low_k`` for its extent).
+3. **Free space.** Voxels inside any cell (MSC or Jurkat labels) are removed: a TNT is
+   the free part of the tube between two cells. Connected components of what is left are
+   skeletonised (host: scikit-image's 3-D skeleton; cuCIM has none).
+4. **Rules.** A component is a TNT when its skeleton comes within ``contact_um`` of two
+   *different* cells, the path between them is at least ``min_length_um`` long, runs at
+   least ``min_height_um`` above the glass (median over the path; stress fibres lie at the
+   glass) and gets at least ``min_clearance_um`` away from every cell somewhere (a tube
+   hugging a cell outline is cortex, not a free-floating TNT).
+5. **Cargo.** A TNT carries a mitochondrion when a focus label (``foci_labels``) lies
+   within ``mito_tolerance_um`` of its path, or when the spot response of the ``mito``
+   channel on the path (away from Jurkat bodies, whose own mitochondria glow) exceeds
+   ``mito_threshold_k`` robust noise sigmas of that response in free space.
+
+The glass plane is estimated per field from the actin z-profile in the MSC footprint
+(the lowest half-maximum crossing of the rising edge) unless ``glass_z_um`` is given.
+
+2-D fields have no z: the height rule is not applied and ``height_um`` is NaN; the rest
+(tubeness, free space, two-cell bridge, length, clearance, cargo) runs in the plane.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from hcsmito.backend import Backend
+from hcsmito.stages._util import (
+    VoxelSize,
+    as_float32,
+    gaussian,
+    robust_sigma,
+    spacing,
+)
+from hcsmito.stages.foci import enhance_spots
+
+__all__ = ["TNTs", "detect_tnts", "glass_plane", "tubeness"]
+
+TNT_COLUMNS = [
+    "tnt_id",
+    "length_um",
+    "from_id",
+    "from_kind",
+    "to_id",
+    "to_kind",
+    "thickness_um",
+    "height_um",
+    "carries_mito",
+    "z0_um",
+    "y0_um",
+    "x0_um",
+    "z1_um",
+    "y1_um",
+    "x1_um",
+]
+
+
+@dataclass(frozen=True)
+class TNTs:
+    """Nanotubes of one field.
+
+    Attributes
+    ----------
+    labels : (M, N[, P]) int32 ndarray
+        0 = background, TNT ``i`` = the free (outside-cell) voxels of its tube; same shape
+        and backend as the actin channel.
+    table : pandas.DataFrame
+        One row per TNT: ``tnt_id, length_um, from_id, from_kind ('msc'|'jurkat'), to_id,
+        to_kind, thickness_um, height_um, carries_mito, z0_um, y0_um, x0_um, z1_um, y1_um,
+        x1_um`` (endpoints where the tube leaves each cell; ``z*_um`` NaN in 2-D).
+    glass_z_um : float
+        Glass plane used for heights (NaN in 2-D).
+    threshold : float
+        Tubeness threshold (core of the hysteresis pair).
+    """
+
+    labels: Any
+    table: pd.DataFrame
+    glass_z_um: float = float("nan")
+    threshold: float = float("nan")
+
+    @property
+    def n(self) -> int:
+        """Number of TNTs."""
+        return len(self.table)
+
+
+def _empty_table() -> pd.DataFrame:
+    t = pd.DataFrame({c: [] for c in TNT_COLUMNS})
+    return t.astype(
+        {
+            "tnt_id": np.int32,
+            "from_id": np.int32,
+            "to_id": np.int32,
+            "from_kind": object,
+            "to_kind": object,
+            "carries_mito": "boolean",
+        }
+    )
+
+
+# -- tubeness -----------------------------------------------------------------------------
+
+
+def _sym_eigvals3(b: Backend, h: dict[tuple[int, int], Any]) -> tuple[Any, Any, Any]:
+    """Eigenvalues (ascending) of symmetric 3×3 matrices given by their 6 entries.
+
+    Closed form (trigonometric solution of the characteristic cubic), elementwise, so it
+    runs as array arithmetic on either backend.
+    """
+    xp = b.xp
+    a11, a22, a33 = h[0, 0], h[1, 1], h[2, 2]
+    a12, a13, a23 = h[0, 1], h[0, 2], h[1, 2]
+    q = (a11 + a22 + a33) / 3
+    p1 = a12 * a12 + a13 * a13 + a23 * a23
+    b11, b22, b33 = a11 - q, a22 - q, a33 - q
+    p2 = b11 * b11 + b22 * b22 + b33 * b33 + 2 * p1
+    p = xp.sqrt(p2 / 6)
+    safe = xp.where(p > 0, p, 1).astype(xp.float32)
+    det = (
+        b11 * (b22 * b33 - a23 * a23)
+        - a12 * (a12 * b33 - a23 * a13)
+        + a13 * (a12 * a23 - b22 * a13)
+    )
+    r = xp.clip(det / (2 * safe**3), -1, 1)
+    phi = xp.arccos(r) / 3
+    e_hi = q + 2 * p * xp.cos(phi)
+    e_lo = q + 2 * p * xp.cos(phi + np.float32(2 * math.pi / 3))
+    e_mid = 3 * q - e_hi - e_lo
+    return e_lo, e_mid, e_hi
+
+
+def _hessian(b: Backend, smooth: Any, scale_px: tuple[float, ...]) -> dict[tuple[int, int], Any]:
+    """Second derivatives of ``smooth`` in units of each axis' scale (central differences)."""
+    xp = b.xp
+    nd = smooth.ndim
+    grads = [
+        xp.gradient(smooth, axis=i) if smooth.shape[i] > 1 else xp.zeros_like(smooth)
+        for i in range(nd)
+    ]
+    out = {}
+    for i in range(nd):
+        for j in range(i, nd):
+            if smooth.shape[j] > 1:
+                d = xp.gradient(grads[i], axis=j)
+            else:
+                d = xp.zeros_like(smooth)
+            out[i, j] = (d * np.float32(scale_px[i] * scale_px[j])).astype(xp.float32)
+    return out
+
+
+def tubeness(
+    image: Any,
+    *,
+    voxel_size: VoxelSize,
+    tube_radius_um: tuple[float, ...] = (0.1, 0.2, 0.35),
+    psf_sigma_um: tuple[float, float] | None = None,
+    alpha: float = 0.5,
+) -> tuple[Any, Any]:
+    """Multi-scale bright-line response (Sato-like) of a 2-D or 3-D image.
+
+    Parameters
+    ----------
+    image : (M, N) or (P, M, N) ndarray
+        One channel (any numeric dtype), NumPy or CuPy.
+    voxel_size : mapping {"z", "y", "x"} -> µm, or sequence
+    tube_radius_um : tuple of float, µm
+        Tube radii to match (default 0.1, 0.2, 0.35 µm): one scale each.
+    psf_sigma_um : (sigma_z, sigma_xy), µm, optional
+        Gaussian PSF widths of the channel (default (0.5, 0.15), as the foci stage).
+    alpha : float
+        Tolerance on the axial curvature relative to the cross-section one (Sato's
+        ``alpha_1``, default 0.5): smaller rejects blobs harder.
+
+    Returns
+    -------
+    response : ndarray, float32, same shape and backend
+        Maximum over scales of the normalised line response (intensity units).
+    radius : ndarray, float32
+        Tube radius (µm) of the scale that gave the maximum.
+    """
+    b = Backend.of(image)
+    xp = b.xp
+    sp = spacing(voxel_size, image.ndim)
+    psf_z, psf_xy = (0.5, 0.15) if psf_sigma_um is None else psf_sigma_um
+    psf = (psf_z, psf_xy, psf_xy)[3 - image.ndim :]
+    img = as_float32(b, image)
+    best = xp.zeros(img.shape, xp.float32)
+    best_r = xp.zeros(img.shape, xp.float32)
+    for r in tube_radius_um:
+        sig_um = [math.sqrt(ps * ps + r * r / 4) for ps in psf]
+        sig_px = tuple(s_um / s for s_um, s in zip(sig_um, sp, strict=True))
+        smooth = gaussian(b, img, sig_px)
+        h = _hessian(b, smooth, sig_px)
+        if img.ndim == 3:
+            e_lo, e_mid, e_hi = _sym_eigvals3(b, h)
+        else:
+            tr = h[0, 0] + h[1, 1]
+            disc = xp.sqrt(((h[0, 0] - h[1, 1]) / 2) ** 2 + h[0, 1] ** 2)
+            e_lo, e_hi = tr / 2 - disc, tr / 2 + disc
+            e_mid = e_lo
+        # cross-section curvature: e_mid (3-D) / e_lo (2-D), negative on a bright tube;
+        # axial curvature e_hi near zero
+        lam = -e_mid
+        ratio = e_hi / xp.where(lam > 0, lam, 1)
+        width = xp.where(e_hi <= 0, np.float32(alpha), np.float32(4 * alpha))
+        resp = xp.where(lam > 0, lam * xp.exp(-0.5 * (ratio / width) ** 2), 0).astype(xp.float32)
+        better = resp > best
+        best = xp.where(better, resp, best)
+        best_r = xp.where(better, np.float32(r), best_r)
+    return best, best_r
+
+
+# -- glass plane --------------------------------------------------------------------------
+
+
+def glass_plane(
+    actin: Any, *, voxel_size: VoxelSize, msc_labels: Any = None, fraction: float = 0.5
+) -> float:
+    """Height (µm, ``index * dz``) of the coverslip, from the actin z-profile.
+
+    The mean actin intensity per plane in the MSC footprint (the whole field when there
+    are no MSC labels) rises from the background below the glass to the cell bottom
+    (stress fibres, cortex); the glass is where the profile first crosses ``fraction`` of
+    its range, interpolated between planes.
+
+    Parameters
+    ----------
+    actin : (P, M, N) ndarray
+    voxel_size : mapping {"z", "y", "x"} -> µm, or sequence
+    msc_labels : (P, M, N) int ndarray, optional
+    fraction : float
+        Crossing level between the profile minimum and maximum (default 0.5).
+
+    Returns
+    -------
+    float
+        NaN for 2-D input or a flat profile.
+    """
+    if actin.ndim != 3:
+        return float("nan")
+    b = Backend.of(actin)
+    xp = b.xp
+    dz = spacing(voxel_size, 3)[0]
+    img = as_float32(b, actin)
+    if msc_labels is not None and bool((b.asarray(msc_labels) > 0).any()):
+        foot = (b.asarray(msc_labels) > 0).any(axis=0)
+        prof = (img * foot[None]).sum(axis=(1, 2)) / xp.maximum(foot.sum(), 1)
+    else:
+        prof = img.mean(axis=(1, 2))
+    prof = b.to_host(prof).astype(np.float64)  # device->host: one value per plane
+    lo, hi = float(prof.min()), float(prof.max())
+    if not hi > lo:
+        return float("nan")
+    level = lo + fraction * (hi - lo)
+    top = int(np.argmax(prof))
+    below = np.flatnonzero(prof[: top + 1] < level)
+    if below.size == 0:
+        return 0.0
+    i = int(below[-1])
+    t = (level - prof[i]) / max(prof[i + 1] - prof[i], 1e-12)
+    return float((i + t) * dz)
+
+
+# -- skeleton graph -----------------------------------------------------------------------
+
+
+def _skeleton_graph(coords: np.ndarray, shape: tuple[int, ...], sp: tuple[float, ...]):
+    """Sparse graph (µm edge weights) joining 26- (8-) connected skeleton voxels (host)."""
+    from scipy import sparse
+
+    n = len(coords)
+    index = np.full(shape, -1, dtype=np.int64)
+    index[tuple(coords.T)] = np.arange(n)
+    rows, cols, w = [], [], []
+    nd = len(shape)
+    for off in np.ndindex(*(3,) * nd):
+        d = np.asarray(off) - 1
+        if not any(d) or tuple(d) < (0,) * nd:
+            continue  # each undirected edge once
+        nb = coords + d
+        ok = np.all((nb >= 0) & (nb < np.asarray(shape)), axis=1)
+        j = np.full(n, -1, dtype=np.int64)
+        j[ok] = index[tuple(nb[ok].T)]
+        hit = j >= 0
+        rows.append(np.flatnonzero(hit))
+        cols.append(j[hit])
+        w.append(np.full(int(hit.sum()), math.sqrt(float(np.sum((d * np.asarray(sp)) ** 2)))))
+    r = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+    c = np.concatenate(cols) if cols else np.zeros(0, np.int64)
+    ww = np.concatenate(w) if w else np.zeros(0)
+    g = sparse.coo_matrix((ww, (r, c)), shape=(n, n)).tocsr()
+    return g + g.T
+
+
+def _path(pred: np.ndarray, start: int, end: int) -> list[int]:
+    out = [end]
+    while out[-1] != start:
+        nxt = int(pred[out[-1]])
+        if nxt < 0:
+            return []
+        out.append(nxt)
+    return out[::-1]
+
+
+# -- detection ----------------------------------------------------------------------------
+
+
+def detect_tnts(
+    actin: Any,
+    *,
+    voxel_size: VoxelSize,
+    msc_labels: Any,
+    jurkat_labels: Any,
+    foci_labels: Any = None,
+    mito: Any = None,
+    tube_radius_um: tuple[float, ...] = (0.1, 0.2, 0.35),
+    psf_sigma_um: tuple[float, float] | None = None,
+    threshold_k: float = 8.0,
+    threshold_low_k: float = 4.0,
+    contact_um: float = 1.0,
+    min_length_um: float = 3.0,
+    min_height_um: float = 0.5,
+    min_clearance_um: float = 1.0,
+    glass_z_um: float | None = None,
+    mito_tolerance_um: float = 0.6,
+    mito_threshold_k: float = 6.0,
+    mito_diameter_um: float = 0.6,
+    jurkat_halo_um: float = 1.0,
+) -> TNTs:
+    """Tunneling nanotubes of one field, with the cells they bridge and their cargo.
+
+    Parameters
+    ----------
+    actin : (M, N) or (P, M, N) ndarray
+        Phalloidin (F-actin) channel of one field, NumPy or CuPy.
+    voxel_size : mapping {"z", "y", "x"} -> µm, or sequence
+    msc_labels, jurkat_labels : int ndarray of ``actin``'s shape
+        Cell instances (0 = background); ids are reported as ``from_id`` / ``to_id``.
+    foci_labels : int ndarray of ``actin``'s shape, optional
+        Mitochondria foci; one within ``mito_tolerance_um`` of the path marks cargo.
+    mito : ndarray of ``actin``'s shape, optional
+        Mitochondria channel: a spot on the path marks cargo (see ``mito_threshold_k``).
+        Without ``foci_labels`` and ``mito``, ``carries_mito`` is NA.
+    tube_radius_um : tuple of float, µm
+        Tube radii the enhancement is tuned to (default 0.1, 0.2, 0.35 µm).
+    psf_sigma_um : (sigma_z, sigma_xy), µm, optional
+        Gaussian PSF of the actin channel (default (0.5, 0.15)).
+    threshold_k, threshold_low_k : float
+        Hysteresis thresholds on the tubeness, in robust noise sigmas (defaults 8 and 4).
+    contact_um : float, µm
+        Largest gap between a path end and the cell it attaches to (default 1 µm).
+    min_length_um : float, µm
+        Shortest TNT, cell surface to cell surface (default 3 µm).
+    min_height_um : float, µm
+        Lowest median height of the path above the glass (default 0.5 µm): excludes the
+        basal stress fibres. Not applied in 2-D.
+    min_clearance_um : float, µm
+        The path must get this far from every cell somewhere (default 1 µm): excludes
+        cortex running along a cell outline.
+    glass_z_um : float, µm, optional
+        Height of the glass (``index * dz``); default: estimated with :func:`glass_plane`.
+    mito_tolerance_um : float, µm
+        Distance from the path within which a focus counts as cargo (default 0.6 µm).
+    mito_threshold_k : float
+        ``mito`` spot response threshold in robust noise sigmas (default 6).
+    mito_diameter_um : float, µm
+        Spot size for the ``mito`` response (default 0.6 µm).
+    jurkat_halo_um : float, µm
+        Path voxels this close to a Jurkat body are not searched for cargo (default 1 µm).
+
+    Returns
+    -------
+    TNTs
+        ``labels`` and ``table`` (see :class:`TNTs`); 2-D fields get ``height_um`` NaN and
+        no height rule.
+    """
+    if actin.ndim not in (2, 3):
+        raise ValueError(
+            f"actin must be one channel, 2-D (Y, X) or 3-D (Z, Y, X); got shape {actin.shape}: "
+            "select the channel first (e.g. image[c])"
+        )
+    for name, arr in (
+        ("msc_labels", msc_labels),
+        ("jurkat_labels", jurkat_labels),
+        ("foci_labels", foci_labels),
+        ("mito", mito),
+    ):
+        if arr is not None and tuple(arr.shape) != tuple(actin.shape):
+            raise ValueError(
+                f"{name} has shape {tuple(arr.shape)}, actin {tuple(actin.shape)}: "
+                "pass the arrays of the same field"
+            )
+    if not (min_length_um >= 0 and contact_um >= 0 and min_clearance_um >= 0):
+        raise ValueError("min_length_um, contact_um and min_clearance_um must be >= 0 µm")
+    b = Backend.of(actin)
+    xp = b.xp
+    nd = actin.ndim
+    sp = spacing(voxel_size, nd)
+    empty_labels = xp.zeros(actin.shape, xp.int32)
+    if actin.size == 0:
+        return TNTs(empty_labels, _empty_table())
+
+    msc = b.asarray(msc_labels).astype(xp.int32) if msc_labels is not None else empty_labels
+    jur = b.asarray(jurkat_labels).astype(xp.int32) if jurkat_labels is not None else empty_labels
+    n_msc = int(msc.max()) if msc.size else 0
+    cells = xp.where(jur > 0, jur + n_msc, msc).astype(xp.int32)
+    glass = float("nan")
+    if nd == 3:
+        glass = (
+            float(glass_z_um)
+            if glass_z_um is not None
+            else glass_plane(actin, voxel_size=sp, msc_labels=msc_labels)
+        )
+    if not bool((cells > 0).any()):
+        return TNTs(empty_labels, _empty_table(), glass)
+
+    resp, radius = tubeness(
+        actin, voxel_size=sp, tube_radius_um=tube_radius_um, psf_sigma_um=psf_sigma_um
+    )
+    pos = resp[resp > 0]
+    if int(pos.size) < 16:
+        return TNTs(empty_labels, _empty_table(), glass)
+    med = float(b.to_host(xp.median(pos)))  # device->host: one value
+    noise = robust_sigma(b, pos)
+    if not noise > 0:
+        return TNTs(empty_labels, _empty_table(), glass)
+    thr_hi = med + threshold_k * noise
+    thr_lo = med + threshold_low_k * noise
+
+    free = cells == 0
+    low = (resp > thr_lo) & free
+    ones = xp.ones((3,) * nd, dtype=bool)
+    comp, n_comp = b.ndi.label(low, structure=ones)
+    if n_comp == 0:
+        return TNTs(empty_labels, _empty_table(), glass, thr_hi)
+    core = xp.bincount(comp[(resp > thr_hi) & low].reshape(-1), minlength=n_comp + 1) > 0
+    core[0] = False
+    comp = xp.where(core[comp], comp, 0).astype(xp.int32)
+    mask = comp > 0
+    if not bool(mask.any()):
+        return TNTs(empty_labels, _empty_table(), glass, thr_hi)
+
+    # nearest cell and distance to it, for every voxel (device)
+    dist, idx = b.ndi.distance_transform_edt(free, sampling=sp, return_indices=True)
+    nearest = cells[tuple(idx[i] for i in range(nd))]
+
+    from skimage.morphology import skeletonize
+
+    mask_h = b.to_host(mask)  # device->host: one bool volume (cuCIM has no 3-D skeleton)
+    skel = skeletonize(mask_h)
+    coords = np.argwhere(skel)
+    if len(coords) == 0:
+        return TNTs(empty_labels, _empty_table(), glass, thr_hi)
+    cidx = tuple(b.asarray(coords[:, i]) for i in range(nd))
+    s_dist = b.to_host(dist[cidx]).astype(np.float64)  # device->host
+    s_cell = b.to_host(nearest[cidx])  # device->host
+    s_rad = b.to_host(radius[cidx]).astype(np.float64)  # device->host
+
+    cargo = _cargo_response(
+        b, foci_labels, mito, jur, free, cidx, sp, nd,
+        mito_tolerance_um=mito_tolerance_um,
+        mito_threshold_k=mito_threshold_k,
+        mito_diameter_um=mito_diameter_um,
+        jurkat_halo_um=jurkat_halo_um,
+        psf_sigma_um=psf_sigma_um,
+    )  # fmt: skip
+
+    graph = _skeleton_graph(coords, tuple(actin.shape), sp)
+    paths = _bridges(graph, s_dist, s_cell, contact_um=contact_um)
+    rows = []
+    path_img = np.zeros(actin.shape, np.int32)
+    spa = np.asarray(sp)
+    for path, length in paths:
+        if length < min_length_um or s_dist[path].max() < min_clearance_um:
+            continue
+        height = float("nan")
+        if nd == 3:
+            height = float(np.median(coords[path, 0])) * sp[0] - glass
+            if np.isfinite(glass) and height < min_height_um:
+                continue
+        ends = [int(path[0]), int(path[-1])]
+        if s_cell[ends[0]] > s_cell[ends[1]]:
+            ends = ends[::-1]
+        p0, p1 = coords[ends[0]] * spa, coords[ends[1]] * spa
+        if nd == 2:
+            p0, p1 = np.r_[np.nan, p0], np.r_[np.nan, p1]
+        ca, cb = int(s_cell[ends[0]]), int(s_cell[ends[1]])
+        kind_a, id_a = ("jurkat", ca - n_msc) if ca > n_msc else ("msc", ca)
+        kind_b, id_b = ("jurkat", cb - n_msc) if cb > n_msc else ("msc", cb)
+        rows.append(
+            {
+                "tnt_id": len(rows) + 1,
+                "length_um": float(length),
+                "from_id": id_a,
+                "from_kind": kind_a,
+                "to_id": id_b,
+                "to_kind": kind_b,
+                "thickness_um": float(2 * np.mean(s_rad[path])),
+                "height_um": height,
+                "carries_mito": None if cargo is None else bool(cargo[path].any()),
+                "z0_um": float(p0[0]),
+                "y0_um": float(p0[1]),
+                "x0_um": float(p0[2]),
+                "z1_um": float(p1[0]),
+                "y1_um": float(p1[1]),
+                "x1_um": float(p1[2]),
+            }
+        )
+        path_img[tuple(coords[path].T)] = len(rows)
+    if not rows:
+        return TNTs(empty_labels, _empty_table(), glass, thr_hi)
+    # each tube voxel goes to the TNT whose path is nearest, within its own component
+    paths_d = b.asarray(path_img)
+    d_path, idx = b.ndi.distance_transform_edt(paths_d == 0, sampling=sp, return_indices=True)
+    near_idx = tuple(idx[i] for i in range(nd))
+    same = comp[near_idx] == comp
+    labels = xp.where(mask & same, paths_d[near_idx], 0).astype(xp.int32)
+    table = pd.DataFrame(rows, columns=TNT_COLUMNS).astype(
+        {"tnt_id": np.int32, "from_id": np.int32, "to_id": np.int32, "carries_mito": "boolean"}
+    )
+    return TNTs(labels, table, glass, thr_hi)
+
+
+def _bridges(
+    graph: Any, s_dist: np.ndarray, s_cell: np.ndarray, *, contact_um: float
+) -> list[tuple[np.ndarray, float]]:
+    """Skeleton paths that leave one cell and reach another through free space (host).
+
+    Skeleton voxels within ``contact_um`` of a cell are *contacts*; the others, cut at the
+    contacts, fall into free pieces. A piece touching contacts of two different cells is a
+    bridge: the shortest path through it between one contact of each (the pair farthest
+    apart when it touches more). Cortex hugging a cell outline is all contacts and never
+    forms a piece; two tubes meeting on a cell are cut apart there.
+
+    Returns
+    -------
+    list of (path, length_um)
+        Skeleton indices from one contact to the other, and the length from cell surface to
+        cell surface (geodesic plus the two contact gaps).
+    """
+    from scipy.sparse.csgraph import connected_components, dijkstra
+
+    near = s_dist <= contact_um
+    free_idx = np.flatnonzero(~near)
+    if free_idx.size == 0:
+        return []
+    sub = graph[free_idx][:, free_idx]
+    n_piece, piece = connected_components(sub, directed=False)
+    # contacts adjacent to each piece
+    adj = graph[free_idx].tocoo()
+    hit = near[adj.col]
+    pairs = np.unique(np.stack([piece[adj.row[hit]], adj.col[hit]], axis=1), axis=0)
+    out = []
+    for k in np.unique(pairs[:, 0]) if len(pairs) else []:
+        contacts = pairs[pairs[:, 0] == k, 1]
+        cells = s_cell[contacts]
+        if np.unique(cells).size < 2:
+            continue
+        # one contact per cell: the one closest to it
+        ends = []
+        for c in np.unique(cells):
+            cand = contacts[cells == c]
+            ends.append(int(cand[np.argmin(s_dist[cand])]))
+        nodes = np.r_[free_idx[piece == k], ends]
+        g = graph[nodes][:, nodes]
+        loc = np.arange(len(nodes) - len(ends), len(nodes))
+        dmat, pred = dijkstra(g, indices=loc, return_predecessors=True)
+        best = None
+        for i in range(len(ends)):
+            for j in range(i + 1, len(ends)):
+                d = dmat[i, loc[j]]
+                if np.isfinite(d) and (best is None or d > best[0]):
+                    best = (float(d), i, j)
+        if best is None:
+            continue
+        d, i, j = best
+        path = _path(pred[i], int(loc[i]), int(loc[j]))
+        if not path:
+            continue
+        path = nodes[np.asarray(path, dtype=np.int64)]
+        out.append((path, d + float(s_dist[ends[i]] + s_dist[ends[j]])))
+    return out
+
+
+def _cargo_response(
+    b: Backend,
+    foci_labels: Any,
+    mito: Any,
+    jur: Any,
+    free: Any,
+    cidx: tuple[Any, ...],
+    sp: tuple[float, ...],
+    nd: int,
+    *,
+    mito_tolerance_um: float,
+    mito_threshold_k: float,
+    mito_diameter_um: float,
+    jurkat_halo_um: float,
+    psf_sigma_um: tuple[float, float] | None,
+) -> np.ndarray | None:
+    """Per skeleton voxel (host bool): cargo within tolerance; None without foci or mito."""
+    xp = b.xp
+    if foci_labels is None and mito is None:
+        return None
+    hit = xp.zeros(cidx[0].shape, dtype=bool)
+    if foci_labels is not None:
+        foci = b.asarray(foci_labels) > 0
+        if bool(foci.any()):
+            d = b.ndi.distance_transform_edt(~foci, sampling=sp)
+            hit |= d[cidx] <= mito_tolerance_um
+    if mito is not None:
+        spots = enhance_spots(
+            mito, voxel_size=sp, foci_diameter_um=mito_diameter_um, psf_sigma_um=psf_sigma_um
+        )
+        region = free
+        if bool((jur > 0).any()):
+            region = region & (b.ndi.distance_transform_edt(jur == 0, sampling=sp) > jurkat_halo_um)
+        vals = spots[region]
+        if int(vals.size) >= 16:
+            med = float(b.to_host(xp.median(vals)))  # device->host: one value
+            sig = robust_sigma(b, vals)
+            if sig > 0:
+                # largest response within the tolerance of each voxel
+                rad = [max(int(round(mito_tolerance_um / s)), 0) for s in sp]
+                local = b.ndi.maximum_filter(
+                    xp.where(region, spots, -xp.inf), size=tuple(2 * r + 1 for r in rad)
+                )
+                hit |= local[cidx] > med + mito_threshold_k * sig
+    return b.to_host(hit)  # device->host: one bool per skeleton voxel
