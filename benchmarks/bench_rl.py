@@ -44,6 +44,10 @@ Measured 2026-11-26, default volume 32 x 256 x 256 float32, 10 iterations, PSF 1
                       floor 1.447 ms/it -> 15 % reached (unfused element-wise passes and
                       multi-pass cuFFT are the gap: a fused ratio/multiply kernel and
                       cuFFT callbacks are the next step)
+    Options, 64 x 1024 x 1024 (grid 80 x 1080 x 1080), OTF reused: plain 9.6 ms/it,
+    acceleration="biggs" 13.3 ms/it, tv=0.002 23.6 ms/it; 5.8 GiB in CuPy's pool.
+  GPU parity tests (pytest -m gpu, tests/test_psf.py, tests/test_deconvolution.py): 2 passed
+  on the H100.
   The cuCIM "interior diff" is not reported for this volume: it is too thin in z for the
   exact domain of dependence (2 x iterations x PSF half-width from each border).
 """

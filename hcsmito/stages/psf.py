@@ -21,12 +21,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from scipy import special
+from scipy import ndimage, special
 
 from hcsmito.backend import Backend
 
 __all__ = [
     "find_beads",
+    "gaussian_sigmas",
     "psf_born_wolf",
     "psf_from_beads",
     "psf_fwhm",
@@ -383,8 +384,6 @@ def find_beads(
 
 
 def _maximum3(a: np.ndarray) -> np.ndarray:
-    from scipy import ndimage
-
     return ndimage.maximum_filter(a, size=3, mode="nearest")
 
 
