@@ -307,3 +307,22 @@ def test_table_same_on_every_backend(backend):
         np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=ATOL.get(k, 0), err_msg=k)
     empty = regionprops_table(backend.xp.zeros((4, 5, 6), np.int32), spacing=spacing)
     assert all(v.shape == (0,) for v in empty.values())
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("n", [2, 3])
+def test_gpu_eigenvalue_kernel_matches_eigvalsh(gpu, n):
+    from hcsmito.measure._kernels import eigvalsh_sym
+
+    rng = np.random.default_rng(n)
+    M = rng.normal(size=(400, n, n)) * rng.uniform(0.01, 100, size=(400, 1, 1))
+    T = M @ M.transpose(0, 2, 1)  # symmetric positive semi-definite...
+    T[:50] = np.eye(n) * rng.uniform(0, 5, size=(50, 1, 1))  # ...isotropic
+    v = rng.normal(size=(50, n, 1))
+    T[50:100] = v @ v.transpose(0, 2, 1)  # rank one: a double eigenvalue 0
+    T[100:110] = 0
+    T[110:160] = np.diag(np.r_[1.0, 1.0, 3.0][:n])[None] * rng.uniform(0.1, 9, (50, 1, 1))
+    got = gpu.to_host(eigvalsh_sym(gpu.asarray(T)))
+    want = np.linalg.eigvalsh(T)[:, ::-1]
+    scale = np.abs(T).max(axis=(1, 2))[:, None] + 1e-300
+    np.testing.assert_allclose(got / scale, want / scale, rtol=0, atol=1e-13)

@@ -555,10 +555,13 @@ def _inertia_eigvals(m: _Moments, spacing, shape, xp) -> Any:
     diag = xp.diagonal(cov, axis1=1, axis2=2)
     r = xp.arange(ndim)
     T[:, r, r] = diag.sum(axis=1, keepdims=True) - diag
-    if L == 0:
-        return xp.zeros((0, ndim))
-    ev = xp.linalg.eigvalsh(T)  # ascending; batched on both backends
-    return xp.maximum(ev, 0)[:, ::-1]
+    if xp is np:
+        ev = np.linalg.eigvalsh(T)[:, ::-1] if L else np.zeros((0, ndim))
+    else:  # one fused kernel: cuSOLVER's batched eigvalsh is slow and needs KBs per matrix
+        from hcsmito.measure._kernels import eigvalsh_sym
+
+        ev = eigvalsh_sym(T)
+    return xp.maximum(ev, 0)
 
 
 def _columns(m: _Moments, spacing, multichannel: bool, properties, shape, xp) -> dict[str, Any]:
