@@ -217,16 +217,29 @@ extern "C" __global__ void project(const LT* __restrict__ lab, const IT* __restr
 def _mark_kernel(label_dtype: str):
     cp = _cupy()
     lt = _CTYPES[np.dtype(label_dtype)]
+    neg = "if (v < 0) { *bad = 1; continue; }" if np.dtype(label_dtype).kind == "i" else ""
     src = f"""
-extern "C" __global__ void mark(const {lt}* __restrict__ lab, const long long size, int* flags) {{
+extern "C" __global__ void mark(const {lt}* __restrict__ lab, const long long size, int* flags,
+                                int* bad) {{
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < size;
          i += (long long)blockDim.x * gridDim.x) {{
         const {lt} v = lab[i];
+        {neg}
         if (v) flags[(long long)v] = 1;
     }}
 }}
 """
     return cp.RawKernel(src, "mark")
+
+
+@cache
+def _compact_kernel():
+    return _cupy().ElementwiseKernel(
+        "int32 flag, int32 csum",
+        "raw int64 uniq",
+        "if (flag) uniq[csum - 1] = i;",
+        "hcsmito_compact_labels",
+    )
 
 
 def _cupy():
@@ -244,16 +257,24 @@ def dense_lookup(labels, b: Backend):
 
     Returns ``(uniq, lut, use_lut)``: with ``use_lut`` the lut maps a label value to its row
     (int32, size max+1); otherwise ``lut`` is ``uniq`` itself, searched by bisection.
+    Two host syncs: the maximum label, then (number of labels, any negative label).
     """
     xp = b.xp
     flat = labels.reshape(-1)
     top = int(flat.max()) if flat.size else 0  # device->host: one scalar
     if top < max(_LUT_MIN, min(_LUT_MAX, flat.size // 4)):
-        flags = xp.zeros(top + 1, dtype=np.int32)
-        _mark_kernel(labels.dtype.name)(*_grid(flat.size), (flat, np.int64(flat.size), flags))
-        uniq = xp.flatnonzero(flags).astype(labels.dtype)
-        lut = (xp.cumsum(flags, dtype=np.int32) - 1).astype(np.int32)
-        return uniq, lut, True
+        flags = xp.zeros(max(top, 0) + 1, dtype=np.int32)
+        bad = xp.zeros(1, dtype=np.int32)
+        _mark_kernel(labels.dtype.name)(*_grid(flat.size), (flat, np.int64(flat.size), flags, bad))
+        csum = xp.cumsum(flags, dtype=np.int32)
+        n_labels, negative = (int(v) for v in b.to_host(xp.stack([csum[-1], bad[0]])))
+        if negative:
+            raise ValueError("labels must be non-negative (0 = background)")
+        uniq = xp.empty(n_labels, dtype=np.int64)
+        _compact_kernel()(flags, csum, uniq)
+        return uniq.astype(labels.dtype), csum - 1, True
+    if labels.dtype.kind == "i" and int(flat.min()) < 0:  # device->host: one scalar
+        raise ValueError("labels must be non-negative (0 = background)")
     uniq = xp.unique(flat[flat != 0])
     return uniq, uniq, False
 
@@ -270,8 +291,6 @@ def moments_gpu(labels, channels, parents, b: Backend):
     ]
     ndim = labels.ndim
     C = len(channels)
-    if labels.dtype.kind == "i" and labels.size and int(labels.min()) < 0:  # device->host
-        raise ValueError("labels must be non-negative (0 = background)")
     uniq, lut, use_lut = dense_lookup(labels, b)
     L = int(uniq.size)
     if L == 0:
