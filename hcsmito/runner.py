@@ -182,7 +182,10 @@ def run_field(task: FieldTask) -> dict:
         img = plate.read_field(task.well_path, task.field)
         roles = img.resolve_roles(config.channels.roles())
         channels = {
-            r: np.asarray(img.channel(i).compute()) for r, i in roles.items() if i is not None
+            # read inside this task: not as new tasks of the cluster the task runs on
+            r: np.asarray(img.channel(i).compute(scheduler="synchronous"))
+            for r, i in roles.items()
+            if i is not None
         }
         t_read = time.perf_counter() - t_load
         res = process_field(

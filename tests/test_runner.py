@@ -1,0 +1,241 @@
+"""The batch runner on a real synthetic plate, real zarr stores and real Dask clusters."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hcsmito.config import load_config
+from hcsmito.io.plate import open_plate
+from hcsmito.pipeline import process_field
+from hcsmito.runner import TABLES, field_status, run_plate
+from hcsmito.synth import SynthParams, write_synth_plate
+
+WELLS = {"B/2": "DMSO", "B/3": "cytochalasin D"}
+FIELDS = 2
+SHAPE = (22, 160, 160)
+
+
+@pytest.fixture(scope="module")
+def plate(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("plate")
+    params = SynthParams().model_copy(update={"n_msc": 3, "n_jurkat": 3})
+    return write_synth_plate(
+        root / "p.zarr", seed=3, wells=WELLS, fields=FIELDS, shape=SHAPE, params=params
+    )
+
+
+@pytest.fixture(scope="module")
+def reference(plate, tmp_path_factory) -> Path:
+    """One uninterrupted run with threads: the reference every other run must equal."""
+    out = tmp_path_factory.mktemp("ref") / "out"
+    s = run_plate(plate, out, scheduler="threads", workers=2, backend="cpu", progress=False)
+    assert s.ok and len(s.processed) == len(WELLS) * FIELDS
+    return out
+
+
+def _tables(out: Path) -> dict[str, pd.DataFrame]:
+    return {t: pd.read_parquet(out / "tables" / f"{t}.parquet") for t in TABLES}
+
+
+def _assert_same_tables(a: Path, b: Path) -> None:
+    ta, tb = _tables(a), _tables(b)
+    for name in TABLES:
+        pd.testing.assert_frame_equal(ta[name], tb[name], check_exact=False, rtol=1e-6)
+
+
+def _no_partial_files(out: Path) -> list[Path]:
+    return [p for p in out.rglob("*") if p.name.endswith(".tmp") or ".tmp." in p.name]
+
+
+def test_outputs_complete_and_equal_direct_stage_calls(plate, reference):
+    out = reference
+    for name in ("labels.zarr", "manifest.json", "tables", "qc", "ledger"):
+        assert (out / name).exists(), name
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["backend"] == "cpu" and manifest["plate"] == "p"
+    assert {f["status"] for f in manifest["fields"]} == {"ok"}
+    assert all("segment_msc" in f["timings"] for f in manifest["fields"])
+    assert len(list((out / "qc").glob("*.png"))) == len(WELLS) * FIELDS
+    assert not _no_partial_files(out)
+
+    # every field exactly once in the fields table, in plate order
+    fields = pd.read_parquet(out / "tables" / "fields.parquet")
+    assert list(zip(fields["well"], fields["field"], strict=True)) == [
+        (w, f) for w in WELLS for f in range(FIELDS)
+    ]
+
+    # the tables of one field equal the stages called directly on that field
+    img = open_plate(plate).read_field("B/3", 1)
+    roles = img.resolve_roles()
+    channels = {r: np.asarray(img.channel(i)) for r, i in roles.items() if i is not None}
+    direct = process_field(channels, voxel_size=img.voxel_size, config=load_config(), backend="cpu")
+    for name in ("foci", "cells", "jurkat", "fields"):
+        got = pd.read_parquet(out / "tables" / f"{name}.parquet")
+        got = got[(got["well"] == "B/3") & (got["field"] == 1)]
+        got = got.drop(columns=["plate", "well", "field"]).reset_index(drop=True)
+        pd.testing.assert_frame_equal(got, direct.tables[name], check_dtype=False)
+
+    # labels.zarr is a valid NGFF 0.5 plate that our reader opens, holding the same labels
+    lp = open_plate(out / "labels.zarr")
+    assert lp.version == "0.5"
+    assert [r.well for r in lp.fields] == [r.well for r in open_plate(plate).fields]
+    import zarr
+
+    grp = zarr.open_group(out / "labels.zarr" / "B" / "03" / "1" / "labels", mode="r")
+    for name in ("msc", "jurkat", "foci"):
+        np.testing.assert_array_equal(grp[name]["0"][...], direct.labels[name])
+    labelled = lp.read_field("B/3", 1)
+    assert labelled.channel_labels[:2] == ["GFP", "MitoTracker Red"]
+
+
+def test_validates_with_ome_zarr_models(reference):
+    models = pytest.importorskip("ome_zarr_models")
+    import zarr
+    from ome_zarr_models import open_ome_zarr
+
+    grp = zarr.open_group(reference / "labels.zarr", mode="r")
+    assert type(open_ome_zarr(grp)).__name__ == "HCS"
+    assert models is not None
+
+
+def test_rerun_processes_nothing_and_changes_redo(plate, reference, tmp_path):
+    s = run_plate(plate, reference, scheduler="threads", workers=2, backend="cpu", progress=False)
+    assert s.processed == [] and len(s.skipped) == len(WELLS) * FIELDS
+    # a changed option changes the key of every field
+    cfg = load_config(overrides=["foci.threshold_k=7"])
+    out = tmp_path / "out"
+    run_plate(plate, out, scheduler="threads", workers=2, backend="cpu", progress=False)
+    s2 = run_plate(
+        plate, out, config=cfg, scheduler="threads", workers=2, backend="cpu", progress=False
+    )
+    assert len(s2.processed) == len(WELLS) * FIELDS
+
+
+def test_input_plate_is_never_modified(plate, reference):
+    before = {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in plate.rglob("*")}
+    run_plate(plate, reference, scheduler="threads", workers=1, backend="cpu", progress=False)
+    after = {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in plate.rglob("*")}
+    assert before == after
+
+
+def test_bad_field_is_recorded_and_others_finish(plate, reference, tmp_path):
+    import shutil
+
+    bad = tmp_path / "bad.zarr"
+    shutil.copytree(plate, bad)
+    chunk = next(p for p in sorted((bad / "B" / "02" / "1" / "0" / "c").rglob("*")) if p.is_file())
+    chunk.write_bytes(b"\x00garbage" * 3)
+    out = tmp_path / "out"
+    s = run_plate(bad, out, scheduler="threads", workers=2, backend="cpu", progress=False)
+    assert list(s.failed) == ["B/2/1"]
+    err = s.failed["B/2/1"]
+    assert "bad" in err and "B/2" in err and "field 1" in err
+    st = field_status(out)
+    assert st["status"].tolist().count("ok") == len(WELLS) * FIELDS - 1
+    fields = pd.read_parquet(out / "tables" / "fields.parquet")
+    assert fields.loc[(fields["well"] == "B/2") & (fields["field"] == 1), "status"].item() == (
+        "failed"
+    )
+    # the good fields equal the reference run's
+    ref = pd.read_parquet(reference / "tables" / "foci.parquet")
+    got = pd.read_parquet(out / "tables" / "foci.parquet")
+    keep = ~((ref["well"] == "B/2") & (ref["field"] == 1))
+    ref = ref[keep].drop(columns="plate").reset_index(drop=True)
+    pd.testing.assert_frame_equal(got.drop(columns="plate"), ref)
+
+
+def test_processes_equal_threads_and_survive_a_killed_worker(plate, reference, tmp_path):
+    from distributed import LocalCluster
+
+    out = tmp_path / "out"
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+    ) as cluster:
+        killed: list[int] = []
+
+        def kill_one_worker_when_a_field_is_done():
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and not killed:
+                if list((out / "ledger").glob("*.json")):
+                    pids = [
+                        w.process.process.pid
+                        for w in cluster.workers.values()
+                        if getattr(w, "process", None) and w.process.process
+                    ]
+                    if pids:
+                        os.kill(pids[0], signal.SIGKILL)
+                        killed.append(pids[0])
+                time.sleep(0.05)
+
+        killer = threading.Thread(target=kill_one_worker_when_a_field_is_done, daemon=True)
+        killer.start()
+        s = run_plate(
+            plate,
+            out,
+            scheduler=cluster.scheduler_address,
+            backend="cpu",
+            progress=False,
+        )
+        killer.join(timeout=5)
+    assert killed, "no worker was killed: the test did not exercise a failure"
+    # the killed worker's task is retried by the scheduler, or left for the re-run
+    if not s.ok:
+        s = run_plate(plate, out, scheduler="threads", workers=2, backend="cpu", progress=False)
+    assert s.ok
+    s2 = run_plate(plate, out, scheduler="threads", workers=2, backend="cpu", progress=False)
+    assert s2.processed == []
+    _assert_same_tables(out, reference)
+    assert not _no_partial_files(out)
+
+
+def test_interrupted_driver_resumes_remaining_fields(plate, reference, tmp_path):
+    out = tmp_path / "out"
+    code = textwrap.dedent(
+        f"""
+        from hcsmito.runner import run_plate
+        run_plate({str(plate)!r}, {str(out)!r}, scheduler="threads", workers=1,
+                  backend="cpu", progress=False)
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            if list((out / "ledger").glob("*.json")) or proc.poll() is not None:
+                break
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    done_before = len(list((out / "ledger").glob("*.json")))
+    assert 1 <= done_before < len(WELLS) * FIELDS, "the driver was not stopped mid-plate"
+    s = run_plate(plate, out, scheduler="threads", workers=2, backend="cpu", progress=False)
+    assert len(s.processed) == len(WELLS) * FIELDS - done_before
+    assert len(s.skipped) == done_before
+    _assert_same_tables(out, reference)
+    assert not _no_partial_files(out)
+
+
+def test_output_folder_of_another_plate_is_refused(plate, reference, tmp_path):
+    other = write_synth_plate(
+        tmp_path / "q.zarr", seed=1, wells={"B/2": "DMSO"}, fields=1, shape=(14, 64, 64)
+    )
+    with pytest.raises(FileExistsError, match="another plate"):
+        run_plate(other, reference, scheduler="threads", backend="cpu", progress=False)
+
+
+def test_unknown_well_named(plate, tmp_path):
+    with pytest.raises(ValueError, match=r"Z/9.*not in the plate"):
+        run_plate(plate, tmp_path / "o", wells=["Z/9"], backend="cpu", progress=False)
