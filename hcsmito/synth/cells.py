@@ -185,8 +185,9 @@ def _msc_seeds(rng: np.random.Generator, p: SynthParams) -> list[tuple[float, fl
     ly, lx = _extent(p)
     min_dist = 0.62 * p.msc_diameter_um
     seeds: list[tuple[float, float]] = []
-    n = p.n_msc + int(rng.integers(-p.n_msc_spread, p.n_msc_spread + 1))
-    n = max(n, min(p.n_msc, 1))
+    if p.n_msc == 0:
+        return []
+    n = max(p.n_msc + int(rng.integers(-p.n_msc_spread, p.n_msc_spread + 1)), 1)
     for _ in range(400 * max(n, 1)):
         if len(seeds) == n:
             break
@@ -559,8 +560,10 @@ def build_scene(p: SynthParams, condition: Condition, seed: int) -> Scene:
 
     # Jurkat cells: sizes and how many rest on MSCs
     share = min(1.0, condition.adhesion_share * p.adhesion_rate)
-    n_jurkat = p.n_jurkat + int(r_jur.integers(-p.n_jurkat_spread, p.n_jurkat_spread + 1))
-    n_jurkat = max(n_jurkat, min(p.n_jurkat, 1))
+    n_jurkat = 0
+    if p.n_jurkat > 0:
+        spread = int(r_jur.integers(-p.n_jurkat_spread, p.n_jurkat_spread + 1))
+        n_jurkat = max(p.n_jurkat + spread, 1)
     n_adh = int(r_jur.binomial(n_jurkat, share)) if p.n_msc > 0 else 0
     radii = [
         0.5
