@@ -155,7 +155,9 @@ def calibrate_red_positive(
             f"calibration controls {list(controls)}: {unknown or 'none given'} not in the plate "
             f"map (conditions: {sorted(known)})"
         )
-    wells = set(plate_map.loc[plate_map["condition"].isin(controls), "well"])
+    wells = {
+        normalize_well(w) for w in plate_map.loc[plate_map["condition"].isin(controls), "well"]
+    }
     v = np.sort(cells.loc[cells["well"].isin(wells), by].to_numpy(np.float64))
     v = v[np.isfinite(v)]
     if v.size == 0:
@@ -168,8 +170,9 @@ def calibrate_red_positive(
         cand = np.append(cand, cand[-1] + 1.0)
     else:
         cand = np.append(cand, np.nextafter(v[-1], np.inf))
-    share = 1.0 - np.searchsorted(v, cand, side="left") / v.size  # share >= threshold
-    t = cand[np.argmax(share <= max_share)]
+    n_at_or_above = v.size - np.searchsorted(v, cand, side="left")
+    allowed = np.floor(max_share * v.size + 1e-9)  # in cells: no rounding surprises
+    t = cand[np.argmax(n_at_or_above <= allowed)]
     key = "min_foci" if by == "n_foci" else "min_volume_um3"
     out = {key: int(t) if by == "n_foci" else float(t)}
     out.update(share=float(np.mean(v >= t)), n_cells=int(v.size), controls=list(controls))
@@ -336,6 +339,10 @@ def aggregate_tables(
         fields["status"] = "ok"
     fields["status"] = fields["status"].astype("string").fillna("failed")
     ok_mask = (fields["status"] == "ok").to_numpy()
+    if plate_map is not None:
+        attrs = dict(plate_map.attrs)
+        plate_map = plate_map.assign(well=[normalize_well(w) for w in plate_map["well"]])
+        plate_map.attrs.update(attrs)
     failed = fields.loc[~ok_mask, _KEY + [c for c in ("status", "error") if c in fields]]
     notes: list[str] = []
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -46,6 +47,10 @@ class PlateMapError(ValueError):
     """The plate map is unusable; the message lists each problem with its line and fix."""
 
 
+# The spellings accepted by hcsmito.io.names.parse_well (not imported: it pulls in zarr).
+_WELL = re.compile(r"^\s*([A-Za-z]{1,2})\s*/?\s*([0-9]{1,3})\s*$")
+
+
 def normalize_well(name: str) -> str:
     """The ``B/3`` form of a well written ``B03``, ``B3``, ``B/3`` or ``b/03``.
 
@@ -54,10 +59,10 @@ def normalize_well(name: str) -> str:
     ValueError
         If ``name`` is not a row of one or two letters followed by a column number.
     """
-    from hcsmito.io.names import parse_well
-
-    row, col = parse_well(str(name))
-    return f"{row}/{col}"
+    m = _WELL.match(name) if isinstance(name, str) else None
+    if m is None:
+        raise ValueError(f"well name {name!r} is not understood: write it as 'B03', 'B3' or 'B/3'")
+    return f"{m.group(1).upper()}/{int(m.group(2))}"
 
 
 def _row_col(well: str) -> tuple[int, str, int]:

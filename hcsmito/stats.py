@@ -14,6 +14,7 @@ well is still shown, just without a p-value). Stars: ``***`` p < 0.001, ``**`` p
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -164,7 +165,9 @@ def one_way_anova(groups: Sequence) -> AnovaResult:
     return AnovaResult(float(f), dfb, dfw, float(_st.f.sf(f, dfb, dfw)), float(msw))
 
 
-def tukey_hsd(groups: Mapping[str, object] | Sequence, *, alpha: float = 0.05) -> pd.DataFrame:
+def tukey_hsd(
+    groups: Mapping[str, object] | Sequence, *, alpha: float = 0.05, control: str | None = None
+) -> pd.DataFrame:
     """Tukey's honestly significant difference test, Tukey-Kramer form for unequal n.
 
     Parameters
@@ -173,6 +176,9 @@ def tukey_hsd(groups: Mapping[str, object] | Sequence, *, alpha: float = 0.05) -
         The samples (a sequence is named ``"0"``, ``"1"``...). NaNs dropped.
     alpha : float
         Family-wise level of the confidence intervals.
+    control : str, optional
+        Only the pairs that include this group (the adjustment still counts all ``k``
+        groups, as Tukey's test does; this only saves computing the other pairs).
 
     Returns
     -------
@@ -191,10 +197,12 @@ def tukey_hsd(groups: Mapping[str, object] | Sequence, *, alpha: float = 0.05) -
         return pd.DataFrame(columns=cols)
     dfw = n - k
     msw = sum(((g - g.mean()) ** 2).sum() for g in gs) / dfw
-    qcrit = _st.studentized_range.ppf(1 - alpha, k, dfw)
+    qcrit = _qcrit(1 - alpha, k, dfw)
     rows = []
     for i in range(k):
         for j in range(i + 1, k):
+            if control is not None and control not in (names[i], names[j]):
+                continue
             diff = gs[j].mean() - gs[i].mean()
             se = np.sqrt(msw / 2.0 * (1.0 / gs[i].size + 1.0 / gs[j].size))
             if se > 0:
@@ -207,6 +215,11 @@ def tukey_hsd(groups: Mapping[str, object] | Sequence, *, alpha: float = 0.05) -
                  bool(p < alpha))
             )  # fmt: skip
     return pd.DataFrame(rows, columns=cols)
+
+
+@functools.lru_cache(maxsize=256)
+def _qcrit(level: float, k: int, df: int) -> float:
+    return float(_st.studentized_range.ppf(level, k, df))  # slow (an integral): cached
 
 
 def dunnett(groups: Mapping[str, object], control: str, *, seed: int = 0) -> pd.DataFrame:
@@ -345,7 +358,7 @@ def compare_conditions(
     table["p_posthoc"] = np.nan
     if ctrl is not None and ctrl.size and len(groups) > 1:
         if posthoc == "tukey":
-            hsd = tukey_hsd(groups)
+            hsd = tukey_hsd(groups, control=control)
             for _, r in hsd.iterrows():
                 if control in (r["group1"], r["group2"]):
                     other = r["group2"] if r["group1"] == control else r["group1"]
