@@ -16,6 +16,7 @@ from hcsmito.synth import (
     field_seed,
     generate_field,
     read_truth,
+    resolve_condition,
     write_synth_plate,
 )
 
@@ -227,6 +228,26 @@ def test_conditions_change_truth_as_designed():
     assert set(CONDITIONS) >= {"DMSO", "cytochalasin D", "anti-ICAM-1", "18-alpha-GA", "dynasore"}
     with pytest.raises(ValueError, match="unknown condition"):
         generate_field(SMALL, "nothing")
+    with pytest.raises(ValueError, match="unknown condition"):
+        generate_field(SMALL, "DMSO + nothing")
+
+
+def test_combined_conditions_multiply_effects():
+    combo = resolve_condition("ara-C + anti-ICAM-1")
+    dmso, arac, icam = (CONDITIONS[k] for k in ("DMSO", "ara-C", "anti-ICAM-1"))
+    assert combo.foci_per_msc == pytest.approx(
+        dmso.foci_per_msc
+        * arac.foci_per_msc
+        / dmso.foci_per_msc
+        * icam.foci_per_msc
+        / dmso.foci_per_msc
+    )
+    assert combo.adhesion_share == pytest.approx(
+        arac.adhesion_share * icam.adhesion_share / dmso.adhesion_share
+    )
+    assert resolve_condition("DMSO") is dmso
+    f = generate_field(SMALL, "ara-C + anti-ICAM-1", seed=1)
+    assert f.condition == "ara-C + anti-ICAM-1"
 
 
 def test_msc_layout_does_not_depend_on_condition():

@@ -7,7 +7,13 @@
 """
 
 from hcsmito.synth.field import CHANNEL_COLORS, CHANNEL_LABELS, SynthField, generate_field
-from hcsmito.synth.params import CONDITIONS, PLATE_CONDITIONS, Condition, SynthParams
+from hcsmito.synth.params import (
+    CONDITIONS,
+    PLATE_CONDITIONS,
+    Condition,
+    SynthParams,
+    resolve_condition,
+)
 from hcsmito.synth.plate import default_layout, field_seed, read_truth, write_synth_plate
 
 __all__ = [
@@ -22,5 +28,6 @@ __all__ = [
     "field_seed",
     "generate_field",
     "read_truth",
+    "resolve_condition",
     "write_synth_plate",
 ]

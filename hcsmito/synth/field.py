@@ -11,7 +11,7 @@ import pandas as pd
 from scipy import ndimage as ndi
 
 from hcsmito.synth.cells import Scene, build_scene
-from hcsmito.synth.params import CONDITIONS, SynthParams
+from hcsmito.synth.params import SynthParams, resolve_condition
 
 __all__ = ["CHANNEL_COLORS", "CHANNEL_LABELS", "SynthField", "generate_field"]
 
@@ -236,7 +236,8 @@ def generate_field(
     params : SynthParams, optional
         Physical parameters (default ``SynthParams()``).
     condition : str
-        A key of :data:`CONDITIONS`: sets foci per MSC, adhesion share and TNT rate.
+        A key of :data:`CONDITIONS` (sets foci per MSC, adhesion share and TNT rate), or
+        several joined by ``+`` (e.g. ``"ara-C + anti-ICAM-1"``), their effects multiplied.
     seed : int
         Seed of every random draw: the same seed gives identical bytes. The MSC layout
         depends on the seed only, not on the condition.
@@ -248,8 +249,7 @@ def generate_field(
     SynthField
     """
     p = params if params is not None else SynthParams()
-    if condition not in CONDITIONS:
-        raise ValueError(f"unknown condition {condition!r}: use one of {sorted(CONDITIONS)}")
+    effect = resolve_condition(condition)
     nz = p.scene_shape[0]
     dz = p.voxel_size[0]
     if p.ndim == 3 and (nz - 1) * dz < p.glass_z_um + p.msc_nucleus_height_um + 0.5:
@@ -258,7 +258,7 @@ def generate_field(
             f"shape {p.shape} at dz={dz} µm is too short for MSCs {p.msc_nucleus_height_um} µm "
             f"tall on glass at {p.glass_z_um} µm: use at least {need} planes"
         )
-    scene = build_scene(p, CONDITIONS[condition], seed)
+    scene = build_scene(p, effect, seed)
     rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(8)[7])
     shape3 = (nz, *p.shape[-2:])
     voxel = p.voxel_size

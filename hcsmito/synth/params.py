@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["CONDITIONS", "Condition", "SynthParams"]
+__all__ = ["CONDITIONS", "Condition", "SynthParams", "resolve_condition"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,38 @@ CONDITIONS: dict[str, Condition] = {
     "ara-C": Condition(9.0, 0.55, 4.0, "cytarabine: more transfer"),
     "MTX": Condition(8.0, 0.55, 3.5, "methotrexate: more transfer"),
 }
+
+
+def resolve_condition(name: str) -> Condition:
+    """The :class:`Condition` of a name in :data:`CONDITIONS` or of a combination such as
+    ``"ara-C + anti-ICAM-1"``.
+
+    A combination multiplies the effects of its parts relative to DMSO (treatments act
+    independently); the adhesion share is capped at 1.
+
+    Raises
+    ------
+    ValueError
+        If a part is not a known condition.
+    """
+    if name in CONDITIONS:
+        return CONDITIONS[name]
+    parts = [part.strip() for part in str(name).split("+")]
+    unknown = [part for part in parts if part not in CONDITIONS]
+    if unknown or len(parts) < 2:
+        raise ValueError(
+            f"unknown condition {name!r}: use one of {sorted(CONDITIONS)} "
+            "or a combination joined by '+', e.g. 'ara-C + anti-ICAM-1'"
+        )
+    ref = CONDITIONS["DMSO"]
+    foci, adhesion, tnt = ref.foci_per_msc, ref.adhesion_share, ref.tnt_rate
+    for part in parts:
+        c = CONDITIONS[part]
+        foci *= c.foci_per_msc / ref.foci_per_msc
+        adhesion *= c.adhesion_share / ref.adhesion_share
+        tnt *= c.tnt_rate / ref.tnt_rate
+    return Condition(foci, min(adhesion, 1.0), tnt, " + ".join(parts))
+
 
 #: Conditions a default plate lays out (one per plate column).
 PLATE_CONDITIONS = ("DMSO", "cytochalasin D", "18-alpha-GA", "dynasore", "anti-ICAM-1")

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from hcsmito.synth.field import CHANNEL_COLORS, SynthField, generate_field
-from hcsmito.synth.params import CONDITIONS, PLATE_CONDITIONS, SynthParams
+from hcsmito.synth.params import PLATE_CONDITIONS, SynthParams, resolve_condition
 
 __all__ = ["default_layout", "field_seed", "read_truth", "write_synth_plate"]
 
@@ -42,9 +42,11 @@ def _layout(wells: Sequence[str] | Mapping[str, str] | None) -> dict[str, str]:
     if wells is None:
         return default_layout()
     if isinstance(wells, Mapping):
-        bad = {w: c for w, c in wells.items() if c not in CONDITIONS}
-        if bad:
-            raise ValueError(f"unknown conditions {bad}: use names from {sorted(CONDITIONS)}")
+        for w, c in wells.items():
+            try:
+                resolve_condition(c)
+            except ValueError as err:
+                raise ValueError(f"well {w}: {err}") from None
         return dict(wells)
     if isinstance(wells, str):
         wells = [w for w in wells.replace(",", " ").split() if w]
