@@ -176,6 +176,8 @@ def segment_msc(
     threshold_k: float = 5.0,
     threshold_fraction: float = 0.3,
     threshold_value: float | None = None,
+    split: Literal["auto", "height", "intensity"] = "auto",
+    core_fraction: float = 0.8,
     seed_smooth_um: float | None = None,
     min_separation_um: float | None = None,
     min_volume_um3: float | None = None,
@@ -203,11 +205,24 @@ def segment_msc(
         ``auto``: fraction of the median foreground above background (default 0.3).
     threshold_value : float, optional
         ``manual``: threshold in intensity units of ``gfp``.
+    split : {"auto", "height", "intensity"}
+        How touching cells are told apart. ``height`` (3-D): from the cell height map,
+        the thickness of each (y, x) column ``sum_z(signal) / max_z(signal) * dz``,
+        which does not depend on brightness or GFP texture: a spread MSC is thick over
+        its centre and thin at its edges, so touching cells meet in a valley; the
+        *cores* (height above ``core_fraction`` of the typical plateau height) seed a
+        watershed of the height map. ``intensity`` (2-D): maxima of the smoothed
+        intensity at least ``min_separation_um`` apart. ``auto``: height for 3-D
+        images, intensity for 2-D.
+    core_fraction : float
+        ``height``: cores are columns thicker than this fraction of the 75th percentile
+        of the heights in the mask (default 0.8).
     seed_smooth_um : float, µm, optional
-        Gaussian sigma of the projection whose maxima seed the cells (default
-        ``0.1 * msc_diameter_um``).
+        ``intensity``: Gaussian sigma of the projection whose maxima seed the cells
+        (default ``0.06 * msc_diameter_um``).
     min_separation_um : float, µm, optional
-        Minimum distance between two seeds (default ``0.4 * msc_diameter_um``).
+        ``intensity``: minimum distance between two seeds (default
+        ``0.3 * msc_diameter_um``).
     min_volume_um3 : float, µm³ (µm² for 2-D), optional
         Smaller instances are dropped (default: the volume of a disc of
         ``0.15 * msc_diameter_um`` and 1 µm height, or its area in 2-D).
@@ -236,21 +251,21 @@ def segment_msc(
         fraction=threshold_fraction,
         value=threshold_value,
     )
-    mask = _fill_holes_lateral(b, smooth > thr)
+    # no hole filling: a gap in an MSC's footprint (a Jurkat cell on the glass) is real
+    mask = smooth > thr
     if not bool(mask.any()):
         return Instances(empty.labels, empty.touches_border, thr)
 
-    # Seeds: maxima of the smoothed thickness-weighted projection.
-    lateral = sp[-2:]
-    level = float(background_level_noise(b, smooth)[0])
-    signal = xp.where(mask, smooth - level, 0)
-    proj = signal.sum(axis=0) * sp[0] if img.ndim == 3 else signal
     mask2d = mask.any(axis=0) if img.ndim == 3 else mask
-    seed_sigma = 0.1 * msc_diameter_um if seed_smooth_um is None else seed_smooth_um
-    relief = gaussian(b, proj, [seed_sigma / s for s in lateral])
-    sep = 0.4 * msc_diameter_um if min_separation_um is None else min_separation_um
-    seeds = local_maxima(b, relief, threshold=0.0, size=_box(sep, lateral), mask=mask2d)
-    lab2d = _watershed_2d(b, relief, seeds, mask2d)
+    level = float(background_level_noise(b, smooth)[0])
+    if img.ndim == 3 and split != "intensity":
+        lab2d = _split_by_height(
+            b, img, mask2d, level, sp, smooth_um, core_fraction, msc_diameter_um
+        )
+    else:
+        lab2d = _split_by_intensity(
+            b, smooth, mask2d, level, sp, msc_diameter_um, seed_smooth_um, min_separation_um
+        )
     labels = _extend_through_z(b, lab2d, mask)
 
     if min_volume_um3 is None:
@@ -258,6 +273,59 @@ def segment_msc(
         min_volume_um3 = area * (1.0 if img.ndim == 3 else 1.0)
     labels = remove_small_labels(b, labels, min_volume_um3 / float(np.prod(sp)))
     return Instances(labels, touches_border(b, labels)[1:], thr)
+
+
+def _split_by_height(
+    b: Backend,
+    img: Any,
+    mask2d: Any,
+    level: float,
+    sp: tuple[float, ...],
+    smooth_um: float,
+    core_fraction: float,
+    msc_diameter_um: float,
+) -> Any:
+    """2-D instances from the height map of a 3-D field (see :func:`segment_msc`)."""
+    xp = b.xp
+    lateral = sp[-2:]
+    # lateral smoothing only: smoothing along z would widen every cell by the kernel
+    sxy = gaussian(b, img, [0.0] + [smooth_um / s for s in lateral])
+    signal = xp.maximum(sxy - level, 0)
+    top = signal.max(axis=0)
+    height = xp.where(mask2d, signal.sum(axis=0) / xp.maximum(top, 1e-6) * sp[0], 0)
+    height = gaussian(b, height, [smooth_um / s for s in lateral]).astype(xp.float32)
+    vals = height[mask2d]
+    plateau = float(b.to_host(xp.percentile(vals, 75.0)))  # device->host: one value
+    cores = (height > core_fraction * plateau) & mask2d
+    ones = xp.ones((3, 3), dtype=bool)
+    markers, _ = b.ndi.label(cores, structure=ones)
+    # cores smaller than a disc of 5 % of the cell diameter are noise, not cells
+    min_core = math.pi * (0.05 * msc_diameter_um) ** 2 / float(lateral[0] * lateral[1])
+    markers = remove_small_labels(b, markers, min_core)
+    return _watershed_2d(b, height, markers, mask2d)
+
+
+def _split_by_intensity(
+    b: Backend,
+    smooth: Any,
+    mask2d: Any,
+    level: float,
+    sp: tuple[float, ...],
+    msc_diameter_um: float,
+    seed_smooth_um: float | None,
+    min_separation_um: float | None,
+) -> Any:
+    """2-D instances seeded at maxima of the smoothed (summed) intensity."""
+    xp = b.xp
+    lateral = sp[-2:]
+    signal = xp.maximum(smooth - level, 0)
+    proj = signal.sum(axis=0) * sp[0] if smooth.ndim == 3 else signal
+    proj = xp.where(mask2d, proj, 0)
+    seed_sigma = 0.06 * msc_diameter_um if seed_smooth_um is None else seed_smooth_um
+    relief = gaussian(b, proj, [seed_sigma / s for s in lateral])
+    sep = 0.3 * msc_diameter_um if min_separation_um is None else min_separation_um
+    seeds = local_maxima(b, relief, threshold=0.0, size=_box(sep, lateral), mask=mask2d)
+    return _watershed_2d(b, relief, seeds, mask2d)
 
 
 def segment_jurkat(
