@@ -49,7 +49,7 @@ from hcsmito.stages._util import (
 )
 from hcsmito.stages.foci import enhance_spots
 
-__all__ = ["TNTs", "detect_tnts", "glass_plane", "tubeness"]
+__all__ = ["TNT_COLUMNS", "TNTs", "detect_tnts", "glass_plane", "match_tnts", "tubeness"]
 
 TNT_COLUMNS = [
     "tnt_id",
@@ -337,6 +337,7 @@ def detect_tnts(
     min_length_um: float = 3.0,
     min_height_um: float = 0.5,
     min_clearance_um: float = 1.0,
+    max_pass_um: float = 3.0,
     glass_z_um: float | None = None,
     mito_tolerance_um: float = 0.6,
     mito_threshold_k: float = 6.0,
@@ -373,6 +374,9 @@ def detect_tnts(
     min_clearance_um : float, µm
         The path must get this far from every cell somewhere (default 1 µm): excludes
         cortex running along a cell outline.
+    max_pass_um : float, µm
+        A tube may pass within ``contact_um`` of a third cell (over a thin MSC edge) for at
+        most this skeleton length without being cut there (default 3 µm).
     glass_z_um : float, µm, optional
         Height of the glass (``index * dz``); default: estimated with :func:`glass_plane`.
     mito_tolerance_um : float, µm
@@ -482,7 +486,9 @@ def detect_tnts(
     )  # fmt: skip
 
     graph = _skeleton_graph(coords, tuple(actin.shape), sp)
-    paths = _bridges(graph, s_dist, s_cell, contact_um=contact_um)
+    paths = _bridges(
+        graph, s_dist, s_cell, contact_um=contact_um, max_pass_um=max_pass_um, step_um=min(sp)
+    )
     rows = []
     path_img = np.zeros(actin.shape, np.int32)
     spa = np.asarray(sp)
@@ -538,49 +544,87 @@ def detect_tnts(
 
 
 def _bridges(
-    graph: Any, s_dist: np.ndarray, s_cell: np.ndarray, *, contact_um: float
+    graph: Any,
+    s_dist: np.ndarray,
+    s_cell: np.ndarray,
+    *,
+    contact_um: float,
+    max_pass_um: float,
+    step_um: float,
 ) -> list[tuple[np.ndarray, float]]:
     """Skeleton paths that leave one cell and reach another through free space (host).
 
     Skeleton voxels within ``contact_um`` of a cell are *contacts*; the others, cut at the
-    contacts, fall into free pieces. A piece touching contacts of two different cells is a
-    bridge: the shortest path through it between one contact of each (the pair farthest
-    apart when it touches more). Cortex hugging a cell outline is all contacts and never
-    forms a piece; two tubes meeting on a cell are cut apart there.
+    contacts, fall into free pieces. A run of contacts joining exactly two pieces and no
+    longer than ``max_pass_um`` is a tube passing close over a cell (a thin MSC edge): the
+    two pieces are joined through it. Any other contact run is an *end* where a tube meets
+    a cell. A group of pieces with ends on two different cells is a bridge: the shortest
+    path through it between one end of each (the pair farthest apart when it touches more).
+    Cortex hugging a cell outline is all contacts and never forms a piece; two tubes
+    meeting on a cell are cut apart there.
 
     Returns
     -------
     list of (path, length_um)
-        Skeleton indices from one contact to the other, and the length from cell surface to
+        Skeleton indices from one end to the other, and the length from cell surface to
         cell surface (geodesic plus the two contact gaps).
     """
     from scipy.sparse.csgraph import connected_components, dijkstra
 
     near = s_dist <= contact_um
     free_idx = np.flatnonzero(~near)
+    near_idx = np.flatnonzero(near)
     if free_idx.size == 0:
         return []
-    sub = graph[free_idx][:, free_idx]
-    n_piece, piece = connected_components(sub, directed=False)
-    # contacts adjacent to each piece
-    adj = graph[free_idx].tocoo()
-    hit = near[adj.col]
-    pairs = np.unique(np.stack([piece[adj.row[hit]], adj.col[hit]], axis=1), axis=0)
+    n_piece, piece = connected_components(graph[free_idx][:, free_idx], directed=False)
+    _, run = connected_components(graph[near_idx][:, near_idx], directed=False)
+    piece_of = np.full(len(s_dist), -1)
+    piece_of[free_idx] = piece
+    run_of = np.full(len(s_dist), -1)
+    run_of[near_idx] = run
+    # (run, piece) adjacency
+    adj = graph[near_idx].tocoo()
+    ok = piece_of[adj.col] >= 0
+    # (near node, run, piece) for every contact next to a free voxel
+    attach = np.stack([near_idx[adj.row[ok]], run[adj.row[ok]], piece_of[adj.col[ok]]], axis=1)
+    attach = np.unique(attach, axis=0)
+    rp = np.unique(attach[:, 1:], axis=0)
+    # union pieces through short pass-over runs
+    parent = np.arange(n_piece)
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    run_size = np.bincount(run) if run.size else np.zeros(0, np.int64)
+    passing = set()
+    for r in np.unique(rp[:, 0]) if len(rp) else []:
+        pieces = rp[rp[:, 0] == r, 1]
+        if pieces.size == 2 and run_size[r] * step_um <= max_pass_um:
+            passing.add(int(r))
+            parent[find(int(pieces[0]))] = find(int(pieces[1]))
+    group = np.array([find(i) for i in range(n_piece)])
     out = []
-    for k in np.unique(pairs[:, 0]) if len(pairs) else []:
-        contacts = pairs[pairs[:, 0] == k, 1]
-        cells = s_cell[contacts]
+    for g in np.unique(group):
+        pieces = np.flatnonzero(group == g)
+        at = attach[np.isin(attach[:, 2], pieces) & ~np.isin(attach[:, 1], list(passing))]
+        cells = s_cell[at[:, 0]]
         if np.unique(cells).size < 2:
             continue
-        # one contact per cell: the one closest to it
+        # one end per cell: its attachment (contact next to free space) closest to it
         ends = []
         for c in np.unique(cells):
-            cand = contacts[cells == c]
+            cand = at[cells == c, 0]
             ends.append(int(cand[np.argmin(s_dist[cand])]))
-        nodes = np.r_[free_idx[piece == k], ends]
-        g = graph[nodes][:, nodes]
-        loc = np.arange(len(nodes) - len(ends), len(nodes))
-        dmat, pred = dijkstra(g, indices=loc, return_predecessors=True)
+        inner = np.r_[
+            free_idx[np.isin(piece, pieces)], near_idx[np.isin(run, list(passing))]
+        ].astype(np.int64)
+        nodes = np.r_[inner, ends]
+        sub = graph[nodes][:, nodes]
+        loc = np.arange(len(inner), len(nodes))
+        dmat, pred = dijkstra(sub, indices=loc, return_predecessors=True)
         best = None
         for i in range(len(ends)):
             for j in range(i + 1, len(ends)):
@@ -643,3 +687,50 @@ def _cargo_response(
                 )
                 hit |= local[cidx] > med + mito_threshold_k * sig
     return b.to_host(hit)  # device->host: one bool per skeleton voxel
+
+
+# -- evaluation ---------------------------------------------------------------------------
+
+
+def match_tnts(
+    found: pd.DataFrame, truth: pd.DataFrame, *, tolerance_um: float = 3.0
+) -> list[tuple[int, int]]:
+    """Pairs (row in ``found``, row in ``truth``) whose endpoint pairs agree.
+
+    Two TNTs match when, with their ends paired the better way round, both ends lie within
+    ``tolerance_um`` of each other (3-D distance; lateral only when a ``z*_um`` is NaN).
+    Pairs are taken greedily from the closest; each row is used once.
+
+    Parameters
+    ----------
+    found, truth : pandas.DataFrame
+        Tables with ``z0_um, y0_um, x0_um, z1_um, y1_um, x1_um``.
+    tolerance_um : float, µm
+        Largest endpoint distance (default 3 µm).
+    """
+    cols0, cols1 = ["z0_um", "y0_um", "x0_um"], ["z1_um", "y1_um", "x1_um"]
+    if len(found) == 0 or len(truth) == 0:
+        return []
+    f0, f1 = found[cols0].to_numpy(float), found[cols1].to_numpy(float)
+    t0, t1 = truth[cols0].to_numpy(float), truth[cols1].to_numpy(float)
+
+    def dist(a: np.ndarray, c: np.ndarray) -> np.ndarray:
+        d = a[:, None, :] - c[None, :, :]
+        d = np.where(np.isnan(d), 0.0, d)
+        return np.sqrt((d**2).sum(-1))
+
+    cost = np.minimum(
+        np.maximum(dist(f0, t0), dist(f1, t1)), np.maximum(dist(f0, t1), dist(f1, t0))
+    )
+    pairs = []
+    used_f, used_t = set(), set()
+    for flat in np.argsort(cost, axis=None):
+        i, j = divmod(int(flat), cost.shape[1])
+        if cost[i, j] > tolerance_um:
+            break
+        if i in used_f or j in used_t:
+            continue
+        used_f.add(i)
+        used_t.add(j)
+        pairs.append((i, j))
+    return pairs

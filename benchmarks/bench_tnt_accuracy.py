@@ -1,0 +1,102 @@
+"""Accuracy of TNT detection and Jurkat adhesion on generated fields with known truth.
+
+For each (condition, seed) field of the grid: TNTs are detected in the phalloidin channel
+with the truth cell labels ("truth labels") and with the cells segmented by
+:func:`segment_msc` / :func:`segment_jurkat` ("segmented"); adhesion is measured both ways.
+Printed figures:
+
+- share of fields with the TNT count within ±1 of the truth;
+- precision and recall of TNTs matched by their endpoint pairs (``match_tnts``, 3 µm);
+- ``carries_mito`` agreement on matched true TNTs (mito channel given);
+- share of fields with the exact adhered Jurkat count, and per-Jurkat agreement.
+
+Run: ``python benchmarks/bench_tnt_accuracy.py [--seeds N] [--shape Z,Y,X]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from hcsmito.stages.adhesion import measure_adhesion
+from hcsmito.stages.segmentation import segment_jurkat, segment_msc
+from hcsmito.stages.tnt import detect_tnts, match_tnts
+from hcsmito.synth import SynthParams, generate_field
+
+CONDITIONS = ("DMSO", "cytochalasin D", "anti-ICAM-1", "ara-C", "MTX")
+
+
+def evaluate(p: SynthParams, conditions, seeds, *, segmented: bool) -> dict:
+    count_ok = n_fields = tp = n_found = n_truth = mito_ok = mito_n = 0
+    adh_exact = adh_cells_ok = adh_cells = 0
+    psf = p.psf_sigma_um()[2]
+    t_tnt = 0.0
+    for cond in conditions:
+        for seed in seeds:
+            f = generate_field(p, condition=cond, seed=seed)
+            img = f.image
+            if segmented:
+                msc = segment_msc(img[0], voxel_size=f.voxel_size).labels
+                jur = segment_jurkat(img[1], voxel_size=f.voxel_size, msc_labels=msc).labels
+            else:
+                msc, jur = f.labels["msc"], f.labels["jurkat"]
+            t0 = time.perf_counter()
+            res = detect_tnts(
+                img[2],
+                voxel_size=f.voxel_size,
+                msc_labels=msc,
+                jurkat_labels=jur,
+                mito=img[1],
+                psf_sigma_um=psf,
+            )
+            t_tnt += time.perf_counter() - t0
+            truth = f.tables["tnt"]
+            n_fields += 1
+            count_ok += abs(res.n - len(truth)) <= 1
+            pairs = match_tnts(res.table, truth)
+            tp += len(pairs)
+            n_found += res.n
+            n_truth += len(truth)
+            for i, j in pairs:
+                mito_n += 1
+                mito_ok += bool(res.table["carries_mito"].iloc[i]) == bool(
+                    truth["carries_mito"].iloc[j]
+                )
+            adh = measure_adhesion(jur, msc, voxel_size=f.voxel_size)
+            tj = f.tables["jurkat"]
+            adh_exact += int(adh["adhered"].sum()) == int(tj["adhered"].sum())
+            if not segmented:
+                adh_cells += len(tj)
+                adh_cells_ok += int((adh["adhered"].to_numpy() == tj["adhered"].to_numpy()).sum())
+    return {
+        "fields": n_fields,
+        "tnt_count_within_1": count_ok / max(n_fields, 1),
+        "tnt_precision": tp / max(n_found, 1),
+        "tnt_recall": tp / max(n_truth, 1),
+        "n_truth_tnt": n_truth,
+        "n_found_tnt": n_found,
+        "carries_mito_agreement": mito_ok / max(mito_n, 1),
+        "adhered_count_exact": adh_exact / max(n_fields, 1),
+        "adhered_per_jurkat": adh_cells_ok / adh_cells if adh_cells else float("nan"),
+        "detect_tnts_s_per_field": t_tnt / max(n_fields, 1),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, default=6)
+    ap.add_argument("--shape", default="24,256,256")
+    args = ap.parse_args()
+    shape = tuple(int(v) for v in args.shape.split(","))
+    p = SynthParams(shape=shape, n_msc=2, n_jurkat=6)
+    seeds = range(100, 100 + args.seeds)
+    for segmented in (False, True):
+        name = "segmented cells" if segmented else "truth cell labels"
+        r = evaluate(p, CONDITIONS, seeds, segmented=segmented)
+        print(f"== {name}: shape {shape}, conditions {CONDITIONS}, seeds {list(seeds)}")
+        for k, v in r.items():
+            print(f"  {k:28s} {v:.3f}" if isinstance(v, float) else f"  {k:28s} {v}")
+
+
+if __name__ == "__main__":
+    main()

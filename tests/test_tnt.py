@@ -1,0 +1,232 @@
+"""TNT detection against the generator's truth, the stress-fibre/cortex-only control,
+degenerate fields, the closed-form eigenvalues against LAPACK, and GPU parity."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+
+from hcsmito.backend import get_backend
+from hcsmito.stages.tnt import (
+    TNT_COLUMNS,
+    _sym_eigvals3,
+    detect_tnts,
+    glass_plane,
+    match_tnts,
+    tubeness,
+)
+from hcsmito.synth import SynthParams, generate_field
+
+SHAPE = (20, 192, 192)
+PARAMS = SynthParams(shape=SHAPE, n_msc=2, n_jurkat=5)
+GRID = [(c, s) for c in ("DMSO", "ara-C", "MTX", "anti-ICAM-1") for s in (0, 1)]
+
+
+@functools.cache
+def _field(condition: str, seed: int, params: SynthParams = PARAMS):
+    return generate_field(params, condition=condition, seed=seed)
+
+
+def _detect(f, **kw):
+    return detect_tnts(
+        f.image[2],
+        voxel_size=f.voxel_size,
+        msc_labels=f.labels["msc"],
+        jurkat_labels=f.labels["jurkat"],
+        mito=f.image[1],
+        psf_sigma_um=f.params.psf_sigma_um()[2],
+        **kw,
+    )
+
+
+def test_accuracy_on_truth_cell_labels():
+    """Truth cell labels: count within ±1 on >= 85 % of fields, endpoint precision and
+    recall >= 0.8, carries_mito right on >= 85 % of matched true TNTs."""
+    count_ok = tp = n_found = n_truth = mito_ok = 0
+    for cond, seed in GRID:
+        f = _field(cond, seed)
+        res = _detect(f)
+        truth = f.tables["tnt"]
+        assert list(res.table.columns) == TNT_COLUMNS
+        count_ok += abs(res.n - len(truth)) <= 1
+        pairs = match_tnts(res.table, truth, tolerance_um=3.0)
+        tp += len(pairs)
+        n_found += res.n
+        n_truth += len(truth)
+        for i, j in pairs:
+            mito_ok += bool(res.table["carries_mito"].iloc[i]) == bool(
+                truth["carries_mito"].iloc[j]
+            )
+            # the same two cells
+            got = {(res.table["from_kind"].iloc[i], res.table["from_id"].iloc[i]),
+                   (res.table["to_kind"].iloc[i], res.table["to_id"].iloc[i])}  # fmt: skip
+            want = {(truth["from_kind"].iloc[j], truth["from_id"].iloc[j]),
+                    (truth["to_kind"].iloc[j], truth["to_id"].iloc[j])}  # fmt: skip
+            assert got == want
+        assert res.labels.dtype == np.int32 and res.labels.shape == f.image[2].shape
+        assert int(res.labels.max()) == res.n
+    assert n_truth >= 8, "grid too small to measure anything"
+    assert count_ok / len(GRID) >= 0.85
+    assert tp / n_found >= 0.8 and tp / n_truth >= 0.8
+    assert mito_ok / max(tp, 1) >= 0.85
+
+
+def test_length_height_against_truth():
+    f = _field("ara-C", 0)
+    res = _detect(f)
+    truth = f.tables["tnt"]
+    pairs = match_tnts(res.table, truth)
+    assert pairs
+    for i, j in pairs:
+        assert res.table["length_um"].iloc[i] == pytest.approx(truth["length_um"].iloc[j], abs=4)
+        assert res.table["height_um"].iloc[i] == pytest.approx(truth["height_um"].iloc[j], abs=1.2)
+
+
+def test_segmented_cells_run():
+    """With cells from the segmentation stages the count stays within ±2 (figures for the
+    segmented case are in benchmarks/bench_tnt_accuracy.py)."""
+    from hcsmito.stages.segmentation import segment_jurkat, segment_msc
+
+    f = _field("DMSO", 0)
+    msc = segment_msc(f.image[0], voxel_size=f.voxel_size).labels
+    jur = segment_jurkat(f.image[1], voxel_size=f.voxel_size, msc_labels=msc).labels
+    res = detect_tnts(
+        f.image[2], voxel_size=f.voxel_size, msc_labels=msc, jurkat_labels=jur, mito=f.image[1],
+        psf_sigma_um=f.params.psf_sigma_um()[2],
+    )  # fmt: skip
+    assert abs(res.n - len(f.tables["tnt"])) <= 2
+
+
+def test_stress_fibres_and_cortex_only_give_no_tnt():
+    p = PARAMS.model_copy(update={"tnt_rate": 0.0, "fibres_per_msc": 20, "fibre_actin": 3.0})
+    for seed in (0, 1):
+        f = generate_field(p, condition="cytochalasin D", seed=seed)
+        assert len(f.tables["tnt"]) == 0
+        res = _detect(f)
+        assert res.n == 0 and int(res.labels.max()) == 0
+
+
+def test_height_rule_rejects_low_tubes():
+    """Raising the minimum height above every true TNT removes them all."""
+    f = _field("ara-C", 0)
+    assert _detect(f).n > 0
+    assert _detect(f, min_height_um=5.0).n == 0
+    assert _detect(f, min_length_um=100.0).n == 0
+
+
+def test_glass_plane_estimate():
+    f = _field("DMSO", 1)
+    g = glass_plane(f.image[2], voxel_size=f.voxel_size, msc_labels=f.labels["msc"])
+    assert g == pytest.approx(PARAMS.glass_z_um, abs=0.6)
+
+
+def test_degenerate_fields():
+    vs = {"z": 0.6, "y": 0.3, "x": 0.3}
+    zero = np.zeros((12, 40, 40), np.uint16)
+    lab = np.zeros(zero.shape, np.int32)
+    res = detect_tnts(zero, voxel_size=vs, msc_labels=lab, jurkat_labels=lab)
+    assert res.n == 0 and res.labels.shape == zero.shape and list(res.table.columns) == TNT_COLUMNS
+    noise = np.random.default_rng(0).poisson(20, zero.shape).astype(np.uint16)
+    res = detect_tnts(noise, voxel_size=vs, msc_labels=lab, jurkat_labels=lab)
+    assert res.n == 0
+    cells = lab.copy()
+    cells[:, 5:15, 5:15] = 1
+    res = detect_tnts(zero, voxel_size=vs, msc_labels=cells, jurkat_labels=lab)
+    assert res.n == 0
+    with pytest.raises(ValueError, match="select the channel"):
+        detect_tnts(zero[None], voxel_size=vs, msc_labels=None, jurkat_labels=None)
+    with pytest.raises(ValueError, match="same field"):
+        detect_tnts(zero, voxel_size=vs, msc_labels=lab[:-1], jurkat_labels=lab)
+
+
+def test_2d_field_runs_without_height():
+    f = _field("ara-C", 0)
+    proj = f.image[2].max(axis=0)
+    res = detect_tnts(
+        proj,
+        voxel_size={"y": 0.3, "x": 0.3},
+        msc_labels=f.labels["msc"].max(axis=0),
+        jurkat_labels=f.labels["jurkat"].max(axis=0),
+    )
+    assert res.labels.shape == proj.shape
+    assert res.table["height_um"].isna().all() and np.isnan(res.glass_z_um)
+    assert res.table["carries_mito"].isna().all()  # no mito, no foci: unknown, not False
+
+
+def test_synthetic_tube_between_two_blocks():
+    """A bright straight tube between two boxes above a dim glass plane: one TNT, its length."""
+    vs = (0.5, 0.25, 0.25)
+    img = np.full((16, 64, 120), 10.0, np.float32)
+    cells = np.zeros(img.shape, np.int32)
+    cells[2:12, 20:44, 5:25] = 1
+    cells[2:12, 20:44, 95:115] = 2
+    img[2, 10:54, 0:120] += 40  # a glass-level fibre, below the height margin
+    img[7, 32, 25:95] += 200  # tube 70 px * 0.25 = 17.5 µm
+    from scipy import ndimage as ndi
+
+    img = ndi.gaussian_filter(img, (1.0, 0.7, 0.7)) + np.random.default_rng(1).normal(
+        0, 1, img.shape
+    ).astype(np.float32)
+    msc = cells
+    res = detect_tnts(
+        img, voxel_size=vs, msc_labels=msc, jurkat_labels=np.zeros_like(cells), glass_z_um=1.0
+    )
+    assert res.n == 1
+    row = res.table.iloc[0]
+    assert {row.from_id, row.to_id} == {1, 2} and row.from_kind == "msc"
+    assert row.length_um == pytest.approx(17.5, abs=1.5)
+    assert row.height_um == pytest.approx(7 * 0.5 - 1.0, abs=0.6)
+
+
+def test_eigenvalues_match_lapack():
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=(500, 3, 3)).astype(np.float32)
+    a = a + np.swapaxes(a, 1, 2)
+    a[:10] = np.diag([1.0, 1.0, 1.0])  # repeated eigenvalues
+    h = {(i, j): a[:, i, j] for i in range(3) for j in range(i, 3)}
+    lo, mid, hi = _sym_eigvals3(get_backend("cpu"), h)
+    ref = np.linalg.eigvalsh(a.astype(np.float64))
+    np.testing.assert_allclose(np.stack([lo, mid, hi], 1), ref, atol=2e-4 * np.abs(ref).max())
+
+
+def test_tubeness_prefers_lines_to_sheets():
+    img = np.zeros((20, 40, 40), np.float32)
+    img[10, 20, :] = 100  # line
+    img[:, :, 5] += 100  # sheet
+    resp, _ = tubeness(img, voxel_size=(0.5, 0.5, 0.5), psf_sigma_um=(0.5, 0.5))
+    assert resp[10, 20, 20] > 5 * resp[10, 30, 5]
+
+
+def test_match_tnts():
+    import pandas as pd
+
+    cols = ["z0_um", "y0_um", "x0_um", "z1_um", "y1_um", "x1_um"]
+    t = pd.DataFrame([[2, 0, 0, 2, 0, 10], [2, 5, 0, 2, 5, 10]], columns=cols)
+    f = pd.DataFrame([[2, 5.5, 10, 2, 5, 0.5], [2, 20, 0, 2, 20, 9]], columns=cols)
+    assert match_tnts(f, t, tolerance_um=1.0) == [(0, 1)]
+
+
+@pytest.mark.gpu
+def test_gpu_matches_cpu(gpu):
+    f = _field("ara-C", 0)
+    cpu = _detect(f)
+    res = detect_tnts(
+        gpu.asarray(f.image[2]),
+        voxel_size=f.voxel_size,
+        msc_labels=gpu.asarray(f.labels["msc"]),
+        jurkat_labels=gpu.asarray(f.labels["jurkat"]),
+        mito=gpu.asarray(f.image[1]),
+        psf_sigma_um=f.params.psf_sigma_um()[2],
+    )
+    assert type(res.labels).__module__.startswith("cupy")
+    assert res.n == cpu.n
+    num = ["length_um", "thickness_um", "height_um", "y0_um", "x0_um", "y1_um", "x1_um"]
+    np.testing.assert_allclose(res.table[num].to_numpy(), cpu.table[num].to_numpy(), atol=0.5)
+    assert (res.table["carries_mito"].to_numpy() == cpu.table["carries_mito"].to_numpy()).all()
+    agree = (gpu.to_host(res.labels) > 0) == (cpu.labels > 0)
+    assert agree.mean() > 0.999
+    r_gpu, _ = tubeness(gpu.asarray(f.image[2]), voxel_size=f.voxel_size)
+    r_cpu, _ = tubeness(f.image[2], voxel_size=f.voxel_size)
+    np.testing.assert_allclose(gpu.to_host(r_gpu), r_cpu, rtol=1e-3, atol=1e-3 * r_cpu.max())
