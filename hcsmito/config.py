@@ -176,10 +176,26 @@ class Readouts(_Section):
         return self
 
 
+class Slurm(_Section):
+    """Workers as Slurm jobs through dask-jobqueue (``--scheduler slurm``)."""
+
+    queue: str | None = Field(None, description="partition (#SBATCH -p)")
+    account: str | None = None
+    cores: int = Field(8, ge=1, description="cores per job")
+    processes: int = Field(1, ge=1, description="Dask worker processes per job")
+    memory: str = Field("32GB", description="memory per job, e.g. 64GB")
+    walltime: str = Field("02:00:00", pattern=r"^(\d+-)?\d{1,2}:\d{2}:\d{2}$")
+    gpus: int = Field(0, ge=0, description="GPUs per job (#SBATCH --gres=gpu:N)")
+    jobs: int = Field(1, ge=1, description="number of jobs to start")
+    job_extra_directives: tuple[str, ...] = ()
+    local_directory: str | None = None
+
+
 class Resources(_Section):
     backend: Literal["auto", "cpu", "gpu"] = "auto"
     scheduler: str = Field("threads", description="threads | processes | ADDRESS | slurm")
     workers: int | None = Field(None, ge=1)
+    slurm: Slurm = Field(default_factory=Slurm)
 
 
 class Config(BaseModel):

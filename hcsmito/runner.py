@@ -426,8 +426,36 @@ def _sort_wells(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return df.loc[idx].reset_index(drop=True)
 
 
+def slurm_cluster(slurm):
+    """A dask-jobqueue ``SLURMCluster`` from ``config.resources.slurm`` (no job submitted yet).
+
+    ``cluster.job_script()`` shows the batch script each worker job runs. The scheduler and
+    dashboard listen on the node's address so that the jobs can reach them.
+    """
+    try:
+        from dask_jobqueue import SLURMCluster
+    except ImportError:
+        raise ValueError(
+            "scheduler 'slurm' needs dask-jobqueue: pip install 'hcsmito[slurm]'"
+        ) from None
+    extra = list(slurm.job_extra_directives)
+    if slurm.gpus:
+        extra.append(f"--gres=gpu:{slurm.gpus}")
+    return SLURMCluster(
+        queue=slurm.queue,
+        account=slurm.account,
+        cores=slurm.cores,
+        processes=slurm.processes,
+        memory=slurm.memory,
+        walltime=slurm.walltime,
+        job_extra_directives=extra,
+        local_directory=slurm.local_directory,
+        scheduler_options={"dashboard_address": ":0"},
+    )
+
+
 @contextlib.contextmanager
-def _client(scheduler: str, workers: int | None, backend: str | None, quiet: bool):
+def _client(scheduler: str, workers: int | None, backend: str | None, quiet: bool, slurm=None):
     """A distributed Client for ``threads | processes | ADDRESS``, bound to 127.0.0.1."""
     from distributed import Client, LocalCluster
 
@@ -457,10 +485,8 @@ def _client(scheduler: str, workers: int | None, backend: str | None, quiet: boo
                 host="127.0.0.1",
             )
     elif scheduler == "slurm":
-        raise ValueError(
-            "scheduler 'slurm' needs dask-jobqueue (pip install 'hcsmito[slurm]'); "
-            "start the cluster with dask-jobqueue and pass its scheduler ADDRESS"
-        )
+        cluster = slurm_cluster(slurm)
+        cluster.scale(jobs=slurm.jobs)
     client = Client(cluster) if cluster is not None else Client(scheduler)
     try:
         if not quiet:
@@ -553,7 +579,7 @@ def run_plate(
 
     b = get_backend(backend)
     if todo:
-        _run_tasks(todo, scheduler, workers, backend, progress)
+        _run_tasks(todo, scheduler, workers, backend, progress, config.resources.slurm)
 
     entries = {
         t.stem: _read_ledger(out, t) or {"status": "failed", "error": "no result"} for t in tasks
@@ -596,11 +622,11 @@ def run_plate(
     return RunSummary(out, [f"{t.well}/{t.field}" for t in todo], skipped, failed, wall)
 
 
-def _run_tasks(todo, scheduler, workers, backend, progress) -> None:
+def _run_tasks(todo, scheduler, workers, backend, progress, slurm) -> None:
     from distributed import as_completed
 
     quiet = not progress
-    with _client(scheduler, workers, backend, quiet) as client:
+    with _client(scheduler, workers, backend, quiet, slurm) as client:
         futures = [client.submit(run_field, t, key=t.name, pure=False) for t in todo]
         bar = None
         if progress:

@@ -1,0 +1,87 @@
+"""The configuration: defaults, variants, overrides and the errors users see."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hcsmito.config import Config, ConfigError, config_hash, load_config
+from hcsmito.stages.foci import detect_foci
+from hcsmito.stages.segmentation import segment_jurkat, segment_msc
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_default_yaml_is_the_model_defaults():
+    # conf/default.yaml spells out every default: it must agree with the models
+    assert load_config() == Config()
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "conf").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_validates(path):
+    cfg = load_config(path)
+    assert isinstance(cfg, Config)
+
+
+def test_variant_changes_only_what_it_says():
+    cfg = load_config(ROOT / "conf" / "deconvolve.yaml")
+    assert cfg.deconvolution.method == "richardson_lucy"
+    assert cfg.foci == Config().foci
+
+
+@pytest.mark.parametrize(
+    ("section", "func"),
+    [("msc", segment_msc), ("jurkat", segment_jurkat), ("foci", detect_foci)],
+)
+def test_stage_sections_match_stage_signatures(section, func):
+    import inspect
+
+    params = inspect.signature(func).parameters
+    fields = Config.model_fields[section].annotation.model_fields
+    for name, f in fields.items():
+        assert name in params, f"{section}.{name} is not an option of {func.__name__}"
+        assert params[name].default == f.default, f"{section}.{name} default differs"
+
+
+def test_overrides_are_yaml_values():
+    cfg = load_config(overrides=["foci.threshold_k=4.5", "channels.mito=1", "channels.msc=GFP"])
+    assert cfg.foci.threshold_k == 4.5 and cfg.channels.mito == 1 and cfg.channels.msc == "GFP"
+
+
+def test_tagged_union_switch_by_override():
+    cfg = load_config(overrides=["deconvolution.method=richardson_lucy"])
+    assert cfg.deconvolution.iterations == 10
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("foci.thresh=3", r"foci\.thresh: unknown key; allowed here: .*threshold_k"),
+        ("msc.threshold_method=mean", r"msc\.threshold_method: .*'otsu'.*got 'mean'"),
+        ("foci.threshold_k=-1", r"foci\.threshold_k: .*greater than 0"),
+        ("deconvolution.method=wiener", r"deconvolution: .*'none', 'richardson_lucy'"),
+        ("bogus.key=1", r"bogus: unknown key; allowed here: channels"),
+        ("resources.slurm.walltime=2h", r"resources\.slurm\.walltime"),
+        ("foci.threshold_k", r"expected key\.path=value"),
+    ],
+)
+def test_errors_name_the_key_and_allowed_values(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(overrides=[override])
+
+
+def test_file_errors(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("foci: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    bad.write_text(yaml.safe_dump(["a", "b"]))
+    with pytest.raises(ConfigError, match="mapping of sections"):
+        load_config(bad)
+
+
+def test_config_hash_follows_content():
+    assert config_hash(load_config()) == config_hash(Config())
+    assert config_hash(load_config(overrides=["foci.threshold_k=7"])) != config_hash(Config())
