@@ -36,8 +36,22 @@ class SynthField:
         channel of ``image`` (2-D fields: the maximum over z of the 3-D truth). Ids are the
         ``*_id`` columns of the tables.
     tables : dict of str to pandas.DataFrame
-        ``msc``, ``jurkat``, ``foci``, ``tnt``; positions in µm (``index * voxel size``),
-        always 3-D (also for 2-D fields).
+        Positions in µm (``index * voxel size``), always 3-D (also for 2-D fields):
+
+        - ``msc``: ``cell_id, volume_um3, area_um2`` (projected), ``z_um, y_um, x_um``
+          (centroid of the label), ``touches_border, n_foci, n_adhered_jurkat,
+          red_positive``;
+        - ``jurkat``: ``jurkat_id, z_um, y_um, x_um`` (centre of the spheroid),
+          ``diameter_um, height_um, bottom_z_um, volume_um3`` (of the label),
+          ``adhered, msc_id`` (the MSC it rests on, 0 on the glass);
+        - ``foci``: ``focus_id, cell_id`` (parent MSC), ``z_um, y_um, x_um`` (centre),
+          ``diameter_um, volume_um3`` (of the ball), ``n_voxels`` (of the label);
+        - ``tnt``: ``tnt_id, from_id, from_kind, to_id, to_kind`` (kind ``"msc"`` or
+          ``"jurkat"``, id = label value in ``labels[kind]``), ``length_um`` (of the free
+          part between the two cells), ``height_um`` (axis above the glass),
+          ``diameter_um, carries_mito, mito_z_um, mito_y_um, mito_x_um,
+          mito_diameter_um`` (NaN without), ``z0_um ... x1_um`` and ``endpoints``
+          (``[[z0, y0, x0], [z1, y1, x1]]``: where the tube leaves and enters the cells).
     condition : str
     seed : int
     params : SynthParams
@@ -55,6 +69,7 @@ class SynthField:
     params: SynthParams
     expected: np.ndarray | None = None
     summary: dict[str, Any] = field(default_factory=dict)
+    """Truth counts named like the pipeline's ``fields`` table (``n_msc, n_foci``...)."""
 
 
 # -- rendering helpers --------------------------------------------------------------------
@@ -376,8 +391,10 @@ def generate_field(
     photons = rng.poisson(expected).astype(np.float32) if p.shot_noise else expected.copy()
     if p.read_noise > 0:
         photons += np.float32(p.read_noise) * rng.standard_normal(photons.shape, dtype=np.float32)
-    counts = np.rint(photons * np.float32(p.gain) + np.float32(p.offset))
-    image = np.clip(counts, 0, 65535).astype(np.uint16)
+    photons *= np.float32(p.gain)
+    photons += np.float32(p.offset)
+    np.rint(photons, out=photons)
+    image = np.clip(photons, 0, 65535, out=photons).astype(np.uint16)
 
     tables = {
         "msc": _msc_table(scene, msc, p),
