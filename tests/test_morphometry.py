@@ -260,6 +260,10 @@ def test_real_bpae_mito_matches_skimage(shared_data):
 def _gpu_case(cp, ndim, seed, *, huge=False):
     shape = (10, 70, 90) if ndim == 3 else (150, 170)
     labels = random_labels(shape, seed)
+    top = labels.max()
+    edge = labels[0] if ndim == 3 else labels  # degenerate shapes: a line, a dimer, a voxel
+    edge[0, :] = 0
+    edge[0, 2:9], edge[0, 12:14], edge[0, 20] = top + 1, top + 2, top + 3
     if huge:  # label values beyond the lookup table: the kernels bisect
         labels = np.where(labels > 0, labels.astype(np.int64) * 1_000_003 + 2**40, 0)
     parents = random_labels(shape, seed + 1, sigma=4, fraction=0.5)

@@ -370,28 +370,15 @@ def _unord(i, xp):
     )
 
 
-@cache
-def _eig_kernel(n: int):
-    cp = _cupy()
-    if n == 2:  # closed form: differences first, no cancellation at a double eigenvalue
-        return cp.ElementwiseKernel(
-            "float64 a, float64 b, float64 d",
-            "float64 l1, float64 l2",
-            """
-            const double mid = 0.5 * (a + d);
-            const double rad = hypot(0.5 * (a - d), b);
-            l1 = mid + rad;
-            l2 = mid - rad;
-            """,
-            "hcsmito_eigvalsh_sym2",
-        )
-    # cyclic Jacobi on the 3x3 symmetric matrix: converges quadratically, exact at
-    # double eigenvalues (where the trigonometric closed form loses half the digits)
-    return cp.ElementwiseKernel(
-        "float64 a, float64 b, float64 c, float64 d, float64 e, float64 f",
-        "float64 l1, float64 l2, float64 l3",
-        """
-        double m[3][3] = {{a, b, c}, {b, d, e}, {c, e, f}};
+# eigenvalues of a symmetric matrix held in m[][] -> l1 >= l2 (>= l3), shared by kernels
+_EIG2 = """
+        const double mid = 0.5 * (m[0][0] + m[1][1]);
+        const double rad = hypot(0.5 * (m[0][0] - m[1][1]), m[0][1]);
+        const double l1 = mid + rad, l2 = mid - rad;
+"""
+# cyclic Jacobi: converges quadratically, exact at double eigenvalues (where the
+# trigonometric closed form loses half the digits)
+_EIG3 = """
         for (int sweep = 0; sweep < 10; ++sweep) {
             for (int p = 0; p < 2; ++p) {
                 for (int q = p + 1; q < 3; ++q) {
@@ -412,14 +399,84 @@ def _eig_kernel(n: int):
                 }
             }
         }
-        double x = m[0][0], y = m[1][1], z = m[2][2], tmp;
-        if (x < y) { tmp = x; x = y; y = tmp; }
-        if (y < z) { tmp = y; y = z; z = tmp; }
-        if (x < y) { tmp = x; x = y; y = tmp; }
-        l1 = x; l2 = y; l3 = z;
-        """,
+        double l1 = m[0][0], l2 = m[1][1], l3 = m[2][2], tmp;
+        if (l1 < l2) { tmp = l1; l1 = l2; l2 = tmp; }
+        if (l2 < l3) { tmp = l2; l2 = l3; l3 = tmp; }
+        if (l1 < l2) { tmp = l1; l1 = l2; l2 = tmp; }
+"""
+
+
+@cache
+def _eig_kernel(n: int):
+    cp = _cupy()
+    if n == 2:
+        return cp.ElementwiseKernel(
+            "float64 a, float64 b, float64 d",
+            "float64 e1, float64 e2",
+            "double m[2][2] = {{a, b}, {b, d}};" + _EIG2 + "e1 = l1; e2 = l2;",
+            "hcsmito_eigvalsh_sym2",
+        )
+    return cp.ElementwiseKernel(
+        "float64 a, float64 b, float64 c, float64 d, float64 e, float64 f",
+        "float64 e1, float64 e2, float64 e3",
+        "double m[3][3] = {{a, b, c}, {b, d, e}, {c, e, f}};"
+        + _EIG3
+        + "e1 = l1; e2 = l2; e3 = l3;",
         "hcsmito_eigvalsh_sym3",
     )
+
+
+@cache
+def _axes_kernel(ndim: int, exact: bool):
+    """Inertia tensor (scikit-image's, with spacing) -> axis_major/minor_length, fused."""
+    cp = _cupy()
+    pairs = _pairs(ndim)
+    np_ = len(pairs)
+    body = [
+        f"double m[{ndim}][{ndim}]; double cov[{ndim}][{ndim}];",
+        "const double nn = (double)cnt;",
+    ]
+    for k, (a, b) in enumerate(pairs):
+        sa, sb, s2 = f"s1[i * {ndim} + {a}]", f"s1[i * {ndim} + {b}]", f"s2[i * {np_} + {k}]"
+        num = (
+            f"(double)(cnt * {s2} - {sa} * {sb})"  # exact in int64 (checked by the caller)
+            if exact
+            else f"(nn * (double){s2} - (double){sa} * (double){sb})"
+        )
+        body.append(f"cov[{a}][{b}] = {num} / (nn * nn) * (sp[{a}] * sp[{b}]);")
+        if a != b:
+            body.append(f"cov[{b}][{a}] = cov[{a}][{b}];")
+    body.append(f"double tr = 0; for (int a = 0; a < {ndim}; ++a) tr += cov[a][a];")
+    body.append(
+        f"for (int a = 0; a < {ndim}; ++a) for (int b = 0; b < {ndim}; ++b) "
+        "m[a][b] = (a == b) ? tr - cov[a][a] : -cov[a][b];"
+    )
+    if ndim == 2:
+        body.append(_EIG2)
+        body.append("major = 4.0 * sqrt(fmax(l1, 0.0)); minor = 4.0 * sqrt(fmax(l2, 0.0));")
+    else:
+        body.append(_EIG3)
+        body.append(
+            "l1 = fmax(l1, 0.0); l2 = fmax(l2, 0.0); l3 = fmax(l3, 0.0);"
+            "major = sqrt(fmax(0.0, 10.0 * (l1 + l2 - l3)));"
+            "minor = sqrt(fmax(0.0, 10.0 * (-l1 + l2 + l3)));"
+        )
+    return cp.ElementwiseKernel(
+        "int64 cnt, raw int64 s1, raw int64 s2, raw float64 sp",
+        "float64 major, float64 minor",
+        "\n".join(body),
+        f"hcsmito_axis_lengths_{ndim}d_{'exact' if exact else 'float'}",
+    )
+
+
+def axis_lengths(n, s1, s2, spacing, exact: bool):
+    """axis_major_length, axis_minor_length per label (device), one fused kernel."""
+    cp = _cupy()
+    ndim = s1.shape[1]
+    if n.size == 0:
+        return cp.zeros(0), cp.zeros(0)
+    sp = cp.asarray(spacing, dtype=np.float64)
+    return _axes_kernel(ndim, exact)(n, cp.ascontiguousarray(s1), cp.ascontiguousarray(s2), sp)
 
 
 def eigvalsh_sym(T):
