@@ -1,0 +1,373 @@
+"""``OUT/report.html``: one self-contained page from the tables of a run.
+
+Nothing is reprocessed: the page is built from ``OUT/tables/*.parquet`` and
+``OUT/manifest.json`` (aggregated again when asked, which is cheap). Figures are
+embedded as base64 PNG (their SVG twins are written beside, in ``OUT/figures``, and
+linked); QC overlays are linked by relative path (``qc/B3_f0.png``). The page has no
+script and loads nothing from the network. Every text from the data is escaped.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from string import Template
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from hcsmito.aggregate import READOUTS, read_aggregates, read_manifest, write_aggregates
+
+__all__ = ["build_report", "render_report"]
+
+log = logging.getLogger(__name__)
+
+_E = html.escape
+
+PAGE = Template(
+    """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>$title</title>
+<style>
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 0;
+       color: #222; background: #fff; line-height: 1.4; }
+header { background: #1f3b57; color: #fff; padding: 14px 28px; }
+header h1 { margin: 0; font-size: 1.4em; }
+header p { margin: 4px 0 0; opacity: 0.85; font-size: 0.9em; }
+nav { padding: 8px 28px; background: #eef2f6; font-size: 0.9em; }
+nav a { margin-right: 14px; color: #1f3b57; }
+main { padding: 8px 28px 40px; max-width: 1400px; }
+h2 { border-bottom: 2px solid #1f3b57; padding-bottom: 3px; margin-top: 34px; }
+table { border-collapse: collapse; font-size: 0.82em; margin: 8px 0; }
+th, td { border: 1px solid #ccc; padding: 3px 7px; text-align: right; vertical-align: top; }
+th { background: #eef2f6; position: sticky; top: 0; }
+td:first-child, th:first-child { text-align: left; }
+.kv td { text-align: left; }
+.scroll { max-height: 520px; overflow: auto; display: inline-block; max-width: 100%; }
+.figs { display: flex; flex-wrap: wrap; gap: 18px; }
+figure { margin: 0; border: 1px solid #ddd; padding: 8px; background: #fafafa;
+         flex: 0 1 600px; min-width: 300px; }
+figure img { width: 100%; height: auto; display: block; }
+figcaption { font-size: 0.8em; max-width: 560px; color: #444; }
+.warn { background: #fff4e5; border-left: 4px solid #e69500; padding: 6px 10px; }
+.bad { color: #b00020; }
+.ok { color: #2e7d32; }
+.qc { display: grid; grid-template-columns: repeat(auto-fill, minmax(120px, 1fr));
+      gap: 4px 10px; font-size: 0.82em; }
+pre { background: #f6f6f6; padding: 8px; overflow: auto; font-size: 0.8em; max-height: 400px; }
+details { margin: 8px 0; }
+summary { cursor: pointer; color: #1f3b57; }
+</style>
+</head>
+<body>
+<header><h1>$title</h1><p>$subtitle</p></header>
+<nav><a href="#summary">Run</a><a href="#results">Results</a><a href="#figures">Figures</a>
+<a href="#plate">Plate</a><a href="#tables">Tables</a><a href="#qc">QC overlays</a></nav>
+<main>
+<section id="summary"><h2>Run summary</h2>$summary</section>
+<section id="results"><h2>Results per condition</h2>$results</section>
+<section id="figures"><h2>Figures</h2>$figures</section>
+<section id="plate"><h2>Plate</h2>$plate</section>
+<section id="tables"><h2>Tables</h2>$tables</section>
+<section id="qc"><h2>QC overlays</h2>$qc</section>
+</main>
+</body>
+</html>
+"""
+)
+
+
+def _kv(rows: Sequence[tuple[str, Any]]) -> str:
+    body = "".join(f"<tr><th>{_E(str(k))}</th><td>{v}</td></tr>" for k, v in rows)
+    return f'<table class="kv">{body}</table>'
+
+
+def _table(df: pd.DataFrame, *, float_format: str = "{:.4g}", scroll: bool = True) -> str:
+    if df is None or df.empty:
+        return "<p><em>(empty)</em></p>"
+    df = df.copy()
+    for c in df.columns:
+        if pd.api.types.is_float_dtype(df[c]):
+            df[c] = [("" if pd.isna(v) else float_format.format(v)) for v in df[c]]
+    text = df.to_html(index=False, escape=True, border=0, na_rep="")
+    return f'<div class="scroll">{text}</div>' if scroll else text
+
+
+def _duration(manifest: Mapping[str, Any]) -> str:
+    try:
+        t0 = _dt.datetime.fromisoformat(str(manifest["started"]))
+        t1 = _dt.datetime.fromisoformat(str(manifest["finished"]))
+    except (KeyError, ValueError, TypeError):
+        return ""
+    s = (t1 - t0).total_seconds()
+    return f"{s:.1f} s" if s < 120 else f"{s / 60:.1f} min"
+
+
+def _summary_html(manifest: Mapping[str, Any], agg: Mapping[str, Any], fields: pd.DataFrame) -> str:
+    summ = agg.get("summary", {}) or {}
+    n_fields = int(summ.get("n_fields", len(fields)))
+    n_failed = int(summ.get("n_fields_failed", 0))
+    status = (
+        f'<span class="ok">{n_fields - n_failed} ok</span>, '
+        f'<span class="{"bad" if n_failed else "ok"}">{n_failed} failed</span>'
+    )
+    versions = manifest.get("versions") or {}
+    rows = [
+        ("plate", _E(str(manifest.get("plate", ", ".join(map(str, fields.get("plate", [])[:1])))))),
+        ("plate path", _E(str(manifest.get("plate_path", "")))),
+        ("plate map", _E(str(summ.get("plate_map") or "(none)"))),
+        ("backend / device", _E(f"{manifest.get('backend', '?')} / {manifest.get('device', '?')}")),
+        ("started", _E(str(manifest.get("started", "")))),
+        ("finished", _E(str(manifest.get("finished", "")))),
+        ("duration", _E(_duration(manifest))),
+        ("fields", status),
+        ("replicate unit", _E(str(summ.get("unit", "")))),
+        ("control", _E(str(summ.get("control")))),
+        ("post-hoc test", _E(str(summ.get("posthoc", "")))),
+        ("red+ rule", _E(_rule_text(summ.get("red_positive"), manifest))),
+        ("versions", _E(", ".join(f"{k} {v}" for k, v in versions.items()))),
+    ]
+    parts = [_kv(rows)]
+    notes = list(summ.get("notes") or [])
+    if notes:
+        items = "".join(f"<li>{_E(str(n))}</li>" for n in notes)
+        parts.append(f'<div class="warn"><strong>Notes</strong><ul>{items}</ul></div>')
+    parts.append(_timings_html(manifest))
+    failed = _failed_fields(manifest, fields)
+    if len(failed):
+        parts.append(f'<h3 class="bad">Failed fields ({len(failed)})</h3>')
+        parts.append(_table(failed))
+    cfg = manifest.get("config")
+    if cfg:
+        text = json.dumps(cfg, indent=1, default=str)
+        parts.append(f"<details><summary>Configuration</summary><pre>{_E(text)}</pre></details>")
+    return "\n".join(parts)
+
+
+def _rule_text(rule: Mapping[str, Any] | None, manifest: Mapping[str, Any]) -> str:
+    if rule:
+        bits = [f"{k} = {v}" for k, v in rule.items() if k in ("min_foci", "min_volume_um3")
+                and v is not None]  # fmt: skip
+        text = " or ".join(bits)
+        if "controls" in rule:
+            share, n = 100 * rule["share"], rule["n_cells"]
+            text += (
+                f" (calibrated on {', '.join(rule['controls'])}: {share:.1f} % of {n} MSCs red+)"
+            )
+        return text
+    ro = (manifest.get("config") or {}).get("readouts") or {}
+    bits = [f"{k.replace('red_positive_', '')} = {v}" for k, v in ro.items() if v is not None]
+    return " or ".join(bits) + " (as measured)" if bits else "as measured"
+
+
+def _timings_html(manifest: Mapping[str, Any]) -> str:
+    entries = manifest.get("fields") or []
+    rows = [(s, float(t)) for e in entries for s, t in (e.get("timings") or {}).items()
+            if isinstance(t, (int, float))]  # fmt: skip
+    if not rows:
+        return ""
+    df = pd.DataFrame(rows, columns=["stage", "seconds"])
+    g = df.groupby("stage", sort=False)["seconds"]
+    t = pd.DataFrame({"total (s)": g.sum(), "per field (s)": g.mean(), "fields": g.size()})
+    t = t.reset_index()
+    return "<h3>Time per stage</h3>" + _table(t, scroll=False)
+
+
+def _failed_fields(manifest: Mapping[str, Any], fields: pd.DataFrame) -> pd.DataFrame:
+    entries = [e for e in (manifest.get("fields") or []) if e.get("status") not in (None, "ok")]
+    if entries:
+        return pd.DataFrame(
+            [
+                {
+                    "well": e.get("well"),
+                    "field": e.get("field"),
+                    "status": e.get("status"),
+                    "error": str(e.get("error", "")),
+                }
+                for e in entries
+            ]  # fmt: skip
+        )
+    if "status" in fields:
+        bad = fields[fields["status"].astype("string").fillna("failed") != "ok"]
+        cols = [c for c in ("well", "field", "status", "error") if c in bad]
+        return bad[cols].reset_index(drop=True)
+    return pd.DataFrame()
+
+
+def _results_html(agg: Mapping[str, Any]) -> str:
+    cond = agg["conditions"]
+    if cond is None or cond.empty:
+        return "<p><em>No statistics (no plate map, or no mapped wells with data).</em></p>"
+    summ = agg.get("summary", {}) or {}
+    use_posthoc = cond["p_posthoc"].notna().any()
+    star_col = "stars_posthoc" if use_posthoc else "stars"
+    cells = []
+    for _, r in cond.iterrows():
+        if not np.isfinite(r["mean"]):
+            txt = ""
+        else:
+            sem = f" ± {r['sem']:.3g}" if np.isfinite(r["sem"]) else ""
+            star = f" {r[star_col]}" if isinstance(r[star_col], str) and r[star_col] else ""
+            txt = f"{r['mean']:.3g}{sem} (n={int(r['n'])}){star}"
+        cells.append(txt)
+    wide = cond.assign(text=cells)
+    multi_day = wide["day"].nunique() > 1
+    index = ["condition", "day"] if multi_day else ["condition"]
+    order = {c: i for i, c in enumerate(summ.get("conditions") or dict.fromkeys(wide["condition"]))}
+    table = wide.pivot_table(index=index, columns="readout", values="text", aggfunc="first",
+                             sort=False)  # fmt: skip
+    cols = [r for r in (summ.get("readouts") or READOUTS) if r in table.columns]
+    table = table[cols].rename(columns={r: READOUTS[r].label for r in cols if r in READOUTS})
+    table = table.reset_index()
+    table = table.sort_values(index, key=lambda s: s.map(order) if s.name == "condition" else s)
+    what = "post-hoc test (Tukey HSD / Dunnett) vs" if use_posthoc else "Welch's t-test vs"
+    anova = cond.drop_duplicates(["readout", "day"])[["readout", "day", "f_anova", "p_anova",
+                                                      "stars_anova"]]  # fmt: skip
+    anova = anova.rename(columns={"f_anova": "F", "p_anova": "p", "stars_anova": ""})
+    if not multi_day:
+        anova = anova.drop(columns="day")
+    return (
+        f"<p>Mean ± SEM (n {_E(str(summ.get('unit', '')))}s) and stars from the {what} "
+        f"control <strong>{_E(str(summ.get('control')))}</strong>: ns p ≥ 0.05, * p &lt; "
+        "0.05, ** p &lt; 0.01, *** p &lt; 0.001. Welch p-values, Holm-adjusted p-values and "
+        "ratios to the control are in the conditions table below.</p>"
+        + _table(table.fillna(""))
+        + "<h3>One-way ANOVA across conditions</h3>"
+        + _table(anova, scroll=False)
+    )
+
+
+def _img(path: Path, alt: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<img src="data:image/png;base64,{data}" alt="{_E(alt)}">'
+
+
+def _figures_html(figs, out_dir: Path, sections: Sequence[str]) -> str:
+    blocks = []
+    for f in figs:
+        if f.section not in sections:
+            continue
+        svg = f.svg.relative_to(out_dir).as_posix()
+        blocks.append(
+            f"<figure>{_img(f.png, f.title)}<figcaption><strong>{_E(f.title)}</strong>. "
+            f'{_E(f.caption)} <a href="{_E(svg)}">SVG</a></figcaption></figure>'
+        )
+    if not blocks:
+        return "<p><em>(no figures)</em></p>"
+    return '<div class="figs">' + "\n".join(blocks) + "</div>"
+
+
+def _qc_html(out_dir: Path, fields: pd.DataFrame) -> str:
+    qc_dir = out_dir / "qc"
+    pngs = sorted(qc_dir.glob("*.png")) if qc_dir.is_dir() else []
+    if not pngs:
+        return "<p><em>No QC overlays in qc/.</em></p>"
+    status = {}
+    if {"well", "field", "status"} <= set(fields.columns):
+        for w, f, s in zip(fields["well"], fields["field"], fields["status"], strict=True):
+            status[f"{str(w).replace('/', '')}_f{int(f)}"] = str(s)
+    links = []
+    for p in pngs:
+        st = status.get(p.stem, "")
+        cls = ' class="bad"' if st and st != "ok" else ""
+        rel = p.relative_to(out_dir).as_posix()
+        links.append(f'<a{cls} href="{_E(rel)}">{_E(p.stem)}</a>')
+    return (
+        f"<p>{len(pngs)} per-field overlays (open in a browser next to this file; "
+        "failed fields in red).</p>" + '<div class="qc">' + "".join(links) + "</div>"
+    )
+
+
+def render_report(
+    out_dir: str | Path,
+    agg: Mapping[str, Any],
+    manifest: Mapping[str, Any],
+    fields: pd.DataFrame,
+    figs: Sequence[Any],
+) -> str:
+    """The report page as a string (see :func:`build_report`)."""
+    out_dir = Path(out_dir)
+    plate = manifest.get("plate") or (str(fields["plate"].iloc[0]) if len(fields) else "plate")
+    title = f"hcsmito report: {plate}"
+    sub = f"generated {_dt.datetime.now(_dt.UTC).isoformat(timespec='seconds')}"
+    wells = agg["wells"]
+    well_cols = [c for c in wells.columns if not c.endswith("_sem")]
+    cond_cols = [c for c in agg["conditions"].columns if c not in ("label",)]
+    tables = (
+        "<h3>Conditions</h3><p>One row per condition, day and readout "
+        "(<code>tables/conditions.parquet</code>).</p>"
+        + _table(agg["conditions"][cond_cols] if len(agg["conditions"]) else agg["conditions"])
+        + "<h3>Wells</h3><p>One row per well (<code>tables/wells.parquet</code>; SEM over "
+        "fields in the file).</p>" + _table(wells[well_cols])
+    )
+    trends = agg.get("trends")
+    if trends is not None and len(trends):
+        tables += "<h3>Trends over day</h3>" + _table(trends, scroll=False)
+    return PAGE.substitute(
+        title=_E(title),
+        subtitle=_E(sub),
+        summary=_summary_html(manifest, agg, fields),
+        results=_results_html(agg),
+        figures=_figures_html(figs, out_dir, ("bars", "time")),
+        plate=_figures_html(figs, out_dir, ("qc", "plate")),
+        tables=tables,
+        qc=_qc_html(out_dir, fields),
+    )
+
+
+def build_report(
+    out_dir: str | Path,
+    *,
+    plate_map: str | Path | pd.DataFrame | None = None,
+    reaggregate: bool = True,
+    **options: Any,
+) -> Path:
+    """Write ``OUT/report.html`` (and ``OUT/figures/*.png|svg``) from a run's tables.
+
+    Parameters
+    ----------
+    out_dir : path
+        The run folder (``tables/fields.parquet`` required, ``manifest.json`` optional).
+    plate_map : path or DataFrame, optional
+        Overrides the plate map named in the manifest's config.
+    reaggregate : bool
+        Recompute ``tables/{wells,conditions,replicates,trends}.parquet`` first
+        (:func:`hcsmito.aggregate.write_aggregates`); ``False`` uses those on disk.
+    **options
+        Passed to :func:`hcsmito.aggregate.write_aggregates` (``unit``, ``control``...).
+
+    Returns
+    -------
+    Path
+        ``OUT/report.html``.
+    """
+    from hcsmito.report.figures import make_figures
+
+    out_dir = Path(out_dir)
+    fields_path = out_dir / "tables" / "fields.parquet"
+    if not fields_path.is_file():
+        raise FileNotFoundError(
+            f"{fields_path} is absent: 'hcsmito report' needs the tables of a finished "
+            f"'hcsmito run' in {out_dir}"
+        )
+    manifest = read_manifest(out_dir)
+    if reaggregate or not (out_dir / "tables" / "conditions.parquet").is_file():
+        agg = write_aggregates(out_dir, plate_map=plate_map, **options)
+    else:
+        agg = read_aggregates(out_dir)
+    fields = pd.read_parquet(fields_path)
+    figs = make_figures(agg, out_dir / "figures")
+    page = render_report(out_dir, agg, manifest, fields, figs)
+    path = out_dir / "report.html"
+    path.write_text(page, encoding="utf-8")
+    log.info("wrote %s (%.1f kB)", path, path.stat().st_size / 1e3)
+    return path
