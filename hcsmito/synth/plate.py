@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hcsmito.synth.field import CHANNEL_COLORS, SynthField, generate_field
+from hcsmito.synth.field import CHANNEL_COLORS, CHANNEL_LABELS, SynthField, generate_field
 from hcsmito.synth.params import PLATE_CONDITIONS, SynthParams, resolve_condition
 
 __all__ = ["default_layout", "field_seed", "read_truth", "write_synth_plate"]
@@ -83,6 +83,7 @@ def write_synth_plate(
     shape: Sequence[int] | None = None,
     ngff: str = "0.5",
     params: SynthParams | None = None,
+    channels: Sequence[str] | None = None,
     overwrite: bool = False,
 ) -> Path:
     """Generate a plate of synthetic co-culture fields, its plate map and its truth.
@@ -105,6 +106,9 @@ def write_synth_plate(
         NGFF version of the plate and of the truth label plate.
     params : SynthParams, optional
         Generator parameters (default ``SynthParams()``).
+    channels : sequence of str, optional
+        Channel labels to write, in order (default all: ``GFP``, ``MitoTracker Red``,
+        ``Phalloidin``): e.g. a plate without actin. The truth is the same.
     overwrite : bool
         Replace an existing plate, plate map and truth.
 
@@ -124,6 +128,11 @@ def write_synth_plate(
     if shape is not None:
         p = SynthParams(**{**p.model_dump(), "shape": tuple(int(s) for s in shape)})
     layout = _layout(wells)
+    channels = tuple(CHANNEL_LABELS if channels is None else channels)
+    unknown = [c for c in channels if c not in CHANNEL_LABELS]
+    if unknown or not channels or len(set(channels)) != len(channels):
+        raise ValueError(f"channels {list(channels)}: give distinct labels from {CHANNEL_LABELS}")
+    pick = [CHANNEL_LABELS.index(c) for c in channels]
     stem = out.name[: -len(".zarr")]
     truth = out.parent / f"{stem}_truth"
     platemap = out.parent / f"{stem}_platemap.csv"
@@ -149,8 +158,9 @@ def write_synth_plate(
             fs = field_seed(seed, well, fi)
             seeds[f"{name}/{fi}"] = fs
             f: SynthField = generate_field(p, condition=cond, seed=fs)
-            write_image(out, well, fi, f.image, axes=axes, voxel_size=f.voxel_size,
-                        channel_labels=f.channel_labels, channel_colors=CHANNEL_COLORS)  # fmt: skip
+            write_image(out, well, fi, f.image[pick], axes=axes, voxel_size=f.voxel_size,
+                        channel_labels=channels,
+                        channel_colors=[CHANNEL_COLORS[i] for i in pick])  # fmt: skip
             for lname, lab in f.labels.items():
                 write_labels(labels_plate, well, fi, lname, lab, axes=axes[1:],
                              voxel_size=f.voxel_size)  # fmt: skip
@@ -167,7 +177,13 @@ def write_synth_plate(
             truth / f"{k}.parquet", index=False
         )
     pd.DataFrame(summaries).to_parquet(truth / "fields.parquet", index=False)
-    meta = {"seed": seed, "ngff": ngff, "params": p.model_dump(mode="json"), "field_seeds": seeds}
+    meta = {
+        "seed": seed,
+        "ngff": ngff,
+        "channels": list(channels),
+        "params": p.model_dump(mode="json"),
+        "field_seeds": seeds,
+    }
     (truth / "synth.json").write_text(json.dumps(meta, indent=1))
     return out
 
