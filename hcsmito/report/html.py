@@ -55,7 +55,7 @@ td:first-child, th:first-child { text-align: left; }
 .scroll { max-height: 520px; overflow: auto; display: inline-block; max-width: 100%; }
 .figs { display: flex; flex-wrap: wrap; gap: 18px; }
 figure { margin: 0; border: 1px solid #ddd; padding: 8px; background: #fafafa;
-         flex: 0 1 600px; min-width: 300px; }
+         flex: 0 1 560px; min-width: 300px; }
 figure img { width: 100%; height: auto; display: block; }
 figcaption { font-size: 0.8em; max-width: 560px; color: #444; }
 .warn { background: #fff4e5; border-left: 4px solid #e69500; padding: 6px 10px; }
@@ -228,6 +228,7 @@ def _results_html(agg: Mapping[str, Any]) -> str:
     cols = [r for r in (summ.get("readouts") or READOUTS) if r in table.columns]
     table = table[cols].rename(columns={r: READOUTS[r].label for r in cols if r in READOUTS})
     table = table.reset_index()
+    table.columns.name = None
     table = table.sort_values(index, key=lambda s: s.map(order) if s.name == "condition" else s)
     what = "post-hoc test (Tukey HSD / Dunnett) vs" if use_posthoc else "Welch's t-test vs"
     anova = cond.drop_duplicates(["readout", "day"])[["readout", "day", "f_anova", "p_anova",
