@@ -217,20 +217,28 @@ def _parent_mode(d, p, w, n_labels):
     return best, overlap
 
 
+def _foreground(blk: np.ndarray) -> np.ndarray:
+    """Flat indices of the non-zero voxels of a 1-D block.
+
+    ``nonzero`` on a bool mask is ~4x faster than on the integers themselves (measured; a
+    first pass over 8-byte words did not pay off once foci are not extremely sparse).
+    """
+    return np.flatnonzero(blk != 0)
+
+
 def _moments_cpu(labels, channels, parents) -> _Moments:
     ndim = labels.ndim
     shape = labels.shape
     X = shape[-1]
     Y = shape[-2]
     plane = Y * X if ndim == 3 else 0
-    if labels.dtype.kind == "i" and labels.size and labels.min() < 0:
-        raise ValueError("labels must be non-negative (0 = background)")
     lab2d = np.ascontiguousarray(labels).reshape(-1, X)
     flat_all = lab2d.reshape(-1)
     chans = [np.ascontiguousarray(c).reshape(-1) for c in channels]
     pars = {k: np.ascontiguousarray(v).reshape(-1) for k, v in parents.items()}
     C = len(chans)
     pairs = _pairs(ndim)
+    signed = labels.dtype.kind == "i"
     rows_per_block = max(1, min(_BLOCK_VOXELS, max(1 << 16, labels.size // 8)) // X)
 
     blocks: list[dict[str, np.ndarray]] = []
@@ -240,10 +248,12 @@ def _moments_cpu(labels, channels, parents) -> _Moments:
     for r0 in range(0, lab2d.shape[0], rows_per_block):
         r1 = min(lab2d.shape[0], r0 + rows_per_block)
         blk = lab2d[r0:r1].reshape(-1)
-        idx = np.flatnonzero(blk != 0)  # via a bool mask: ~4x faster than on ints
+        idx = _foreground(blk)
         if idx.size == 0:
             continue
         lv = blk[idx]
+        if signed and lv.min() < 0:
+            raise ValueError("labels must be non-negative (0 = background)")
         g0 = r0 * X  # flat offset of the block
         # run starts: a new label, a gap, a new row, or a new parent
         brk = np.empty(idx.size, dtype=bool)
