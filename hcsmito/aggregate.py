@@ -541,8 +541,8 @@ def write_aggregates(
     out_dir : path
         The run folder (``OUT/tables/fields.parquet`` must exist).
     plate_map : path or DataFrame, optional
-        Default: ``config.plate_map``, else ``manifest["config"]["plate_map"]``; without
-        one, per-well results only.
+        Default: ``manifest["plate_map"]``, else the config's ``plate_map``, else
+        ``OUT/platemap.csv``; without one, per-well results only.
     config : Config or mapping, optional
         Default: ``manifest["config"]``. Read: ``plate_map`` and, when present, the
         ``statistics`` section (``unit``, ``control``, ``posthoc``, ``calibrate``,
@@ -561,12 +561,7 @@ def write_aggregates(
     if config is None:
         config = manifest.get("config") or {}
     if plate_map is None:
-        pm = (
-            config.get("plate_map")
-            if isinstance(config, Mapping)
-            else getattr(config, "plate_map", None)
-        )
-        plate_map = pm
+        plate_map = _find_plate_map(out_dir, manifest, config)
     if plate_map is not None and not isinstance(plate_map, pd.DataFrame):
         wells_seen = sorted(set(tables["fields"]["well"]))
         plate_map = read_plate_map(plate_map, plate_wells=wells_seen, on_extra="warn")
@@ -586,6 +581,29 @@ def write_aggregates(
     res["summary"] = summary
     (tdir / "aggregate.json").write_text(json.dumps(summary, indent=1, default=str))
     return res
+
+
+def _find_plate_map(out_dir: Path, manifest: Mapping[str, Any], config: Any) -> Path | None:
+    """The plate map of a run: ``manifest["plate_map"]``, else ``config.plate_map``, else
+    ``OUT/platemap.csv``; a relative path is tried as given, then relative to ``OUT``."""
+    cfg_pm = (
+        config.get("plate_map")
+        if isinstance(config, Mapping)
+        else getattr(config, "plate_map", None)
+    )
+    for cand in (manifest.get("plate_map"), cfg_pm):
+        if cand:
+            p = Path(cand)
+            if p.is_file():
+                return p
+            if not p.is_absolute() and (out_dir / p).is_file():
+                return out_dir / p
+            raise FileNotFoundError(
+                f"plate map {p} named by the run in {out_dir} is not found: pass it again "
+                "(hcsmito report OUT --plate-map FILE)"
+            )
+    local = out_dir / "platemap.csv"
+    return local if local.is_file() else None
 
 
 def _to_parquet(df: pd.DataFrame, path: Path) -> None:

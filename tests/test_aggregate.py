@@ -291,3 +291,12 @@ def test_write_and_read_aggregates(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     res2 = write_aggregates(tmp_path)
     assert res2["summary"]["unit"] == "field"
+    assert res2["summary"]["plate_map"] == str(pm_path)
+    # the runner's manifest names it at the top level, relative paths resolve against OUT
+    manifest = {"plate_map": "map.csv", "config": {"plate_map": None}}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    assert write_aggregates(tmp_path)["summary"]["plate_map"] == str(tmp_path / "map.csv")
+    manifest = {"plate_map": "gone.csv"}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(FileNotFoundError, match="gone.csv.*--plate-map"):
+        write_aggregates(tmp_path)
