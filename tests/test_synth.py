@@ -192,6 +192,17 @@ def test_tnt_truth_matches_pixels(field):
         ):
             assert _distance_to(labels_of[kind] == ident, end, vox) <= np.linalg.norm(vox)
         assert row.endpoints[0] == pytest.approx([row.z0_um, row.y0_um, row.x0_um])
+        # away from every other cell (but near its ends)
+        others = (msc.max(0) > 0) | (jur.max(0) > 0)
+        for kind, ident in ((row.from_kind, row.from_id), (row.to_kind, row.to_id)):
+            others &= labels_of[kind].max(0) != ident
+        dist = ndi.distance_transform_edt(~others, sampling=vox[1:])
+        pts = np.argwhere(voxels) * vox
+        ends = np.array([row.endpoints[0], row.endpoints[1]])
+        far = np.linalg.norm(pts[:, None] - ends[None], axis=2).min(1) > 1.5
+        yx = np.argwhere(voxels)[far][:, 1:]
+        if len(yx):
+            assert dist[yx[:, 0], yx[:, 1]].min() >= p.tnt_clearance_um - 0.5
         length = math.dist((row.z0_um, row.y0_um, row.x0_um), (row.z1_um, row.y1_um, row.x1_um))
         assert row.length_um == pytest.approx(length)
         assert p.tnt_length_um[0] <= row.length_um <= p.tnt_length_um[1]

@@ -375,6 +375,26 @@ def _endpoint(rng, p: SynthParams, scene: Scene, kind: str, ident: int, th: floa
     return None if yx is None else (p.glass_z_um + th, *yx)
 
 
+def _passes_other_cell(p, scene, free, iy, ix, msc_dist, nearest_id, end_a, end_b) -> bool:
+    """Whether the free part of a tube comes within ``p.tnt_clearance_um`` of a cell other
+    than its two ends (the first and last micrometre of the tube are not checked)."""
+    gap = p.tnt_clearance_um
+    along = np.linalg.norm(free - free[0], axis=1)
+    mid = (along > 1.0) & (along < along[-1] - 1.0)
+    ends_msc = {ident for kind, ident in (end_a, end_b) if kind == "msc"}
+    ends_jur = {ident for kind, ident in (end_a, end_b) if kind == "jurkat"}
+    near = mid & (msc_dist[iy, ix] < gap) & ~np.isin(nearest_id[iy, ix], list(ends_msc))
+    if near.any():
+        return True
+    for k, j in enumerate(scene.jurkats):
+        if k in ends_jur:
+            continue
+        d = np.hypot(free[mid, 1] - j.center[1], free[mid, 2] - j.center[2])
+        if d.size and d.min() < j.radius_xy + gap:
+            return True
+    return False
+
+
 def _place_tnts(rng, p: SynthParams, scene: Scene, n: int) -> list[Tnt]:
     glass = [k for k, j in enumerate(scene.jurkats) if not j.adhered]
     mscs = list(range(1, scene.n_msc + 1))
@@ -394,6 +414,11 @@ def _place_tnts(rng, p: SynthParams, scene: Scene, n: int) -> list[Tnt]:
     out: list[Tnt] = []
     occupied = np.zeros(p.shape[-2:], dtype=bool)  # xy pixels near accepted tubes
     yy, xx = _grid(p)
+    # distance to, and id of, the nearest MSC: a tube passes no third cell closely
+    msc_dist, nearest = ndi.distance_transform_edt(
+        scene.footprint == 0, sampling=p.voxel_size[1:], return_indices=True
+    )
+    nearest_id = scene.footprint[nearest[0], nearest[1]]
     for _ in range(n):
         for _attempt in range(80):
             (ka, kb) = pairs[int(rng.choice(len(pairs), p=weights))][0]
@@ -429,6 +454,8 @@ def _place_tnts(rng, p: SynthParams, scene: Scene, n: int) -> list[Tnt]:
             ix = np.clip(np.rint(free[:, 2] / p.voxel_size[2]).astype(int), 0, p.shape[-1] - 1)
             over = (scene.footprint[iy, ix] > 0) * step
             if over.sum() > 2.5 or occupied[iy, ix].any():
+                continue
+            if _passes_other_cell(p, scene, free, iy, ix, msc_dist, nearest_id, (ka, a), (kb, b)):
                 continue
             d = rng.uniform(*p.tnt_diameter_um)
             tnt = Tnt(
