@@ -113,6 +113,15 @@ def test_non_contiguous_label_values(dtype):
             np.testing.assert_allclose(ours[key], want, rtol=1e-5, atol=ATOL.get(key, 0))
 
 
+def test_float_path_for_giant_objects(monkeypatch):
+    # objects too big for exact int64 inertia numerators take float64: same answer
+    import hcsmito.measure.morphometry as morpho
+
+    monkeypatch.setattr(morpho, "_exact_limit", lambda shape: 0)
+    labels = random_labels((10, 40, 50), seed=19)
+    assert_matches_skimage(labels, random_intensity(labels.shape, 19), spacing=(1.1, 0.3, 0.2))
+
+
 def test_one_label():
     labels = np.zeros((9, 30, 31), np.int32)
     labels[2:7, 4:20, 10:29] = 42

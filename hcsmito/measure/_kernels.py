@@ -427,7 +427,7 @@ def _eig_kernel(n: int):
 
 
 @cache
-def _axes_kernel(ndim: int, exact: bool):
+def _axes_kernel(ndim: int):
     """Inertia tensor (scikit-image's, with spacing) -> axis_major/minor_length, fused."""
     cp = _cupy()
     pairs = _pairs(ndim)
@@ -435,13 +435,13 @@ def _axes_kernel(ndim: int, exact: bool):
     body = [
         f"double m[{ndim}][{ndim}]; double cov[{ndim}][{ndim}];",
         "const double nn = (double)cnt;",
+        "const bool exact = cnt < limit;  // n*s2 - s1*s1 exact in int64",
     ]
     for k, (a, b) in enumerate(pairs):
         sa, sb, s2 = f"s1[i * {ndim} + {a}]", f"s1[i * {ndim} + {b}]", f"s2[i * {np_} + {k}]"
         num = (
-            f"(double)(cnt * {s2} - {sa} * {sb})"  # exact in int64 (checked by the caller)
-            if exact
-            else f"(nn * (double){s2} - (double){sa} * (double){sb})"
+            f"(exact ? (double)(cnt * {s2} - {sa} * {sb})"
+            f" : (nn * (double){s2} - (double){sa} * (double){sb}))"
         )
         body.append(f"cov[{a}][{b}] = {num} / (nn * nn) * (sp[{a}] * sp[{b}]);")
         if a != b:
@@ -462,21 +462,26 @@ def _axes_kernel(ndim: int, exact: bool):
             "minor = sqrt(fmax(0.0, 10.0 * (-l1 + l2 + l3)));"
         )
     return cp.ElementwiseKernel(
-        "int64 cnt, raw int64 s1, raw int64 s2, raw float64 sp",
+        "int64 cnt, raw int64 s1, raw int64 s2, raw float64 sp, int64 limit",
         "float64 major, float64 minor",
         "\n".join(body),
-        f"hcsmito_axis_lengths_{ndim}d_{'exact' if exact else 'float'}",
+        f"hcsmito_axis_lengths_{ndim}d",
     )
 
 
-def axis_lengths(n, s1, s2, spacing, exact: bool):
-    """axis_major_length, axis_minor_length per label (device), one fused kernel."""
+def axis_lengths(n, s1, s2, spacing, exact_limit: int):
+    """axis_major_length, axis_minor_length per label (device), one fused kernel.
+
+    Objects with fewer than ``exact_limit`` voxels get exact integer inertia numerators.
+    """
     cp = _cupy()
     ndim = s1.shape[1]
     if n.size == 0:
         return cp.zeros(0), cp.zeros(0)
     sp = cp.asarray(spacing, dtype=np.float64)
-    return _axes_kernel(ndim, exact)(n, cp.ascontiguousarray(s1), cp.ascontiguousarray(s2), sp)
+    return _axes_kernel(ndim)(
+        n, cp.ascontiguousarray(s1), cp.ascontiguousarray(s2), sp, np.int64(exact_limit)
+    )
 
 
 def eigvalsh_sym(T):

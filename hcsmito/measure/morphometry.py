@@ -545,20 +545,25 @@ def _moments_reference(labels, channels, parents, b: Backend) -> _Moments:
 # --------------------------------------------------------------------------------------------
 
 
+def _exact_limit(shape) -> int:
+    """Objects with fewer voxels than this have exact int64 inertia numerators."""
+    return (1 << 31) // max(shape)
+
+
 def _inertia_eigvals(m: _Moments, spacing, shape, xp) -> Any:
     """Eigenvalues (descending) of scikit-image's inertia tensor, per label: (L, ndim)."""
     ndim = m.s1.shape[1]
     L = m.n.size
     n = m.n.astype(xp.float64)
-    # n·Σab - Σa·Σb is exact in int64 while n·max(coord)² stays below 2**62
-    exact = float(np.prod(shape)) * float(max(shape)) ** 2 < 2.0**62
+    # n·Σab - Σa·Σb is exact in int64 for objects with n·max(coord) < 2**31, which are all
+    # but the giant ones; those take float64 (relative error ~1e-16 of n²·coord²)
+    exact = m.n < _exact_limit(shape)
+    s1f = m.s1.astype(xp.float64)
     cov = xp.empty((L, ndim, ndim))
     for k, (a, b) in enumerate(_pairs(ndim)):
-        if exact:
-            num = (m.n * m.s2[:, k] - m.s1[:, a] * m.s1[:, b]).astype(xp.float64)
-        else:
-            s1 = m.s1.astype(xp.float64)
-            num = n * m.s2[:, k].astype(xp.float64) - s1[:, a] * s1[:, b]
+        num_int = (m.n * m.s2[:, k] - m.s1[:, a] * m.s1[:, b]).astype(xp.float64)
+        num_flt = n * m.s2[:, k].astype(xp.float64) - s1f[:, a] * s1f[:, b]
+        num = xp.where(exact, num_int, num_flt)
         cov[:, a, b] = num / (n * n) * (spacing[a] * spacing[b])
         cov[:, b, a] = cov[:, a, b]
     T = -cov
@@ -598,7 +603,6 @@ def _columns(m: _Moments, spacing, multichannel: bool, properties, shape, xp) ->
             out[f"{name}-{c}" if multichannel else name] = values[:, c]
 
     def axes():
-        exact = float(np.prod(shape)) * float(max(shape)) ** 2 < 2.0**62
         if xp is np:
             ev = _inertia_eigvals(m, spacing, shape, xp)
             if ndim == 2:
@@ -609,7 +613,7 @@ def _columns(m: _Moments, spacing, multichannel: bool, properties, shape, xp) ->
             )
         from hcsmito.measure._kernels import axis_lengths  # one fused kernel
 
-        return axis_lengths(m.n, m.s1, m.s2, spacing, exact)
+        return axis_lengths(m.n, m.s1, m.s2, spacing, _exact_limit(shape))
 
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = once("mean", lambda: m.sw / n[:, None]) if C else None
