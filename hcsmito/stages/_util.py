@@ -152,9 +152,9 @@ def background_level_noise(b: Backend, image: Any, mask: Any = None) -> tuple[fl
     if x.size == 0:
         return 0.0, 0.0
     lo, med = np.percentile(x, [0.5, 50.0])
-    hi = med + max(med - lo, 1e-12)
-    if not hi > lo:
+    if med - lo <= 1e-6 * max(1.0, abs(float(med))):  # (nearly) constant below the median
         return float(med), 0.0
+    hi = med + (med - lo)
     sel = x[(x >= lo) & (x <= hi)]
     counts, edges = np.histogram(sel, bins=256, range=(lo, hi))
     kernel = np.array([1.0, 2.0, 3.0, 2.0, 1.0])

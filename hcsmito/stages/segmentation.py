@@ -185,7 +185,7 @@ def segment_msc(
     core_fraction: float = 0.8,
     seed_smooth_um: float | None = None,
     min_separation_um: float | None = None,
-    min_volume_um3: float | None = None,
+    min_area_um2: float | None = None,
 ) -> Instances:
     """MSC instances from the GFP channel.
 
@@ -229,9 +229,9 @@ def segment_msc(
     min_separation_um : float, µm, optional
         ``shape`` and ``intensity``: minimum distance between two seeds (default
         ``0.3 * msc_diameter_um``).
-    min_volume_um3 : float, µm³ (µm² for 2-D), optional
-        Smaller instances are dropped (default: the volume of a disc of
-        ``0.15 * msc_diameter_um`` and 1 µm height, or its area in 2-D).
+    min_area_um2 : float, µm², optional
+        Instances whose footprint (lateral projection) is smaller are dropped (default:
+        a disc of ``0.15 * msc_diameter_um`` diameter, 44 µm² at 50 µm).
 
     Returns
     -------
@@ -278,12 +278,10 @@ def segment_msc(
         lab2d = _split_by_intensity(
             b, smooth, mask2d, level, sp, msc_diameter_um, seed_smooth_um, min_separation_um
         )
+    if min_area_um2 is None:
+        min_area_um2 = math.pi * (0.075 * msc_diameter_um) ** 2
+    lab2d = remove_small_labels(b, lab2d, min_area_um2 / float(sp[-1] * sp[-2]))
     labels = _extend_through_z(b, lab2d, mask)
-
-    if min_volume_um3 is None:
-        area = math.pi * (0.075 * msc_diameter_um) ** 2
-        min_volume_um3 = area * (1.0 if img.ndim == 3 else 1.0)
-    labels = remove_small_labels(b, labels, min_volume_um3 / float(np.prod(sp)))
     return Instances(labels, touches_border(b, labels)[1:], thr)
 
 

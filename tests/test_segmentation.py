@@ -1,0 +1,203 @@
+"""MSC and Jurkat segmentation on small generated fields with known truth, both backends."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from hcsmito.stages.segmentation import segment_jurkat, segment_msc
+
+VS3 = (0.6, 0.4, 0.4)
+
+
+def toy_field(seed=0, shape=(14, 160, 200), vs=VS3, brightness=150.0, n_foci=6, twod=False):
+    """A small co-culture: two touching flat MSCs, one cut by the border, two Jurkats.
+
+    Returns ``gfp, mito, truth`` where truth holds the MSC and Jurkat footprints, the
+    Jurkat resting on an MSC and the foci centres (µm).
+    """
+    rng = np.random.default_rng(seed)
+    nz, ny, nx = shape
+    z, y, x = np.meshgrid(
+        *[np.arange(n) * s for n, s in zip(shape, vs, strict=True)], indexing="ij", sparse=True
+    )
+    y2, x2 = y[0], x[0]
+    cells = [(24.0, 24.0, 16.0), (24.0, 52.0, 13.0), (52.0, 72.0, 11.0)]  # y, x, radius (µm)
+    foot = np.zeros((ny, nx), np.int32)
+    height = np.zeros((ny, nx))
+    best = np.full((ny, nx), np.inf)
+    for i, (cy, cx, r) in enumerate(cells, start=1):
+        d = np.hypot(y2 - cy, x2 - cx) / r
+        take = (d < 1) & (d < best)
+        foot[take], best[take] = i, d[take]
+    for i, (cy, cx, r) in enumerate(cells, start=1):
+        inside = foot == i
+        edge = ndi.distance_transform_edt(inside, sampling=vs[1:])  # to its own outline
+        dome = np.minimum(edge / 5.0, 1.0)
+        nuc = np.hypot(y2 - cy, x2 - cx) < 0.3 * r
+        h = 1.2 + 2.4 * dome + 1.5 * nuc
+        height = np.where(inside, h, height)
+    glass = 1.0
+    gfp = ((z >= glass) & (z < glass + height)) * (1.0 + 0.2 * (foot[None] == 2))
+    gfp = gfp * (foot[None] > 0)
+    mito = 0.03 * gfp.astype(float)
+    jurkats = [(52.0, 28.0, False, 0), (22.0, 20.0, True, 1)]
+    jur_truth = []
+    for cy, cx, on, msc in jurkats:
+        cz = glass + (4.5 if not on else 4.5 + 3.0)
+        rr = np.sqrt(((z - cz) / 0.85) ** 2 + (y - cy) ** 2 + (x - cx) ** 2)
+        shell = (rr < 4.8) & (rr > 2.8)
+        tex = rng.random(shell.shape) < 0.5
+        mito = mito + 2.5 * (shell & tex) + 0.12 * (rr < 5.0)
+        jur_truth.append((cy, cx, on, msc))
+    foci = []
+    while len(foci) < n_foci:
+        iy, ix = rng.integers(0, ny), rng.integers(0, nx)
+        cy, cx = iy * vs[1], ix * vs[2]
+        if foot[iy, ix] == 0 or height[iy, ix] < 2.5:
+            continue
+        if any(np.hypot(cy - j[0], cx - j[1]) < 8.5 for j in jurkats):
+            continue
+        if any(np.hypot(cy - f[1], cx - f[2]) < 2.0 for f in foci):
+            continue
+        cz = glass + rng.uniform(0.8, height[iy, ix] - 0.8)
+        d = rng.uniform(0.4, 0.9)
+        ball = (z - cz) ** 2 + (y - cy) ** 2 + (x - cx) ** 2 < (d / 2) ** 2 + (vs[1] / 2) ** 2
+        mito = mito + 4.0 * ball
+        foci.append((cz, cy, cx, int(foot[iy, ix])))
+    out = []
+    for ch in (gfp, mito):
+        blur = ndi.gaussian_filter(ch.astype(float), (0.55 / vs[0], 0.16 / vs[1], 0.16 / vs[2]))
+        lam = 10.0 + brightness * blur
+        img = rng.poisson(lam) + rng.normal(100.0, 3.0, lam.shape)
+        if twod:
+            img = img.max(axis=0)
+        out.append(np.clip(img, 0, 65535).astype(np.uint16))
+    truth = {"msc": foot, "n_msc": len(cells), "jurkat": jur_truth, "foci": np.array(foci)}
+    return out[0], out[1], truth
+
+
+def _vs(twod):
+    return VS3[1:] if twod else VS3
+
+
+def _proj(a):
+    return a.max(axis=0) if a.ndim == 3 else a
+
+
+@pytest.fixture(scope="module", params=[False, True], ids=["3d", "2d"])
+def field(request):
+    return request.param, *toy_field(twod=request.param)
+
+
+def test_msc_instances_match_truth(backend, field):
+    twod, gfp, _, truth = field
+    res = segment_msc(backend.asarray(gfp), voxel_size=_vs(twod), msc_diameter_um=30.0)
+    lab = _proj(backend.to_host(res.labels))
+    assert res.labels.dtype == np.int32 and res.labels.shape == gfp.shape
+    assert res.n == truth["n_msc"]
+    foot = truth["msc"]
+    for cell in range(1, truth["n_msc"] + 1):
+        ids, counts = np.unique(lab[foot == cell], return_counts=True)
+        best = ids[np.argmax(counts)]
+        assert best > 0
+        inter = np.sum((lab == best) & (foot == cell))
+        iou = inter / np.sum((lab == best) | (foot == cell))
+        assert iou > 0.8, (cell, iou)
+        edge = np.zeros_like(foot, bool)
+        edge[[0, -1], :] = edge[:, [0, -1]] = True
+        assert res.touches_border[best - 1] == bool(np.any(edge & (foot == cell)))
+
+
+def test_msc_uint16_equals_float32(field):
+    twod, gfp, _, _ = field
+    a = segment_msc(gfp, voxel_size=_vs(twod), msc_diameter_um=30.0)
+    b = segment_msc(gfp.astype(np.float32), voxel_size=_vs(twod), msc_diameter_um=30.0)
+    np.testing.assert_array_equal(a.labels, b.labels)
+
+
+def test_jurkat_instances_and_position(backend, field):
+    twod, gfp, mito, truth = field
+    vs = _vs(twod)
+    msc = segment_msc(backend.asarray(gfp), voxel_size=vs, msc_diameter_um=30.0)
+    res = segment_jurkat(backend.asarray(mito), voxel_size=vs, msc_labels=msc.labels)
+    assert res.n == len(truth["jurkat"])
+    lab = _proj(backend.to_host(res.labels))
+    cent = np.array(ndi.center_of_mass(lab > 0, lab, range(1, res.n + 1))) * vs[-1]
+    msc2d = _proj(backend.to_host(msc.labels))
+    for cy, cx, on, msc_true in truth["jurkat"]:
+        d = np.hypot(cent[:, 0] - cy, cent[:, 1] - cx)
+        i = int(np.argmin(d))
+        assert d[i] < 1.0
+        assert res.on_msc[i] == on
+        if on:  # the MSC found under the true MSC's centre
+            cyx = np.argwhere(truth["msc"] == msc_true).mean(axis=0).astype(int)
+            assert res.msc_id[i] == msc2d[tuple(cyx)]
+        else:
+            assert res.msc_id[i] == 0 or res.msc_overlap[i] < 0.5
+
+
+def test_jurkat_without_msc_labels(field):
+    twod, _, mito, truth = field
+    res = segment_jurkat(mito, voxel_size=_vs(twod))
+    assert res.n == len(truth["jurkat"])
+    assert not res.on_msc.any() and (res.msc_id == 0).all()
+
+
+@pytest.mark.parametrize("func", [segment_msc, segment_jurkat])
+@pytest.mark.parametrize("dtype", [np.uint16, np.float32])
+@pytest.mark.parametrize(
+    "shape", [(1, 1), (1, 1, 1), (9, 11), (4, 9, 11), (3, 64, 64)], ids=lambda s: str(s)
+)
+def test_degenerate_fields_give_empty_labels(func, dtype, shape):
+    rng = np.random.default_rng(0)
+    top = 65535 if dtype == np.uint16 else 1e6
+    images = {
+        "zeros": np.zeros(shape, dtype),
+        "saturated": np.full(shape, top, dtype),
+        "noise": (100 + rng.poisson(10.0, shape)).astype(dtype),
+    }
+    vs = (0.5, 0.2, 0.2)[3 - len(shape) :]
+    for name, img in images.items():
+        res = func(img, voxel_size=vs)
+        assert res.labels.shape == shape, name
+        assert res.n == 0 and not res.labels.any(), name
+
+
+def test_single_bright_pixel_is_not_a_cell():
+    img = np.full((5, 40, 40), 100, np.uint16)
+    img[2, 20, 20] = 4000
+    assert segment_msc(img, voxel_size=(0.5, 0.3, 0.3)).n == 0
+    assert segment_jurkat(img, voxel_size=(0.5, 0.3, 0.3)).n == 0
+
+
+def test_bad_inputs_name_the_fix():
+    with pytest.raises(ValueError, match="select the channel"):
+        segment_msc(np.zeros((2, 3, 8, 8)), voxel_size=0.2)
+    with pytest.raises(ValueError, match="same field"):
+        segment_jurkat(np.zeros((8, 8)), voxel_size=0.2, msc_labels=np.zeros((4, 4), int))
+    with pytest.raises(ValueError, match="lacks axis"):
+        segment_msc(np.zeros((3, 8, 8)), voxel_size={"y": 0.2, "x": 0.2})
+
+
+def _agree(a, b):
+    """Share of voxels with the same label (labels are numbered in the same order)."""
+    return float(np.mean(a == b))
+
+
+@pytest.mark.gpu
+def test_gpu_matches_cpu(gpu, field):
+    twod, gfp, mito, _ = field
+    vs = _vs(twod)
+    cpu_m = segment_msc(gfp, voxel_size=vs, msc_diameter_um=30.0)
+    gpu_m = segment_msc(gpu.asarray(gfp), voxel_size=vs, msc_diameter_um=30.0)
+    assert gpu_m.n == cpu_m.n
+    assert _agree(gpu.to_host(gpu_m.labels), cpu_m.labels) > 0.995
+    np.testing.assert_array_equal(gpu_m.touches_border, cpu_m.touches_border)
+    cpu_j = segment_jurkat(mito, voxel_size=vs, msc_labels=cpu_m.labels)
+    gpu_j = segment_jurkat(gpu.asarray(mito), voxel_size=vs, msc_labels=gpu_m.labels)
+    assert gpu_j.n == cpu_j.n
+    assert _agree(gpu.to_host(gpu_j.labels), cpu_j.labels) > 0.995
+    np.testing.assert_array_equal(gpu_j.msc_id, cpu_j.msc_id)
+    np.testing.assert_array_equal(gpu_j.on_msc, cpu_j.on_msc)
