@@ -1,0 +1,178 @@
+"""Foci detection on generated fields with known foci, on real images, and its edge cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+from scipy import ndimage as ndi
+from test_segmentation import VS3, toy_field
+
+from hcsmito.stages.foci import detect_foci, enhance_spots
+from hcsmito.stages.segmentation import segment_jurkat, segment_msc
+
+
+@pytest.fixture(scope="module", params=[False, True], ids=["3d", "2d"])
+def field(request):
+    twod = request.param
+    gfp, mito, truth = toy_field(seed=1, twod=twod)
+    vs = VS3[1:] if twod else VS3
+    msc = segment_msc(gfp, voxel_size=vs, msc_diameter_um=30.0)
+    jur = segment_jurkat(mito, voxel_size=vs, msc_labels=msc.labels)
+    return twod, vs, mito, truth, msc.labels, jur.labels
+
+
+def _match(found_um, truth_um, tol=1.0):
+    d = np.sqrt(((found_um[:, None] - truth_um[None]) ** 2).sum(-1))
+    return d.min(axis=0) <= tol, d.min(axis=1) <= tol
+
+
+def test_foci_found_with_parents(backend, field):
+    twod, vs, mito, truth, msc, jur = field
+    res = detect_foci(
+        backend.asarray(mito),
+        voxel_size=vs,
+        msc_labels=backend.asarray(msc),
+        jurkat_labels=backend.asarray(jur),
+    )
+    lab = backend.to_host(res.labels)
+    assert lab.dtype == np.int32 and lab.shape == mito.shape
+    assert int(lab.max()) == res.n == len(res.parent) == len(res.peak)
+    cent = np.array(ndi.center_of_mass(mito.astype(float), lab, range(1, res.n + 1))) * vs
+    true = truth["foci"][:, :3][:, -len(vs) :]
+    found_true, true_found = _match(cent, true)
+    assert found_true.all() and true_found.all()  # every focus found, no false positive
+    # parents: the MSC label under each true focus
+    for cz, cy, cx, _cell in truth["foci"]:
+        i = int(np.argmin(np.hypot(cent[:, -2] - cy, cent[:, -1] - cx)))
+        idx = tuple(np.round(np.array([cz, cy, cx][-len(vs) :]) / vs).astype(int))
+        assert res.parent[i] == msc[idx] > 0
+    # peaks lie inside their own focus
+    assert (lab[tuple(res.peak.T)] == np.arange(1, res.n + 1)).all()
+
+
+def test_jurkat_bodies_and_halo_excluded(field):
+    twod, vs, mito, truth, msc, jur = field
+    whole = detect_foci(mito, voxel_size=vs)  # plate without an MSC channel
+    assert (whole.parent == 0).all()
+    near_jurkat = ndi.distance_transform_edt(jur == 0, sampling=vs)[tuple(whole.peak.T)] < 1.5
+    assert near_jurkat.sum() > 10  # the Jurkat mitochondria are spots too
+    res = detect_foci(mito, voxel_size=vs, msc_labels=msc, jurkat_labels=jur)
+    dist = ndi.distance_transform_edt(jur == 0, sampling=vs)
+    assert (dist[tuple(res.peak.T)] > 1.5).all()
+    # every focus of the full detection that is in an MSC and away from Jurkats is kept
+    keep = (msc[tuple(whole.peak.T)] > 0) & (dist[tuple(whole.peak.T)] > 1.5)
+    assert res.n == int(keep.sum())
+
+
+def test_enhance_spots_peaks_at_spot_centres():
+    img = np.zeros((15, 48, 48), np.float32)
+    centres = [(7, 10, 12), (5, 30, 33), (9, 36, 9)]
+    for c in centres:
+        img[c] = 100.0
+    img = ndi.gaussian_filter(img, (0.5 / 0.5, 0.15 / 0.1, 0.15 / 0.1))
+    resp = enhance_spots(img, voxel_size=(0.5, 0.1, 0.1), foci_diameter_um=0.4)
+    for c in centres:
+        win = tuple(slice(max(v - 3, 0), v + 4) for v in c)
+        local = np.unravel_index(np.argmax(resp[win]), resp[win].shape)
+        assert tuple(int(s.start + i) for s, i in zip(win, local, strict=True)) == c
+    assert resp.dtype == np.float32
+
+
+def test_touching_foci_split():
+    vs = (0.2, 0.2)
+    img = np.zeros((40, 40), np.float32)
+    img[20, 17] = img[20, 23] = 100.0  # 1.2 µm apart
+    img = ndi.gaussian_filter(img, 0.15 / 0.2) + 1.0
+    img += np.random.default_rng(0).normal(0, 0.01, img.shape).astype(np.float32)
+    res = detect_foci(img, voxel_size=vs, foci_diameter_um=0.4, min_separation_um=0.8)
+    assert res.n == 2
+    assert sorted(map(tuple, res.peak)) == [(20, 17), (20, 23)]
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.float32])
+@pytest.mark.parametrize("shape", [(1, 1), (1, 1, 1), (9, 11), (4, 9, 11)], ids=str)
+def test_degenerate_fields(dtype, shape):
+    rng = np.random.default_rng(0)
+    top = 65535 if dtype == np.uint16 else 1e6
+    vs = (0.5, 0.2, 0.2)[3 - len(shape) :]
+    for img in (np.zeros(shape, dtype), np.full(shape, top, dtype)):
+        for msc in (None, np.ones(shape, np.int32), np.zeros(shape, np.int32)):
+            res = detect_foci(img, voxel_size=vs, msc_labels=msc, jurkat_labels=msc)
+            assert res.n == 0 and res.labels.shape == shape and not res.labels.any()
+    noise = (100 + rng.poisson(10.0, (6, 40, 40))).astype(dtype)
+    res = detect_foci(noise, voxel_size=(0.5, 0.2, 0.2))
+    assert res.n <= 1  # ~1e-9 false-alarm rate per voxel at 6 sigma
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="same field"):
+        detect_foci(np.zeros((8, 8)), voxel_size=0.2, msc_labels=np.zeros((4, 4), int))
+    with pytest.raises(ValueError, match="select the channel"):
+        detect_foci(np.zeros((2, 3, 8, 8)), voxel_size=0.2)
+
+
+def test_speckles_foci_inside_nuclei(shared_data):
+    """gamma-H2AX foci and Hoechst nuclei (CellProfiler ExampleSpeckles).
+
+    The pixel size is not recorded; 0.1 µm/px is assumed (the pipeline's nuclei of
+    120-300 px are then 12-30 µm, its foci of 4-35 px 0.4-3.5 µm). Nuclei are segmented
+    with the MSC segmentation (Otsu, shape split: the pipeline uses Otsu and shape
+    declumping too).
+    """
+    d = shared_data / "speckles"
+    hoechst = tifffile.imread(d / "1-162hrhoe2.tif")
+    h2ax = tifffile.imread(d / "1-162hrh2ax2.tif")
+    vs = (0.1, 0.1)
+    nuclei = segment_msc(hoechst, voxel_size=vs, msc_diameter_um=15.0, threshold_method="otsu")
+    # 6 whole nuclei, and two cut by the left border (one a sliver) are visible
+    assert nuclei.n == 8 and nuclei.touches_border.sum() == 2
+    areas = np.bincount(nuclei.labels.ravel())[1:] * 0.01
+    assert np.all(areas[~nuclei.touches_border] > 120) and np.all(areas < 260)
+    whole = detect_foci(h2ax, voxel_size=vs, foci_diameter_um=0.8)
+    inside = nuclei.labels[tuple(whole.peak.T)] > 0
+    assert whole.n > 100 and inside.mean() > 0.75  # most foci of the field are nuclear
+    res = detect_foci(h2ax, voxel_size=vs, msc_labels=nuclei.labels, foci_diameter_um=0.8)
+    per_nucleus = np.bincount(res.parent, minlength=nuclei.n + 1)[1:]
+    whole_nuclei = ~nuclei.touches_border
+    assert (per_nucleus[whole_nuclei] >= 2).all() and (per_nucleus <= 60).all()
+
+
+def test_bpae_mitochondria_plausible(shared_data):
+    """Mitochondria of fixed BPAE cells (2-D, ~0.108 µm/px), segmented without parents.
+
+    Ranges: BPAE cells hold hundreds of mitochondrial fragments per field of a few
+    cells; a fragment seen as a spot is ~0.3-1 µm across (0.1-1 µm²); mitochondria
+    cover a minority of a field with several cells and background.
+    """
+    img = tifffile.imread(shared_data / "bpae" / "BPAE_mito.tif")
+    vs = (0.108, 0.108)
+    res = detect_foci(img, voxel_size=vs, foci_diameter_um=0.5)
+    areas = np.bincount(res.labels.ravel())[1:] * vs[0] * vs[1]
+    covered = float((res.labels > 0).mean())
+    assert 200 <= res.n <= 5000
+    assert 0.05 <= float(np.median(areas)) <= 1.0
+    assert 0.01 <= covered <= 0.4
+    # objects lie on the mitochondria, not on the background: bright in the raw image
+    from skimage.filters import threshold_otsu
+
+    assert (img[tuple(res.peak.T)] > threshold_otsu(img) * 0.5).mean() > 0.9
+
+
+@pytest.mark.gpu
+def test_gpu_matches_cpu(gpu, field):
+    twod, vs, mito, truth, msc, jur = field
+    cpu = detect_foci(mito, voxel_size=vs, msc_labels=msc, jurkat_labels=jur)
+    dev = detect_foci(
+        gpu.asarray(mito),
+        voxel_size=vs,
+        msc_labels=gpu.asarray(msc),
+        jurkat_labels=gpu.asarray(jur),
+    )
+    assert dev.n == cpu.n
+    np.testing.assert_array_equal(dev.parent, cpu.parent)
+    np.testing.assert_array_equal(dev.peak, cpu.peak)
+    assert np.mean(gpu.to_host(dev.labels) == cpu.labels) > 0.999
+    whole_cpu = detect_foci(mito, voxel_size=vs)
+    whole_dev = detect_foci(gpu.asarray(mito), voxel_size=vs)
+    assert abs(whole_dev.n - whole_cpu.n) <= max(1, 0.01 * whole_cpu.n)
