@@ -563,8 +563,9 @@ def write_aggregates(
     if plate_map is None:
         plate_map = _find_plate_map(out_dir, manifest, config)
     if plate_map is not None and not isinstance(plate_map, pd.DataFrame):
-        wells_seen = sorted(set(tables["fields"]["well"]))
-        plate_map = read_plate_map(plate_map, plate_wells=wells_seen, on_extra="warn")
+        # not checked against the wells with data: a run over some wells is legitimate;
+        # aggregate_tables notes mapped wells without fields and unmapped wells
+        plate_map = read_plate_map(plate_map)
     kw: dict[str, Any] = {}
     for key in ("unit", "control", "posthoc", "calibrate", "max_share", "calibrate_by",
                 "readouts"):  # fmt: skip

@@ -92,8 +92,9 @@ def test_report_self_contained(report96):
     out, path = report96
     tags = _tags(path)
     imgs = [a for t, a in tags if t == "img"]
-    # bar chart, time course, QC heatmap, readout heatmap
-    assert len(imgs) == 4
+    # bar chart, time course, QC heatmap, readout heatmap; QC thumbnails of 3 wells
+    assert len(imgs) == 4 + 3
+    assert sum(a["alt"].startswith("QC overlay") for a in imgs) == 3
     for a in imgs:
         src = a["src"]
         assert src.startswith("data:image/png;base64,"), src[:40]

@@ -12,8 +12,10 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import html
+import io
 import json
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from string import Template
@@ -61,8 +63,9 @@ figcaption { font-size: 0.8em; max-width: 560px; color: #444; }
 .warn { background: #fff4e5; border-left: 4px solid #e69500; padding: 6px 10px; }
 .bad { color: #b00020; }
 .ok { color: #2e7d32; }
-.qc { display: grid; grid-template-columns: repeat(auto-fill, minmax(120px, 1fr));
-      gap: 4px 10px; font-size: 0.82em; }
+.qc { display: grid; grid-template-columns: repeat(auto-fill, minmax(140px, 1fr));
+      gap: 8px 10px; font-size: 0.82em; }
+.qc img { width: 128px; height: auto; margin-top: 3px; }
 pre { background: #f6f6f6; padding: 8px; overflow: auto; font-size: 0.8em; max-height: 400px; }
 details { margin: 8px 0; }
 summary { cursor: pointer; color: #1f3b57; }
@@ -267,25 +270,70 @@ def _figures_html(figs, out_dir: Path, sections: Sequence[str]) -> str:
     return '<div class="figs">' + "\n".join(blocks) + "</div>"
 
 
-def _qc_html(out_dir: Path, fields: pd.DataFrame) -> str:
+def _thumbnail(path: Path, size: int) -> bytes:
+    """A PNG of ``path`` reduced by block means to at most ``size`` pixels a side."""
+    import matplotlib.image as mpimg
+
+    img = mpimg.imread(path)
+    step = max(1, int(np.ceil(max(img.shape[:2]) / size)))
+    h, w = (img.shape[0] // step) * step, (img.shape[1] // step) * step
+    small = img[:h, :w].reshape(h // step, step, w // step, step, -1).mean(axis=(1, 3))
+    buf = io.BytesIO()
+    mpimg.imsave(buf, np.clip(small[..., :3], 0, 1), format="png")
+    return buf.getvalue()
+
+
+def _qc_html(
+    out_dir: Path, fields: pd.DataFrame, *, thumb_px: int = 128, budget: int = 1_500_000
+) -> str:
+    """QC overlays: a thumbnail of each well's first field embedded (while the page's
+    ``budget`` of bytes lasts), every field linked by relative path."""
     qc_dir = out_dir / "qc"
-    pngs = sorted(qc_dir.glob("*.png")) if qc_dir.is_dir() else []
+    pngs = sorted(qc_dir.glob("*.png"), key=lambda p: _stem_key(p.stem)) if qc_dir.is_dir() else []
     if not pngs:
         return "<p><em>No QC overlays in qc/.</em></p>"
     status = {}
     if {"well", "field", "status"} <= set(fields.columns):
         for w, f, s in zip(fields["well"], fields["field"], fields["status"], strict=True):
             status[f"{str(w).replace('/', '')}_f{int(f)}"] = str(s)
-    links = []
+    by_well: dict[str, list[Path]] = {}
     for p in pngs:
-        st = status.get(p.stem, "")
-        cls = ' class="bad"' if st and st != "ok" else ""
-        rel = p.relative_to(out_dir).as_posix()
-        links.append(f'<a{cls} href="{_E(rel)}">{_E(p.stem)}</a>')
+        by_well.setdefault(p.stem.rsplit("_f", 1)[0], []).append(p)
+    cards, used, n_thumbs = [], 0, 0
+    for well, paths in by_well.items():
+        links = []
+        for p in paths:
+            st = status.get(p.stem, "")
+            cls = ' class="bad"' if st and st != "ok" else ""
+            rel = _E(p.relative_to(out_dir).as_posix())
+            links.append(f'<a{cls} href="{rel}">f{_E(p.stem.rsplit("_f", 1)[1])}</a>')
+        thumb = ""
+        if used < budget:
+            try:
+                data = base64.b64encode(_thumbnail(paths[0], thumb_px)).decode("ascii")
+            except (OSError, ValueError, SyntaxError) as exc:  # unreadable PNG: link only
+                log.warning("QC overlay %s unreadable: %s", paths[0], exc)
+            else:
+                used += len(data)
+                n_thumbs += 1
+                rel = _E(paths[0].relative_to(out_dir).as_posix())
+                thumb = (f'<a href="{rel}"><img src="data:image/png;base64,{data}" '
+                         f'alt="QC overlay {_E(paths[0].stem)}"></a>')  # fmt: skip
+        cards.append(f"<div><strong>{_E(well)}</strong> {' '.join(links)}<br>{thumb}</div>")
+    more = "" if n_thumbs == len(by_well) else f" (thumbnails for the first {n_thumbs} wells)"
     return (
-        f"<p>{len(pngs)} per-field overlays (open in a browser next to this file; "
-        "failed fields in red).</p>" + '<div class="qc">' + "".join(links) + "</div>"
+        f"<p>{len(pngs)} per-field overlays in <code>qc/</code>, linked by relative path "
+        f"(open this file next to its folder); failed fields in red{more}.</p>"
+        '<div class="qc">' + "".join(cards) + "</div>"
     )
+
+
+def _stem_key(stem: str) -> tuple:
+    m = re.match(r"^([A-Za-z]+)(\d+)_f(\d+)$", stem)
+    if m is None:
+        return (1, stem)
+    row, col, f = m.groups()
+    return (0, len(row), row, int(col), int(f))
 
 
 def render_report(
