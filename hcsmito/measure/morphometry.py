@@ -70,7 +70,7 @@ _INTENSITY_PROPERTIES = (
 
 # Voxels per block on the CPU: big enough to amortise the NumPy calls, small enough that the
 # per-block temporaries stay well below the size of the label image.
-_BLOCK_VOXELS = 1 << 21
+_BLOCK_VOXELS = 1 << 23
 
 
 @dataclass
