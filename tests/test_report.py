@@ -47,7 +47,9 @@ def _run_folder(out: Path) -> Path:
     pd.DataFrame(rows_map).to_csv(out / "platemap.csv", index=False)
     (out / "qc").mkdir()
     for w, fi in (("B/2", 0), ("C/5", 1), ("D/7", 0)):
-        mpimg.imsave(out / "qc" / f"{w.replace('/', '')}_f{fi}.png", np.eye(8))
+        mpimg.imsave(
+            out / "qc" / f"{w.replace('/', '')}_f{fi}.png", np.kron(np.eye(8), np.ones((48, 48)))
+        )
     bad = {("C/5", 1), ("D/7", 0), ("D/7", 1)}
     manifest = {
         "plate": "sim96", "plate_path": "/data/sim96.zarr",
