@@ -475,6 +475,15 @@ def detect_tnts(
     s_dist = b.to_host(dist[cidx]).astype(np.float64)  # device->host
     s_cell = b.to_host(nearest[cidx])  # device->host
     s_rad = b.to_host(radius[cidx]).astype(np.float64)  # device->host
+    # which cells each tube component reaches within contact_um (a skeleton retracts from
+    # a thick end, the mask does not)
+    n_cells = int(cells.max())
+    reach_v = mask & (dist <= contact_um)
+    pair = comp[reach_v].astype(xp.int64) * (n_cells + 1) + nearest[reach_v]
+    touch = xp.bincount(pair, minlength=(n_comp + 1) * (n_cells + 1)) > 0
+    touch = b.to_host(touch.reshape(n_comp + 1, n_cells + 1))  # device->host: small table
+    s_comp = b.to_host(comp[cidx])  # device->host
+    s_reach = touch[s_comp, s_cell]
 
     cargo = _cargo_response(
         b, foci_labels, mito, jur, free, cidx, sp, nd,
@@ -487,7 +496,13 @@ def detect_tnts(
 
     graph = _skeleton_graph(coords, tuple(actin.shape), sp)
     paths = _bridges(
-        graph, s_dist, s_cell, contact_um=contact_um, max_pass_um=max_pass_um, step_um=min(sp)
+        graph,
+        s_dist,
+        s_cell,
+        s_reach,
+        contact_um=contact_um,
+        max_pass_um=max_pass_um,
+        step_um=min(sp),
     )
     rows = []
     path_img = np.zeros(actin.shape, np.int32)
@@ -547,6 +562,7 @@ def _bridges(
     graph: Any,
     s_dist: np.ndarray,
     s_cell: np.ndarray,
+    s_reach: np.ndarray,
     *,
     contact_um: float,
     max_pass_um: float,
@@ -561,7 +577,9 @@ def _bridges(
     a cell. A group of pieces with ends on two different cells is a bridge: the shortest
     path through it between one end of each (the pair farthest apart when it touches more).
     Cortex hugging a cell outline is all contacts and never forms a piece; two tubes
-    meeting on a cell are cut apart there.
+    meeting on a cell are cut apart there. A free skeleton end whose tube (mask component)
+    reaches its nearest cell within ``contact_um`` (``s_reach``) is an end on that cell too:
+    skeletons retract from thick tube ends.
 
     Returns
     -------
@@ -577,7 +595,10 @@ def _bridges(
     if free_idx.size == 0:
         return []
     n_piece, piece = connected_components(graph[free_idx][:, free_idx], directed=False)
-    _, run = connected_components(graph[near_idx][:, near_idx], directed=False)
+    if near_idx.size:
+        _, run = connected_components(graph[near_idx][:, near_idx], directed=False)
+    else:
+        run = np.zeros(0, np.int32)
     piece_of = np.full(len(s_dist), -1)
     piece_of[free_idx] = piece
     run_of = np.full(len(s_dist), -1)
@@ -587,7 +608,11 @@ def _bridges(
     ok = piece_of[adj.col] >= 0
     # (near node, run, piece) for every contact next to a free voxel
     attach = np.stack([near_idx[adj.row[ok]], run[adj.row[ok]], piece_of[adj.col[ok]]], axis=1)
-    attach = np.unique(attach, axis=0)
+    # free skeleton ends whose tube reaches a cell: one-node end runs of their own
+    degree = np.diff(graph.tocsr().indptr)
+    loose = free_idx[(degree[free_idx] <= 1) & s_reach[free_idx]]
+    extra = np.stack([loose, run.size + np.arange(loose.size), piece_of[loose]], axis=1)
+    attach = np.unique(np.concatenate([attach, extra.astype(attach.dtype)]), axis=0)
     rp = np.unique(attach[:, 1:], axis=0)
     # union pieces through short pass-over runs
     parent = np.arange(n_piece)
@@ -598,7 +623,7 @@ def _bridges(
             i = parent[i]
         return i
 
-    run_size = np.bincount(run) if run.size else np.zeros(0, np.int64)
+    run_size = np.bincount(run, minlength=int(attach[:, 1].max(initial=0)) + 1)
     passing = set()
     for r in np.unique(rp[:, 0]) if len(rp) else []:
         pieces = rp[rp[:, 0] == r, 1]
@@ -621,9 +646,9 @@ def _bridges(
         inner = np.r_[
             free_idx[np.isin(piece, pieces)], near_idx[np.isin(run, list(passing))]
         ].astype(np.int64)
-        nodes = np.r_[inner, ends]
+        nodes = np.unique(np.r_[inner, ends])
         sub = graph[nodes][:, nodes]
-        loc = np.arange(len(inner), len(nodes))
+        loc = np.searchsorted(nodes, ends)
         dmat, pred = dijkstra(sub, indices=loc, return_predecessors=True)
         best = None
         for i in range(len(ends)):
