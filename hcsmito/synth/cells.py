@@ -420,7 +420,7 @@ def _place_tnts(rng, p: SynthParams, scene: Scene, n: int) -> list[Tnt]:
     )
     nearest_id = scene.footprint[nearest[0], nearest[1]]
     for _ in range(n):
-        for _attempt in range(80):
+        for _attempt in range(p.tnt_attempts):
             (ka, kb) = pairs[int(rng.choice(len(pairs), p=weights))][0]
             pool_a = glass if ka == "jurkat" else mscs
             pool_b = glass if kb == "jurkat" else mscs

@@ -159,6 +159,8 @@ class SynthParams(BaseModel):
         actin concentration, share carrying a mitochondrion and its diameter range (µm).
     tnt_clearance_um : float
         Lateral distance (µm) a nanotube keeps from every cell but its two ends.
+    tnt_attempts : int
+        Random tries to place each nanotube before giving it up.
     brightness : float
         Expected photons per voxel for a blurred concentration of 1.
     channel_gain : (3,) tuple of float
@@ -240,7 +242,8 @@ class SynthParams(BaseModel):
     tnt_actin: float = Field(3.0, ge=0)
     tnt_mito_share: float = Field(0.5, ge=0, le=1)
     tnt_mito_diameter_um: Pair = (0.5, 0.8)
-    tnt_clearance_um: float = Field(1.5, ge=0)
+    tnt_clearance_um: float = Field(1.0, ge=0)
+    tnt_attempts: int = Field(300, ge=1)
     # light and camera
     brightness: float = Field(200.0, gt=0)
     channel_gain: tuple[float, float, float] = (1.0, 1.0, 1.0)
