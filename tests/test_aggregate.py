@@ -300,3 +300,48 @@ def test_write_and_read_aggregates(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(FileNotFoundError, match="gone.csv.*--plate-map"):
         write_aggregates(tmp_path)
+
+
+# ------------------------------------------------------------------ generated plate truth
+
+
+def _truth_plate(tmp_path, layout, seed):
+    from hcsmito.synth import SynthParams, read_truth, write_synth_plate
+
+    # the same physical field on coarse voxels: the truth tables are what is tested
+    p = SynthParams(shape=(12, 128, 128), voxel_size=(0.6, 0.9, 0.9)).varied(voxel_size=2.0)
+    plate = write_synth_plate(tmp_path / "t.zarr", seed=seed, wells=layout, fields=1, params=p)
+    truth = read_truth(plate)
+    return {"fields": truth["fields"], "cells": truth["msc"], "foci": truth["foci"]}
+
+
+def test_generated_plate_truth_direction_and_significance(tmp_path):
+    """On the generator's truth tables, cytochalasin D transfers less than DMSO (and the
+    plate map written beside the plate is the one used)."""
+    from hcsmito.platemap import read_plate_map
+
+    layout = {f"{r}{c}": cond for c, cond in ((2, "DMSO"), (3, "cytochalasin D")) for r in "BCDE"}
+    tables = _truth_plate(tmp_path, layout, seed=0)
+    pm = read_plate_map(tmp_path / "t_platemap.csv", plate_wells=list(layout))
+    res = aggregate_tables(tables, pm, readouts=["foci_per_msc", "foci_volume_um3", "n_tnt"])
+    c = res["conditions"].set_index(["readout", "condition"])
+    for readout in ("foci_per_msc", "foci_volume_um3", "n_tnt"):
+        r = c.loc[(readout, "cytochalasin D")]
+        assert r["diff"] < 0 and r["p_welch"] < 0.01 and r["stars"] != "ns", (readout, r)
+    # the per-well value is the truth: foci inside MSCs / MSCs
+    cells = tables["cells"]
+    w = res["wells"].set_index("well")
+    sel = cells[cells["well"] == "B/2"]
+    assert_allclose(w.loc["B/2", "foci_per_msc"], sel["n_foci"].sum() / len(sel))
+
+
+def test_generated_plate_relabelled_no_difference(tmp_path):
+    """All wells DMSO, half of them called something else in the map: no significance."""
+    layout = {f"{r}{c}": "DMSO" for c in (2, 3) for r in "BCDE"}
+    tables = _truth_plate(tmp_path, layout, seed=1)
+    pm = _map([(f"{r}{c}", "DMSO" if c == 2 else "relabelled", i + 1, 1)
+               for c in (2, 3) for i, r in enumerate("BCDE")])  # fmt: skip
+    res = aggregate_tables(tables, pm, readouts=["foci_per_msc", "pct_msc_red_positive"])
+    c = res["conditions"]
+    r = c[(c["condition"] == "relabelled") & (c["readout"] == "foci_per_msc")].iloc[0]
+    assert r["p_welch"] > 0.05 and r["stars"] == "ns" and abs(r["ratio"] - 1) < 0.3

@@ -143,3 +143,16 @@ def test_false_positive_rate_under_null():
         for d in data[:500]
     ]
     assert np.mean(fam) <= st.binom.ppf(0.9995, 500, 0.05) / 500
+
+
+def test_compare_conditions_dunnett_and_errors():
+    gs = _samples(4, sizes=(6, 6, 6), shifts=(0, 2, 0), scales=(1, 1, 1))
+    df = pd.DataFrame({"condition": np.repeat(["DMSO", "up", "same"], 6),
+                       "value": np.concatenate(gs)})  # fmt: skip
+    table, _ = hs.compare_conditions(df, control="DMSO", posthoc="dunnett")
+    ref = st.dunnett(gs[1], gs[2], control=gs[0], rng=np.random.default_rng(0))
+    assert_allclose(table.set_index("condition").loc[["up", "same"], "p_posthoc"], ref.pvalue)
+    table, _ = hs.compare_conditions(df, control=None)
+    assert table["p_welch"].isna().all() and table["p_posthoc"].isna().all()
+    with pytest.raises(ValueError, match="posthoc"):
+        hs.compare_conditions(df, posthoc="scheffe")
