@@ -585,26 +585,27 @@ def write_aggregates(
 
 
 def _find_plate_map(out_dir: Path, manifest: Mapping[str, Any], config: Any) -> Path | None:
-    """The plate map of a run: ``manifest["plate_map"]``, else ``config.plate_map``, else
-    ``OUT/platemap.csv``; a relative path is tried as given, then relative to ``OUT``."""
+    """The plate map of a run: ``manifest["plate_map"]``, else the config's ``plate_map``
+    (each as given, then relative to ``OUT``), else ``OUT/platemap.csv``."""
     cfg_pm = (
         config.get("plate_map")
         if isinstance(config, Mapping)
         else getattr(config, "plate_map", None)
     )
-    for cand in (manifest.get("plate_map"), cfg_pm):
-        if cand:
-            p = Path(cand)
-            if p.is_file():
-                return p
-            if not p.is_absolute() and (out_dir / p).is_file():
-                return out_dir / p
-            raise FileNotFoundError(
-                f"plate map {p} named by the run in {out_dir} is not found: pass it again "
-                "(hcsmito report OUT --plate-map FILE)"
-            )
+    named = [Path(p) for p in (manifest.get("plate_map"), cfg_pm) if p]
+    for p in named:
+        for cand in (p, out_dir / p) if not p.is_absolute() else (p,):
+            if cand.is_file():
+                return cand
     local = out_dir / "platemap.csv"
-    return local if local.is_file() else None
+    if local.is_file():
+        return local
+    if named:
+        raise FileNotFoundError(
+            f"plate map {named[0]} named by the run in {out_dir} is not found: pass it again "
+            "(hcsmito report OUT --plate-map FILE) or copy it to OUT/platemap.csv"
+        )
+    return None
 
 
 def _to_parquet(df: pd.DataFrame, path: Path) -> None:
