@@ -128,6 +128,7 @@ def test_report_content(report96):
     r = cond[(cond["readout"] == "foci_per_msc") & (cond["condition"] == "cytochalasin D")]
     r = r[r["day"] == 2.0].iloc[0]
     assert f"{r['mean']:.3g} ± {r['sem']:.3g} (n={int(r['n'])})" in text
+    assert "Relative to the control" in text and f"<td>{r['ratio']:.3f}</td>" in text
     # the designed effect is in the tables the report shows
     assert r["diff"] < 0 and r["p_welch"] < 0.001 and r["stars"] == "***"
     assert (out / "figures" / "plate_qc.svg").stat().st_size > 1000

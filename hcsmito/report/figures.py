@@ -130,7 +130,8 @@ def bar_chart(
     order = list(order) if order is not None else list(dict.fromkeys(c["condition"]))
     days = sorted(c["day"].dropna().unique()) or [np.nan]
     width = min(0.8 / len(days), 0.6)
-    fig = Figure(figsize=(max(4.0, 0.9 * len(order) * max(1, len(days)) ** 0.5 + 1.5), 3.6))
+    per_cond = 0.55 + 0.25 * len(days)
+    fig = Figure(figsize=(min(11.0, max(4.0, per_cond * len(order) + 1.5)), 3.6))
     ax = fig.add_subplot()
     col, _ = _star_column(c)
     rng = np.random.default_rng(0)

@@ -239,12 +239,22 @@ def _results_html(agg: Mapping[str, Any]) -> str:
     anova = anova.rename(columns={"f_anova": "F", "p_anova": "p", "stars_anova": ""})
     if not multi_day:
         anova = anova.drop(columns="day")
+    ratio = cond.pivot_table(index=index, columns="readout", values="ratio", aggfunc="first",
+                             sort=False)  # fmt: skip
+    ratio = ratio[[c for c in cols if c in ratio.columns]]
+    ratio = ratio.rename(columns={r: READOUTS[r].label for r in ratio.columns if r in READOUTS})
+    ratio = ratio.reset_index()
+    ratio.columns.name = None
+    ratio = ratio.sort_values(index, key=lambda s: s.map(order) if s.name == "condition" else s)
     return (
         f"<p>Mean ± SEM (n {_E(str(summ.get('unit', '')))}s) and stars from the {what} "
         f"control <strong>{_E(str(summ.get('control')))}</strong>: ns p ≥ 0.05, * p &lt; "
         "0.05, ** p &lt; 0.01, *** p &lt; 0.001. Welch p-values, Holm-adjusted p-values and "
         "ratios to the control are in the conditions table below.</p>"
         + _table(table.fillna(""))
+        + "<h3>Relative to the control</h3><p>Condition mean / control mean (same day); "
+        "for adhesion this is the relative adhesion ratio.</p>"
+        + _table(ratio, float_format="{:.3f}")
         + "<h3>One-way ANOVA across conditions</h3>"
         + _table(anova, scroll=False)
     )
