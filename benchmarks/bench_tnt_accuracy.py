@@ -6,7 +6,8 @@ with the truth cell labels ("truth labels") and with the cells segmented by
 Printed figures:
 
 - share of fields with the TNT count within ±1 of the truth;
-- precision and recall of TNTs matched by their endpoint pairs (``match_tnts``, 3 µm);
+- precision and recall of TNTs matched by their endpoint pairs (``match_tnts``, 3 and 5 µm);
+- length and height errors of matched TNTs, thickness vs true diameter correlation;
 - ``carries_mito`` agreement on matched true TNTs (mito channel given);
 - share of fields with the exact adhered Jurkat count, and per-Jurkat agreement.
 
@@ -18,6 +19,8 @@ from __future__ import annotations
 import argparse
 import time
 
+import numpy as np
+
 from hcsmito.stages.adhesion import measure_adhesion
 from hcsmito.stages.segmentation import segment_jurkat, segment_msc
 from hcsmito.stages.tnt import detect_tnts, match_tnts
@@ -27,7 +30,8 @@ CONDITIONS = ("DMSO", "cytochalasin D", "anti-ICAM-1", "ara-C", "MTX")
 
 
 def evaluate(p: SynthParams, conditions, seeds, *, segmented: bool) -> dict:
-    count_ok = n_fields = tp = n_found = n_truth = mito_ok = mito_n = 0
+    count_ok = n_fields = tp = tp5 = n_found = n_truth = mito_ok = mito_n = 0
+    len_err, h_err, thick = [], [], []
     adh_exact = adh_cells_ok = adh_cells = 0
     psf = p.psf_sigma_um()[2]
     t_tnt = 0.0
@@ -53,12 +57,16 @@ def evaluate(p: SynthParams, conditions, seeds, *, segmented: bool) -> dict:
             truth = f.tables["tnt"]
             n_fields += 1
             count_ok += abs(res.n - len(truth)) <= 1
-            pairs = match_tnts(res.table, truth)
+            pairs = match_tnts(res.table, truth, tolerance_um=3.0)
             tp += len(pairs)
+            tp5 += len(match_tnts(res.table, truth, tolerance_um=5.0))
             n_found += res.n
             n_truth += len(truth)
             for i, j in pairs:
                 mito_n += 1
+                len_err.append(res.table["length_um"].iloc[i] - truth["length_um"].iloc[j])
+                h_err.append(res.table["height_um"].iloc[i] - truth["height_um"].iloc[j])
+                thick.append((res.table["thickness_um"].iloc[i], truth["diameter_um"].iloc[j]))
                 mito_ok += bool(res.table["carries_mito"].iloc[i]) == bool(
                     truth["carries_mito"].iloc[j]
                 )
@@ -73,6 +81,16 @@ def evaluate(p: SynthParams, conditions, seeds, *, segmented: bool) -> dict:
         "tnt_count_within_1": count_ok / max(n_fields, 1),
         "tnt_precision": tp / max(n_found, 1),
         "tnt_recall": tp / max(n_truth, 1),
+        "tnt_precision_5um": tp5 / max(n_found, 1),
+        "tnt_recall_5um": tp5 / max(n_truth, 1),
+        "length_error_um_median": float(np.median(len_err)) if len_err else float("nan"),
+        "length_abs_error_um_p90": float(np.percentile(np.abs(len_err), 90))
+        if len_err
+        else float("nan"),
+        "height_error_um_median": float(np.median(h_err)) if h_err else float("nan"),
+        "thickness_vs_diameter_corr": float(np.corrcoef(np.asarray(thick).T)[0, 1])
+        if len(thick) > 2
+        else float("nan"),
         "n_truth_tnt": n_truth,
         "n_found_tnt": n_found,
         "carries_mito_agreement": mito_ok / max(mito_n, 1),

@@ -73,6 +73,30 @@ def test_accuracy_on_truth_cell_labels():
     assert mito_ok / max(tp, 1) >= 0.85
 
 
+def test_carries_mito_from_foci_labels():
+    """Cargo from a focus label: balls at the true mitochondria of the TNTs (no mito channel)."""
+    f = _field("ara-C", 0)
+    truth = f.tables["tnt"]
+    vs = f.params.voxel_size
+    foci = np.zeros(f.image[2].shape, np.int32)
+    zz, yy, xx = np.indices(foci.shape, sparse=True)
+    for k, row in enumerate(truth[truth["carries_mito"]].itertuples(), start=1):
+        d2 = ((zz * vs[0] - row.mito_z_um) / 0.6) ** 2 + ((yy * vs[1] - row.mito_y_um) / 0.4) ** 2
+        foci[(d2 + ((xx * vs[2] - row.mito_x_um) / 0.4) ** 2) <= 1] = k
+    res = detect_tnts(
+        f.image[2],
+        voxel_size=f.voxel_size,
+        msc_labels=f.labels["msc"],
+        jurkat_labels=f.labels["jurkat"],
+        foci_labels=foci,
+        psf_sigma_um=f.params.psf_sigma_um()[2],
+    )
+    pairs = match_tnts(res.table, truth)
+    assert len(pairs) == len(truth) and truth["carries_mito"].any()
+    for i, j in pairs:
+        assert bool(res.table["carries_mito"].iloc[i]) == bool(truth["carries_mito"].iloc[j])
+
+
 def test_length_height_against_truth():
     f = _field("ara-C", 0)
     res = _detect(f)
