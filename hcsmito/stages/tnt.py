@@ -10,11 +10,18 @@
 2. **Threshold** relative to the robust noise of the response (median + k · MAD over the
    voxels with a positive response, most of which are background): a hysteresis pair
    (``threshold_k`` for the core, ``threshold_low_k`` for its extent).
+   ``thickness_um`` is twice the tube radius of the best-responding scale: a coarse
+   figure, as tubes are thinner than the PSF and the pixel (it does not track the true
+   diameter; see benchmarks/bench_tnt_accuracy.py).
 3. **Free space.** Voxels inside any cell (MSC or Jurkat labels) are removed: a TNT is
    the free part of the tube between two cells. Connected components of what is left are
    skeletonised (host: scikit-image's 3-D skeleton; cuCIM has none).
-4. **Rules.** A component is a TNT when its skeleton comes within ``contact_um`` of two
-   *different* cells, the path between them is at least ``min_length_um`` long, runs at
+4. **Rules.** Skeleton voxels within ``contact_um`` of a cell are contacts; cut there, the
+   rest falls into free pieces (a short contact run joining two pieces, at most
+   ``max_pass_um``, is a tube passing close over a thin MSC edge and joins them; a free
+   skeleton end whose tube mask reaches a cell is an end on that cell, since skeletons
+   retract from thick ends). A piece with ends on two *different* cells is a bridge; it is
+   a TNT when it is at least ``min_length_um`` long (cell surface to cell surface), runs at
    least ``min_height_um`` above the glass (median over the path; stress fibres lie at the
    glass) and gets at least ``min_clearance_um`` away from every cell somewhere (a tube
    hugging a cell outline is cortex, not a free-floating TNT).
@@ -82,7 +89,10 @@ class TNTs:
     table : pandas.DataFrame
         One row per TNT: ``tnt_id, length_um, from_id, from_kind ('msc'|'jurkat'), to_id,
         to_kind, thickness_um, height_um, carries_mito, z0_um, y0_um, x0_um, z1_um, y1_um,
-        x1_um`` (endpoints where the tube leaves each cell; ``z*_um`` NaN in 2-D).
+        x1_um`` (endpoints where the tube leaves each cell, µm as ``index * voxel size``;
+        ``z*_um`` and ``height_um`` NaN in 2-D; ``carries_mito`` is a nullable boolean, NA
+        when neither foci labels nor the mito channel were given). ``from`` is the cell of
+        the lower combined id (MSCs before Jurkats).
     glass_z_um : float
         Glass plane used for heights (NaN in 2-D).
     threshold : float
