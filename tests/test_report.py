@@ -231,3 +231,16 @@ def test_report_renders_in_chromium(report96, tmp_path):
     # the header band (dark blue) and figures (colour) are painted
     assert img[:40].mean() < 0.5
     assert len(np.unique((img[600:] * 255).astype(np.uint8).reshape(-1, 3), axis=0)) > 200
+
+
+def test_qc_heatmap_flags(report96):
+    from hcsmito.report.figures import qc_heatmap
+
+    out, _ = report96
+    wells = pd.read_parquet(out / "tables" / "wells.parquet")
+    grid = qc_heatmap(wells).axes[0].images[0].get_array()
+    # 0 ok, 1 some fields failed, 2 all failed, 3 not in the plate map
+    assert grid[2, 4] == 1 and grid[3, 6] == 2 and grid[7, 11] == 3
+    assert (np.ma.filled(grid, -1) == 0).sum() == 96 - 3
+    texts = sorted(t.get_text() for t in qc_heatmap(wells).axes[0].texts)
+    assert texts == ["1", "2"]  # failed fields written in their wells

@@ -295,7 +295,8 @@ def qc_heatmap(wells: pd.DataFrame, *, shape: tuple[int, int] | None = None) -> 
     grid = _plate_grid(wells, code, shape)
     names = ["all fields ok", "some failed", "all failed", "not in plate map", "no fields"]
     colors = ["#55a868", "#ccb974", "#c44e52", "#8c8c8c", "#ffffff"]
-    fig = Figure(figsize=_figsize(shape))
+    w, h = _figsize(shape)
+    fig = Figure(figsize=(w, h + 0.3))  # room for the legend below the plate
     ax = _plate_axes(fig, shape)
     ax.set_facecolor("#f4f4f4")
     ax.imshow(np.ma.masked_invalid(grid), cmap=ListedColormap(colors), vmin=-0.5, vmax=4.5,
@@ -309,8 +310,8 @@ def qc_heatmap(wells: pd.DataFrame, *, shape: tuple[int, int] | None = None) -> 
 
     present = sorted({int(v) for v in code})
     ax.legend([Patch(color=colors[i], ec="black", lw=0.3) for i in present],
-              [names[i] for i in present], loc="upper left", bbox_to_anchor=(1.01, 1.0),
-              frameon=False, fontsize=7)  # fmt: skip
+              [names[i] for i in present], loc="upper center", bbox_to_anchor=(0.5, 0.0),
+              ncol=len(present), frameon=False, fontsize=7)  # fmt: skip
     ax.set_title("QC: failed fields per well", fontsize=9, pad=18)
     fig.tight_layout()
     return fig
