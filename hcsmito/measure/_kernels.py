@@ -176,8 +176,7 @@ extern "C" __global__ void morpho(const LT* __restrict__ lab, {ch_params}
     }}
 }}
 """
-    name = f"morpho_{np.dtype(label_dtype).name}_{'_'.join(channel_dtypes) or 'none'}_{ndim}d"
-    return cp.RawKernel(src, "morpho"), name
+    return cp.RawKernel(src, "morpho")
 
 
 @cache
@@ -306,7 +305,7 @@ def moments_gpu(labels, channels, parents, b: Backend):
     Y = labels.shape[-2]
     R = labels.size // X
     segs = (X + _SEGMENT - 1) // _SEGMENT
-    k, _ = _morpho_kernel(labels.dtype.name, tuple(c.dtype.name for c in channels), ndim, use_lut)
+    k = _morpho_kernel(labels.dtype.name, tuple(c.dtype.name for c in channels), ndim, use_lut)
     k(
         *_grid(R * segs),
         (
