@@ -346,6 +346,19 @@ def test_brightness_psf_and_noise_act_on_the_image():
     assert s_quiet < 0.5 * s_base
 
 
+@pytest.mark.parametrize("lam", [0.7, 10.0, 123.4])
+def test_background_shot_noise_is_poisson(lam):
+    from scipy import stats
+
+    from hcsmito.synth.field import _poisson_constant
+
+    x = _poisson_constant(np.random.default_rng(0), lam, 200_000)
+    # exactly scipy's Poisson inverse CDF of the same uniforms
+    u = np.random.default_rng(0).random(200_000)
+    np.testing.assert_array_equal(x, stats.poisson.ppf(u, lam))
+    assert x.mean() == pytest.approx(lam, rel=0.02) and x.var() == pytest.approx(lam, rel=0.03)
+
+
 def test_params_are_checked():
     with pytest.raises(ValueError, match="shape"):
         SynthParams(shape=(4, 5))

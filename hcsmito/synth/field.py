@@ -151,6 +151,41 @@ def _segment_voxels(p: SynthParams, a, b, radius: float, nz: int) -> tuple[np.nd
     return tuple(arr.T)
 
 
+def _poisson_constant(rng: np.random.Generator, lam: float, n: int) -> np.ndarray:
+    """``n`` exact Poisson(``lam``) draws: inversion of the tabulated CDF through a guide table.
+
+    About twice as fast as ``Generator.poisson`` for many draws of one mean (the voxels that
+    only see background).
+    """
+    if lam <= 0 or n == 0:
+        return np.zeros(n, dtype=np.float32)
+    kmax = int(lam + 15 * math.sqrt(lam) + 30)
+    k = np.arange(kmax + 1, dtype=np.float64)
+    lgam = np.asarray([math.lgamma(i + 1.0) for i in range(kmax + 1)])
+    cdf = np.cumsum(np.exp(k * math.log(lam) - lam - lgam))
+    cdf[-1] = 1.0  # the tail beyond kmax has probability < 1e-40
+    m = 4096
+    guide = np.searchsorted(cdf, np.arange(m) / m, side="right")  # first k: cdf[k] > j/m
+    u = rng.random(n)
+    draw = guide[(u * m).astype(np.int64)]
+    todo = np.flatnonzero(cdf[draw] <= u)
+    while todo.size:  # on to the smallest k with cdf[k] > u
+        draw[todo] += 1
+        todo = todo[cdf[draw[todo]] <= u[todo]]
+    return draw.astype(np.float32)
+
+
+def _poisson(rng: np.random.Generator, lam: np.ndarray, base: float) -> np.ndarray:
+    """Poisson draws of means ``lam`` (float32). Voxels whose mean is exactly ``base`` (no
+    light from any object reaches them) are drawn by :func:`_poisson_constant`."""
+    flat = lam.ravel()
+    const = flat == np.float32(base)
+    out = np.empty(flat.shape, dtype=np.float32)
+    out[~const] = rng.poisson(flat[~const])
+    out[const] = _poisson_constant(rng, float(np.float32(base)), int(np.count_nonzero(const)))
+    return out.reshape(lam.shape)
+
+
 def _gaussian_blur(obj: np.ndarray, sigma_um, voxel) -> np.ndarray:
     sigma = [s / v for s, v in zip(sigma_um, voxel, strict=True)]
     return ndi.gaussian_filter(obj, sigma, mode="constant", truncate=4.0)
@@ -388,7 +423,7 @@ def generate_field(
         expected = expected.max(axis=1)
         labels = {k: v.max(axis=0) for k, v in labels.items()}
     np.maximum(expected, 0, out=expected)
-    photons = rng.poisson(expected).astype(np.float32) if p.shot_noise else expected.copy()
+    photons = _poisson(rng, expected, p.background) if p.shot_noise else expected.copy()
     if p.read_noise > 0:
         photons += np.float32(p.read_noise) * rng.standard_normal(photons.shape, dtype=np.float32)
     photons *= np.float32(p.gain)
