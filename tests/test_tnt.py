@@ -11,6 +11,7 @@ import pytest
 from hcsmito.backend import get_backend
 from hcsmito.stages.tnt import (
     TNT_COLUMNS,
+    _path_length,
     _sym_eigvals3,
     detect_tnts,
     glass_plane,
@@ -221,6 +222,17 @@ def test_tubeness_prefers_lines_to_sheets():
     img[:, :, 5] += 100  # sheet
     resp, _ = tubeness(img, voxel_size=(0.5, 0.5, 0.5), psf_sigma_um=(0.5, 0.5))
     assert resp[10, 20, 20] > 5 * resp[10, 30, 5]
+
+
+@pytest.mark.parametrize("slope", [0.0, 0.4, 1.0, 2.5])
+def test_path_length_of_digital_lines(slope):
+    """The smoothed length of a 26-connected digital line is its Euclidean length."""
+    t = np.arange(80)
+    pts = np.stack([np.round(t * 0.1), np.round(t * slope), t], 1) * np.array([0.6, 0.3, 0.3])
+    # make it 26-connected where the slope exceeds 1 (fill the y gaps)
+    if slope > 1:
+        pts = np.stack([np.round(t / slope * 0.1), t, np.round(t / slope)], 1) * [0.6, 0.3, 0.3]
+    assert _path_length(pts) == pytest.approx(np.linalg.norm(pts[-1] - pts[0]), rel=0.02)
 
 
 def test_match_tnts():

@@ -318,6 +318,21 @@ def _skeleton_graph(coords: np.ndarray, shape: tuple[int, ...], sp: tuple[float,
     return g + g.T
 
 
+def _path_length(pts: np.ndarray, window: int = 5) -> float:
+    """Length (µm) of a voxel path (N, ndim) µm, smoothed by a moving average of ``window``
+    points (ends kept) so that the staircase of a digital line does not add length."""
+    if len(pts) < 2:
+        return 0.0
+    w = min(window, len(pts))
+    if w >= 3:
+        kernel = np.ones(w) / w
+        pad = np.pad(pts, ((w // 2, w // 2), (0, 0)), mode="edge")
+        smooth = np.stack([np.convolve(pad[:, k], kernel, "valid") for k in range(pts.shape[1])], 1)
+        smooth[0], smooth[-1] = pts[0], pts[-1]
+        pts = smooth
+    return float(np.linalg.norm(np.diff(pts, axis=0), axis=1).sum())
+
+
 def _path(pred: np.ndarray, start: int, end: int) -> list[int]:
     out = [end]
     while out[-1] != start:
@@ -517,7 +532,8 @@ def detect_tnts(
     rows = []
     path_img = np.zeros(actin.shape, np.int32)
     spa = np.asarray(sp)
-    for path, length in paths:
+    for path, _ in paths:
+        length = _path_length(coords[path] * spa) + s_dist[path[0]] + s_dist[path[-1]]
         if length < min_length_um or s_dist[path].max() < min_clearance_um:
             continue
         height = float("nan")
