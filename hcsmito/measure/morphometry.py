@@ -221,13 +221,16 @@ def _parent_mode(d, p, w, n_labels):
     return best, overlap
 
 
-def _foreground(blk: np.ndarray) -> np.ndarray:
-    """Flat indices of the non-zero voxels of a 1-D block.
+def _foreground(blk: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Flat indices of the non-zero voxels of a 1-D block (``mask``: a reused bool buffer).
 
-    ``nonzero`` on a bool mask is ~4x faster than on the integers themselves (measured; a
+    ``nonzero`` on a bool mask is ~4x faster than on the integers themselves, and reusing
+    the mask's memory saves the page faults of a fresh 8 MiB array per block (measured; a
     first pass over 8-byte words did not pay off once foci are not extremely sparse).
     """
-    return np.flatnonzero(blk != 0)
+    m = mask[: blk.size]
+    np.not_equal(blk, 0, out=m)
+    return np.flatnonzero(m)
 
 
 def _moments_cpu(labels, channels, parents) -> _Moments:
@@ -244,6 +247,7 @@ def _moments_cpu(labels, channels, parents) -> _Moments:
     pairs = _pairs(ndim)
     signed = labels.dtype.kind == "i"
     rows_per_block = max(1, min(_BLOCK_VOXELS, max(1 << 16, labels.size // 8)) // X)
+    mask = np.empty(rows_per_block * X, dtype=bool)
 
     blocks: list[dict[str, np.ndarray]] = []
     par_runs: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {k: [] for k in pars}
@@ -252,7 +256,7 @@ def _moments_cpu(labels, channels, parents) -> _Moments:
     for r0 in range(0, lab2d.shape[0], rows_per_block):
         r1 = min(lab2d.shape[0], r0 + rows_per_block)
         blk = lab2d[r0:r1].reshape(-1)
-        idx = _foreground(blk)
+        idx = _foreground(blk, mask)
         if idx.size == 0:
             continue
         lv = blk[idx]
