@@ -39,7 +39,7 @@ def test_label_matches_skimage(backend, shape, connectivity):
     assert_same_partition(got, want)
 
 
-@pytest.mark.parametrize("cc3d", [True, False], ids=["cc3d-if-installed", "skimage"])
+@pytest.mark.parametrize("cc3d", [True, False], ids=["cc3d-if-installed", "scipy"])
 def test_cpu_fallback_without_cc3d(monkeypatch, cc3d):
     mod = importlib.import_module("hcsmito.measure.label")  # the module, not the function
 

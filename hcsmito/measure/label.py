@@ -1,10 +1,12 @@
 """Connected-component labelling of a mask, on the backend of the mask.
 
 CPU: ``cc3d.connected_components`` (the optional package connected-components-3d) where
-it is installed, else :func:`skimage.measure.label`; ``benchmarks/bench_label.py`` measured
-both faster than :func:`scipy.ndimage.label` on 3-D foci masks, cc3d by 2-4x (see
-``benchmarks/RESULTS.md``). GPU: :func:`cupyx.scipy.ndimage.label`. Labels are 1..n; their
-order depends on the implementation (compare label images up to renumbering).
+it is installed, else :func:`scipy.ndimage.label` (int32 output, no copy);
+``benchmarks/bench_label.py`` measured cc3d 2-3x faster than both scipy and
+:func:`skimage.measure.label` on 3-D foci masks, and those two within noise of each other
+(scipy ahead on the full 64×1024×1024 stack; see ``benchmarks/RESULTS.md``). GPU:
+:func:`cupyx.scipy.ndimage.label`. Labels are 1..n; their order depends on the
+implementation (compare label images up to renumbering).
 """
 
 from __future__ import annotations
@@ -48,19 +50,16 @@ def label(mask, *, connectivity: int | None = None, where: str = ""):
     b = Backend.of(mask)
     if mask.dtype != bool:
         mask = mask != 0
-    if b.is_gpu:
-        structure = b.ndi.generate_binary_structure(ndim, int(connectivity))
-        out = b.xp.empty(mask.shape, dtype=np.int32)
-        b.ndi.label(mask, structure=structure, output=out)
-        return out
-    cc3d = _cc3d()
-    if cc3d is not None and ndim in (2, 3):
-        cc_conn = {2: {1: 4, 2: 8}, 3: {1: 6, 2: 18, 3: 26}}[ndim][int(connectivity)]
-        out = cc3d.connected_components(mask, connectivity=cc_conn, out_dtype=np.uint32)
-        return out.view(np.int32)
-    from skimage.measure import label as sk_label
-
-    return sk_label(mask, connectivity=int(connectivity)).astype(np.int32, copy=False)
+    if not b.is_gpu:
+        cc3d = _cc3d()
+        if cc3d is not None and ndim in (2, 3):
+            cc_conn = {2: {1: 4, 2: 8}, 3: {1: 6, 2: 18, 3: 26}}[ndim][int(connectivity)]
+            out = cc3d.connected_components(mask, connectivity=cc_conn, out_dtype=np.uint32)
+            return out.view(np.int32)
+    structure = b.ndi.generate_binary_structure(ndim, int(connectivity))
+    out = b.xp.empty(mask.shape, dtype=np.int32)
+    b.ndi.label(mask, structure=structure, output=out)
+    return out
 
 
 def _cc3d():
