@@ -38,7 +38,15 @@ def _one(plate: Path, out: Path, scheduler: str, workers: int) -> dict:
     if out.exists():
         shutil.rmtree(out)
     t0 = time.perf_counter()
-    s = run_plate(plate, out, scheduler=scheduler, workers=workers, backend="cpu", progress=False)
+    s = run_plate(
+        plate,
+        out,
+        scheduler=scheduler,
+        workers=workers,
+        backend="cpu",
+        progress=False,
+        report=False,
+    )
     wall = time.perf_counter() - t0
     assert s.ok, s.failed
     manifest = json.loads((out / "manifest.json").read_text())

@@ -1,4 +1,4 @@
-"""Command line: ``hcsmito run | status | config | synth | import | demo | info``.
+"""Command line: ``hcsmito run | status | report | config | synth | import | demo | info``.
 
 The CLI only parses arguments and reports; the work is done by library functions.
 """
@@ -133,6 +133,21 @@ def _cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from hcsmito.report import build_report
+
+    options = {
+        k: v
+        for k, v in (("unit", args.unit), ("control", args.control), ("posthoc", args.posthoc))
+        if v is not None
+    }
+    if args.calibrate:
+        options["calibrate"] = [c.strip() for c in args.calibrate.split(",") if c.strip()]
+    path = build_report(args.out, plate_map=args.plate_map, **options)
+    print(f"wrote {path}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from hcsmito.demo import run_demo
 
@@ -195,6 +210,15 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="per-field state of an output folder")
     st.add_argument("out")
     st.set_defaults(func=_cmd_status)
+
+    rp = sub.add_parser("report", help="rebuild OUT/report.html from the tables (no reprocessing)")
+    rp.add_argument("out", help="output folder of `hcsmito run`")
+    rp.add_argument("--plate-map", help="CSV well,condition[,replicate,day,...]")
+    rp.add_argument("--unit", choices=["well", "field", "experiment"], help="replicate unit")
+    rp.add_argument("--control", help="control condition (default: from the config, DMSO)")
+    rp.add_argument("--posthoc", choices=["tukey", "dunnett", "none"])
+    rp.add_argument("--calibrate", help="negative-control conditions for red_positive, e.g. DMSO")
+    rp.set_defaults(func=_cmd_report)
 
     c = sub.add_parser("config", help="print the effective config (or its JSON schema)")
     c.add_argument("--config", help="YAML config (default: conf/default.yaml)")

@@ -129,9 +129,13 @@ class MscSegmentation(_Section):
     threshold_k: float = Field(5.0, gt=0)
     threshold_fraction: float = Field(0.3, ge=0, le=1)
     threshold_value: float | None = None
+    split: Literal["auto", "height", "shape", "intensity"] = Field(
+        "auto", description="what separates touching MSCs"
+    )
+    core_fraction: float = Field(0.8, gt=0, le=1)
     seed_smooth_um: float | None = Field(None, gt=0)
     min_separation_um: float | None = Field(None, gt=0)
-    min_volume_um3: float | None = Field(None, ge=0)
+    min_area_um2: float | None = Field(None, ge=0)
 
 
 class JurkatSegmentation(_Section):
@@ -156,9 +160,38 @@ class FociDetection(_Section):
     dog_ratio: float = Field(3.0, gt=1)
     threshold_k: float = Field(6.0, gt=0, description="threshold in robust noise sigmas")
     halo_um: float = Field(1.5, ge=0, description="exclusion margin around Jurkat bodies")
+    edge_margin_um: float = Field(0.5, ge=0)
     min_separation_um: float = Field(1.0, ge=0)
     min_volume_um3: float | None = Field(None, ge=0)
     require_parent: bool = True
+
+
+class TntDetection(_Section):
+    """Options of :func:`hcsmito.stages.tnt.detect_tnts` (sizes in µm). Needs ``actin``."""
+
+    tube_radius_um: tuple[float, ...] = (0.1, 0.2, 0.35)
+    psf_sigma_um: tuple[float, float] | None = None
+    threshold_k: float = Field(8.0, gt=0, description="tubeness core threshold, noise sigmas")
+    threshold_low_k: float = Field(4.0, gt=0, description="hysteresis low threshold")
+    contact_um: float = Field(1.0, ge=0, description="an end this close to a cell touches it")
+    min_length_um: float = Field(3.0, ge=0)
+    min_height_um: float = Field(0.5, ge=0, description="above the glass (stress fibres below)")
+    min_clearance_um: float = Field(1.0, ge=0)
+    max_pass_um: float = Field(3.0, ge=0)
+    glass_z_um: float | None = None
+    mito_tolerance_um: float = Field(0.6, ge=0)
+    mito_threshold_k: float = Field(6.0, gt=0)
+    mito_diameter_um: float = Field(0.6, gt=0)
+    jurkat_halo_um: float = Field(1.0, ge=0)
+
+
+class Adhesion(_Section):
+    """Options of :func:`hcsmito.stages.adhesion.measure_adhesion` (sizes in µm)."""
+
+    contact_distance_um: float = Field(1.0, ge=0)
+    min_contact_area_um2: float = Field(2.0, ge=0)
+    min_lift_um: float = Field(3.0, ge=0)
+    overlap_min: float = Field(0.5, ge=0, le=1)
 
 
 class Readouts(_Section):
@@ -191,6 +224,22 @@ class Slurm(_Section):
     local_directory: str | None = None
 
 
+class Statistics(_Section):
+    """How fields become per-condition results (:mod:`hcsmito.aggregate`)."""
+
+    unit: Literal["well", "field", "experiment"] = Field(
+        "well", description="the replicate unit that mean ± SEM and the tests run over"
+    )
+    control: str = Field("DMSO", description="the condition every other is compared to")
+    posthoc: Literal["tukey", "dunnett", "none"] = "tukey"
+    calibrate: tuple[str, ...] | None = Field(
+        None, description="negative-control conditions that calibrate red_positive"
+    )
+    max_share: float = Field(0.05, ge=0, le=1, description="Red+ share allowed in controls")
+    calibrate_by: Literal["n_foci", "foci_volume_um3"] = "n_foci"
+    readouts: tuple[str, ...] | None = None
+
+
 class Resources(_Section):
     backend: Literal["auto", "cpu", "gpu"] = "auto"
     scheduler: str = Field("threads", description="threads | processes | ADDRESS | slurm")
@@ -210,7 +259,10 @@ class Config(BaseModel):
     msc: MscSegmentation = Field(default_factory=MscSegmentation)
     jurkat: JurkatSegmentation = Field(default_factory=JurkatSegmentation)
     foci: FociDetection = Field(default_factory=FociDetection)
+    tnt: TntDetection = Field(default_factory=TntDetection)
+    adhesion: Adhesion = Field(default_factory=Adhesion)
     readouts: Readouts = Field(default_factory=Readouts)
+    statistics: Statistics = Field(default_factory=Statistics)
     resources: Resources = Field(default_factory=Resources)
     plate_map: Path | None = None
 

@@ -64,6 +64,18 @@ TABLE_COLUMNS: dict[str, dict[str, str]] = {
         "volume_um3": "float64",
         "adhered": "bool",
         "msc_id": "int32",
+        "contact_area_um2": "float64",
+    },
+    "tnt": {
+        "tnt_id": "int32",
+        "length_um": "float64",
+        "from_id": "int32",
+        "to_id": "int32",
+        "carries_mito": "boolean",
+        "from_kind": "string",
+        "to_kind": "string",
+        "thickness_um": "float64",
+        "height_um": "float64",
     },
     # counts are nullable: a failed field's row holds <NA>, not 0
     "fields": {
@@ -210,10 +222,12 @@ def process_field(
     -------
     FieldResult
     """
+    from hcsmito.stages.adhesion import measure_adhesion
     from hcsmito.stages.background import subtract_background
     from hcsmito.stages.deconvolution import richardson_lucy, richardson_lucy_tiled
     from hcsmito.stages.foci import detect_foci
     from hcsmito.stages.segmentation import segment_jurkat, segment_msc
+    from hcsmito.stages.tnt import detect_tnts
 
     if "mito" not in channels or channels["mito"] is None:
         raise ValueError(f"{where}: no 'mito' channel: set channels.mito in the config")
@@ -286,6 +300,27 @@ def process_field(
             det["mito"], voxel_size=vox, msc_labels=msc, jurkat_labels=jur.labels, **foci_kw
         )
 
+    tnts = None
+    if "actin" in det:
+        with timer("tnt"):
+            tnts = detect_tnts(
+                det["actin"],
+                voxel_size=vox,
+                msc_labels=msc if msc is not None else xp.zeros(det["actin"].shape, xp.int32),
+                jurkat_labels=jur.labels,
+                foci_labels=foci.labels,
+                mito=det["mito"],
+                **config.tnt.stage_kwargs(),
+            )
+    else:
+        notes.append("no actin channel: no TNT detection (n_tnt, n_tnt_with_mito are null)")
+    adhesion = None
+    if msc is not None:
+        with timer("adhesion"):
+            adhesion = measure_adhesion(
+                jur.labels, msc, voxel_size=vox, **config.adhesion.stage_kwargs()
+            )
+
     with timer("morphometry"):
         intensity = [raw["mito"]] + ([det["mito"]] if "mito" in processed else [])
         ft = regionprops_table(
@@ -297,7 +332,8 @@ def process_field(
         )
         foci_df = _foci_table(ft, ndim, decon="mito" in processed)
         jt = regionprops_table(jur.labels, spacing=spacing, where=where)
-        jurkat_df = _jurkat_table(jt, jur, ndim)
+        jurkat_df = _jurkat_table(jt, adhesion, ndim)
+        tnt_df = _tnt_table(tnts)
         if msc is not None:
             ct = regionprops_table(msc, spacing=spacing, where=where)
             cells_df = _cells_table(ct, ft, msc, touches, jurkat_df, config)
@@ -307,7 +343,15 @@ def process_field(
             inside = foci.labels > 0
         proj = inside.any(axis=0) if ndim == 3 else inside
         area_px = int(proj.sum())  # device→host: one number
-        fields_df = _fields_row(foci_df, cells_df, jurkat_df, msc is not None, area_px, spacing)
+        fields_df = _fields_row(
+            foci_df,
+            cells_df,
+            jurkat_df,
+            tnt_df if tnts is not None else None,
+            msc is not None,
+            area_px,
+            spacing,
+        )
 
     with timer("to_host"):
         labels = {
@@ -315,10 +359,18 @@ def process_field(
             "jurkat": b.to_host(jur.labels),  # device→host: label images for output
             "foci": b.to_host(foci.labels),
         }
+        if tnts is not None:
+            labels["tnt"] = b.to_host(tnts.labels)  # device→host: label image for output
     b.free_memory()
     return FieldResult(
         labels=labels,
-        tables={"foci": foci_df, "cells": cells_df, "jurkat": jurkat_df, "fields": fields_df},
+        tables={
+            "foci": foci_df,
+            "cells": cells_df,
+            "jurkat": jurkat_df,
+            "tnt": tnt_df,
+            "fields": fields_df,
+        },
         processed=processed,
         timings=timer.t,
         notes=notes,
@@ -360,22 +412,39 @@ def _foci_table(t: Mapping[str, np.ndarray], ndim: int, *, decon: bool) -> pd.Da
     return pd.DataFrame(cols).astype(TABLE_COLUMNS["foci"])
 
 
-def _jurkat_table(t: Mapping[str, np.ndarray], jur: Any, ndim: int) -> pd.DataFrame:
+def _jurkat_table(t: Mapping[str, np.ndarray], adhesion, ndim: int) -> pd.DataFrame:
     n = len(t["label"])
     if n == 0:
         return empty_table("jurkat")
-    msc_id = np.asarray(jur.msc_id, np.int32)[:n]
-    adhered = np.asarray(jur.on_msc, bool)[:n]
+    ids = np.asarray(t["label"], np.int32)
+    adhered = np.zeros(n, bool)
+    msc_id = np.zeros(n, np.int32)
+    contact = np.zeros(n)
+    if adhesion is not None and len(adhesion):
+        a = adhesion.set_index("jurkat_id").reindex(ids)
+        adhered = a["adhered"].fillna(False).to_numpy(bool)
+        msc_id = a["msc_id"].fillna(0).to_numpy(np.int32)
+        contact = a["contact_area_um2"].fillna(0.0).to_numpy(float)
     df = pd.DataFrame(
         {
-            "jurkat_id": np.asarray(t["label"], np.int32),
+            "jurkat_id": ids,
             **_centroids(t, ndim, n),
             "volume_um3": t["area"] if ndim == 3 else np.full(n, np.nan),
             "adhered": adhered,
             "msc_id": np.where(adhered, msc_id, 0),
+            "contact_area_um2": contact,
         }
     )
     return df.astype(TABLE_COLUMNS["jurkat"])
+
+
+def _tnt_table(tnts) -> pd.DataFrame:
+    if tnts is None or not len(tnts.table):
+        return empty_table("tnt")
+    df = tnts.table.copy()
+    first = list(TABLE_COLUMNS["tnt"])
+    df = df[first + [c for c in df.columns if c not in first]]
+    return df.astype({k: v for k, v in TABLE_COLUMNS["tnt"].items()})
 
 
 def _cells_table(ct, ft, msc, touches, jurkat_df, cfg: Config) -> pd.DataFrame:
@@ -426,7 +495,7 @@ def _cells_table(ct, ft, msc, touches, jurkat_df, cfg: Config) -> pd.DataFrame:
     return df.astype(TABLE_COLUMNS["cells"])
 
 
-def _fields_row(foci_df, cells_df, jurkat_df, has_msc, area_px, spacing) -> pd.DataFrame:
+def _fields_row(foci_df, cells_df, jurkat_df, tnt_df, has_msc, area_px, spacing) -> pd.DataFrame:
     inside = foci_df[foci_df["cell_id"] > 0] if has_msc else foci_df
     n_msc = len(cells_df)
     n_red = int(cells_df["red_positive"].sum()) if n_msc else 0
@@ -439,8 +508,8 @@ def _fields_row(foci_df, cells_df, jurkat_df, has_msc, area_px, spacing) -> pd.D
         "foci_area_um2": area_px * spacing[-1] * spacing[-2],
         "n_jurkat": len(jurkat_df),
         "n_jurkat_adhered": int(jurkat_df["adhered"].sum()),
-        "n_tnt": pd.NA,
-        "n_tnt_with_mito": pd.NA,
+        "n_tnt": pd.NA if tnt_df is None else len(tnt_df),
+        "n_tnt_with_mito": pd.NA if tnt_df is None else int(tnt_df["carries_mito"].sum()),
         "status": "ok",
     }
     return pd.DataFrame([row]).astype(TABLE_COLUMNS["fields"])

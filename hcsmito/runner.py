@@ -217,7 +217,6 @@ def _write_field_outputs(out: Path, task: FieldTask, voxel_size, labels, channel
     from hcsmito.io.writer import write_image, write_labels
 
     tables = dict(res.tables)
-    tables.setdefault("tnt", _empty_tnt())
     for name, df in tables.items():
         df = df.copy()
         df.insert(0, "field", np.int32(task.field))
@@ -246,18 +245,6 @@ def _write_field_outputs(out: Path, task: FieldTask, voxel_size, labels, channel
     for name, lab in res.labels.items():
         write_labels(lab_plate, task.well_path, task.field, name, lab, axes=axes, voxel_size=vox)
     _write_qc(out / "qc" / f"{task.stem}.png", channels, res.labels)
-
-
-def _empty_tnt() -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "tnt_id": pd.Series(dtype="int32"),
-            "length_um": pd.Series(dtype="float64"),
-            "from_id": pd.Series(dtype="int32"),
-            "to_id": pd.Series(dtype="int32"),
-            "carries_mito": pd.Series(dtype="bool"),
-        }
-    )
 
 
 def _outline(lab: np.ndarray) -> np.ndarray:
@@ -344,7 +331,16 @@ def _prepare_out(out: Path, plate, overwrite: bool) -> None:
     manifest = out / "manifest.json"
     if out.exists() and any(out.iterdir()):
         if overwrite:
-            for name in ("labels.zarr", "tables", "ledger", "qc", "manifest.json", "report.html"):
+            for name in (
+                "labels.zarr",
+                "tables",
+                "ledger",
+                "qc",
+                "figures",
+                "manifest.json",
+                "report.html",
+                "platemap.csv",
+            ):
                 p = out / name
                 if p.is_dir():
                     shutil.rmtree(p)
@@ -510,6 +506,7 @@ def run_plate(
     workers: int | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    report: bool = True,
 ) -> RunSummary:
     """Process a plate (or some of its wells) into ``out``; resumable.
 
@@ -531,6 +528,8 @@ def run_plate(
         Delete previous outputs in ``out`` first (otherwise: resume).
     progress : bool
         Show a progress bar over fields.
+    report : bool
+        Aggregate per well and condition and write ``report.html`` at the end.
 
     Returns
     -------
@@ -618,8 +617,24 @@ def run_plate(
             for t in tasks
         ],
     }
+    if plate_map is not None:
+        # keep the plate map with the results: `hcsmito report OUT` works after it moves
+        _atomic_write_bytes(out / "platemap.csv", Path(plate_map).read_bytes())
+        manifest["plate_map"] = "platemap.csv"
     _atomic_write_json(out / "manifest.json", manifest)
+    if report:
+        _build_report(out)
     return RunSummary(out, [f"{t.well}/{t.field}" for t in todo], skipped, failed, wall)
+
+
+def _build_report(out: Path) -> None:
+    """Aggregates and report.html; a failure here is logged, never fails a finished run."""
+    from hcsmito.report import build_report
+
+    try:
+        build_report(out)
+    except Exception as exc:
+        log.error("report for %s could not be built: %s (run `hcsmito report %s`)", out, exc, out)
 
 
 def _run_tasks(todo, scheduler, workers, backend, progress, slurm) -> None:

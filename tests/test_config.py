@@ -6,8 +6,10 @@ import pytest
 import yaml
 
 from hcsmito.config import Config, ConfigError, config_hash, load_config
+from hcsmito.stages.adhesion import measure_adhesion
 from hcsmito.stages.foci import detect_foci
 from hcsmito.stages.segmentation import segment_jurkat, segment_msc
+from hcsmito.stages.tnt import detect_tnts
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,7 +33,13 @@ def test_variant_changes_only_what_it_says():
 
 @pytest.mark.parametrize(
     ("section", "func"),
-    [("msc", segment_msc), ("jurkat", segment_jurkat), ("foci", detect_foci)],
+    [
+        ("msc", segment_msc),
+        ("jurkat", segment_jurkat),
+        ("foci", detect_foci),
+        ("tnt", detect_tnts),
+        ("adhesion", measure_adhesion),
+    ],
 )
 def test_stage_sections_match_stage_signatures(section, func):
     import inspect
@@ -41,6 +49,10 @@ def test_stage_sections_match_stage_signatures(section, func):
     for name, f in fields.items():
         assert name in params, f"{section}.{name} is not an option of {func.__name__}"
         assert params[name].default == f.default, f"{section}.{name} default differs"
+    # every option of the stage is in the config (the arrays are passed by the pipeline)
+    arrays = {"voxel_size", "msc_labels", "jurkat_labels", "foci_labels", "mito"}
+    options = {n for n, p in params.items() if p.kind is p.KEYWORD_ONLY} - arrays
+    assert options <= set(fields), f"not in config section {section}: {options - set(fields)}"
 
 
 def test_overrides_are_yaml_values():

@@ -40,7 +40,16 @@ def plate(tmp_path_factory) -> Path:
 def reference(plate, tmp_path_factory) -> Path:
     """One uninterrupted run with threads: the reference every other run must equal."""
     out = tmp_path_factory.mktemp("ref") / "out"
-    s = run_plate(plate, out, scheduler="threads", workers=2, backend="cpu", progress=False)
+    plate_map = plate.parent / "p_platemap.csv"
+    s = run_plate(
+        plate,
+        out,
+        plate_map=plate_map,
+        scheduler="threads",
+        workers=2,
+        backend="cpu",
+        progress=False,
+    )
     assert s.ok and len(s.processed) == len(WELLS) * FIELDS
     return out
 
@@ -100,6 +109,16 @@ def test_outputs_complete_and_equal_direct_stage_calls(plate, reference):
     assert labelled.channel_labels[:2] == ["GFP", "MitoTracker Red"]
 
 
+def test_report_written_at_the_end_of_a_run(reference):
+    import pandas as pd
+
+    html = (reference / "report.html").read_text()
+    assert "<html" in html.lower() and "DMSO" in html and "cytochalasin D" in html
+    conditions = pd.read_parquet(reference / "tables" / "conditions.parquet")
+    assert set(conditions["condition"]) == set(WELLS.values())
+    assert (reference / "platemap.csv").exists()
+
+
 def test_validates_with_ome_zarr_models(reference):
     models = pytest.importorskip("ome_zarr_models")
     import zarr
@@ -111,12 +130,22 @@ def test_validates_with_ome_zarr_models(reference):
 
 
 def test_rerun_processes_nothing_and_changes_redo(plate, reference, tmp_path):
-    s = run_plate(plate, reference, scheduler="threads", workers=2, backend="cpu", progress=False)
+    s = run_plate(
+        plate,
+        reference,
+        scheduler="threads",
+        workers=2,
+        backend="cpu",
+        progress=False,
+        report=False,
+    )
     assert s.processed == [] and len(s.skipped) == len(WELLS) * FIELDS
     # a changed option changes the key of every field
     cfg = load_config(overrides=["foci.threshold_k=7"])
     out = tmp_path / "out"
-    run_plate(plate, out, scheduler="threads", workers=2, backend="cpu", progress=False)
+    run_plate(
+        plate, out, scheduler="threads", workers=2, backend="cpu", progress=False, report=False
+    )
     s2 = run_plate(
         plate, out, config=cfg, scheduler="threads", workers=2, backend="cpu", progress=False
     )
@@ -125,7 +154,15 @@ def test_rerun_processes_nothing_and_changes_redo(plate, reference, tmp_path):
 
 def test_input_plate_is_never_modified(plate, reference):
     before = {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in plate.rglob("*")}
-    run_plate(plate, reference, scheduler="threads", workers=1, backend="cpu", progress=False)
+    run_plate(
+        plate,
+        reference,
+        scheduler="threads",
+        workers=1,
+        backend="cpu",
+        progress=False,
+        report=False,
+    )
     after = {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in plate.rglob("*")}
     assert before == after
 
@@ -138,7 +175,9 @@ def test_bad_field_is_recorded_and_others_finish(plate, reference, tmp_path):
     chunk = next(p for p in sorted((bad / "B" / "02" / "1" / "0" / "c").rglob("*")) if p.is_file())
     chunk.write_bytes(b"\x00garbage" * 3)
     out = tmp_path / "out"
-    s = run_plate(bad, out, scheduler="threads", workers=2, backend="cpu", progress=False)
+    s = run_plate(
+        bad, out, scheduler="threads", workers=2, backend="cpu", progress=False, report=False
+    )
     assert list(s.failed) == ["B/2/1"]
     err = s.failed["B/2/1"]
     assert "bad" in err and "B/2" in err and "field 1" in err
@@ -187,14 +226,19 @@ def test_processes_equal_threads_and_survive_a_killed_worker(plate, reference, t
             scheduler=cluster.scheduler_address,
             backend="cpu",
             progress=False,
+            report=False,
         )
         killer.join(timeout=5)
     assert killed, "no worker was killed: the test did not exercise a failure"
     # the killed worker's task is retried by the scheduler, or left for the re-run
     if not s.ok:
-        s = run_plate(plate, out, scheduler="threads", workers=2, backend="cpu", progress=False)
+        s = run_plate(
+            plate, out, scheduler="threads", workers=2, backend="cpu", progress=False, report=False
+        )
     assert s.ok
-    s2 = run_plate(plate, out, scheduler="threads", workers=2, backend="cpu", progress=False)
+    s2 = run_plate(
+        plate, out, scheduler="threads", workers=2, backend="cpu", progress=False, report=False
+    )
     assert s2.processed == []
     _assert_same_tables(out, reference)
     assert not _no_partial_files(out)
@@ -206,7 +250,7 @@ def test_interrupted_driver_resumes_remaining_fields(plate, reference, tmp_path)
         f"""
         from hcsmito.runner import run_plate
         run_plate({str(plate)!r}, {str(out)!r}, scheduler="threads", workers=1,
-                  backend="cpu", progress=False)
+                  backend="cpu", progress=False, report=False)
         """
     )
     proc = subprocess.Popen([sys.executable, "-c", code])
@@ -221,7 +265,9 @@ def test_interrupted_driver_resumes_remaining_fields(plate, reference, tmp_path)
         proc.wait()
     done_before = len(list((out / "ledger").glob("*.json")))
     assert 1 <= done_before < len(WELLS) * FIELDS, "the driver was not stopped mid-plate"
-    s = run_plate(plate, out, scheduler="threads", workers=2, backend="cpu", progress=False)
+    s = run_plate(
+        plate, out, scheduler="threads", workers=2, backend="cpu", progress=False, report=False
+    )
     assert len(s.processed) == len(WELLS) * FIELDS - done_before
     assert len(s.skipped) == done_before
     _assert_same_tables(out, reference)
@@ -233,9 +279,11 @@ def test_output_folder_of_another_plate_is_refused(plate, reference, tmp_path):
         tmp_path / "q.zarr", seed=1, wells={"B/2": "DMSO"}, fields=1, shape=(14, 64, 64)
     )
     with pytest.raises(FileExistsError, match="another plate"):
-        run_plate(other, reference, scheduler="threads", backend="cpu", progress=False)
+        run_plate(
+            other, reference, scheduler="threads", backend="cpu", progress=False, report=False
+        )
 
 
 def test_unknown_well_named(plate, tmp_path):
     with pytest.raises(ValueError, match=r"Z/9.*not in the plate"):
-        run_plate(plate, tmp_path / "o", wells=["Z/9"], backend="cpu", progress=False)
+        run_plate(plate, tmp_path / "o", wells=["Z/9"], backend="cpu", progress=False, report=False)

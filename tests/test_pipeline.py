@@ -1,0 +1,153 @@
+"""The fused per-field chain against the generator's truth and on awkward fields."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hcsmito.config import load_config
+from hcsmito.pipeline import TABLE_COLUMNS, process_field
+from hcsmito.synth import SynthParams, generate_field
+
+ROLES = {"msc": 0, "mito": 1, "actin": 2}
+
+
+@pytest.fixture(scope="module")
+def field():
+    p = SynthParams().model_copy(update={"shape": (22, 192, 192), "n_msc": 3, "n_jurkat": 3})
+    return generate_field(p, condition="DMSO", seed=11)
+
+
+def _channels(f, roles=ROLES):
+    return {r: f.image[i] for r, i in roles.items()}
+
+
+def _check_schema(tables):
+    for name, cols in TABLE_COLUMNS.items():
+        assert list(tables[name].columns[: len(cols)]) == list(cols), name
+    assert len(tables["fields"]) == 1
+
+
+def test_counts_match_truth(field):
+    res = process_field(
+        _channels(field), voxel_size=field.voxel_size, config=load_config(), backend="cpu"
+    )
+    _check_schema(res.tables)
+    row = res.tables["fields"].iloc[0]
+    truth = field.tables
+    assert row["n_msc"] == len(truth["msc"])
+    assert abs(row["n_jurkat"] - len(truth["jurkat"])) <= 1
+    assert abs(row["n_foci"] - len(truth["foci"])) <= max(1, 0.1 * len(truth["foci"]))
+    # per-cell sums are consistent with the foci table
+    cells, foci = res.tables["cells"], res.tables["foci"]
+    inside = foci[foci["cell_id"] > 0]
+    assert cells["n_foci"].sum() == len(inside)
+    np.testing.assert_allclose(cells["foci_volume_um3"].sum(), inside["volume_um3"].sum())
+    assert row["n_msc_red_positive"] == (cells["n_foci"] >= 1).sum()
+    # the field's projected foci area never exceeds the sum of the foci's projected areas
+    assert 0 < row["foci_area_um2"] <= inside["area_um2"].sum() + 1e-9
+    assert set(res.labels) == {"msc", "jurkat", "foci", "tnt"}
+    assert res.labels["foci"].max() == len(foci)
+    assert abs(row["n_tnt"] - len(truth["tnt"])) <= 1
+    # exact adhesion counts over many fields are the adhesion tests' job; here: plumbing
+    assert abs(row["n_jurkat_adhered"] - int(truth["jurkat"]["adhered"].sum())) <= 1
+    jur = res.tables["jurkat"]
+    assert (jur.loc[jur["adhered"], "msc_id"] > 0).all()
+    assert (jur.loc[~jur["adhered"], "msc_id"] == 0).all()
+    assert cells["n_adhered_jurkat"].sum() == jur["adhered"].sum()
+
+
+def test_without_actin_tnt_columns_are_null(field):
+    ch = {"msc": field.image[0], "mito": field.image[1]}
+    res = process_field(ch, voxel_size=field.voxel_size, config=load_config(), backend="cpu")
+    row = res.tables["fields"].iloc[0]
+    assert pd.isna(row["n_tnt"]) and pd.isna(row["n_tnt_with_mito"])
+    assert any("no actin channel" in n for n in res.notes)
+    assert "tnt" not in res.labels and len(res.tables["tnt"]) == 0
+
+
+def test_raw_intensity_columns_measure_the_raw_channel(field):
+    res = process_field(
+        _channels(field), voxel_size=field.voxel_size, config=load_config(), backend="cpu"
+    )
+    foci = res.tables["foci"]
+    lab = res.labels["foci"]
+    mito = field.image[1].astype(np.float64)
+    for _, r in foci.head(5).iterrows():
+        vals = mito[lab == r["focus_id"]]
+        assert r["intensity_sum"] == pytest.approx(vals.sum())
+        assert r["intensity_max"] == pytest.approx(vals.max())
+
+
+def test_deconvolution_variant_adds_decon_columns(field):
+    cfg = load_config(
+        overrides=["deconvolution.method=richardson_lucy", "deconvolution.iterations=3"]
+    )
+    res = process_field(_channels(field), voxel_size=field.voxel_size, config=cfg, backend="cpu")
+    assert "mito" in res.processed and res.processed["mito"].dtype == np.float32
+    assert "intensity_mean_decon" in res.tables["foci"].columns
+    assert "deconvolve" in res.timings
+
+
+def test_without_msc_channel_foci_cover_the_field(field):
+    res = process_field(
+        {"mito": field.image[1]}, voxel_size=field.voxel_size, config=load_config(), backend="cpu"
+    )
+    assert res.notes and "no msc channel" in res.notes[0]
+    assert (res.tables["foci"]["cell_id"] == 0).all()
+    assert len(res.tables["cells"]) == 0
+    assert res.tables["fields"]["n_foci"].iloc[0] == len(res.tables["foci"]) > 0
+
+
+def test_two_d_field():
+    p = SynthParams().model_copy(update={"shape": (192, 192), "n_msc": 3, "n_jurkat": 3})
+    f = generate_field(p, condition="DMSO", seed=2)
+    res = process_field(_channels(f), voxel_size=f.voxel_size, config=load_config(), backend="cpu")
+    _check_schema(res.tables)
+    assert res.labels["msc"].ndim == 2
+    assert res.tables["foci"]["volume_um3"].isna().all()
+
+
+@pytest.mark.parametrize("kind", ["zeros", "saturated", "one_pixel"])
+def test_degenerate_fields_give_empty_tables(kind):
+    shape = (12, 64, 64)
+    img = np.zeros(shape, np.uint16)
+    if kind == "saturated":
+        img[:] = 65535
+    elif kind == "one_pixel":
+        img[6, 32, 32] = 4000
+    res = process_field(
+        {"msc": img, "mito": img},
+        voxel_size={"z": 0.5, "y": 0.2, "x": 0.2},
+        config=load_config(),
+        backend="cpu",
+    )
+    _check_schema(res.tables)
+    assert len(res.tables["foci"]) == 0
+    assert res.tables["fields"]["status"].iloc[0] == "ok"
+
+
+def test_bad_inputs_named():
+    with pytest.raises(ValueError, match="no 'mito' channel"):
+        process_field(
+            {"msc": np.zeros((4, 4))},
+            voxel_size={"y": 1, "x": 1},
+            config=load_config(),
+            where="plate p, well B/3, field 0",
+        )
+    with pytest.raises(ValueError, match="well B/3.*differ in shape"):
+        process_field(
+            {"msc": np.zeros((4, 4)), "mito": np.zeros((4, 5))},
+            voxel_size={"y": 1, "x": 1},
+            config=load_config(),
+            where="plate p, well B/3, field 0",
+        )
+
+
+def test_gpu_pipeline_equals_cpu(field, gpu):
+    cfg = load_config()
+    cpu = process_field(_channels(field), voxel_size=field.voxel_size, config=cfg, backend="cpu")
+    dev = process_field(_channels(field), voxel_size=field.voxel_size, config=cfg, backend=gpu)
+    for name in ("foci", "cells", "jurkat", "fields"):
+        pd.testing.assert_frame_equal(
+            dev.tables[name], cpu.tables[name], check_exact=False, rtol=1e-4
+        )
