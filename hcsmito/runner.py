@@ -589,6 +589,8 @@ def run_plate(
         for t in tasks
         if entries[t.stem].get("status") != "ok"
     }
+    for note in sorted({n for e in entries.values() for n in e.get("notes") or []}):
+        log.warning("%s: %s", plate.name, note)  # once per run, not once per field
     wall = time.perf_counter() - t0
     manifest = {
         "hcsmito": __version__,
