@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from hcsmito.backend import Backend
+from hcsmito.backend import Backend, get_backend
 
 __all__ = [
     "PROPERTIES",
@@ -707,6 +707,7 @@ def regionprops_table(
     spacing: Sequence[float] | None = None,
     parents=None,
     properties: Sequence[str] | None = None,
+    backend: str | None = None,
     where: str = "",
 ) -> dict[str, np.ndarray]:
     """Measure every labelled object in one pass; a columnar table like scikit-image's.
@@ -731,6 +732,9 @@ def regionprops_table(
     properties : sequence of str, optional
         Subset of :data:`PROPERTIES`, in output order (default: all; the intensity
         properties only where ``intensity`` is given, ``parent`` only with ``parents``).
+    backend : {"cpu", "gpu", "auto"}, optional
+        Where to compute; the arrays are moved there. Default: where the arrays are
+        (CuPy arrays -> GPU).
     where : str, optional
         Plate/well/field of the image, quoted in error messages.
 
@@ -766,7 +770,14 @@ def regionprops_table(
             raise ValueError("intensity properties were asked for but no intensity was given")
         if not parents and "parent" in properties:
             raise ValueError("'parent' was asked for but no parent label image was given")
-    b = Backend.of(labels, *channels, *parents.values())
+    if backend is None:
+        b = Backend.of(labels, *channels, *parents.values())
+    else:
+        b = get_backend(backend)
+        if not b.is_gpu:  # device->host where the caller asked for the CPU
+            labels = b.to_host(labels)
+            channels = [b.to_host(c) for c in channels]
+            parents = {k: b.to_host(v) for k, v in parents.items()}
     if b.is_gpu:
         from hcsmito.measure import _kernels
 
