@@ -361,7 +361,9 @@ def test_table_same_on_every_backend(backend):
     for k in want:
         assert isinstance(got[k], np.ndarray)
         np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=ATOL.get(k, 0), err_msg=k)
-    by_name = regionprops_table(labels, np.stack(inten), spacing=spacing, backend=backend.name)
+    by_name = regionprops_table(
+        labels, inten, spacing=spacing, parents=parents, backend=backend.name
+    )
     assert list(by_name) == list(got)  # numpy inputs, computed where backend= says
     for k in by_name:
         np.testing.assert_allclose(by_name[k], got[k], rtol=1e-12, err_msg=k)
