@@ -14,6 +14,7 @@ Variations scale one generator quantity by 0.5 or 1.5 (brightness, noise, PSF wi
 voxel size, cell size). Run::
 
     python benchmarks/bench_accuracy.py                 # full grid, prints a markdown table
+    # default row: 3 seeds x all conditions; variation rows: 2 seeds x DMSO, anti-ICAM-1
     python benchmarks/bench_accuracy.py --quick         # 2 seeds, default params only
     python benchmarks/bench_accuracy.py --json out.json
 
@@ -176,17 +177,29 @@ def run_grid(
     variations: Sequence[tuple[str, float]],
     *,
     base: SynthParams | None = None,
+    variation_seeds: Sequence[int] | None = None,
+    variation_conditions: Sequence[str] | None = None,
     verbose: bool = False,
 ) -> dict[str, list[FieldScore]]:
-    """Scores per variation row (``"default"`` and ``"name x factor"``)."""
+    """Scores per variation row (``"default"`` and ``"name x factor"``).
+
+    The default row runs ``seeds x conditions``; each variation row runs
+    ``variation_seeds x variation_conditions`` (the same by default).
+    """
     base = base or SynthParams()
     rows: dict[str, list[FieldScore]] = {}
     for name, fac in [("default", 1.0), *variations]:
         params = base if name == "default" else base.varied(**{name: fac})
         key = name if name == "default" else f"{name} x{fac:g}"
         rows[key] = []
-        for seed in seeds:
-            for cond in conditions:
+        row_seeds = seeds if name == "default" or variation_seeds is None else variation_seeds
+        row_conds = (
+            conditions
+            if name == "default" or variation_conditions is None
+            else variation_conditions
+        )
+        for seed in row_seeds:
+            for cond in row_conds:
                 f = generate_field(params, condition=cond, seed=seed)
                 sc = score_field(f, key)
                 rows[key].append(sc)
@@ -222,13 +235,28 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, default=3, help="seeds per condition (default 3)")
     ap.add_argument("--quick", action="store_true", help="2 seeds, DMSO only, no variations")
+    ap.add_argument(
+        "--variation-seeds", type=int, default=2, help="seeds per variation row (default 2)"
+    )
+    ap.add_argument(
+        "--variation-conditions",
+        default="DMSO,anti-ICAM-1",
+        help="comma-separated conditions of the variation rows (default DMSO,anti-ICAM-1)",
+    )
     ap.add_argument("--json", help="write the per-field scores and summaries here")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
     seeds = range(2 if args.quick else args.seeds)
     conditions = ["DMSO"] if args.quick else sorted(CONDITIONS)
     variations = () if args.quick else VARIATIONS
-    rows = run_grid(seeds, conditions, variations, verbose=args.verbose)
+    rows = run_grid(
+        seeds,
+        conditions,
+        variations,
+        variation_seeds=range(args.variation_seeds),
+        variation_conditions=args.variation_conditions.split(","),
+        verbose=args.verbose,
+    )
     print(table(rows))
     allsc = [x for v in rows.values() for x in v]
     print("\nall fields:", json.dumps(summarize(allsc), indent=1))

@@ -117,6 +117,7 @@ def detect_foci(
     dog_ratio: float = 3.0,
     threshold_k: float = 6.0,
     halo_um: float = 1.5,
+    edge_margin_um: float = 1.0,
     min_separation_um: float = 1.0,
     min_volume_um3: float | None = None,
     require_parent: bool = True,
@@ -144,6 +145,10 @@ def detect_foci(
         Threshold in robust noise sigmas of the enhanced image (default 6).
     halo_um : float, µm
         Margin around Jurkat bodies that is excluded (default 1.5 µm).
+    edge_margin_um : float, µm
+        With ``msc_labels``: foci whose peak is closer than this to the outline of the
+        MSCs' footprint are not counted (default 1 µm): the mask edge is blurred by the
+        optics and a mitochondrion in a nanotube at the cell's entrance is not inside yet.
     min_separation_um : float, µm
         Minimum distance between two foci peaks (default 1 µm).
     min_volume_um3 : float, µm³ (µm² in 2-D), optional
@@ -181,6 +186,12 @@ def detect_foci(
         msc = b.asarray(msc_labels)
         if require_parent:
             region = msc > 0
+            if edge_margin_um > 0:
+                # lateral margin inside the cells' outline (projection): what lies at the
+                # very edge is as likely in a nanotube or the blur of the mask
+                foot = region.any(axis=0) if region.ndim == 3 else region
+                inner = b.ndi.distance_transform_edt(foot, sampling=sp[-2:]) > edge_margin_um
+                region &= inner[None] if region.ndim == 3 else inner
     if jurkat_labels is not None:
         jur = b.asarray(jurkat_labels) > 0
         if bool(jur.any()):
