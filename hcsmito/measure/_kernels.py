@@ -266,7 +266,8 @@ def dense_lookup(labels, b: Backend):
         bad = xp.zeros(1, dtype=np.int32)
         _mark_kernel(labels.dtype.name)(*_grid(flat.size), (flat, np.int64(flat.size), flags, bad))
         csum = xp.cumsum(flags, dtype=np.int32)
-        n_labels, negative = (int(v) for v in b.to_host(xp.stack([csum[-1], bad[0]])))
+        both = b.to_host(xp.stack([csum[-1], bad[0]]))  # device->host: two scalars, one sync
+        n_labels, negative = int(both[0]), int(both[1])
         if negative:
             raise ValueError("labels must be non-negative (0 = background)")
         uniq = xp.empty(n_labels, dtype=np.int64)

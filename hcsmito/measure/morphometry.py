@@ -104,7 +104,7 @@ class _Moments:
 def _moments_to_host(m: _Moments) -> _Moments:
     """The same moments as NumPy arrays (device->host where they live on a GPU)."""
 
-    def h(a):
+    def h(a):  # device->host: per-label sums
         return None if a is None else (a.get() if hasattr(a, "get") else np.asarray(a))
 
     return _Moments(
