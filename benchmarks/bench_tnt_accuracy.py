@@ -100,10 +100,34 @@ def evaluate(p: SynthParams, conditions, seeds, *, segmented: bool) -> dict:
     }
 
 
+def control(p: SynthParams, seeds) -> tuple[int, int]:
+    """Fields with stress fibres and cortices but no TNT: (fields, TNTs found)."""
+    q = p.model_copy(update={"tnt_rate": 0.0, "fibres_per_msc": 20, "fibre_actin": 3.0})
+    found = 0
+    for seed in seeds:
+        f = generate_field(q, condition="cytochalasin D", seed=seed)
+        res = detect_tnts(
+            f.image[2],
+            voxel_size=f.voxel_size,
+            msc_labels=f.labels["msc"],
+            jurkat_labels=f.labels["jurkat"],
+            psf_sigma_um=q.psf_sigma_um()[2],
+        )
+        found += res.n
+    return len(seeds), found
+
+
+def _print(title: str, r: dict) -> None:
+    print(title)
+    for k, v in r.items():
+        print(f"  {k:28s} {v:.3f}" if isinstance(v, float) else f"  {k:28s} {v}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=6)
     ap.add_argument("--shape", default="24,256,256")
+    ap.add_argument("--no-variations", action="store_true", help="skip the varied-parameter runs")
     args = ap.parse_args()
     shape = tuple(int(v) for v in args.shape.split(","))
     p = SynthParams(shape=shape, n_msc=2, n_jurkat=6)
@@ -111,9 +135,13 @@ def main() -> None:
     for segmented in (False, True):
         name = "segmented cells" if segmented else "truth cell labels"
         r = evaluate(p, CONDITIONS, seeds, segmented=segmented)
-        print(f"== {name}: shape {shape}, conditions {CONDITIONS}, seeds {list(seeds)}")
-        for k, v in r.items():
-            print(f"  {k:28s} {v:.3f}" if isinstance(v, float) else f"  {k:28s} {v}")
+        _print(f"== {name}: shape {shape}, conditions {CONDITIONS}, seeds {list(seeds)}", r)
+    n, found = control(p, list(range(300, 300 + 2 * args.seeds)))
+    print(f"== stress fibres + cortex only (TNT rate 0, 20 fibres/MSC): {found} TNTs in {n} fields")
+    if not args.no_variations:
+        for var in ({"brightness": 0.5}, {"noise": 2.0}, {"psf_width": 1.3}, {"tnt_width": 0.7}):
+            r = evaluate(p.varied(**var), ("DMSO", "ara-C"), range(200, 203), segmented=False)
+            _print(f"== truth cell labels, varied {var}", r)
 
 
 if __name__ == "__main__":

@@ -356,8 +356,8 @@ def detect_tnts(
     mito: Any = None,
     tube_radius_um: tuple[float, ...] = (0.1, 0.2, 0.35),
     psf_sigma_um: tuple[float, float] | None = None,
-    threshold_k: float = 8.0,
-    threshold_low_k: float = 4.0,
+    threshold_k: float = 7.0,
+    threshold_low_k: float = 2.5,
     contact_um: float = 1.0,
     min_length_um: float = 3.0,
     min_height_um: float = 0.5,
@@ -388,7 +388,7 @@ def detect_tnts(
     psf_sigma_um : (sigma_z, sigma_xy), µm, optional
         Gaussian PSF of the actin channel (default (0.5, 0.15)).
     threshold_k, threshold_low_k : float
-        Hysteresis thresholds on the tubeness, in robust noise sigmas (defaults 8 and 4).
+        Hysteresis thresholds on the tubeness, in robust noise sigmas (defaults 7 and 2.5).
     contact_um : float, µm
         Largest gap between a path end and the cell it attaches to (default 1 µm).
     min_length_um : float, µm
