@@ -88,13 +88,20 @@ def as_float32(b: Backend, image: Any) -> Any:
 
 
 def gaussian(b: Backend, image: Any, sigma_px: Sequence[float], *, truncate: float = 3.0) -> Any:
-    """float32 Gaussian smoothing with a per-axis sigma in pixels (edges: nearest)."""
-    img = as_float32(b, image)
-    if not any(s > 0 for s in sigma_px):
-        return img.copy()
-    return b.ndi.gaussian_filter(
-        img, sigma=tuple(float(s) for s in sigma_px), mode="nearest", truncate=truncate
-    )
+    """float32 Gaussian smoothing with a per-axis sigma in pixels (edges: nearest).
+
+    Axes with a zero sigma are left alone (one 1-D pass per smoothed axis, so neither
+    backend ever builds a kernel for sigma 0).
+    """
+    out = as_float32(b, image)
+    copied = False
+    for axis, s in enumerate(sigma_px):
+        if float(s) > 0:
+            out = b.ndi.gaussian_filter1d(
+                out, float(s), axis=axis, mode="nearest", truncate=truncate
+            )
+            copied = True
+    return out if copied else out.copy()
 
 
 def ellipsoid_footprint(radius_px: Sequence[float]) -> np.ndarray:
@@ -234,13 +241,13 @@ def local_maxima(
     """
     xp = b.xp
     if footprint is not None:
-        filt = b.ndi.maximum_filter(image, footprint=b.asarray(footprint), mode="nearest")
+        filt = b.ndi.maximum_filter(image, footprint=np.asarray(footprint), mode="nearest")
     else:
         filt = b.ndi.maximum_filter(image, size=tuple(int(s) for s in size), mode="nearest")
     peaks = (image == filt) & (image > threshold)
     if mask is not None:
         peaks &= mask
-    seeds, _ = b.ndi.label(peaks, structure=xp.ones((3,) * image.ndim, dtype=bool))
+    seeds, _ = b.ndi.label(peaks, structure=np.ones((3,) * image.ndim, dtype=bool))
     return seeds.astype(xp.int32, copy=False)
 
 
@@ -255,7 +262,7 @@ def voronoi_labels(b: Backend, seeds: Any, mask: Any, sampling: Sequence[float])
     xp = b.xp
     if not bool(mask.any()):
         return xp.zeros(mask.shape, dtype=xp.int32)
-    ones = xp.ones((3,) * mask.ndim, dtype=bool)
+    ones = np.ones((3,) * mask.ndim, dtype=bool)
     cc, n_cc = b.ndi.label(mask, structure=ones)
     if not bool((seeds > 0).any()):
         return cc.astype(xp.int32)

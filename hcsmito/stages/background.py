@@ -96,7 +96,7 @@ def _tophat_background(
     factors = tuple(min(f, n) for f, n in zip(factors, img.shape, strict=True))
     small = _block_min(b, img, factors) if any(f > 1 for f in factors) else img
     fp = ellipsoid_footprint([r / f for r, f in zip(radius_px, factors, strict=True)])
-    bg = b.ndi.grey_opening(small, footprint=b.asarray(fp), mode="nearest")
+    bg = b.ndi.grey_opening(small, footprint=fp, mode="nearest")
     if small is not img:
         bg = b.xp.minimum(_upsample_linear(b, bg, img.shape), img)
     return bg

@@ -133,7 +133,7 @@ def _fill_holes_lateral(b: Backend, mask: Any) -> Any:
         return b.ndi.binary_fill_holes(mask)
     st = np.zeros((3, 3, 3), bool)
     st[1] = [[0, 1, 0], [1, 1, 1], [0, 1, 0]]
-    return b.ndi.binary_fill_holes(mask, structure=b.asarray(st))
+    return b.ndi.binary_fill_holes(mask, structure=st)
 
 
 def _watershed_2d(
@@ -307,7 +307,7 @@ def _split_by_height(
     vals = height[mask2d]
     plateau = float(b.to_host(xp.percentile(vals, 75.0)))  # device->host: one value
     cores = (height > core_fraction * plateau) & mask2d
-    ones = xp.ones((3, 3), dtype=bool)
+    ones = np.ones((3, 3), dtype=bool)
     markers, _ = b.ndi.label(cores, structure=ones)
     # cores smaller than a disc of 5 % of the cell diameter are noise, not cells
     min_core = math.pi * (0.05 * msc_diameter_um) ** 2 / float(lateral[0] * lateral[1])
@@ -433,7 +433,7 @@ def segment_jurkat(
     mask2d = mask.any(axis=0) if img.ndim == 3 else mask
     # Lateral opening removes what is narrower than half a body (foci, TNTs).
     fp = ellipsoid_footprint([0.25 * jurkat_diameter_um / s for s in lateral])
-    mask2d = b.ndi.binary_opening(mask2d, structure=b.asarray(fp))
+    mask2d = b.ndi.binary_opening(mask2d, structure=fp)
     mask2d = b.ndi.binary_fill_holes(mask2d)
     if not bool(mask2d.any()):
         return JurkatInstances(empty.labels, empty.touches_border, thr)
