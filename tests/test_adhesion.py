@@ -9,7 +9,7 @@ import functools
 import numpy as np
 import pytest
 
-from hcsmito.stages.adhesion import ADHESION_COLUMNS, measure_adhesion
+from hcsmito.stages.adhesion import ADHESION_COLUMNS, bincount, measure_adhesion
 from hcsmito.stages.segmentation import segment_jurkat, segment_msc
 from hcsmito.synth import SynthParams, generate_field
 
@@ -105,18 +105,31 @@ def test_2d_overlap_fallback():
     assert res["contact_area_um2"].tolist() == pytest.approx([25.0, 10.0])
 
 
-def test_degenerate():
+def test_degenerate(backend):
+    a = backend.asarray
     z = np.zeros((6, 10, 10), np.int32)
-    res = measure_adhesion(z, z, voxel_size=VS)
+    res = measure_adhesion(a(z), a(z), voxel_size=VS)
     assert len(res) == 0 and list(res.columns) == ADHESION_COLUMNS
     jur = z.copy()
     jur[2:4, 2:4, 2:4] = 1
-    res = measure_adhesion(jur, None, voxel_size=VS)
+    res = measure_adhesion(a(jur), None, voxel_size=VS)
     assert res["adhered"].tolist() == [False] and res["msc_id"].tolist() == [0]
-    res = measure_adhesion(jur, z, voxel_size=VS)
+    res = measure_adhesion(a(jur), a(z), voxel_size=VS)
     assert res["adhered"].tolist() == [False]
+    msc = z.copy()
+    msc[:, 6:, 6:] = 2  # an MSC, nowhere under the Jurkat: no contact voxel at all
+    res = measure_adhesion(a(jur), a(msc), voxel_size=VS)
+    assert res["adhered"].tolist() == [False] and res["contact_area_um2"].tolist() == [0.0]
     with pytest.raises(ValueError, match="same field"):
         measure_adhesion(jur, z[:-1], voxel_size=VS)
+
+
+def test_bincount_takes_empty(backend):
+    x = np.array([0, 3, 3, 1], np.int64)
+    got = backend.to_host(bincount(backend, backend.asarray(x), 6))
+    np.testing.assert_array_equal(got, np.bincount(x, minlength=6))
+    empty = backend.to_host(bincount(backend, backend.asarray(x[:0]), 4))
+    np.testing.assert_array_equal(empty, np.zeros(4))
 
 
 @pytest.mark.gpu

@@ -33,7 +33,7 @@ import pandas as pd
 from hcsmito.backend import Backend
 from hcsmito.stages._util import VoxelSize, spacing
 
-__all__ = ["ADHESION_COLUMNS", "measure_adhesion"]
+__all__ = ["ADHESION_COLUMNS", "bincount", "measure_adhesion"]
 
 ADHESION_COLUMNS = ["jurkat_id", "adhered", "msc_id", "contact_area_um2"]
 
@@ -131,7 +131,7 @@ def measure_adhesion(
     else:
         contact = (jur > 0) & (msc > 0)
         j_sel, m_sel = jur[contact], msc[contact]
-    pair = xp.bincount(j_sel * (n_m + 1) + m_sel, minlength=(n_j + 1) * (n_m + 1))
+    pair = bincount(b, j_sel * (n_m + 1) + m_sel, (n_j + 1) * (n_m + 1))
     table = b.to_host(pair.reshape(n_j + 1, n_m + 1)).astype(np.float64)  # device->host
     over = table[ids, 1:]
     best = over.argmax(axis=1) if over.shape[0] else np.zeros(0, np.int64)
@@ -142,6 +142,13 @@ def measure_adhesion(
         adhered &= area >= overlap_min * foot * pixel_area
     msc_id = np.where(area > 0, best + 1, 0).astype(np.int32)
     return _table(ids, msc_id, area, adhered)
+
+
+def bincount(b: Backend, values: Any, minlength: int) -> Any:
+    """``xp.bincount`` that also takes an empty array (CuPy's takes the max of its input)."""
+    if int(values.size) == 0:
+        return b.xp.zeros(minlength, dtype=b.xp.int64)
+    return b.xp.bincount(values, minlength=minlength)
 
 
 def _table(

@@ -54,6 +54,7 @@ from hcsmito.stages._util import (
     robust_sigma,
     spacing,
 )
+from hcsmito.stages.adhesion import bincount
 from hcsmito.stages.foci import enhance_spots
 
 __all__ = ["TNT_COLUMNS", "TNTs", "detect_tnts", "glass_plane", "match_tnts", "tubeness"]
@@ -478,7 +479,7 @@ def detect_tnts(
     comp, n_comp = b.ndi.label(low, structure=ones)
     if n_comp == 0:
         return TNTs(empty_labels, _empty_table(), glass, thr_hi)
-    core = xp.bincount(comp[(resp > thr_hi) & low].reshape(-1), minlength=n_comp + 1) > 0
+    core = bincount(b, comp[(resp > thr_hi) & low].reshape(-1), n_comp + 1) > 0
     core[0] = False
     comp = xp.where(core[comp], comp, 0).astype(xp.int32)
     mask = comp > 0
@@ -505,7 +506,7 @@ def detect_tnts(
     n_cells = int(cells.max())
     reach_v = mask & (dist <= contact_um)
     pair = comp[reach_v].astype(xp.int64) * (n_cells + 1) + nearest[reach_v]
-    touch = xp.bincount(pair, minlength=(n_comp + 1) * (n_cells + 1)) > 0
+    touch = bincount(b, pair, (n_comp + 1) * (n_cells + 1)) > 0
     touch = b.to_host(touch.reshape(n_comp + 1, n_cells + 1))  # device->host: small table
     s_comp = b.to_host(comp[cidx])  # device->host
     s_reach = touch[s_comp, s_cell]
