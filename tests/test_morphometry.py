@@ -10,7 +10,6 @@ from scipy import ndimage as ndi
 from hcsmito.backend import get_backend
 from hcsmito.measure import (
     aggregate_by_parent,
-    foci_table,
     regionprops_table,
     table_to_dataframe,
 )
@@ -216,44 +215,6 @@ def test_aggregate_by_parent_matches_pandas():
         w = g[col].sum().reindex(ids, fill_value=0.0).to_numpy()
         np.testing.assert_allclose(agg[col], w, rtol=1e-12, err_msg=col)
     assert agg["n_objects"][ids == 999][0] == 0
-
-
-def test_foci_table_contract_columns():
-    labels = random_labels((8, 40, 50), seed=21)
-    cells = random_labels(labels.shape, seed=22, sigma=4, fraction=0.5)
-    mito = random_intensity(labels.shape, 23)
-    vs = {"z": 0.5, "y": 0.2, "x": 0.1}
-    t = foci_table(labels, mito, voxel_size=vs, cells=cells)
-    want = [
-        "focus_id",
-        "cell_id",
-        "z_um",
-        "y_um",
-        "x_um",
-        "volume_um3",
-        "area_um2",
-        "n_voxels",
-        "intensity_sum",
-        "intensity_mean",
-        "intensity_max",
-        "equivalent_diameter_um",
-    ]
-    assert list(t) == want
-    ref = skm.regionprops_table(
-        labels,
-        mito,
-        spacing=(0.5, 0.2, 0.1),
-        properties=["label", "centroid", "area", "intensity_max"],
-    )
-    np.testing.assert_array_equal(t["focus_id"], ref["label"])
-    np.testing.assert_allclose(t["x_um"], ref["centroid-2"], rtol=1e-12)
-    np.testing.assert_allclose(t["volume_um3"], ref["area"], rtol=1e-12)
-    np.testing.assert_allclose(t["intensity_max"], ref["intensity_max"])
-    np.testing.assert_array_equal(t["cell_id"], regionprops_table(labels, parents=cells)["parent"])
-    t2 = foci_table(labels[0], mito[0], voxel_size={"y": 0.2, "x": 0.1})
-    assert "z_um" not in t2 and (t2["cell_id"] == 0).all()
-    with pytest.raises(ValueError, match="voxel_size lacks"):
-        foci_table(labels, mito, voxel_size={"y": 0.2, "x": 0.1}, where="B/3 field 1")
 
 
 def test_properties_subset_and_errors():

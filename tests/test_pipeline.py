@@ -151,3 +151,48 @@ def test_gpu_pipeline_equals_cpu(field, gpu):
         pd.testing.assert_frame_equal(
             dev.tables[name], cpu.tables[name], check_exact=False, rtol=1e-4
         )
+
+
+def test_foci_table_equals_scikit_image_with_contract_names():
+    from skimage.measure import label, regionprops_table
+
+    from hcsmito.measure.morphometry import regionprops_table as ours
+    from hcsmito.pipeline import _foci_table
+
+    rng = np.random.default_rng(4)
+    labels = label(rng.random((8, 40, 50)) > 0.93)
+    cells = np.zeros(labels.shape, np.int32)
+    cells[:, :, 25:] = 7
+    mito = rng.integers(0, 4000, labels.shape).astype(np.uint16)
+    spacing = (0.5, 0.2, 0.1)
+    t = ours(labels, [mito], spacing=spacing, parents={"parent": cells})
+    df = _foci_table(t, 3, decon=False)
+    assert list(df.columns) == list(TABLE_COLUMNS["foci"])
+    ref = regionprops_table(
+        labels,
+        mito,
+        spacing=spacing,
+        properties=[
+            "label",
+            "centroid",
+            "area",
+            "intensity_max",
+            "intensity_mean",
+            "equivalent_diameter_area",
+            "axis_major_length",
+        ],
+    )
+    np.testing.assert_array_equal(df["focus_id"], ref["label"])
+    for ours_col, ref_col in [
+        ("z_um", "centroid-0"),
+        ("y_um", "centroid-1"),
+        ("x_um", "centroid-2"),
+        ("volume_um3", "area"),
+        ("intensity_max", "intensity_max"),
+        ("intensity_mean", "intensity_mean"),
+        ("equivalent_diameter_um", "equivalent_diameter_area"),
+        ("axis_major_length_um", "axis_major_length"),
+    ]:
+        np.testing.assert_allclose(df[ours_col], ref[ref_col], rtol=1e-5, err_msg=ours_col)
+    majority = [7 if (cells[labels == i] == 7).mean() > 0.5 else 0 for i in ref["label"]]
+    np.testing.assert_array_equal(df["cell_id"], majority)

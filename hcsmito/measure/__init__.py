@@ -4,7 +4,6 @@ from hcsmito.measure.label import label
 from hcsmito.measure.morphometry import (
     PROPERTIES,
     aggregate_by_parent,
-    foci_table,
     regionprops_table,
     table_to_dataframe,
 )
@@ -12,7 +11,6 @@ from hcsmito.measure.morphometry import (
 __all__ = [
     "PROPERTIES",
     "aggregate_by_parent",
-    "foci_table",
     "label",
     "regionprops_table",
     "table_to_dataframe",

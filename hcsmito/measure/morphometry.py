@@ -39,7 +39,6 @@ from hcsmito.backend import Backend, get_backend
 __all__ = [
     "PROPERTIES",
     "aggregate_by_parent",
-    "foci_table",
     "regionprops_table",
     "table_to_dataframe",
 ]
@@ -860,77 +859,4 @@ def aggregate_by_parent(
     for col in ("area", "area_projected", *intensity_columns):
         if col in table:
             out[col] = total(table[col])
-    return out
-
-
-def foci_table(
-    foci_labels,
-    mito,
-    *,
-    voxel_size: Mapping[str, float],
-    cells=None,
-    where: str = "",
-) -> dict[str, np.ndarray]:
-    """The ``foci`` table of the output contract (DESIGN.md), from labels and the raw channel.
-
-    Parameters
-    ----------
-    foci_labels : (Z, Y, X) or (Y, X) ndarray of int
-        Labelled foci (ids become ``focus_id``).
-    mito : ndarray, same shape
-        Raw MitoTracker channel (intensities are measured on the input, unprocessed).
-    voxel_size : mapping
-        ``{"z": µm, "y": µm, "x": µm}`` (no ``"z"`` for 2-D), as ``FieldImage.voxel_size``.
-    cells : ndarray of int, same shape, optional
-        MSC labels: ``cell_id`` is the cell covering most of each focus (0 = none).
-    where : str, optional
-        Plate/well/field, quoted in error messages.
-
-    Returns
-    -------
-    table : dict of str to (L,) ndarray
-        ``focus_id, cell_id, z_um, y_um, x_um, volume_um3`` (the area in µm² for a 2-D
-        field), ``area_um2`` (z-projection), ``n_voxels, intensity_sum, intensity_mean,
-        intensity_max, equivalent_diameter_um``. 2-D fields have no ``z_um``.
-    """
-    axes = "zyx"[3 - foci_labels.ndim :]
-    missing = [a for a in axes if a not in voxel_size]
-    if missing:
-        ctx = f" ({where})" if where else ""
-        raise ValueError(
-            f"voxel_size lacks {missing} for {foci_labels.ndim}-D labels{ctx}: "
-            "pass FieldImage.voxel_size"
-        )
-    spacing = tuple(float(voxel_size[a]) for a in axes)
-    props = [
-        "label",
-        "centroid",
-        "area",
-        "area_projected",
-        "n_voxels",
-        "intensity_sum",
-        "intensity_mean",
-        "intensity_max",
-        "equivalent_diameter_area",
-    ]
-    if cells is not None:
-        props.append("parent")
-    t = regionprops_table(
-        foci_labels,
-        mito,
-        spacing=spacing,
-        parents=None if cells is None else {"cell_id": cells},
-        properties=props,
-        where=where,
-    )
-    out = {"focus_id": t["label"]}
-    out["cell_id"] = t["cell_id"] if cells is not None else np.zeros(t["label"].size, np.int64)
-    for i, a in enumerate(axes):
-        out[f"{a}_um"] = t[f"centroid-{i}"]
-    out["volume_um3"] = t["area"]
-    out["area_um2"] = t["area_projected"]
-    out["n_voxels"] = t["n_voxels"]
-    for k in ("intensity_sum", "intensity_mean", "intensity_max"):
-        out[k] = t[k]
-    out["equivalent_diameter_um"] = t["equivalent_diameter_area"]
     return out
