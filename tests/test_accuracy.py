@@ -42,11 +42,11 @@ def test_match_points_is_one_to_one():
 
 
 def test_default_conditions():
-    rows = B.run_grid([0, 1], ["DMSO", "cytochalasin D", "anti-ICAM-1"], [], base=SMALL)
+    rows = B.run_grid([0, 1], ["DMSO", "anti-ICAM-1"], [], base=SMALL)
     s = B.summarize(rows["default"])
-    assert s["foci_true"] > 20
+    assert s["foci_true"] > 15
     assert s["foci_f1"] >= 0.95, s
-    assert s["msc_exact"] >= 5 / 6, s
+    assert s["msc_exact"] >= 3 / 4, s
     assert s["jurkat_pm1"] == 1.0, s
     assert s["adhesion_agree"] >= 0.8, s
 

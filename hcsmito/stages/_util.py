@@ -266,6 +266,11 @@ def voronoi_labels(b: Backend, seeds: Any, mask: Any, sampling: Sequence[float])
     cc, n_cc = b.ndi.label(mask, structure=ones)
     if not bool((seeds > 0).any()):
         return cc.astype(xp.int32)
+    # Fast path: no component holds two seeds, the components are the answer.
+    seed_cc = cc[seeds > 0]
+    per_cc = xp.bincount(seed_cc.reshape(-1).astype(xp.int64), minlength=int(n_cc) + 1)
+    if int(per_cc[1:].max()) <= 1:
+        return cc.astype(xp.int32)
     idx = b.ndi.distance_transform_edt(
         seeds == 0, sampling=tuple(sampling), return_distances=False, return_indices=True
     )

@@ -1,8 +1,9 @@
 """Detection of red foci (transferred mitochondria) inside MSCs.
 
 1. **Search region.** Inside the MSC labels (or the whole field when there are none),
-   minus the Jurkat bodies dilated by an optical halo in µm (their blurred light would
-   otherwise be read as foci).
+   at least ``edge_margin_um`` inside their outline, minus the columns of the Jurkat
+   bodies dilated laterally by an optical halo in µm (their blurred light would
+   otherwise be read as foci, and what lies under a Jurkat cannot be told from it).
 2. **Spot enhancement.** A difference of Gaussians tuned to the expected focus size: the
    inner sigma matches a blurred focus (``sqrt(r² / ndim + psf²)`` per axis, so it is
    anisotropic through the voxel size and the PSF), the outer one is ``dog_ratio`` times
@@ -144,7 +145,8 @@ def detect_foci(
     threshold_k : float
         Threshold in robust noise sigmas of the enhanced image (default 6).
     halo_um : float, µm
-        Margin around Jurkat bodies that is excluded (default 1.5 µm).
+        Lateral margin around the Jurkat bodies' footprint that is excluded, over the
+        whole column (default 1.5 µm).
     edge_margin_um : float, µm
         With ``msc_labels``: foci whose peak is closer than this to the outline of the
         MSCs' footprint are not counted (default 1 µm): the mask edge is blurred by the
@@ -193,10 +195,13 @@ def detect_foci(
                 inner = b.ndi.distance_transform_edt(foot, sampling=sp[-2:]) > edge_margin_um
                 region &= inner[None] if region.ndim == 3 else inner
     if jurkat_labels is not None:
+        # Jurkat columns and a lateral halo: light of a body blurs up and down as well,
+        # so the whole column around a Jurkat is excluded (2-D distance: cheap).
         jur = b.asarray(jurkat_labels) > 0
-        if bool(jur.any()):
-            dist = b.ndi.distance_transform_edt(~jur, sampling=sp)
-            region &= dist > halo_um
+        jur2d = jur.any(axis=0) if jur.ndim == 3 else jur
+        if bool(jur2d.any()):
+            far = b.ndi.distance_transform_edt(~jur2d, sampling=sp[-2:]) > halo_um
+            region &= far[None] if region.ndim == 3 else far
     if not bool(region.any()):
         return empty
 
