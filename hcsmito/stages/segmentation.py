@@ -389,13 +389,19 @@ def segment_jurkat(
         footprint diameter and the seed separation.
     smooth_um : float, µm
         Gaussian sigma before thresholding (default 1.5 µm).
-    threshold_method, threshold_k, threshold_value
-        As in :func:`segment_msc`; ``auto`` is applied to the voxels above
-        ``background + k * noise`` twice: the bodies are the bright class (Otsu) of the
-        signal unless the signal is one population.
+    threshold_method : {"auto", "otsu", "li", "triangle", "yen", "manual"}
+        ``auto``: Otsu on the *log* of the smoothed signal above ``background + k *
+        noise``, which separates the bright bodies from dimmer stained structures (MSC
+        autofluorescence, haze) whatever the brightness, kept at least ``fraction`` of
+        the way from background to the 99.9th percentile. Others as in
+        :func:`segment_msc`.
+    threshold_k : float
+        ``auto``: noise multiple of the signal floor (default 5).
     threshold_fraction : float
-        ``auto``: lower bound on the threshold as a fraction of the bright-object
-        intensity above background (default 0.3).
+        ``auto``: lower bound of the threshold, as a fraction of the brightest signal
+        above background (default 0.3).
+    threshold_value : float, optional
+        ``manual``: threshold in intensity units of ``mito``.
     min_diameter_fraction : float
         Instances whose footprint is smaller than a disc of this fraction of the expected
         diameter are dropped (default 0.5).
