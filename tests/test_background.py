@@ -108,3 +108,18 @@ def test_gpu_matches_cpu(gpu, method):
         estimate_background(gpu.asarray(img), voxel_size=vs, method=method, radius_um=3.0)
     )
     np.testing.assert_allclose(dev, cpu, rtol=1e-4, atol=1e-2)
+
+
+@pytest.mark.parametrize("shape", [(200, 200), (16, 96, 96)], ids=["2d", "3d"])
+def test_noise_sigma_robust(backend, shape):
+    from hcsmito.stages._util import noise_sigma
+
+    rng = np.random.default_rng(7)
+    grids = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+    img = 100 + 0.5 * grids[-1] + 0.2 * grids[-2] + rng.normal(0, 3.0, shape)
+    spots = tuple(rng.integers(0, n, 100) for n in shape)
+    img[spots] += 500.0  # bright outliers do not inflate the estimate much
+    assert noise_sigma(backend.asarray(img.astype(np.float32))) == pytest.approx(3.0, rel=0.1)
+    poisson = rng.poisson(20.0, shape).astype(np.uint16)
+    assert noise_sigma(backend.asarray(poisson)) == pytest.approx(np.sqrt(20.0), rel=0.1)
+    assert noise_sigma(np.zeros(shape, np.uint16)) == 0.0
