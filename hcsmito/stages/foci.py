@@ -255,8 +255,13 @@ def _label_argmax(b: Backend, labels: Any, values: Any, n: int) -> np.ndarray:
     sel = xp.nonzero(flat_lab)[0]
     lab = flat_lab[sel].astype(xp.int64)
     val = values.reshape(-1)[sel]
-    # sort by (label, value): the last entry of each label run is its maximum
-    order = xp.lexsort(xp.stack([val, lab]))
+    # one sort key per voxel: the label plus its value scaled into [0, 0.5) (float64 keeps
+    # ~1e-10 resolution for a million labels); the last entry of each label run in key
+    # order is the label's maximum
+    val = val.astype(xp.float64)
+    lo, hi = val.min(), val.max()
+    key = lab + 0.5 * (val - lo) / xp.maximum(hi - lo, 1e-30)
+    order = xp.argsort(key)
     lab_sorted = lab[order]
     last = xp.nonzero(xp.diff(lab_sorted, append=n + 1))[0]
     best = sel[order[last]]
