@@ -360,7 +360,7 @@ def detect_tnts(
     threshold_k: float = 7.0,
     threshold_low_k: float = 2.5,
     contact_um: float = 1.0,
-    min_length_um: float = 3.0,
+    min_length_um: float = 2.0,
     min_height_um: float = 0.5,
     min_clearance_um: float = 1.0,
     max_pass_um: float = 3.0,
@@ -393,7 +393,8 @@ def detect_tnts(
     contact_um : float, µm
         Largest gap between a path end and the cell it attaches to (default 1 µm).
     min_length_um : float, µm
-        Shortest TNT, cell surface to cell surface (default 3 µm).
+        Shortest TNT, cell surface to cell surface (default 2 µm: segmented cells, a little
+        larger than the true ones, shorten the free part by 1-2 µm).
     min_height_um : float, µm
         Lowest median height of the path above the glass (default 0.5 µm): excludes the
         basal stress fibres. Not applied in 2-D.
