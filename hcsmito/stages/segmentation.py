@@ -44,6 +44,9 @@ from hcsmito.stages.threshold import threshold as global_threshold
 
 __all__ = ["Instances", "JurkatInstances", "segment_jurkat", "segment_msc"]
 
+#: Default minimum core: a disc of this fraction of the expected MSC diameter (radius).
+MIN_CORE_RADIUS = 0.1
+
 ThresholdMethod = Literal["auto", "otsu", "li", "triangle", "yen", "manual"]
 
 
@@ -183,6 +186,7 @@ def segment_msc(
     threshold_value: float | None = None,
     split: Literal["auto", "height", "shape", "intensity"] = "auto",
     core_fraction: float = 0.8,
+    min_core_um2: float | None = None,
     seed_smooth_um: float | None = None,
     min_separation_um: float | None = None,
     min_area_um2: float | None = None,
@@ -223,6 +227,9 @@ def segment_msc(
     core_fraction : float
         ``height``: cores are columns thicker than this fraction of the 75th percentile
         of the heights in the mask (default 0.8).
+    min_core_um2 : float, µm², optional
+        ``height``: smaller cores do not seed a cell of their own (default: a disc of
+        radius ``MIN_CORE_RADIUS * msc_diameter_um``).
     seed_smooth_um : float, µm, optional
         ``intensity``: Gaussian sigma of the projection whose maxima seed the cells
         (default ``0.06 * msc_diameter_um``).
@@ -269,9 +276,9 @@ def segment_msc(
     if split not in ("height", "shape", "intensity"):
         raise ValueError(f"unknown split {split!r}: use 'auto', 'height', 'shape' or 'intensity'")
     if split == "height" and img.ndim == 3:
-        lab2d = _split_by_height(
-            b, img, mask2d, level, sp, smooth_um, core_fraction, msc_diameter_um
-        )
+        if min_core_um2 is None:
+            min_core_um2 = math.pi * (MIN_CORE_RADIUS * msc_diameter_um) ** 2
+        lab2d = _split_by_height(b, img, mask2d, level, sp, smooth_um, core_fraction, min_core_um2)
     elif split == "shape":
         lab2d = _split_by_shape(b, mask2d, sp[-2:], msc_diameter_um, min_separation_um)
     else:
@@ -293,7 +300,7 @@ def _split_by_height(
     sp: tuple[float, ...],
     smooth_um: float,
     core_fraction: float,
-    msc_diameter_um: float,
+    min_core_um2: float,
 ) -> Any:
     """2-D instances from the height map of a 3-D field (see :func:`segment_msc`)."""
     xp = b.xp
@@ -309,9 +316,8 @@ def _split_by_height(
     cores = (height > core_fraction * plateau) & mask2d
     ones = np.ones((3, 3), dtype=bool)
     markers, _ = b.ndi.label(cores, structure=ones)
-    # cores smaller than a disc of 5 % of the cell diameter are noise, not cells
-    min_core = math.pi * (0.05 * msc_diameter_um) ** 2 / float(lateral[0] * lateral[1])
-    markers = remove_small_labels(b, markers, min_core)
+    # small cores are thick spots of a cell between holes or at its border, not cells
+    markers = remove_small_labels(b, markers, min_core_um2 / float(lateral[0] * lateral[1]))
     return _watershed_2d(b, height, markers, mask2d)
 
 
