@@ -117,7 +117,7 @@ def detect_foci(
     psf_sigma_um: tuple[float, float] | None = None,
     dog_ratio: float = 3.0,
     threshold_k: float = 6.0,
-    halo_um: float = 1.5,
+    halo_um: float = 2.0,
     edge_margin_um: float = 1.0,
     min_separation_um: float = 1.0,
     min_volume_um3: float | None = None,
@@ -146,7 +146,8 @@ def detect_foci(
         Threshold in robust noise sigmas of the enhanced image (default 6).
     halo_um : float, µm
         Lateral margin around the Jurkat bodies' footprint that is excluded, over the
-        whole column (default 1.5 µm).
+        whole column (default 2 µm: the blurred light of a body and the roots of its
+        nanotubes).
     edge_margin_um : float, µm
         With ``msc_labels``: foci whose peak is closer than this to the outline of the
         MSCs' footprint are not counted (default 1 µm): the mask edge is blurred by the
