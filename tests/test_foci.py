@@ -55,13 +55,24 @@ def test_jurkat_bodies_and_halo_excluded(field):
     twod, vs, mito, truth, msc, jur = field
     whole = detect_foci(mito, voxel_size=vs)  # plate without an MSC channel
     assert (whole.parent == 0).all()
-    near_jurkat = ndi.distance_transform_edt(jur == 0, sampling=vs)[tuple(whole.peak.T)] < 1.5
-    assert near_jurkat.sum() > 10  # the Jurkat mitochondria are spots too
-    res = detect_foci(mito, voxel_size=vs, msc_labels=msc, jurkat_labels=jur)
-    dist = ndi.distance_transform_edt(jur == 0, sampling=vs)
-    assert (dist[tuple(res.peak.T)] > 1.5).all()
-    # every focus of the full detection that is in an MSC and away from Jurkats is kept
-    keep = (msc[tuple(whole.peak.T)] > 0) & (dist[tuple(whole.peak.T)] > 1.5)
+
+    def proj(a):
+        return a.any(axis=0) if a.ndim == 3 else a
+
+    jur_far = ndi.distance_transform_edt(~proj(jur > 0), sampling=vs[-2:])  # lateral, µm
+    msc_in = ndi.distance_transform_edt(proj(msc > 0), sampling=vs[-2:])
+
+    def at(img2d, peaks):
+        return img2d[tuple(peaks[:, -2:].T)]
+
+    assert (at(jur_far, whole.peak) < 2.0).sum() > 10  # the Jurkat mitochondria are spots too
+    res = detect_foci(
+        mito, voxel_size=vs, msc_labels=msc, jurkat_labels=jur, halo_um=2.0, edge_margin_um=1.0
+    )
+    assert (at(jur_far, res.peak) > 2.0).all() and (at(msc_in, res.peak) > 1.0).all()
+    # every focus of the whole-field detection in the search region is kept, no other
+    keep = (msc[tuple(whole.peak.T)] > 0) & (at(jur_far, whole.peak) > 2.0)
+    keep &= at(msc_in, whole.peak) > 1.0
     assert res.n == int(keep.sum())
 
 
