@@ -31,7 +31,7 @@ import pandas as pd
 from hcsmito.runner import TABLES, run_plate
 from hcsmito.synth import write_synth_plate
 
-STAGES = ("deconvolve", "background", "segment_msc", "segment_jurkat", "foci", "morphometry")
+IO = ("read", "write")  # every other timing key of a field is a stage
 
 
 def _one(plate: Path, out: Path, scheduler: str, workers: int) -> dict:
@@ -51,13 +51,13 @@ def _one(plate: Path, out: Path, scheduler: str, workers: int) -> dict:
     assert s.ok, s.failed
     manifest = json.loads((out / "manifest.json").read_text())
     stage_s = sum(
-        v for f in manifest["fields"] for k, v in (f["timings"] or {}).items() if k in STAGES
+        v for f in manifest["fields"] for k, v in (f["timings"] or {}).items() if k not in IO
     )
     io_s = sum(
         v
         for f in manifest["fields"]
         for k, v in (f["timings"] or {}).items()
-        if k in ("read", "write")
+        if k in IO
     )
     n = len(manifest["fields"])
     return {
