@@ -75,8 +75,21 @@ def _cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _quiet_dask(verbose: int) -> None:
+    """distributed configures its loggers (INFO) when imported: quiet them unless -vv."""
+    if verbose >= 2:
+        return
+    import distributed  # noqa: F401  (its import sets the levels this overrides)
+
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith("distributed"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from hcsmito.config import load_config
+
+    _quiet_dask(args.verbose)
     from hcsmito.runner import run_plate
 
     config = load_config(args.config, args.set or ())
@@ -150,6 +163,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from hcsmito.demo import run_demo
+
+    _quiet_dask(args.verbose)
 
     return run_demo(Path(args.out), backend=args.backend, seed=args.seed)
 
@@ -245,8 +260,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.WARNING - 10 * min(args.verbose, 2),
         format="%(levelname)s %(name)s: %(message)s",
     )
-    # distributed logs every worker start and stop at INFO: keep that for -vv
-    logging.getLogger("distributed").setLevel(logging.INFO if args.verbose >= 2 else logging.ERROR)
     try:
         return int(args.func(args) or 0)
     except (ValueError, FileExistsError, FileNotFoundError, RuntimeError) as exc:

@@ -125,6 +125,7 @@ class MscSegmentation(_Section):
 
     msc_diameter_um: float = Field(50.0, gt=0)
     smooth_um: float = Field(1.0, ge=0)
+    smooth_z_um: float = Field(0.0, ge=0, description="Gaussian sigma along z, µm")
     threshold_method: ThresholdMethod = "auto"
     threshold_k: float = Field(5.0, gt=0)
     threshold_fraction: float = Field(0.3, ge=0, le=1)
@@ -133,6 +134,7 @@ class MscSegmentation(_Section):
         "auto", description="what separates touching MSCs"
     )
     core_fraction: float = Field(0.8, gt=0, le=1)
+    min_core_um2: float | None = Field(None, ge=0, description="default π(0.1·diameter)²")
     seed_smooth_um: float | None = Field(None, gt=0)
     min_separation_um: float | None = Field(None, gt=0)
     min_area_um2: float | None = Field(None, ge=0)
@@ -159,8 +161,8 @@ class FociDetection(_Section):
     psf_sigma_um: tuple[float, float] | None = None
     dog_ratio: float = Field(3.0, gt=1)
     threshold_k: float = Field(6.0, gt=0, description="threshold in robust noise sigmas")
-    halo_um: float = Field(1.5, ge=0, description="exclusion margin around Jurkat bodies")
-    edge_margin_um: float = Field(0.5, ge=0)
+    halo_um: float = Field(2.0, ge=0, description="exclusion margin around Jurkat bodies")
+    edge_margin_um: float = Field(1.0, ge=0, description="margin inside the MSC outline")
     min_separation_um: float = Field(1.0, ge=0)
     min_volume_um3: float | None = Field(None, ge=0)
     require_parent: bool = True
@@ -171,10 +173,10 @@ class TntDetection(_Section):
 
     tube_radius_um: tuple[float, ...] = (0.1, 0.2, 0.35)
     psf_sigma_um: tuple[float, float] | None = None
-    threshold_k: float = Field(8.0, gt=0, description="tubeness core threshold, noise sigmas")
-    threshold_low_k: float = Field(4.0, gt=0, description="hysteresis low threshold")
+    threshold_k: float = Field(7.0, gt=0, description="tubeness core threshold, noise sigmas")
+    threshold_low_k: float = Field(2.5, gt=0, description="hysteresis low threshold")
     contact_um: float = Field(1.0, ge=0, description="an end this close to a cell touches it")
-    min_length_um: float = Field(3.0, ge=0)
+    min_length_um: float = Field(2.0, ge=0)
     min_height_um: float = Field(0.5, ge=0, description="above the glass (stress fibres below)")
     min_clearance_um: float = Field(1.0, ge=0)
     max_pass_um: float = Field(3.0, ge=0)
