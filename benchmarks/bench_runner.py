@@ -53,12 +53,7 @@ def _one(plate: Path, out: Path, scheduler: str, workers: int) -> dict:
     stage_s = sum(
         v for f in manifest["fields"] for k, v in (f["timings"] or {}).items() if k not in IO
     )
-    io_s = sum(
-        v
-        for f in manifest["fields"]
-        for k, v in (f["timings"] or {}).items()
-        if k in IO
-    )
+    io_s = sum(v for f in manifest["fields"] for k, v in (f["timings"] or {}).items() if k in IO)
     n = len(manifest["fields"])
     return {
         "scheduler": scheduler,
