@@ -422,6 +422,15 @@ def _sort_wells(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return df.loc[idx].reset_index(drop=True)
 
 
+def _dashboard_link(client, *, local: bool) -> str:
+    """The dashboard's address; a local cluster's binds to 127.0.0.1, so link there."""
+    if local:
+        port = client.scheduler_info().get("services", {}).get("dashboard")
+        if port:
+            return f"http://127.0.0.1:{port}/status"
+    return client.dashboard_link
+
+
 def slurm_cluster(slurm):
     """A dask-jobqueue ``SLURMCluster`` from ``config.resources.slurm`` (no job submitted yet).
 
@@ -486,7 +495,7 @@ def _client(scheduler: str, workers: int | None, backend: str | None, quiet: boo
     client = Client(cluster) if cluster is not None else Client(scheduler)
     try:
         if not quiet:
-            print(f"dask dashboard: {client.dashboard_link}")
+            print(f"dask dashboard: {_dashboard_link(client, local=cluster is not None)}")
         yield client
     finally:
         client.close()
