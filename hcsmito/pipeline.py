@@ -256,6 +256,7 @@ def process_field(
         raw = {r: b.asarray(a) for r, a in channels.items() if a is not None}  # host→device
     det = {r: a.astype(xp.float32) for r, a in raw.items()}
     processed: dict[str, np.ndarray] = {}
+    decon: dict[str, Any] = {}  # deconvolved channels on the device (before background)
 
     dec = config.deconvolution
     if isinstance(dec, RichardsonLucy):
@@ -266,11 +267,14 @@ def process_field(
                 psf = _psf_for(config, role, spacing)
                 kw = dict(iterations=dec.iterations, tv=dec.tv, backend=b)
                 if dec.max_voxels is not None and det[role].size > dec.max_voxels:
+                    if dec.acceleration is not None and not any("tiles" in n for n in notes):
+                        notes.append("deconvolution in tiles: acceleration is not applied")
                     det[role] = richardson_lucy_tiled(
                         det[role], psf, max_voxels=dec.max_voxels, **kw
                     )
                 else:
                     det[role] = richardson_lucy(det[role], psf, acceleration=dec.acceleration, **kw)
+                decon[role] = det[role]
                 processed[role] = b.to_host(det[role])  # device→host: output image
     if config.background.method != "none":
         with timer("background"):
@@ -322,7 +326,7 @@ def process_field(
             )
 
     with timer("morphometry"):
-        intensity = [raw["mito"]] + ([det["mito"]] if "mito" in processed else [])
+        intensity = [raw["mito"]] + ([decon["mito"]] if "mito" in decon else [])
         ft = regionprops_table(
             foci.labels,
             intensity,

@@ -88,6 +88,23 @@ def test_deconvolution_variant_adds_decon_columns(field):
     assert "deconvolve" in res.timings
 
 
+def test_decon_intensities_measure_the_deconvolved_image_not_background_subtracted(field):
+    cfg = load_config(
+        overrides=[
+            "deconvolution.method=richardson_lucy",
+            "deconvolution.iterations=2",
+            "background.method=gaussian",
+        ]
+    )
+    res = process_field(_channels(field), voxel_size=field.voxel_size, config=cfg, backend="cpu")
+    assert "background" in res.timings
+    foci, lab, dec = res.tables["foci"], res.labels["foci"], res.processed["mito"]
+    assert len(foci)
+    for _, r in foci.head(3).iterrows():
+        vals = dec[lab == r["focus_id"]].astype(np.float64)
+        assert r["intensity_mean_decon"] == pytest.approx(vals.mean(), rel=1e-5)
+
+
 def test_without_msc_channel_foci_cover_the_field(field):
     res = process_field(
         {"mito": field.image[1]}, voxel_size=field.voxel_size, config=load_config(), backend="cpu"
