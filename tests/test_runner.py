@@ -194,6 +194,38 @@ def test_bad_field_is_recorded_and_others_finish(plate, reference, tmp_path):
     ref = ref[keep].drop(columns="plate").reset_index(drop=True)
     pd.testing.assert_frame_equal(got.drop(columns="plate"), ref)
 
+    # repaired input: a re-run processes the failed field only, and then equals the reference
+    shutil.copy2(plate / chunk.relative_to(bad), chunk)
+    s2 = run_plate(
+        bad, out, scheduler="threads", workers=2, backend="cpu", progress=False, report=False
+    )
+    assert s2.processed == ["B/2/1"] and s2.ok
+    ref_all = pd.read_parquet(reference / "tables" / "foci.parquet").drop(columns="plate")
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(out / "tables" / "foci.parquet").drop(columns="plate"), ref_all
+    )
+
+
+def test_changed_field_is_processed_again(plate, tmp_path):
+    import shutil
+
+    copy = tmp_path / "c.zarr"
+    shutil.copytree(plate, copy)
+    out = tmp_path / "out"
+    run = dict(
+        wells=["B/3"], scheduler="threads", workers=2, backend="cpu", progress=False, report=False
+    )
+    assert len(run_plate(copy, out, **run).processed) == FIELDS
+    chunk = next(
+        p
+        for p in sorted((copy / "B" / "03" / "0" / "0").rglob("*"))
+        if p.is_file() and p.name != "zarr.json"
+    )
+    st = chunk.stat()
+    os.utime(chunk, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # re-acquired field
+    s = run_plate(copy, out, **run)
+    assert s.processed == ["B/3/0"] and s.skipped == ["B/3/1"]
+
 
 def test_processes_equal_threads_and_survive_a_killed_worker(plate, reference, tmp_path):
     from distributed import LocalCluster
