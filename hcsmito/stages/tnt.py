@@ -288,6 +288,66 @@ def glass_plane(
     return float((i + t) * dz)
 
 
+# -- cropped distance transforms ----------------------------------------------------------
+#
+# The exact feature transform (scipy's and cuCIM's ``distance_transform_edt``) of a crop that
+# holds *every* feature voxel is the full one, shifted, on the crop: lines outside the
+# features' bounding box carry no candidate features, and the arithmetic only uses
+# coordinate differences. The stages below crop to such boxes and take distances only
+# where they are read.
+
+
+def _bbox(b: Backend, mask: Any, margin: tuple[int, ...] | None = None) -> tuple[slice, ...] | None:
+    """Slices of the bounding box of ``mask``, grown by ``margin`` voxels and clipped to the
+    array; None when ``mask`` is empty."""
+    xp = b.xp
+    nd = mask.ndim
+    out = []
+    for ax in range(nd):
+        other = tuple(i for i in range(nd) if i != ax)
+        hit = np.flatnonzero(b.to_host(xp.any(mask, axis=other)))  # device->host: one row
+        if hit.size == 0:
+            return None
+        m = 0 if margin is None else margin[ax]
+        out.append(slice(max(int(hit[0]) - m, 0), min(int(hit[-1]) + m + 1, mask.shape[ax])))
+    return tuple(out)
+
+
+def _feature_distance(b: Backend, ft: tuple[Any, ...], at: tuple[Any, ...], sp) -> Any:
+    """µm from the voxels ``at`` to their features ``ft`` (index arrays of a feature
+    transform), float64, with the arithmetic of scipy's ``distance_transform_edt``."""
+    xp = b.xp
+    acc = None
+    for f, c, s in zip(ft, at, sp, strict=True):
+        t = (f - c).astype(xp.float64) * s
+        t *= t
+        acc = t if acc is None else acc + t
+    return xp.sqrt(acc)
+
+
+def _feature_transform(b: Backend, background: Any, sp) -> Any:
+    """Index arrays (ndim, ...) of the nearest ``False`` voxel of ``background``."""
+    return b.ndi.distance_transform_edt(
+        background, sampling=sp, return_distances=False, return_indices=True
+    )
+
+
+def _far_from(b: Backend, features: Any, min_um: float, sp) -> Any:
+    """Voxels farther than ``min_um`` from every voxel of ``features`` (bool, same shape):
+    ``distance_transform_edt(~features) > min_um``, computed on the features' box."""
+    xp = b.xp
+    out = xp.ones(features.shape, dtype=bool)
+    # beyond this margin every voxel is farther than min_um (by at least one voxel)
+    box = _bbox(b, features, tuple(int(math.floor(min_um / s)) + 1 for s in sp))
+    if box is None:
+        return out
+    sub = features[box]
+    ft = _feature_transform(b, ~sub, sp)
+    at = xp.ogrid[tuple(slice(0, n) for n in sub.shape)]
+    out[box] = _feature_distance(b, tuple(ft), tuple(at), sp) > min_um
+    return out
+
+
 # -- skeleton graph -----------------------------------------------------------------------
 
 
@@ -487,9 +547,8 @@ def detect_tnts(
     if not bool(mask.any()):
         return TNTs(empty_labels, _empty_table(), glass, thr_hi)
 
-    # nearest cell and distance to it, for every voxel (device)
-    dist, idx = b.ndi.distance_transform_edt(free, sampling=sp, return_indices=True)
-    nearest = cells[tuple(idx[i] for i in range(nd))]
+    # nearest cell (feature transform of the free space); distances only where read
+    ft = tuple(_feature_transform(b, free, sp))
 
     from skimage.morphology import skeletonize
 
@@ -499,14 +558,18 @@ def detect_tnts(
     if len(coords) == 0:
         return TNTs(empty_labels, _empty_table(), glass, thr_hi)
     cidx = tuple(b.asarray(coords[:, i]) for i in range(nd))
-    s_dist = b.to_host(dist[cidx]).astype(np.float64)  # device->host
-    s_cell = b.to_host(nearest[cidx])  # device->host
+    s_ft = tuple(f[cidx] for f in ft)
+    s_dist = b.to_host(_feature_distance(b, s_ft, cidx, sp))  # device->host
+    s_cell = b.to_host(cells[s_ft])  # device->host
     s_rad = b.to_host(radius[cidx]).astype(np.float64)  # device->host
     # which cells each tube component reaches within contact_um (a skeleton retracts from
     # a thick end, the mask does not)
     n_cells = int(cells.max())
-    reach_v = mask & (dist <= contact_um)
-    pair = comp[reach_v].astype(xp.int64) * (n_cells + 1) + nearest[reach_v]
+    m_idx = xp.nonzero(mask)
+    m_ft = tuple(f[m_idx] for f in ft)
+    del ft
+    reach = _feature_distance(b, m_ft, m_idx, sp) <= contact_um
+    pair = comp[m_idx][reach].astype(xp.int64) * (n_cells + 1) + cells[m_ft][reach]
     touch = bincount(b, pair, (n_comp + 1) * (n_cells + 1)) > 0
     touch = b.to_host(touch.reshape(n_comp + 1, n_cells + 1))  # device->host: small table
     s_comp = b.to_host(comp[cidx])  # device->host
@@ -574,12 +637,15 @@ def detect_tnts(
         path_img[tuple(coords[path].T)] = len(rows)
     if not rows:
         return TNTs(empty_labels, _empty_table(), glass, thr_hi)
-    # each tube voxel goes to the TNT whose path is nearest, within its own component
-    paths_d = b.asarray(path_img)
-    d_path, idx = b.ndi.distance_transform_edt(paths_d == 0, sampling=sp, return_indices=True)
-    near_idx = tuple(idx[i] for i in range(nd))
-    same = comp[near_idx] == comp
-    labels = xp.where(mask & same, paths_d[near_idx], 0).astype(xp.int32)
+    # each tube voxel goes to the TNT whose path is nearest, within its own component (on
+    # the tubes' box: it holds every path voxel, so the feature transform there is exact)
+    box = _bbox(b, mask)
+    paths_d = b.asarray(path_img[box])
+    comp_b = comp[box]
+    near_idx = tuple(_feature_transform(b, paths_d == 0, sp))
+    same = comp_b[near_idx] == comp_b
+    labels = xp.zeros(actin.shape, xp.int32)
+    labels[box] = xp.where(mask[box] & same, paths_d[near_idx], 0)
     table = pd.DataFrame(rows, columns=TNT_COLUMNS).astype(
         {"tnt_id": np.int32, "from_id": np.int32, "to_id": np.int32, "carries_mito": "boolean"}
     )
@@ -716,29 +782,45 @@ def _cargo_response(
     if foci_labels is None and mito is None:
         return None
     hit = xp.zeros(cidx[0].shape, dtype=bool)
+    # box of the skeleton voxels
+    lo = [int(b.to_host(c.min())) for c in cidx]  # device->host: one value per axis
+    hi = [int(b.to_host(c.max())) + 1 for c in cidx]  # device->host: one value per axis
     if foci_labels is not None:
         foci = b.asarray(foci_labels) > 0
-        if bool(foci.any()):
-            d = b.ndi.distance_transform_edt(~foci, sampling=sp)
-            hit |= d[cidx] <= mito_tolerance_um
+        box = _bbox(b, foci)
+        if box is not None:
+            # distance to the nearest focus at the skeleton, on the box of foci and skeleton
+            box = tuple(
+                slice(min(s.start, a), max(s.stop, z)) for s, a, z in zip(box, lo, hi, strict=True)
+            )
+            ft = _feature_transform(b, ~foci[box], sp)
+            at = tuple(c - s.start for c, s in zip(cidx, box, strict=True))
+            d = _feature_distance(b, tuple(f[at] for f in ft), at, sp)
+            hit |= d <= mito_tolerance_um
     if mito is not None:
         spots = enhance_spots(
             mito, voxel_size=sp, foci_diameter_um=mito_diameter_um, psf_sigma_um=psf_sigma_um
         )
         region = free
         if bool((jur > 0).any()):
-            region = region & (b.ndi.distance_transform_edt(jur == 0, sampling=sp) > jurkat_halo_um)
+            region = region & _far_from(b, jur > 0, jurkat_halo_um, sp)
         vals = spots[region]
         if int(vals.size) >= 16:
             med = float(b.to_host(xp.median(vals)))  # device->host: one value
             sig = robust_sigma(b, vals)
             if sig > 0:
-                # largest response within the tolerance of each voxel
+                # largest response within the tolerance of each skeleton voxel: the filter
+                # on the skeleton's box grown by its radius (clipped: same edge mode)
                 rad = [max(int(round(mito_tolerance_um / s)), 0) for s in sp]
-                local = b.ndi.maximum_filter(
-                    xp.where(region, spots, -xp.inf), size=tuple(2 * r + 1 for r in rad)
+                box = tuple(
+                    slice(max(a - r, 0), min(z + r, n))
+                    for a, z, r, n in zip(lo, hi, rad, free.shape, strict=True)
                 )
-                hit |= local[cidx] > med + mito_threshold_k * sig
+                local = b.ndi.maximum_filter(
+                    xp.where(region[box], spots[box], -xp.inf), size=tuple(2 * r + 1 for r in rad)
+                )
+                at = tuple(c - s.start for c, s in zip(cidx, box, strict=True))
+                hit |= local[at] > med + mito_threshold_k * sig
     return b.to_host(hit)  # device->host: one bool per skeleton voxel
 
 
