@@ -181,6 +181,73 @@ def test_moments_equal_the_per_voxel_twin():
         np.testing.assert_array_equal(fast.parents["cell"][i], slow.parents["cell"][i])
 
 
+def _sparse_dense_sparse(shape, seed, dtype):
+    """Foci on the outer planes (or rows), a dense band in the middle: every scan path."""
+    rng = np.random.default_rng(seed)
+    labels = np.zeros(shape, np.int64)
+    band = slice(shape[0] * 2 // 5, shape[0] * 3 // 5)
+    dense = random_labels(labels[band].shape, seed, fraction=0.3)
+    labels[band] = np.where(dense > 0, dense + 100, 0)
+    n_foci = 40
+    for i in range(n_foci):  # small blocks of voxels, away from the band
+        z = int(rng.integers(0, shape[0]))
+        if band.start - 1 <= z <= band.stop:
+            continue
+        c = [z] + [int(rng.integers(0, s - 2)) for s in shape[1:]]
+        labels[tuple(slice(v, v + 2) for v in c)] = i + 1
+    return labels.astype(dtype)
+
+
+@pytest.mark.parametrize(
+    ("shape", "dtype"),
+    [((10, 100, 40), np.int32), ((10, 100, 40), np.uint8), ((1000, 48), np.uint64)],
+)
+def test_sparse_scan_batches_equal_the_twin(monkeypatch, shape, dtype):
+    # small scan blocks and batches: the row-group summary of sparse blocks, its fallback to
+    # the direct scan in the dense band, the switch back after it, a last block of rows
+    # that is not a multiple of the row group, foreground folded over several batches,
+    # and foci in several row groups of one block (rows gathered out of order)
+    import hcsmito.measure.morphometry as morpho
+
+    monkeypatch.setattr(morpho, "_SCAN_VOXELS", 4000)
+    monkeypatch.setattr(morpho, "_GATHER_MAX", 1 / 4)
+    monkeypatch.setattr(morpho, "_BATCH_VOXELS", 300)
+    calls = {"summary": 0, "direct": 0, "sparse": 0}
+    gather, direct = morpho._ForegroundScan._gather_sparse, morpho._ForegroundScan._direct
+
+    def counted_gather(self, blk):
+        calls["summary"] += 1
+        idx = gather(self, blk)
+        calls["sparse"] += self.try_summary
+        return idx
+
+    def counted_direct(self, blk):
+        calls["direct"] += 1
+        return direct(self, blk)
+
+    monkeypatch.setattr(morpho._ForegroundScan, "_gather_sparse", counted_gather)
+    monkeypatch.setattr(morpho._ForegroundScan, "_direct", counted_direct)
+    labels = _sparse_dense_sparse(shape, seed=21, dtype=dtype)
+    parents = random_labels(shape, seed=22, sigma=4, fraction=0.6)
+    inten = [random_intensity(shape, 23), random_intensity(shape, 24).astype(np.float32)]
+    fast = _moments_cpu(labels, inten, {"cell": parents})
+    slow = _moments_reference(labels, inten, {"cell": parents}, get_backend("cpu"))
+    scans = morpho._ForegroundScan(labels.reshape(-1, shape[-1]))
+    assert labels.reshape(-1, shape[-1]).shape[0] % scans.rows_per_block % 32 != 0
+    assert calls["sparse"] >= 4 and calls["summary"] > calls["sparse"] and calls["direct"] >= 3
+    assert len(slow.labels) > 20
+    for f in ("labels", "n", "s1", "s2", "cmin", "cmax", "projected", "wmin", "wmax"):
+        np.testing.assert_array_equal(getattr(fast, f), getattr(slow, f), err_msg=f)
+    for f in ("sw", "sww", "swc"):
+        np.testing.assert_allclose(getattr(fast, f), getattr(slow, f), rtol=1e-12, err_msg=f)
+    for i in range(2):
+        np.testing.assert_array_equal(fast.parents["cell"][i], slow.parents["cell"][i])
+    if np.dtype(dtype).kind == "i":  # a negative label found through the summary is refused
+        labels.flat[7] = -3
+        with pytest.raises(ValueError, match="non-negative"):
+            _moments_cpu(labels, [], {})
+
+
 def test_projected_area_and_parent_by_brute_force():
     labels = random_labels((9, 30, 34), seed=13, sigma=1.0)
     labels[5:8] = np.roll(labels[5:8], 3, axis=2)  # objects re-enter columns after a gap
