@@ -132,46 +132,90 @@ def _sym_eigvals3(b: Backend, h: dict[tuple[int, int], Any]) -> tuple[Any, Any, 
     """Eigenvalues (ascending) of symmetric 3×3 matrices given by their 6 entries.
 
     Closed form (trigonometric solution of the characteristic cubic), elementwise, so it
-    runs as array arithmetic on either backend.
+    runs as array arithmetic on either backend. Temporaries are updated in place (the same
+    operations in the same order as the plain expressions in the comments).
     """
     xp = b.xp
     a11, a22, a33 = h[0, 0], h[1, 1], h[2, 2]
     a12, a13, a23 = h[0, 1], h[0, 2], h[1, 2]
-    q = (a11 + a22 + a33) / 3
-    p1 = a12 * a12 + a13 * a13 + a23 * a23
+    q = a11 + a22  # q = (a11 + a22 + a33) / 3
+    q += a33
+    q /= 3
+    p1 = a12 * a12  # p1 = a12² + a13² + a23²
+    p1 += a13 * a13
+    p1 += a23 * a23
     b11, b22, b33 = a11 - q, a22 - q, a33 - q
-    p2 = b11 * b11 + b22 * b22 + b33 * b33 + 2 * p1
-    p = xp.sqrt(p2 / 6)
-    safe = xp.where(p > 0, p, 1).astype(xp.float32)
-    det = (
-        b11 * (b22 * b33 - a23 * a23)
-        - a12 * (a12 * b33 - a23 * a13)
-        + a13 * (a12 * a23 - b22 * a13)
-    )
-    r = xp.clip(det / (2 * safe**3), -1, 1)
-    phi = xp.arccos(r) / 3
-    e_hi = q + 2 * p * xp.cos(phi)
-    e_lo = q + 2 * p * xp.cos(phi + np.float32(2 * math.pi / 3))
-    e_mid = 3 * q - e_hi - e_lo
+    p = b11 * b11  # p = sqrt((b11² + b22² + b33² + 2 p1) / 6)
+    p += b22 * b22
+    p += b33 * b33
+    p1 *= 2
+    p += p1
+    p /= 6
+    xp.sqrt(p, out=p)
+    # det = b11 (b22 b33 - a23²) - a12 (a12 b33 - a23 a13) + a13 (a12 a23 - b22 a13)
+    det = b22 * b33
+    det -= a23 * a23
+    det *= b11
+    t = a12 * b33
+    t -= a23 * a13
+    t *= a12
+    det -= t
+    xp.multiply(a12, a23, out=t)
+    t -= b22 * a13
+    t *= a13
+    det += t
+    # r = clip(det / (2 safe³), -1, 1) with safe = p, or 1 where p is 0
+    safe = xp.where(p > 0, p, 1) ** 3
+    safe *= 2
+    det /= safe
+    r = xp.clip(det, -1, 1, out=det)
+    phi = xp.arccos(r, out=r)  # phi = arccos(r) / 3
+    phi /= 3
+    p *= 2  # e_hi = q + 2 p cos(phi)
+    e_hi = xp.cos(phi)
+    e_hi *= p
+    e_hi += q
+    phi += np.float32(2 * math.pi / 3)  # e_lo = q + 2 p cos(phi + 2π/3)
+    e_lo = xp.cos(phi, out=phi)
+    e_lo *= p
+    e_lo += q
+    e_mid = q  # e_mid = 3 q - e_hi - e_lo
+    e_mid *= 3
+    e_mid -= e_hi
+    e_mid -= e_lo
     return e_lo, e_mid, e_hi
+
+
+def _gradient(b: Backend, a: Any, axis: int) -> Any:
+    """``xp.gradient(a, axis=axis)`` (unit spacing, one-sided edges) without temporaries."""
+    xp = b.xp
+    n = a.shape[axis]
+    if n < 2:
+        return xp.zeros_like(a)
+
+    def at(sl: slice) -> tuple[slice, ...]:
+        return (slice(None),) * axis + (sl,)
+
+    out = xp.empty_like(a)
+    xp.subtract(a[at(slice(1, 2))], a[at(slice(0, 1))], out=out[at(slice(0, 1))])
+    xp.subtract(a[at(slice(n - 1, n))], a[at(slice(n - 2, n - 1))], out=out[at(slice(n - 1, n))])
+    if n > 2:
+        inner = out[at(slice(1, n - 1))]
+        xp.subtract(a[at(slice(2, n))], a[at(slice(0, n - 2))], out=inner)
+        inner /= 2
+    return out
 
 
 def _hessian(b: Backend, smooth: Any, scale_px: tuple[float, ...]) -> dict[tuple[int, int], Any]:
     """Second derivatives of ``smooth`` in units of each axis' scale (central differences)."""
-    xp = b.xp
     nd = smooth.ndim
-    grads = [
-        xp.gradient(smooth, axis=i) if smooth.shape[i] > 1 else xp.zeros_like(smooth)
-        for i in range(nd)
-    ]
+    grads = [_gradient(b, smooth, i) for i in range(nd)]
     out = {}
     for i in range(nd):
         for j in range(i, nd):
-            if smooth.shape[j] > 1:
-                d = xp.gradient(grads[i], axis=j)
-            else:
-                d = xp.zeros_like(smooth)
-            out[i, j] = (d * np.float32(scale_px[i] * scale_px[j])).astype(xp.float32)
+            d = _gradient(b, grads[i], j)
+            d *= np.float32(scale_px[i] * scale_px[j])
+            out[i, j] = d
     return out
 
 
@@ -228,9 +272,16 @@ def tubeness(
         # cross-section curvature: e_mid (3-D) / e_lo (2-D), negative on a bright tube;
         # axial curvature e_hi near zero
         lam = -e_mid
-        ratio = e_hi / xp.where(lam > 0, lam, 1)
+        tube = lam > 0
         width = xp.where(e_hi <= 0, np.float32(alpha), np.float32(4 * alpha))
-        resp = xp.where(lam > 0, lam * xp.exp(-0.5 * (ratio / width) ** 2), 0).astype(xp.float32)
+        # resp = lam exp(-((e_hi / lam) / width)² / 2) where lam > 0, else 0
+        ratio = e_hi / xp.where(tube, lam, 1)
+        ratio /= width
+        xp.square(ratio, out=ratio)
+        ratio *= -0.5
+        resp = xp.exp(ratio, out=ratio)
+        resp *= lam
+        resp = xp.where(tube, resp, 0)
         better = resp > best
         best = xp.where(better, resp, best)
         best_r = xp.where(better, np.float32(r), best_r)
