@@ -280,7 +280,7 @@ class _ForegroundScan:
         self.ratio = float(k)  # summary cells x rows per foreground voxel, last measured
 
     def __iter__(self):
-        """Yield int64 flat indices (into the whole image), one array per block.
+        """Yield (int64 flat indices into the whole image, label values), per block.
 
         Within a block, the voxels of each row are consecutive and ascending (the rows
         themselves need not be in order).
@@ -288,24 +288,24 @@ class _ForegroundScan:
         X = self.X
         for r0 in range(0, self.lab2d.shape[0], self.rows_per_block):
             blk = self.lab2d[r0 : r0 + self.rows_per_block]
-            idx = None
             if self.try_summary and blk.shape[0] % _GROUP_ROWS == 0:
-                idx = self._gather_sparse(blk)
-            if idx is None:
-                idx = self._direct(blk)
-                if not self.try_summary:
-                    predicted = self.ratio * idx.size / blk.size
-                    self.try_summary = predicted <= _GATHER_MAX / 2
+                idx, values = self._gather_sparse(blk)
+            else:
+                idx, values = self._direct(blk)
+                predicted = self.ratio * idx.size / blk.size
+                self.try_summary = predicted <= _GATHER_MAX / 2
             if idx.size:
-                yield idx + r0 * X
+                yield idx + r0 * X, values
 
-    def _direct(self, blk: np.ndarray) -> np.ndarray:
-        m = self.mask[: blk.size]
-        np.not_equal(blk.reshape(-1), 0, out=m)
-        return np.flatnonzero(m)
+    def _direct(self, blk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        flat = blk.reshape(-1)
+        m = self.mask[: flat.size]
+        np.not_equal(flat, 0, out=m)
+        idx = np.flatnonzero(m)
+        return idx, flat[idx]  # the values while the block is in the cache
 
-    def _gather_sparse(self, blk: np.ndarray) -> np.ndarray | None:
-        """Foreground of a block via the row-group summary; None where it is too dense."""
+    def _gather_sparse(self, blk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Foreground of a block via the row-group summary (directly where it is dense)."""
         k, X = _GROUP_ROWS, self.X
         G = blk.shape[0] // k
         s = self.summary[: G * X]
@@ -315,17 +315,19 @@ class _ForegroundScan:
         cells = np.flatnonzero(m)
         gathered = cells.size * k
         if gathered > _GATHER_MAX * blk.size:
-            idx = self._direct(blk)
+            idx, values = self._direct(blk)
             self.ratio = gathered / max(idx.size, 1)
             self.try_summary = False
-            return idx
+            return idx, values
         if cells.size == 0:
-            return cells
+            return cells, blk.reshape(-1)[:0]
         # cell g*X + x -> voxels (g*k + r)*X + x of the block, r = 0..k-1; in r-major
         # order, so the voxels of each row stay consecutive and ascending (all runs need)
         base = cells + (cells // X) * ((k - 1) * X)
         cand = (self.offsets[:, None] + base[None, :]).reshape(-1)
-        return cand[blk.reshape(-1).take(cand) != 0]
+        values = blk.reshape(-1).take(cand)
+        keep = values != 0
+        return cand[keep], values[keep]
 
 
 def _moments_cpu(labels, channels, parents) -> _Moments:
@@ -337,17 +339,23 @@ def _moments_cpu(labels, channels, parents) -> _Moments:
 
     acc = _BlockSums(labels.shape, flat_all, chans, pars, labels.dtype.kind == "i")
     batch = min(_BATCH_VOXELS, max(1 << 12, labels.size // 128))
-    pending: list[np.ndarray] = []
+    pending: list[tuple[np.ndarray, np.ndarray]] = []
     n_pending = 0
-    for idx in _ForegroundScan(lab2d):
-        pending.append(idx)
+    for idx, values in _ForegroundScan(lab2d):
+        pending.append((idx, values))
         n_pending += idx.size
         if n_pending >= batch:
-            acc.fold(pending[0] if len(pending) == 1 else np.concatenate(pending))
+            acc.fold(*_concat_pairs(pending))
             pending, n_pending = [], 0
     if pending:
-        acc.fold(pending[0] if len(pending) == 1 else np.concatenate(pending))
+        acc.fold(*_concat_pairs(pending))
     return _merge_blocks(labels, acc.blocks, acc.par_runs, acc.proj_keys, len(chans))
+
+
+def _concat_pairs(pairs):
+    if len(pairs) == 1:
+        return pairs[0]
+    return tuple(np.concatenate(a) for a in zip(*pairs, strict=True))
 
 
 class _BlockSums:
@@ -368,8 +376,8 @@ class _BlockSums:
         }
         self.proj_keys: list[tuple[np.ndarray, np.ndarray]] = []
 
-    def fold(self, gidx: np.ndarray) -> None:
-        """Fold the foreground voxels at flat indices ``gidx`` (int64).
+    def fold(self, gidx: np.ndarray, lv: np.ndarray) -> None:
+        """Fold the foreground voxels at flat indices ``gidx`` (int64), labels ``lv``.
 
         The voxels of each row must be consecutive and ascending in ``gidx``, so that every
         x-run is a stretch of ``gidx``; rows may come in any order.
@@ -377,7 +385,6 @@ class _BlockSums:
         ndim, X, Y, plane = self.ndim, self.X, self.Y, self.plane
         C = len(self.chans)
         pairs = _pairs(ndim)
-        lv = self.flat_all[gidx]
         if self.signed and lv.min() < 0:
             raise ValueError("labels must be non-negative (0 = background)")
         xv = gidx % X
