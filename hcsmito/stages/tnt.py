@@ -626,15 +626,6 @@ def detect_tnts(
     s_comp = b.to_host(comp[cidx])  # device->host
     s_reach = touch[s_comp, s_cell]
 
-    cargo = _cargo_response(
-        b, foci_labels, mito, jur, free, cidx, sp, nd,
-        mito_tolerance_um=mito_tolerance_um,
-        mito_threshold_k=mito_threshold_k,
-        mito_diameter_um=mito_diameter_um,
-        jurkat_halo_um=jurkat_halo_um,
-        psf_sigma_um=psf_sigma_um,
-    )  # fmt: skip
-
     graph = _skeleton_graph(coords, tuple(actin.shape), sp)
     paths = _bridges(
         graph,
@@ -645,7 +636,24 @@ def detect_tnts(
         max_pass_um=max_pass_um,
         step_um=min(sp),
     )
+    # cargo where it is read: on the paths of the bridges
+    cargo = None
+    if paths:
+        on_path = np.unique(np.concatenate([path for path, _ in paths]))
+        hit = _cargo_response(
+            b, foci_labels, mito, jur, free,
+            tuple(b.asarray(coords[on_path, i]) for i in range(nd)), sp, nd,
+            mito_tolerance_um=mito_tolerance_um,
+            mito_threshold_k=mito_threshold_k,
+            mito_diameter_um=mito_diameter_um,
+            jurkat_halo_um=jurkat_halo_um,
+            psf_sigma_um=psf_sigma_um,
+        )  # fmt: skip
+        if hit is not None:
+            cargo = np.zeros(len(coords), bool)
+            cargo[on_path] = hit
     rows = []
+    kept = []
     path_img = np.zeros(actin.shape, np.int32)
     spa = np.asarray(sp)
     for path, _ in paths:
@@ -686,17 +694,23 @@ def detect_tnts(
             }
         )
         path_img[tuple(coords[path].T)] = len(rows)
+        kept.append(path)
     if not rows:
         return TNTs(empty_labels, _empty_table(), glass, thr_hi)
-    # each tube voxel goes to the TNT whose path is nearest, within its own component (on
-    # the tubes' box: it holds every path voxel, so the feature transform there is exact)
-    box = _bbox(b, mask)
+    # each tube voxel goes to the TNT whose path is nearest, within its own component: only
+    # the components of the TNTs get labels; on their box, which holds every path voxel (the
+    # feature transform there is exact)
+    on_path = np.concatenate(kept)
+    has_tnt = xp.zeros(n_comp + 1, dtype=bool)
+    has_tnt[comp[tuple(b.asarray(coords[on_path, i]) for i in range(nd))]] = True
+    tubes = has_tnt[comp]
+    box = _bbox(b, tubes)
     paths_d = b.asarray(path_img[box])
     comp_b = comp[box]
     near_idx = tuple(_feature_transform(b, paths_d == 0, sp))
     same = comp_b[near_idx] == comp_b
     labels = xp.zeros(actin.shape, xp.int32)
-    labels[box] = xp.where(mask[box] & same, paths_d[near_idx], 0)
+    labels[box] = xp.where(tubes[box] & same, paths_d[near_idx], 0)
     table = pd.DataFrame(rows, columns=TNT_COLUMNS).astype(
         {"tnt_id": np.int32, "from_id": np.int32, "to_id": np.int32, "carries_mito": "boolean"}
     )
@@ -828,19 +842,20 @@ def _cargo_response(
     jurkat_halo_um: float,
     psf_sigma_um: tuple[float, float] | None,
 ) -> np.ndarray | None:
-    """Per skeleton voxel (host bool): cargo within tolerance; None without foci or mito."""
+    """Per voxel ``cidx`` of the paths (host bool): cargo within tolerance; None without
+    foci or mito."""
     xp = b.xp
     if foci_labels is None and mito is None:
         return None
     hit = xp.zeros(cidx[0].shape, dtype=bool)
-    # box of the skeleton voxels
+    # box of the path voxels
     lo = [int(b.to_host(c.min())) for c in cidx]  # device->host: one value per axis
     hi = [int(b.to_host(c.max())) + 1 for c in cidx]  # device->host: one value per axis
     if foci_labels is not None:
         foci = b.asarray(foci_labels) > 0
         box = _bbox(b, foci)
         if box is not None:
-            # distance to the nearest focus at the skeleton, on the box of foci and skeleton
+            # distance to the nearest focus on the path, on the box of the foci and the path
             box = tuple(
                 slice(min(s.start, a), max(s.stop, z)) for s, a, z in zip(box, lo, hi, strict=True)
             )
@@ -860,8 +875,8 @@ def _cargo_response(
             med = float(b.to_host(xp.median(vals)))  # device->host: one value
             sig = robust_sigma(b, vals)
             if sig > 0:
-                # largest response within the tolerance of each skeleton voxel: the filter
-                # on the skeleton's box grown by its radius (clipped: same edge mode)
+                # largest response within the tolerance of each path voxel: the filter on
+                # the path's box grown by its radius (clipped: same edge mode)
                 rad = [max(int(round(mito_tolerance_um / s)), 0) for s in sp]
                 box = tuple(
                     slice(max(a - r, 0), min(z + r, n))
