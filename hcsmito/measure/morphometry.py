@@ -503,8 +503,12 @@ def _merge_blocks(labels, blocks, par_runs, proj_keys, C) -> _Moments:
     def cat(k):
         return np.concatenate([b[k] for b in blocks])
 
+    single = len(blocks) == 1  # one batch: its sums are already per label, in order
+
     def fold(v):
         v = v.reshape(v.shape[0], -1)
+        if single:
+            return v
         out = np.zeros((L, v.shape[1]))
         for i in range(v.shape[1]):
             out[:, i] = np.bincount(j, weights=v[:, i], minlength=L)
@@ -513,17 +517,21 @@ def _merge_blocks(labels, blocks, par_runs, proj_keys, C) -> _Moments:
     n = np.rint(fold(cat("n"))[:, 0]).astype(np.int64)
     s1 = np.rint(fold(cat("s1"))).astype(np.int64)
     s2 = np.rint(fold(cat("s2"))).astype(np.int64).reshape(L, npairs)
-    cmin = np.full((L, ndim), np.iinfo(np.int64).max, dtype=np.int64)
-    cmax = np.full((L, ndim), -1, dtype=np.int64)
-    np.minimum.at(cmin, j, cat("cmin"))
-    np.maximum.at(cmax, j, cat("cmax"))
+    cmin, cmax = cat("cmin"), cat("cmax")
+    if not single:
+        cmin = np.full((L, ndim), np.iinfo(np.int64).max, dtype=np.int64)
+        cmax = np.full((L, ndim), -1, dtype=np.int64)
+        np.minimum.at(cmin, j, cat("cmin"))
+        np.maximum.at(cmax, j, cat("cmax"))
     sw = fold(cat("sw")).reshape(L, C)
     sww = fold(cat("sww")).reshape(L, C)
     swc = fold(cat("swc")).reshape(L, C, ndim)
-    wmin = np.full((L, C), np.inf)
-    wmax = np.full((L, C), -np.inf)
-    np.minimum.at(wmin, j, cat("wmin"))
-    np.maximum.at(wmax, j, cat("wmax"))
+    wmin, wmax = cat("wmin"), cat("wmax")
+    if not single:
+        wmin = np.full((L, C), np.inf)
+        wmax = np.full((L, C), -np.inf)
+        np.minimum.at(wmin, j, cat("wmin"))
+        np.maximum.at(wmax, j, cat("wmax"))
 
     projected = None
     if ndim == 3:
