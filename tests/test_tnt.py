@@ -11,6 +11,10 @@ import pytest
 from hcsmito.backend import get_backend
 from hcsmito.stages.tnt import (
     TNT_COLUMNS,
+    _bbox,
+    _far_from,
+    _feature_distance,
+    _feature_transform,
     _path_length,
     _sym_eigvals3,
     detect_tnts,
@@ -245,6 +249,36 @@ def test_match_tnts():
     t = pd.DataFrame([[2, 0, 0, 2, 0, 10], [2, 5, 0, 2, 5, 10]], columns=cols)
     f = pd.DataFrame([[2, 5.5, 10, 2, 5, 0.5], [2, 20, 0, 2, 20, 9]], columns=cols)
     assert match_tnts(f, t, tolerance_um=1.0) == [(0, 1)]
+
+
+@pytest.mark.parametrize("sp", [(0.6, 0.3, 0.3), (1.0, 1.0, 1.0)])
+def test_cropped_distance_transforms_match_full(backend, sp):
+    """The stage's distance transforms on the features' box, and distances taken only where
+    read, against scipy's transform of the whole volume (isotropic spacing: many ties)."""
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(5)
+    feat = np.zeros((12, 30, 40), bool)
+    feat[3:8, 6:20, 9:31] = rng.random((5, 14, 22)) < 0.02
+    d_full, ft_full = ndi.distance_transform_edt(~feat, sampling=sp, return_indices=True)
+    dev = backend.asarray(feat)
+    for r in (0.3, 0.6, 0.9, 1.0, 2.5):  # lattice distances among them
+        far = backend.to_host(_far_from(backend, dev, r, sp))
+        np.testing.assert_array_equal(far, d_full > r)
+    box = _bbox(backend, dev)
+    assert box == tuple(slice(int(a.min()), int(a.max()) + 1) for a in np.nonzero(feat))
+    assert _bbox(backend, backend.asarray(np.zeros((3, 4, 5), bool))) is None
+    ft_box = _feature_transform(backend, ~dev[box], sp)
+    at = tuple(backend.asarray(a) for a in np.nonzero(np.ones(ft_box.shape[1:], bool)))
+    d_box = _feature_distance(backend, tuple(f[at] for f in ft_box), at, sp)
+    want = d_full[box].reshape(-1)
+    if backend.is_gpu:
+        np.testing.assert_allclose(backend.to_host(d_box), want, rtol=1e-12)
+    else:
+        # the same feature for every voxel of the box, ties included, and the same distances
+        shift = np.array([s.start for s in box])[:, None, None, None]
+        np.testing.assert_array_equal(ft_box + shift, ft_full[(slice(None),) + box])
+        np.testing.assert_array_equal(d_box, want)
 
 
 @pytest.mark.gpu
