@@ -485,9 +485,9 @@ class _BlockSums:
         if ndim == 3:
             # a voxel starts a new (label, y, x) pair of the projection unless the voxel
             # above it (z - 1) has the same label; the rest are deduplicated at the end
-            cand = gidx < plane
-            above = ~cand
-            cand[above] = self.flat_all[gidx[above] - plane] != lv[above]
+            # (z = 0 reads a clipped index; those voxels are candidates anyway)
+            cand = self.flat_all.take(gidx - plane, mode="clip") != lv
+            cand |= gidx < plane
             self.proj_keys.append((lv[cand], gidx[cand] % plane))
 
 
