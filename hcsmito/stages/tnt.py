@@ -164,8 +164,9 @@ def _sym_eigvals3(b: Backend, h: dict[tuple[int, int], Any]) -> tuple[Any, Any, 
     t -= b22 * a13
     t *= a13
     det += t
-    # r = clip(det / (2 safe³), -1, 1) with safe = p, or 1 where p is 0
-    safe = xp.where(p > 0, p, 1) ** 3
+    # r = clip(det / (2 safe³), -1, 1) with safe = p, or 1 where p is 0 (p >= 0; a NaN p
+    # comes with a NaN det, so the NaN safe that p + 0 gives there changes nothing)
+    safe = (p + (p == 0)) ** 3
     safe *= 2
     det /= safe
     r = xp.clip(det, -1, 1, out=det)
@@ -282,9 +283,9 @@ def tubeness(
         resp = xp.exp(ratio, out=ratio)
         resp *= lam
         resp = xp.where(tube, resp, 0)
-        better = resp > best
-        best = xp.where(better, resp, best)
-        best_r = xp.where(better, np.float32(r), best_r)
+        # resp and best are finite or NaN and never -0: fmax is where(resp > best, resp, best)
+        best_r = xp.where(resp > best, np.float32(r), best_r)
+        best = xp.fmax(best, resp)
     return best, best_r
 
 
