@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The device check in one run: GPU parity tests, then the quick GPU benchmarks.
+# Here (once):  ../shared/offline-wheels.sh .whl   (and add /.whl/ to .git/info/exclude)
+# On the device: bash benchmarks/gpu_check.sh      (carry .whl; results under $OUT)
+set -o pipefail
+OUT=${OUT:-gpu-results}; mkdir -p "$OUT"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/hsite .whl/*.whl >/dev/null 2>&1 || { echo "wheel install failed"; exit 1; }
+# zarr's pytest plugin needs msgspec, which the node lacks: no plugin autoload
+export PYTHONPATH=/tmp/hsite:$PWD PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+python3 -c "import cupy, cucim; print('cupy', cupy.__version__, 'cucim', cucim.__version__)" \
+    | tee -a "$OUT/gpu.txt"
+timeout 240 python3 -m pytest -q -m gpu -p no:cacheprovider --tb=short tests 2>&1 \
+    | tee "$OUT/pytest_gpu.log" | tail -25
+timeout 120 python3 benchmarks/bench_morphometry.py --gpu --no-cpu --quick \
+    --json "$OUT/morpho_gpu.json" 2>&1 | tail -12
+timeout 120 python3 benchmarks/bench_rl.py --gpu --quick --json "$OUT/rl_gpu.json" 2>&1 | tail -6
