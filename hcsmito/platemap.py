@@ -28,12 +28,14 @@ from __future__ import annotations
 
 import csv
 import logging
-import re
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from hcsmito.io.names import normalize_well
+from hcsmito.io.names import well_sort_key as _row_col
 
 __all__ = ["PlateMapError", "OPTIONAL_COLUMNS", "normalize_well", "read_plate_map"]
 
@@ -45,29 +47,6 @@ OPTIONAL_COLUMNS = ("replicate", "day", "drug", "inhibitor")
 
 class PlateMapError(ValueError):
     """The plate map is unusable; the message lists each problem with its line and fix."""
-
-
-# The spellings accepted by hcsmito.io.names.parse_well (not imported: it pulls in zarr).
-_WELL = re.compile(r"^\s*([A-Za-z]{1,2})\s*/?\s*([0-9]{1,3})\s*$")
-
-
-def normalize_well(name: str) -> str:
-    """The ``B/3`` form of a well written ``B03``, ``B3``, ``B/3`` or ``b/03``.
-
-    Raises
-    ------
-    ValueError
-        If ``name`` is not a row of one or two letters followed by a column number.
-    """
-    m = _WELL.match(name) if isinstance(name, str) else None
-    if m is None:
-        raise ValueError(f"well name {name!r} is not understood: write it as 'B03', 'B3' or 'B/3'")
-    return f"{m.group(1).upper()}/{int(m.group(2))}"
-
-
-def _row_col(well: str) -> tuple[int, str, int]:
-    row, col = well.split("/")
-    return (len(row), row, int(col))
 
 
 def read_plate_map(

@@ -290,15 +290,14 @@ def _write_qc(path: Path, channels: dict, labels: dict) -> None:
 
 
 def _select_fields(plate, wells: Iterable[str] | None):
-    from hcsmito.io.names import parse_well
+    from hcsmito.io.names import normalize_well
 
     refs = plate.fields
     if not wells:
         return refs
     wanted = {}
     for w in wells:
-        row, col = parse_well(w)
-        wanted[f"{row}/{int(col)}"] = w
+        wanted[normalize_well(w)] = w
     missing = [w for k, w in wanted.items() if k not in {r.well for r in refs}]
     if missing:
         raise ValueError(
@@ -415,11 +414,13 @@ def _fields_schema() -> pd.DataFrame:
 def _sort_wells(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     if not len(df):
         return df.reset_index(drop=True)
-    row = df["well"].str.split("/").str[0]
-    col = df["well"].str.split("/").str[1].astype(int)
-    order = pd.DataFrame({"_r": row, "_c": col, **{k: df[k] for k in keys[1:]}})
-    idx = order.sort_values(["_r", "_c", *keys[1:]], kind="stable").index
-    return df.loc[idx].reset_index(drop=True)
+    from hcsmito.io.names import well_sort_key
+
+    order = sorted(
+        range(len(df)),
+        key=lambda i: (well_sort_key(df["well"].iat[i]), *(df[k].iat[i] for k in keys[1:])),
+    )
+    return df.iloc[order].reset_index(drop=True)
 
 
 def _dashboard_link(client, *, local: bool) -> str:

@@ -16,9 +16,11 @@ __all__ = [
     "check_name",
     "check_well_path",
     "canonical_well",
+    "normalize_well",
     "parse_well",
     "row_sort_key",
     "well_path",
+    "well_sort_key",
 ]
 
 _ALNUM = re.compile(r"^[A-Za-z0-9]+$")
@@ -89,6 +91,18 @@ def parse_well(name: str) -> tuple[str, int]:
             "(row letters, then the column number)."
         )
     return m.group(1).upper(), int(m.group(2))
+
+
+def normalize_well(name: str) -> str:
+    """The ``B/3`` form (as in every table) of a well written ``B03``, ``B3``, ``B/3``, ``b/03``."""
+    row, col = parse_well(name)
+    return f"{row}/{col}"
+
+
+def well_sort_key(well: str) -> tuple[int, str, int]:
+    """Plate order of a ``B/3``-form well: rows ``A < ... < Z < AA``, then column number."""
+    row, col = well.split("/")
+    return (*row_sort_key(row), int(col))
 
 
 def canonical_well(row: str, col: str) -> str:
