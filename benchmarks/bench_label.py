@@ -15,10 +15,10 @@ import argparse
 import json
 import platform
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
+from bench_morphometry import best_of  # same folder: run as python benchmarks/bench_label.py
 from scipy import ndimage as ndi
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -36,18 +36,6 @@ def blob_mask(shape, n_objects, seed=0, radius=2.0):
 def _grow(mask):
     # big 3-D images: a small binary dilation is cheaper than an exact distance transform
     return ndi.binary_dilation(mask, ndi.generate_binary_structure(mask.ndim, 1), iterations=2)
-
-
-def best_of(fn, repeat, sync=lambda: None):
-    times = []
-    out = None
-    for _ in range(repeat):
-        sync()
-        t0 = time.perf_counter()
-        out = fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return min(times), out
 
 
 def same_partition(a, b) -> bool:
