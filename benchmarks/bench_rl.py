@@ -21,22 +21,31 @@ observed image, the OTF twice and reading and writing the estimate (5 x 4 G), i.
 bytes, divided by the peak HBM bandwidth from the device properties (2 x memory clock x
 bus width).
 
-Measured 2026-11-26, default volume 32 x 256 x 256 float32, 10 iterations, PSF 15 x 21 x 21
-(padded FFT grid 48 x 288 x 288), best of 3:
+The PSF is mirror-symmetric, so ``richardson_lucy`` takes the DCT transform (mirror
+borders, transforms on the 32 x 256 x 256 image grid); ``with padded FFTs`` times
+``transform="fft"`` (48 x 288 x 288 grid), the path for asymmetric (bead) PSFs.
 
+Measured 2026-11-26, default volume 32 x 256 x 256 float32, 10 iterations, PSF 15 x 21 x 21,
+best of 3:
+
+  CPU, this project's 2-core development machine (load 0.7), DCT transform, parent commit
+  ``142c6b8``:
+    skimage float32 240.9 ms/it, skimage uint16 397.2 ms/it
+    ours 60.2 ms/it (OTF reused 51.8; 1 FFT thread 81.9)
+        -> 4.0x vs skimage float32 (1 thread 2.9x), 6.6x vs skimage on uint16
+    ours with padded FFTs 104.2 ms/it -> 2.3x
+  Earlier, padded FFTs only (before the DCT transform), same volume:
   CPU, the 16-core host of the H100 machine (``--gpu`` run):
     skimage.restoration.richardson_lucy on the float32 volume   282.6 ms/it
     skimage on the same volume as uint16 (float64 inside)       360.9 ms/it
     hcsmito richardson_lucy (scipy.fft, all cores)               29.4 ms/it
         -> 9.6x vs skimage float32, 12.3x vs skimage on uint16 (first run: 7.4x / 12.7x)
     hcsmito, 1 FFT thread (like for like with skimage)          111.8 ms/it -> 2.5x
-  CPU, this project's 2-core development machine, loaded by other jobs (load ~6):
-    skimage float32 426.6 ms/it, uint16 944.3 ms/it, ours 279.7 ms/it -> 1.5x / 3.4x
-  The single-thread gain is bounded by the FFT count: scikit-image transforms the PSF
-  again in each of its two convolutions (6 real FFTs per iteration, ours 4) and, for
-  integer input, works in float64.
+  The single-thread gain of the FFT path is bounded by the FFT count: scikit-image
+  transforms the PSF again in each of its two convolutions (6 real FFTs per iteration,
+  ours 4) and, for integer input, works in float64. The DCT path also halves the grid.
 
-  GPU, NVIDIA H100 80GB HBM3 (CuPy 14.2, cuCIM 26.10):
+  GPU, NVIDIA H100 80GB HBM3 (CuPy 14.2, cuCIM 26.10), padded FFTs (before the DCT):
     32 x 256 x 256:   ours 0.50 ms/it (OTF reused 0.42), cuCIM 1.17 ms/it -> 2.4x;
                       floor 0.062 ms/it -> 15 % of the bandwidth floor reached;
                       GPU vs CPU max difference 5e-7 of the maximum
@@ -121,6 +130,9 @@ def bench_cpu(volume, psf, iterations, repeat):
     def run_ours():
         res["ours"] = richardson_lucy(volume, psf, iterations=iterations, eps=1e-12)
 
+    def run_fft():
+        richardson_lucy(volume, psf, iterations=iterations, eps=1e-12, transform="fft")
+
     rl1 = RLDeconvolver(psf, volume.shape, workers=1)
 
     def run_ours_1():
@@ -135,6 +147,7 @@ def bench_cpu(volume, psf, iterations, repeat):
     t_sk16 = timed(run_sk_u16, repeat)
     t_ours = timed(run_ours, repeat)
     t_ours1 = timed(run_ours_1, repeat)
+    t_fft = timed(run_fft, repeat)
     t_reused = timed(run_reused, repeat)
     margin = exact_margin(psf.shape, volume.shape, iterations)
     out.update(
@@ -143,6 +156,9 @@ def bench_cpu(volume, psf, iterations, repeat):
         ratio_vs_skimage_uint16=t_sk16 / t_ours,
         ours_s_per_iter=t_ours / iterations,
         ours_1thread_s_per_iter=t_ours1 / iterations,
+        ours_transform=rl.transform,
+        ours_fft_s_per_iter=t_fft / iterations,
+        ratio_fft=t_sk / t_fft,
         ours_otf_reused_s_per_iter=t_reused / iterations,
         ratio=t_sk / t_ours,
         ratio_1thread=t_sk / t_ours1,
@@ -186,14 +202,20 @@ def bench_gpu(volume, psf, iterations, repeat):
     def reused():
         rl(vol, iterations=iterations, eps=1e-12)
 
+    def ours_fft():
+        richardson_lucy(vol, kern, iterations=iterations, eps=1e-12, transform="fft")
+
     t_ours = sync_timed(ours)
     t_reused = sync_timed(reused)
+    t_fft = sync_timed(ours_fft)
     grid = int(np.prod(rl.grid_shape))
     floor_s = 52.0 * grid / bandwidth
     out.update(
         grid_shape=list(rl.grid_shape),
         ours_ms_per_iter=1e3 * t_ours / iterations,
         ours_otf_reused_ms_per_iter=1e3 * t_reused / iterations,
+        ours_transform=rl.transform,
+        ours_fft_ms_per_iter=1e3 * t_fft / iterations,
         floor_ms_per_iter=1e3 * floor_s,
         floor_fraction=floor_s / (t_reused / iterations),
     )
@@ -251,15 +273,17 @@ def main(argv=None):
             f"{c['skimage_uint16_s_per_iter'] * 1e3:.1f} ms/it, ratio "
             f"{c['ratio_vs_skimage_uint16']:.1f}x), ours {c['ours_s_per_iter'] * 1e3:.1f} "
             f"ms/it (1 thread {c['ours_1thread_s_per_iter'] * 1e3:.1f}, OTF reused "
-            f"{c['ours_otf_reused_s_per_iter'] * 1e3:.1f}); ratio {c['ratio']:.1f}x "
-            f"(1 thread {c['ratio_1thread']:.1f}x); interior max rel diff "
-            f"{c['interior_max_rel_diff']}"
+            f"{c['ours_otf_reused_s_per_iter'] * 1e3:.1f}; transform {c['ours_transform']}); "
+            f"ratio {c['ratio']:.1f}x (1 thread {c['ratio_1thread']:.1f}x); with padded FFTs "
+            f"{c['ours_fft_s_per_iter'] * 1e3:.1f} ms/it, ratio {c['ratio_fft']:.1f}x; "
+            f"interior max rel diff {c['interior_max_rel_diff']}"
         )
     if args.gpu:
         results["gpu"] = g = bench_gpu(volume, psf, iterations, args.repeat)
         print(
             f"GPU {g['card']}: ours {g['ours_ms_per_iter']:.2f} ms/it (OTF reused "
-            f"{g['ours_otf_reused_ms_per_iter']:.2f}), floor {g['floor_ms_per_iter']:.3f} ms/it "
+            f"{g['ours_otf_reused_ms_per_iter']:.2f}; {g['ours_transform']}; padded FFTs "
+            f"{g['ours_fft_ms_per_iter']:.2f}), floor {g['floor_ms_per_iter']:.3f} ms/it "
             f"= {100 * g['floor_fraction']:.0f}% reached; "
             f"GPU vs CPU {g.get('gpu_vs_cpu_max_rel_diff')}"
         )

@@ -90,6 +90,96 @@ def test_forward_and_adjoint_are_convolution_and_correlation(psf_shape):
         assert np.abs(two_axes - aty).max() > 0.05 * np.abs(aty).max()
 
 
+def _symmetric_psf(shape, seed=0):
+    """A random PSF equal to its mirror image on every axis (what the DCT path needs)."""
+    psf = _asymmetric_psf(shape, seed)
+    for axis in range(psf.ndim):
+        psf = psf + np.flip(psf, axis=axis)
+    return psf / psf.sum()
+
+
+@pytest.mark.parametrize(
+    ("shape", "psf_shape"),
+    [((12, 20, 18), (5, 7, 9)), ((4, 20, 18), (9, 7, 5)), ((30, 24), (7, 5))],
+    ids=["3d", "3d-psf-deeper-than-image", "2d"],
+)
+def test_dct_blur_is_the_mirror_border_convolution(shape, psf_shape):
+    """With a mirror-symmetric PSF the DCT transform computes the convolution of the image
+    mirrored at its borders: scipy.ndimage's mode 'reflect' (d c b a | a b c d), repeated
+    when the PSF is larger than an axis; A is its own adjoint."""
+    rng = np.random.default_rng(3)
+    psf = _symmetric_psf(psf_shape, seed=4)
+    rl = RLDeconvolver(psf, shape)
+    assert rl.transform == "dct" and rl.grid_shape == shape  # no margin on fast lengths
+    x = rng.standard_normal(shape).astype(np.float32)
+    y = rng.standard_normal(shape).astype(np.float32)
+    ax = rl.blur(x)
+    assert ax.dtype == np.float32
+    ref = ndimage.convolve(x.astype(float), psf, mode="reflect")
+    assert_allclose(ax, ref, rtol=1e-5, atol=1e-6)
+    assert_allclose(
+        rl.blur_adjoint(y),
+        ndimage.correlate(y.astype(float), psf, mode="reflect"),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    lhs = np.vdot(ax.astype(float), y.astype(float))
+    assert lhs == pytest.approx(np.vdot(x.astype(float), rl.blur(y).astype(float)), rel=1e-5)
+
+
+def test_dct_rl_equals_periodic_rl_of_the_mirrored_image():
+    """Mirror borders, checked through the whole iteration: RL with the DCT on an image
+    equals RL with periodic FFTs (no margin) on the image mirrored on every axis (twice
+    the size, which is exactly the periodic extension the DCT assumes), cropped back. (Not
+    with tv: forward differences are not mirror-symmetric, so the TV term of the mirrored
+    copy is shifted by one voxel; RL-TV on the DCT path is covered by the tiling test.)"""
+    psf = _symmetric_psf((5, 7, 7), seed=5)
+    image, _ = _blurred_points((10, 24, 30), psf, seed=6)
+    mirrored = image
+    for axis in range(3):
+        mirrored = np.concatenate([mirrored, np.flip(mirrored, axis=axis)], axis=axis)
+    for options in ({}, {"acceleration": "biggs"}):
+        ours = richardson_lucy(image, psf, iterations=6, **options)
+        periodic = richardson_lucy(mirrored, psf, iterations=6, pad=0, transform="fft", **options)
+        assert_allclose(ours, periodic[:10, :24, :30], rtol=2e-5, atol=2e-5 * ours.max())
+
+
+@pytest.mark.parametrize("shape", [(13, 37, 41), (36, 41)], ids=["3d", "2d"])
+def test_dct_and_fft_agree_in_the_interior_and_with_skimage(shape):
+    """The two transforms differ only in the border model; lengths that are not fast
+    (13, 37, 41: primes) are mirrored up to a fast length."""
+    from skimage.restoration import richardson_lucy as sk_richardson_lucy
+
+    psf_shape = (3, 5, 5)[-len(shape) :]
+    psf = _symmetric_psf(psf_shape, seed=7)
+    image, _ = _blurred_points(shape, psf, seed=8)
+    iterations = 3
+    dct = RLDeconvolver(psf, shape)
+    assert dct.transform == "dct" and dct.grid_shape != shape
+    ours = dct(image, iterations=iterations)
+    fft = richardson_lucy(image, psf, iterations=iterations, transform="fft")
+    ref = sk_richardson_lucy(image, psf, num_iter=iterations, clip=False)
+    inner = _interior(iterations, psf_shape, shape)
+    assert_allclose(ours[inner], fft[inner], rtol=1e-5)
+    assert_allclose(ours[inner], ref[inner], rtol=1e-4)
+    assert np.abs(ours - fft).max() > 1e-4 * fft.max()  # the borders do differ
+
+
+def test_transform_choice():
+    sym, asym = _symmetric_psf((3, 5, 5)), _asymmetric_psf((3, 5, 5))
+    assert RLDeconvolver(sym, (8, 16, 16)).transform == "dct"
+    assert RLDeconvolver(asym, (8, 16, 16)).transform == "fft"
+    assert RLDeconvolver(sym, (8, 16, 16), transform="fft").transform == "fft"
+    assert RLDeconvolver(sym, (8, 16, 16), pad=2).transform == "fft"  # explicit margin
+    assert RLDeconvolver(sym, (8, 16, 16), pad_mode="edge").transform == "fft"
+    even = np.ones((2, 4, 4)) / 32  # even sizes have no centre voxel to mirror about
+    assert RLDeconvolver(even, (8, 16, 16)).transform == "fft"
+    with pytest.raises(ValueError, match="mirror-symmetric"):
+        RLDeconvolver(asym, (8, 16, 16), transform="dct")
+    with pytest.raises(ValueError, match="transform="):
+        RLDeconvolver(sym, (8, 16, 16), transform="wavelet")
+
+
 def test_deconvolver_is_reusable_across_channels():
     psf = psf_gaussian(
         (7, 9, 9), voxel_size=(0.3, 0.1, 0.1), na=1.2, wavelength_um=0.5, refractive_index=1.33
@@ -152,9 +242,10 @@ def test_total_variation_damps_noise():
     )
 
 
+@pytest.mark.parametrize("symmetric", [False, True], ids=["fft", "dct"])
 @pytest.mark.parametrize("tv", [0.0, 0.005])
-def test_tiled_equals_whole(tv):
-    psf = _asymmetric_psf((5, 7, 7), seed=7)
+def test_tiled_equals_whole(tv, symmetric):
+    psf = (_symmetric_psf if symmetric else _asymmetric_psf)((5, 7, 7), seed=7)
     image, _ = _blurred_points((12, 70, 82), psf, seed=8)
     iterations = 3
     whole = richardson_lucy(image, psf, iterations=iterations, tv=tv)
@@ -274,6 +365,11 @@ def test_gpu_matches_cpu(gpu):
     cpu = richardson_lucy(flat, psf2, iterations=5)
     dev = richardson_lucy(flat, psf2, iterations=5, backend="gpu")
     assert np.abs(gpu.to_host(dev) - cpu).max() <= 1e-4 * cpu.max()
+    sym = _symmetric_psf((5, 7, 7), seed=12)  # the DCT transform (cupyx.scipy.fft.dctn)
+    for options in ({}, {"tv": 0.005}):
+        cpu = richardson_lucy(image16, sym, iterations=5, **options)
+        dev = richardson_lucy(gpu.asarray(image16), gpu.asarray(sym), iterations=5, **options)
+        assert np.abs(gpu.to_host(dev) - cpu).max() <= 1e-4 * cpu.max(), options
     rl = RLDeconvolver(gpu.asarray(psf), image.shape, pad=0)
     y = gpu.asarray(image.astype(np.float32))
     assert float((rl.blur(y) * y).sum()) == pytest.approx(

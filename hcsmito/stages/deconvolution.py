@@ -7,9 +7,21 @@ This is the correct flip for any number of axes; cuCIM's ``richardson_lucy`` fli
 axes, which is wrong for 3-D PSFs that are not symmetric, so it is not used here.
 
 One iteration is ``u ← u · Aᵀ(d / max(A u, ε))`` for the observed image ``d`` (four real
-FFTs). The OTF and its conjugate are computed once per :class:`RLDeconvolver` and reused
-for every field and channel of the same shape; FFT plans are reused by scipy.fft (CPU,
-all cores) and by CuPy's plan cache (GPU).
+transforms). The OTF and its conjugate are computed once per :class:`RLDeconvolver` and
+reused for every field and channel of the same shape; FFT plans are reused by scipy.fft
+(CPU, all cores) and by CuPy's plan cache (GPU).
+
+Two transforms, chosen per PSF (``transform="auto"``):
+
+- ``"dct"`` for PSFs that are mirror-symmetric on every axis (the theoretical ones:
+  Gaussian, Born & Wolf): with the image extended by mirror reflection at its borders
+  (half-sample symmetric, ``scipy.ndimage`` mode ``'reflect'``), the convolution with
+  a symmetric PSF is diagonal in the type-II discrete cosine transform [3]_, and
+  ``A = Aᵀ``. No margin is needed against wrap-around, so the transforms run on the
+  image's own grid (enlarged only to a fast length): for a 32×256×256 field and a
+  15×21×21 PSF that is 2.1 M voxels instead of the 4.0 M of the padded FFT grid.
+- ``"fft"`` for any PSF (bead PSFs are never exactly symmetric): real FFTs on a grid
+  padded by the PSF half-width.
 
 Options: Biggs-Andrews vector extrapolation [1]_ (``acceleration="biggs"``) and total-
 variation regularisation, RL-TV [2]_ (``tv=λ``). Fields larger than a memory budget are
@@ -22,6 +34,8 @@ References
 .. [2] N. Dey et al., "Richardson-Lucy algorithm with total variation regularization for
    3D confocal microscope deconvolution", Microscopy Research and Technique 69, 260-266
    (2006).
+.. [3] M. K. Ng, R. H. Chan, W.-C. Tang, "A fast algorithm for deblurring models with
+   Neumann boundary conditions", SIAM J. Sci. Comput. 21(3), 851-866 (1999).
 """
 
 from __future__ import annotations
@@ -37,6 +51,7 @@ from hcsmito.backend import Backend, get_backend
 __all__ = ["RLDeconvolver", "richardson_lucy", "richardson_lucy_tiled", "tiled_halo"]
 
 Pad = Literal["auto"] | int | Sequence[int]
+Transform = Literal["auto", "fft", "dct"]
 
 
 def _resolve_backend(backend: Backend | str | None, *arrays: Any) -> Backend:
@@ -68,6 +83,77 @@ def _pad_widths(pad: Pad, psf_shape: tuple[int, ...]) -> tuple[int, ...]:
     return widths
 
 
+def _is_mirror_symmetric(psf: Any, xp: Any, rtol: float = 1e-5) -> bool:
+    """Odd size on every axis and ``psf == flip(psf, axis)`` for each axis (within
+    ``rtol`` of its maximum)."""
+    if any(k % 2 == 0 for k in psf.shape):
+        return False
+    top = float(psf.max())  # device->host (scalar)
+    worst = max(float(xp.abs(psf - xp.flip(psf, axis=a)).max()) for a in range(psf.ndim))
+    return worst <= rtol * top  # device->host (scalars above)
+
+
+def _choose_transform(
+    transform: str, psf: Any, pad: Pad, pad_mode: str, xp: Any
+) -> Literal["fft", "dct"]:
+    if transform not in ("auto", "fft", "dct"):
+        raise ValueError(f"transform={transform!r}: use 'auto', 'fft' or 'dct'")
+    if transform == "fft":
+        return "fft"
+    symmetric = _is_mirror_symmetric(psf, xp)
+    if transform == "dct":
+        if not symmetric:
+            raise ValueError(
+                f"transform='dct' needs a PSF that is mirror-symmetric on every axis with an "
+                f"odd size (this one, {tuple(psf.shape)}, is not): use transform='fft'"
+            )
+        if not (isinstance(pad, str) and pad == "auto") or pad_mode != "reflect":
+            raise ValueError(
+                "transform='dct' implies mirror borders: leave pad='auto', pad_mode='reflect'"
+            )
+        return "dct"
+    usable = isinstance(pad, str) and pad == "auto" and pad_mode == "reflect"
+    return "dct" if usable and symmetric else "fft"
+
+
+def _dct_transfer(psf: Any, grid: tuple[int, ...], xp: Any) -> Any:
+    """Eigenvalues of the mirror-boundary convolution with a symmetric, normalised PSF in
+    the type-II DCT basis of ``grid``: ``H[k] = Σ_j psf[j] Π_a cos(π k_a j_a / n_a)``, the
+    offsets ``j_a`` counted from the PSF centre. One small matrix product per axis."""
+    h = psf.astype(xp.float64)
+    for axis, (n, k) in enumerate(zip(grid, psf.shape, strict=True)):
+        offsets = xp.arange(k, dtype=xp.float64) - k // 2
+        cosines = xp.cos(np.pi * xp.arange(n, dtype=xp.float64)[:, None] * offsets[None, :] / n)
+        h = xp.moveaxis(xp.tensordot(h, cosines, axes=([axis], [1])), -1, axis)
+    return h.astype(xp.float32)
+
+
+def _grid(
+    shape: tuple[int, ...], psf_shape: tuple[int, ...], pad: Pad, transform: str
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The transform grid and the image's offset in it. ``'dct'``: the image enlarged only
+    to a fast length; ``'fft'``: plus the margin against wrap-around, then a fast length."""
+    widths = _pad_widths(pad, psf_shape)
+    lo, grid = [], []
+    for n, w, k in zip(shape, widths, psf_shape, strict=True):
+        if transform == "dct":
+            size = _next_fast_len(n)
+            lo.append((size - n) // 2)
+        elif w == 0:
+            if k > n:
+                raise ValueError(
+                    f"pad=0 needs the PSF {psf_shape} to fit in the image {shape}: "
+                    "use pad='auto' or a smaller PSF"
+                )
+            size = n
+            lo.append(0)
+        else:
+            size = _next_fast_len(max(n + 2 * w, k))
+            lo.append(w + (size - n - 2 * w) // 2)
+        grid.append(size)
+    return tuple(grid), tuple(lo)
+
+
 class RLDeconvolver:
     """Richardson-Lucy for images of one shape and one PSF; the OTF is computed once.
 
@@ -89,6 +175,10 @@ class RLDeconvolver:
         gives a periodic (circular) deconvolution on exactly ``shape``.
     pad_mode : {'reflect', 'edge'}
         How the margin is filled. An axis too short to reflect falls back to ``'edge'``.
+    transform : {'auto', 'dct', 'fft'}
+        ``'dct'``: mirror borders, no margin (PSF mirror-symmetric on every axis, odd size,
+        ``pad='auto'``, ``pad_mode='reflect'``); ``'fft'``: periodic on the padded grid;
+        ``'auto'`` (default): ``'dct'`` where it applies, else ``'fft'``.
     backend : Backend, 'cpu', 'gpu' or None
         Default: the backend of ``psf``.
     workers : int
@@ -107,6 +197,7 @@ class RLDeconvolver:
         *,
         pad: Pad = "auto",
         pad_mode: Literal["reflect", "edge"] = "reflect",
+        transform: Transform = "auto",
         backend: Backend | str | None = None,
         workers: int = -1,
     ) -> None:
@@ -127,28 +218,20 @@ class RLDeconvolver:
                 "the PSF must be non-negative, finite and not all zero: build it with "
                 "hcsmito.stages.psf (psf_gaussian, psf_born_wolf, psf_from_beads)"
             )
-        widths = _pad_widths(pad, psf.shape)
-        lo, grid = [], []
-        for n, w, k in zip(shape, widths, psf.shape, strict=True):
-            if w == 0:
-                if k > n:
-                    raise ValueError(
-                        f"pad=0 needs the PSF {psf.shape} to fit in the image {shape}: "
-                        "use pad='auto' or a smaller PSF"
-                    )
-                size = n
-            else:
-                size = _next_fast_len(max(n + 2 * w, k))
-            lo.append(w + (size - n - 2 * w) // 2 if w else 0)
-            grid.append(size)
+        self.transform = _choose_transform(transform, psf, pad, pad_mode, xp)
+        grid, lo = _grid(shape, tuple(psf.shape), pad, self.transform)
         self.backend = b
         self.shape = shape
         self.psf_shape = tuple(psf.shape)
-        self.grid_shape = tuple(grid)
+        self.grid_shape = grid
         self.pad_mode = pad_mode
-        self._lo = tuple(lo)
+        self._lo = lo
         self._axes = tuple(range(len(shape)))
         self._fft_kw = {} if b.is_gpu else {"workers": int(workers)}
+        if self.transform == "dct":
+            # real eigenvalues, and A = Aᵀ: the PSF equals its flip on every axis
+            self.otf = self.otf_conj = _dct_transfer(psf / np.float32(total), self.grid_shape, xp)
+            return
         # PSF centre moved to index 0 of the grid: A x = IFFT(FFT(x) * OTF) is the convolution
         kernel = xp.zeros(self.grid_shape, dtype=xp.float32)
         kernel[tuple(slice(0, k) for k in psf.shape)] = psf / np.float32(total)
@@ -159,6 +242,10 @@ class RLDeconvolver:
     # -- operators on the padded grid -------------------------------------------------
     def _apply(self, x: Any, otf: Any) -> Any:
         fft = self.backend.fft
+        if self.transform == "dct":
+            coeffs = fft.dctn(x, type=2, axes=self._axes, **self._fft_kw)
+            coeffs *= otf
+            return fft.idctn(coeffs, type=2, axes=self._axes, overwrite_x=True, **self._fft_kw)
         spectrum = fft.rfftn(x, s=self.grid_shape, axes=self._axes, **self._fft_kw)
         spectrum *= otf
         return fft.irfftn(
@@ -166,11 +253,12 @@ class RLDeconvolver:
         )
 
     def blur(self, x: Any) -> Any:
-        """``A x``: circular convolution with the PSF on the padded grid (``grid_shape``)."""
+        """``A x`` on ``grid_shape``: the convolution with the PSF, circular (``'fft'``)
+        or with mirror borders (``'dct'``)."""
         return self._apply(x, self.otf)
 
     def blur_adjoint(self, y: Any) -> Any:
-        """``Aᵀ y``: circular correlation with the PSF (the PSF flipped on all axes)."""
+        """``Aᵀ y``: the correlation with the PSF (the PSF flipped on all axes)."""
         return self._apply(y, self.otf_conj)
 
     def pad(self, image: Any) -> Any:
@@ -184,7 +272,10 @@ class RLDeconvolver:
                 continue
             widths = [(0, 0)] * image.ndim
             widths[axis] = (lo, size - n - lo)
-            mode = self.pad_mode if max(widths[axis]) < n else "edge"
+            if self.transform == "dct":  # the DCT's own mirror (half-sample symmetric)
+                mode = "symmetric" if max(widths[axis]) <= n else "edge"
+            else:
+                mode = self.pad_mode if max(widths[axis]) < n else "edge"
             out = xp.pad(out, widths, mode=mode)
         return out
 
@@ -277,22 +368,33 @@ class RLDeconvolver:
 
 def _tv_denominator(u: Any, lam: np.float32, scale: np.float32, xp: Any) -> Any:
     """``1 - λ div(∇u / |∇u|)`` (Dey et al. 2006) with forward differences for ∇ and
-    backward differences for div (the adjoint pair), periodic on the padded grid.
+    backward differences for div (the adjoint pair), mirror (Neumann) borders on the
+    grid: the difference across the last voxel of an axis is 0, as for an image mirrored
+    there (the DCT transform's border; on the padded FFT grid the border lies in the
+    margin).
 
     ``∇u / |∇u|`` does not depend on the scale of ``u``: it is computed on ``u · scale``
     (``u`` / its mean) with ``|∇u|`` regularised as ``sqrt(|∇u|² + β²)``, β = 0.01 (1 % of
     the mean per voxel): below that the term is smooth, so float32 round-off in flat
     regions is not amplified into O(1) changes of the direction ``∇u / |∇u|``."""
-    axes = range(u.ndim)
-    grads = [(xp.roll(u, -1, axis=a) - u) * scale for a in axes]
+    grads = []
+    for a in range(u.ndim):
+        last = xp.take(u, [u.shape[a] - 1], axis=a)
+        g = xp.diff(u, axis=a, append=last)
+        g *= scale
+        grads.append(g)
     norm = np.float32(1e-4)
     for g in grads:
         norm = norm + g * g
     xp.sqrt(norm, out=norm)
     div = xp.zeros_like(u)
-    for a, g in zip(axes, grads, strict=True):
+    for a, g in enumerate(grads):
         g /= norm
-        div += g - xp.roll(g, 1, axis=a)
+        div += g
+        head = [slice(None)] * u.ndim
+        tail = [slice(None)] * u.ndim
+        head[a], tail[a] = slice(1, None), slice(None, -1)
+        div[tuple(head)] -= g[tuple(tail)]
     den = 1 - lam * div
     return xp.maximum(den, np.float32(1e-3), out=den)
 
@@ -307,6 +409,7 @@ def richardson_lucy(
     eps: float = 1e-6,
     pad: Pad = "auto",
     clip: bool = True,
+    transform: Transform = "auto",
     backend: Backend | str | None = None,
 ) -> Any:
     """Richardson-Lucy deconvolution of a 3-D or 2-D image, float32, on CPU or GPU.
@@ -319,7 +422,7 @@ def richardson_lucy(
     psf : (M', N'[, P']) ndarray
         PSF with the same number of axes, centred on ``shape // 2``; normalised to sum 1.
     iterations : int
-        Number of RL iterations (each: four real FFTs on the padded grid).
+        Number of RL iterations (each: four real transforms, DCTs or FFTs).
     acceleration : {None, 'biggs'}
         ``'biggs'``: Biggs-Andrews first-order vector extrapolation; each step is
         extrapolated along the last change by ``α = <g_k, g_{k-1}> / <g_{k-1}, g_{k-1}>``
@@ -337,6 +440,9 @@ def richardson_lucy(
     clip : bool
         Set negative values (FFT round-off) to 0 after each iteration. Unlike scikit-image,
         the result is not clipped to [-1, 1]: intensities keep the input's scale.
+    transform : {'auto', 'dct', 'fft'}
+        See :class:`RLDeconvolver`: ``'auto'`` uses the DCT (mirror borders, no margin,
+        about half the work) for a PSF symmetric on every axis, else padded FFTs.
     backend : Backend, 'cpu', 'gpu' or None
         Default: the backend of ``image``.
 
@@ -359,7 +465,7 @@ def richardson_lucy(
     image = b.asarray(image)
     if image.ndim not in (2, 3):
         raise ValueError(f"image has shape {image.shape}: expected (Z, Y, X) or (Y, X)")
-    return RLDeconvolver(b.asarray(psf), image.shape, pad=pad, backend=b)(
+    return RLDeconvolver(b.asarray(psf), image.shape, pad=pad, transform=transform, backend=b)(
         image, iterations=iterations, acceleration=acceleration, tv=tv, eps=eps, clip=clip
     )
 
@@ -389,6 +495,7 @@ def richardson_lucy_tiled(
     eps: float = 1e-6,
     pad: Pad = "auto",
     clip: bool = True,
+    transform: Transform = "auto",
     backend: Backend | str | None = None,
 ) -> Any:
     """Richardson-Lucy in overlapping xy tiles, seamless with the whole-image result.
@@ -419,7 +526,7 @@ def richardson_lucy_tiled(
         If the padded whole image fits, it is deconvolved in one piece.
     halo : int or (2,) tuple of int, optional
         Override the halo (voxels in y, x).
-    tv, eps, pad, clip, backend
+    tv, eps, pad, clip, transform, backend
         As in :func:`richardson_lucy`.
 
     Returns
@@ -438,17 +545,26 @@ def richardson_lucy_tiled(
         halo_yx = tiled_halo(psf.shape, iterations)
     else:
         halo_yx = (int(halo),) * 2 if np.ndim(halo) == 0 else tuple(int(h) for h in halo)
-    widths = _pad_widths(pad, psf.shape)
+    transform = _choose_transform(transform, psf, pad, "reflect", xp)
+    widths = (0,) * psf.ndim if transform == "dct" else _pad_widths(pad, psf.shape)
     ny, nx = image.shape[-2:]
     if tile_shape is None:
         if max_voxels is None:
             raise ValueError("give tile_shape=(ty, tx) or a memory budget max_voxels=...")
-        depth = image.shape[0] + 2 * widths[0] if image.ndim == 3 else 1
-        whole = depth * (ny + 2 * widths[-2]) * (nx + 2 * widths[-1])
+        whole = int(np.prod(_grid(tuple(image.shape), tuple(psf.shape), pad, transform)[0]))
         if whole <= max_voxels:
             return richardson_lucy(
-                image, psf, iterations=iterations, tv=tv, eps=eps, pad=pad, clip=clip, backend=b
+                image,
+                psf,
+                iterations=iterations,
+                tv=tv,
+                eps=eps,
+                pad=pad,
+                clip=clip,
+                transform=transform,
+                backend=b,
             )
+        depth = image.shape[0] + 2 * widths[0] if image.ndim == 3 else 1
         side = int(np.sqrt(max_voxels / depth))
         tile_shape = tuple(side - 2 * h - 2 * w for h, w in zip(halo_yx, widths[-2:], strict=True))
         if min(tile_shape) < 8:
@@ -476,7 +592,9 @@ def richardson_lucy_tiled(
             tile = image32[..., a0:a1, c0:c1]
             rl = deconvolvers.get(tile.shape)
             if rl is None:
-                rl = deconvolvers[tile.shape] = RLDeconvolver(psf, tile.shape, pad=pad, backend=b)
+                rl = deconvolvers[tile.shape] = RLDeconvolver(
+                    psf, tile.shape, pad=pad, transform=transform, backend=b
+                )
             res = rl._run(tile, iterations, None, tv, eps_abs, start, clip)
             out[..., y0:y1, x0:x1] = res[..., y0 - a0 : y1 - a0, x0 - c0 : x1 - c0]
     return out
