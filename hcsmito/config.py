@@ -166,6 +166,9 @@ class FociDetection(_Section):
     min_separation_um: float = Field(1.0, ge=0)
     min_volume_um3: float | None = Field(None, ge=0)
     require_parent: bool = True
+    extent_fraction: float = Field(
+        0.5, ge=0, lt=1, description="focus outline at this fraction of its peak (0: threshold)"
+    )
 
 
 class TntDetection(_Section):

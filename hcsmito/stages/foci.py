@@ -15,6 +15,12 @@
    connected component (a watershed that runs the same way on both backends).
    Foci smaller than ``min_volume_um3`` or whose peak lies outside the search region are
    dropped; each is assigned the MSC label under its peak (0 = none).
+5. **Extent.** Each focus keeps the voxels of its region where the enhanced image is at
+   least ``extent_fraction`` (default one half) of its own peak: a half-maximum outline,
+   which does not grow with the focus' brightness the way a noise-based threshold does
+   (on the generator, the median projected area of a focus is 1.4x its true area at
+   ×0.5, ×1 and ×2 brightness; the threshold region alone gave 3.7x, 4.2x and 4.5x).
+   Which foci are found does not depend on it.
 """
 
 from __future__ import annotations
@@ -122,6 +128,7 @@ def detect_foci(
     min_separation_um: float = 1.0,
     min_volume_um3: float | None = None,
     require_parent: bool = True,
+    extent_fraction: float = 0.5,
 ) -> Foci:
     """Foci of the mitochondria channel, each with its parent MSC.
 
@@ -158,6 +165,10 @@ def detect_foci(
         Smaller foci are dropped (default: the volume (area) of 2 voxels).
     require_parent : bool
         With ``msc_labels``, drop foci whose peak is outside every MSC (default True).
+    extent_fraction : float
+        A focus is the part of its thresholded region where the enhanced image reaches
+        this fraction of the focus' peak (default 0.5: the half-maximum outline, the same
+        for dim and bright foci); 0 keeps the whole thresholded region.
 
     Returns
     -------
@@ -174,6 +185,11 @@ def detect_foci(
                 f"{name} has shape {tuple(lab.shape)}, mito {tuple(mito.shape)}: "
                 "pass the labels of the same field"
             )
+    if not 0.0 <= extent_fraction < 1.0:
+        raise ValueError(
+            f"extent_fraction={extent_fraction} must be in [0, 1): 0.5 is the half-maximum "
+            "outline, 0 the whole thresholded region"
+        )
     b = Backend.of(mito)
     xp = b.xp
     sp = spacing(voxel_size, mito.ndim)
@@ -241,6 +257,11 @@ def detect_foci(
     )  # device->host: n values
     inside = b.to_host(region[idx])  # device->host: n values
     keep = inside & ((parent > 0) | (msc is None) | (not require_parent))
+    if extent_fraction > 0:
+        # half-maximum (by default) outline of each focus: its peak voxel always stays
+        cut = xp.zeros(n + 1, dtype=xp.float32)
+        cut[1:] = np.float32(extent_fraction) * resp[idx]
+        labels = xp.where(resp >= cut[labels], labels, 0).astype(xp.int32)
     if not keep.all():
         lut = np.zeros(n + 1, np.int32)
         lut[1:][keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
