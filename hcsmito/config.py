@@ -133,8 +133,9 @@ class MscSegmentation(_Section):
     split: Literal["auto", "height", "shape", "intensity"] = Field(
         "auto", description="what separates touching MSCs"
     )
-    core_fraction: float = Field(0.8, gt=0, le=1)
-    min_core_um2: float | None = Field(None, ge=0, description="default π(0.1·diameter)²")
+    seed_dynamics: float = Field(
+        0.3, gt=0, description="height split: valley depth between cells / plateau height"
+    )
     seed_smooth_um: float | None = Field(None, gt=0)
     min_separation_um: float | None = Field(None, gt=0)
     min_area_um2: float | None = Field(None, ge=0)
@@ -150,6 +151,9 @@ class JurkatSegmentation(_Section):
     threshold_fraction: float = Field(0.3, ge=0, le=1)
     threshold_value: float | None = None
     min_diameter_fraction: float = Field(0.5, ge=0, le=1)
+    min_spread: float = Field(
+        0.6, ge=0, le=1, description="light spread over the footprint (foci are ~0.45)"
+    )
     min_separation_um: float | None = Field(None, gt=0)
     overlap_min: float = Field(0.5, ge=0, le=1)
 
