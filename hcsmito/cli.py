@@ -106,8 +106,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=not args.no_progress,
     )
+    done = len(s.processed) - len(s.failed)
+
+    def fields(n: int) -> str:
+        return f"{n} field" + ("" if n == 1 else "s")
+
     print(
-        f"{len(s.processed)} fields processed, {len(s.skipped)} up to date, "
+        f"{fields(done)} processed, {len(s.skipped)} up to date, "
         f"{len(s.failed)} failed in {s.wall_s:.1f} s -> {s.out}"
     )
     if s.failed:

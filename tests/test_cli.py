@@ -45,7 +45,7 @@ def test_synth_run_status_end_to_end(tmp_path, capsys):
     out = tmp_path / "out"
     run = ["run", "--plate", str(plate), "--out", str(out), "--backend", "cpu", "--no-progress"]
     assert main([*run, "--workers", "1"]) == 0
-    assert "1 fields processed" in capsys.readouterr().out
+    assert "1 field processed, 0 up to date, 0 failed" in capsys.readouterr().out
     assert main(["status", str(out)]) == 0
     assert "1 ok" in capsys.readouterr().out
     # a corrupt field: exit code 1 and the field named
