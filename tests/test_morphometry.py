@@ -230,7 +230,7 @@ def test_sparse_scan_batches_equal_the_twin(monkeypatch, shape, dtype):
     labels = _sparse_dense_sparse(shape, seed=21, dtype=dtype)
     parents = random_labels(shape, seed=22, sigma=4, fraction=0.6)
     inten = [random_intensity(shape, 23), random_intensity(shape, 24).astype(np.float32)]
-    fast = _moments_cpu(labels, inten, {"cell": parents})
+    fast = _moments_cpu(labels, inten, {"cell": parents}, threads=1)
     slow = _moments_reference(labels, inten, {"cell": parents}, get_backend("cpu"))
     scans = morpho._ForegroundScan(labels.reshape(-1, shape[-1]))
     assert labels.reshape(-1, shape[-1]).shape[0] % scans.rows_per_block % 32 != 0
@@ -242,10 +242,20 @@ def test_sparse_scan_batches_equal_the_twin(monkeypatch, shape, dtype):
         np.testing.assert_allclose(getattr(fast, f), getattr(slow, f), rtol=1e-12, err_msg=f)
     for i in range(2):
         np.testing.assert_array_equal(fast.parents["cell"][i], slow.parents["cell"][i])
+    # the same in 3 threads, each with its own range of rows and partial sums
+    threaded = _moments_cpu(labels, inten, {"cell": parents}, threads=3)
+    for f in ("labels", "n", "s1", "s2", "cmin", "cmax", "projected", "wmin", "wmax"):
+        np.testing.assert_array_equal(getattr(threaded, f), getattr(slow, f), err_msg=f)
+    for f in ("sw", "sww", "swc"):
+        np.testing.assert_allclose(getattr(threaded, f), getattr(slow, f), rtol=1e-12, err_msg=f)
+    for i in range(2):
+        np.testing.assert_array_equal(threaded.parents["cell"][i], slow.parents["cell"][i])
     if np.dtype(dtype).kind == "i":  # a negative label found through the summary is refused
         labels.flat[7] = -3
         with pytest.raises(ValueError, match="non-negative"):
             _moments_cpu(labels, [], {})
+        with pytest.raises(ValueError, match="non-negative"):  # also from a worker thread
+            _moments_cpu(labels, [], {}, threads=3)
 
 
 def test_projected_area_and_parent_by_brute_force():

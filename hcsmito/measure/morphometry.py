@@ -31,7 +31,9 @@ per dtype.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,6 +88,10 @@ _GATHER_MAX = 1 / 64
 # consecutive sparse blocks is folded at once (fewer NumPy calls); bounds the per-batch
 # temporaries (~300 B per voxel).
 _BATCH_VOXELS = 1 << 16
+# Label images this large are scanned by one thread per core (up to 8): the scan is bound
+# by reading the labels, and one core does not draw the memory bandwidth (2-core box: 268
+# MB of sparse labels in 14.4 ms on one thread, 9.7 ms on two).
+_PARALLEL_VOXELS = 1 << 23
 
 
 @dataclass
@@ -330,26 +336,48 @@ class _ForegroundScan:
         return cand[keep], values[keep]
 
 
-def _moments_cpu(labels, channels, parents) -> _Moments:
+def _moments_cpu(labels, channels, parents, threads: int | None = None) -> _Moments:
+    """Per-label sums on the CPU: the rows of the label image are cut into ``threads``
+    contiguous ranges, each scanned and folded by its own thread into its own partial
+    sums (NumPy releases the GIL in the scan's reductions and gathers), merged at the
+    end. ``threads=None``: one per core (at most 8) for images of 8 M voxels or more."""
     X = labels.shape[-1]
     lab2d = np.ascontiguousarray(labels).reshape(-1, X)
     flat_all = lab2d.reshape(-1)
     chans = [np.ascontiguousarray(c).reshape(-1) for c in channels]
     pars = {k: np.ascontiguousarray(v).reshape(-1) for k, v in parents.items()}
-
-    acc = _BlockSums(labels.shape, flat_all, chans, pars, labels.dtype.kind == "i")
     batch = min(_BATCH_VOXELS, max(1 << 12, labels.size // 128))
-    pending: list[tuple[np.ndarray, np.ndarray]] = []
-    n_pending = 0
-    for idx, values in _ForegroundScan(lab2d):
-        pending.append((idx, values))
-        n_pending += idx.size
-        if n_pending >= batch:
+    if threads is None:
+        threads = min(os.cpu_count() or 1, 8) if labels.size >= _PARALLEL_VOXELS else 1
+    rows = lab2d.shape[0]
+    step = -(-rows // max(int(threads), 1))
+    step = -(-step // _GROUP_ROWS) * _GROUP_ROWS  # keep row groups whole
+    starts = list(range(0, rows, step))
+
+    def scan_fold(r0: int) -> _BlockSums:
+        acc = _BlockSums(labels.shape, flat_all, chans, pars, labels.dtype.kind == "i")
+        offset = r0 * X
+        pending: list[tuple[np.ndarray, np.ndarray]] = []
+        n_pending = 0
+        for idx, values in _ForegroundScan(lab2d[r0 : r0 + step]):
+            pending.append((idx + offset, values))
+            n_pending += idx.size
+            if n_pending >= batch:
+                acc.fold(*_concat_pairs(pending))
+                pending, n_pending = [], 0
+        if pending:
             acc.fold(*_concat_pairs(pending))
-            pending, n_pending = [], 0
-    if pending:
-        acc.fold(*_concat_pairs(pending))
-    return _merge_blocks(labels, acc.blocks, acc.par_runs, acc.proj_keys, len(chans))
+        return acc
+
+    if len(starts) == 1:
+        parts = [scan_fold(0)]
+    else:
+        with ThreadPoolExecutor(len(starts)) as pool:
+            parts = list(pool.map(scan_fold, starts))
+    blocks = [blk for acc in parts for blk in acc.blocks]
+    par_runs = {k: [r for acc in parts for r in acc.par_runs[k]] for k in pars}
+    proj_keys = [key for acc in parts for key in acc.proj_keys]
+    return _merge_blocks(labels, blocks, par_runs, proj_keys, len(chans))
 
 
 def _concat_pairs(pairs):
