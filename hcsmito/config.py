@@ -105,6 +105,9 @@ class RichardsonLucy(_Section):
     max_voxels: int | None = Field(
         None, gt=0, description="tile fields larger than this many voxels (memory budget)"
     )
+    transform: Literal["auto", "dct", "fft"] = Field(
+        "auto", description="auto: DCT (mirror borders, half the work) for symmetric PSFs"
+    )
 
 
 Deconvolution = Annotated[NoDeconvolution | RichardsonLucy, Field(discriminator="method")]

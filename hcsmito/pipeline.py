@@ -265,7 +265,7 @@ def process_field(
                 if role not in det:
                     continue
                 psf = _psf_for(config, role, spacing)
-                kw = dict(iterations=dec.iterations, tv=dec.tv, backend=b)
+                kw = dict(iterations=dec.iterations, tv=dec.tv, transform=dec.transform, backend=b)
                 if dec.max_voxels is not None and det[role].size > dec.max_voxels:
                     if dec.acceleration is not None and not any("tiles" in n for n in notes):
                         notes.append("deconvolution in tiles: acceleration is not applied")
