@@ -252,6 +252,21 @@ class Statistics(_Section):
     readouts: tuple[str, ...] | None = None
 
 
+class PlateThreshold(_Section):
+    """One intensity threshold per plate for the cell masks, from a sample of its fields.
+
+    HCS practice: cut every field of a plate at the same intensity, so that fields stay
+    comparable (a field without cells is not cut at its own noise). For each role listed,
+    the runner smooths the channel of ``sample_fields`` fields spread over the plate as the
+    stage does, pools their histograms, and runs every field with ``threshold_method:
+    manual`` at that value. ``roles: []`` (default): each field sets its own thresholds.
+    """
+
+    roles: tuple[Literal["msc", "jurkat"], ...] = ()
+    method: Literal["otsu", "li", "triangle", "yen"] = "otsu"
+    sample_fields: int = Field(8, ge=1, description="fields sampled, spread over the plate")
+
+
 class Resources(_Section):
     backend: Literal["auto", "cpu", "gpu"] = "auto"
     scheduler: str = Field("threads", description="threads | processes | ADDRESS | slurm")
@@ -273,6 +288,7 @@ class Config(BaseModel):
     foci: FociDetection = Field(default_factory=FociDetection)
     tnt: TntDetection = Field(default_factory=TntDetection)
     adhesion: Adhesion = Field(default_factory=Adhesion)
+    plate_threshold: PlateThreshold = Field(default_factory=PlateThreshold)
     readouts: Readouts = Field(default_factory=Readouts)
     statistics: Statistics = Field(default_factory=Statistics)
     resources: Resources = Field(default_factory=Resources)

@@ -194,40 +194,26 @@ def _col(t: Mapping[str, np.ndarray], name: str, n: int, fill: float = np.nan) -
     return np.asarray(t[name]) if name in t else np.full(n, fill)
 
 
-def process_field(
-    channels: Mapping[str, Any],
-    *,
-    voxel_size: Mapping[str, float],
-    config: Config,
-    backend: Backend | str | None = None,
-    where: str = "",
-) -> FieldResult:
-    """Run the whole chain on one field.
+@dataclass
+class _Prepared:
+    b: Backend
+    timer: _Timer
+    notes: list[str]
+    ndim: int
+    spacing: tuple[float, ...]
+    vox: dict[str, float]
+    shapes: dict[str, tuple[int, ...]]
+    raw: dict[str, Any]
+    det: dict[str, Any]
+    decon: dict[str, Any]
+    processed: dict[str, np.ndarray]
 
-    Parameters
-    ----------
-    channels : mapping of role to (Y, X) or (Z, Y, X) ndarray
-        The field's channels by role (``mito`` required; ``msc`` and ``actin`` optional),
-        raw intensities of any numeric dtype, all of one shape.
-    voxel_size : mapping {"z", "y", "x"} -> µm
-        Voxel size (no ``z`` for 2-D fields).
-    config : Config
-        The run configuration.
-    backend : Backend or {"auto", "cpu", "gpu"}, optional
-        Where to compute (default: ``config.resources.backend``).
-    where : str
-        Plate / well / field, for messages.
 
-    Returns
-    -------
-    FieldResult
-    """
-    from hcsmito.stages.adhesion import measure_adhesion
+def _prepare(channels, voxel_size, config: Config, backend, where: str) -> _Prepared:
+    """Checks, then the detection images: float32 copies of the channels, deconvolved and
+    background-subtracted as the config says (the stages segment these)."""
     from hcsmito.stages.background import subtract_background
     from hcsmito.stages.deconvolution import richardson_lucy, richardson_lucy_tiled
-    from hcsmito.stages.foci import detect_foci
-    from hcsmito.stages.segmentation import segment_jurkat, segment_msc
-    from hcsmito.stages.tnt import detect_tnts
 
     if "mito" not in channels or channels["mito"] is None:
         raise ValueError(f"{where}: no 'mito' channel: set channels.mito in the config")
@@ -283,6 +269,61 @@ def process_field(
                     det[role] = subtract_background(
                         det[role], voxel_size=vox, **config.background.stage_kwargs()
                     )
+
+    return _Prepared(b, timer, notes, ndim, spacing, vox, shapes, raw, det, decon, processed)
+
+
+def detection_images(
+    channels: Mapping[str, Any],
+    *,
+    voxel_size: Mapping[str, float],
+    config: Config,
+    backend: Backend | str | None = None,
+    where: str = "",
+) -> dict[str, Any]:
+    """The images the stages of :func:`process_field` segment, by role: float32, after
+    the configured deconvolution and background subtraction, on the backend (used to
+    sample fields for a plate-level threshold)."""
+    return _prepare(channels, voxel_size, config, backend, where).det
+
+
+def process_field(
+    channels: Mapping[str, Any],
+    *,
+    voxel_size: Mapping[str, float],
+    config: Config,
+    backend: Backend | str | None = None,
+    where: str = "",
+) -> FieldResult:
+    """Run the whole chain on one field.
+
+    Parameters
+    ----------
+    channels : mapping of role to (Y, X) or (Z, Y, X) ndarray
+        The field's channels by role (``mito`` required; ``msc`` and ``actin`` optional),
+        raw intensities of any numeric dtype, all of one shape.
+    voxel_size : mapping {"z", "y", "x"} -> µm
+        Voxel size (no ``z`` for 2-D fields).
+    config : Config
+        The run configuration.
+    backend : Backend or {"auto", "cpu", "gpu"}, optional
+        Where to compute (default: ``config.resources.backend``).
+    where : str
+        Plate / well / field, for messages.
+
+    Returns
+    -------
+    FieldResult
+    """
+    from hcsmito.stages.adhesion import measure_adhesion
+    from hcsmito.stages.foci import detect_foci
+    from hcsmito.stages.segmentation import segment_jurkat, segment_msc
+    from hcsmito.stages.tnt import detect_tnts
+
+    prep = _prepare(channels, voxel_size, config, backend, where)
+    b, xp, timer, notes = prep.b, prep.b.xp, prep.timer, prep.notes
+    ndim, spacing, vox, shapes = prep.ndim, prep.spacing, prep.vox, prep.shapes
+    raw, det, decon, processed = prep.raw, prep.det, prep.decon, prep.processed
 
     msc = None
     touches = np.zeros(0, bool)

@@ -40,11 +40,21 @@ import pandas as pd
 from hcsmito import __version__
 from hcsmito.config import Config, config_hash, load_config
 
-__all__ = ["FieldTask", "RunSummary", "field_status", "run_field", "run_plate"]
+__all__ = [
+    "FieldTask",
+    "RunSummary",
+    "field_status",
+    "plate_thresholds",
+    "run_field",
+    "run_plate",
+]
 
 log = logging.getLogger(__name__)
 
 TABLES = ("foci", "cells", "jurkat", "tnt", "fields")
+#: Voxels of one sampled field that enter a plate-level threshold histogram (a regular
+#: subsample of larger fields: the histogram of 4 M voxels is the field's to ~0.1 %).
+_THRESHOLD_SAMPLE_VOXELS = 1 << 22
 _ID_COLUMN = {
     "foci": "focus_id",
     "cells": "cell_id",
@@ -307,6 +317,103 @@ def _select_fields(plate, wells: Iterable[str] | None):
     return [r for r in refs if r.well in wanted]
 
 
+def plate_thresholds(
+    plate, config: Config, backend: str | None = None
+) -> tuple[Config, dict[str, dict]]:
+    """Plate-level thresholds of the cell masks (``config.plate_threshold``).
+
+    For each role listed (``msc``, ``jurkat``), ``sample_fields`` fields spread evenly over
+    the whole plate (whatever wells a run selects, so that a partial run cuts as the full
+    one does) are read, prepared as :func:`hcsmito.pipeline.process_field` prepares them
+    (deconvolution, background), smoothed as the stage smooths them, and their pooled
+    histogram thresholded (:func:`hcsmito.stages.threshold.plate_threshold`). A field
+    that cannot be read is left out of the sample with a warning.
+
+    Returns
+    -------
+    config : Config
+        ``config`` with ``threshold_method: manual`` and the value set for those roles.
+    info : dict
+        Per role: ``value``, ``method`` and the ``fields`` sampled (for the manifest).
+    """
+    from hcsmito.backend import get_backend
+    from hcsmito.pipeline import detection_images
+    from hcsmito.stages.segmentation import jurkat_threshold_image, msc_threshold_image
+    from hcsmito.stages.threshold import plate_threshold
+
+    pt = config.plate_threshold
+    if not pt.roles:
+        return config, {}
+    b = get_backend(backend or config.resources.backend)
+    refs = _select_fields(plate, None)
+    picks = sorted(
+        {int(i) for i in np.linspace(0, len(refs) - 1, min(pt.sample_fields, len(refs))).round()}
+    )
+    samples: dict[str, list[np.ndarray]] = {r: [] for r in pt.roles}
+    used: list[str] = []
+    for i in picks:
+        ref = refs[i]
+        where = f"plate {plate.name}, well {ref.well}, field {ref.field}"
+        try:
+            img = plate.read_field(ref.well_path, ref.field)
+            roles = img.resolve_roles(config.channels.roles())
+            if "msc" in pt.roles and roles.get("msc") is None:
+                raise ValueError(
+                    f"{where}: plate_threshold.roles lists msc but the field has no msc "
+                    "channel: set channels.msc or remove msc from plate_threshold.roles"
+                )
+            channels = {
+                r: np.asarray(img.channel(c).compute(scheduler="synchronous"))
+                for r, c in roles.items()
+                if c is not None
+            }
+            det = detection_images(
+                channels, voxel_size=img.voxel_size, config=config, backend=b, where=where
+            )
+        except Exception as exc:  # a bad field is left out; the run reports it itself
+            log.warning("%s: left out of the plate threshold sample: %s", where, exc)
+            continue
+        for role in pt.roles:
+            if role == "msc":
+                sm = msc_threshold_image(
+                    det["msc"],
+                    voxel_size=img.voxel_size,
+                    smooth_um=config.msc.smooth_um,
+                    smooth_z_um=config.msc.smooth_z_um,
+                )
+            else:
+                sm = jurkat_threshold_image(
+                    det["mito"], voxel_size=img.voxel_size, smooth_um=config.jurkat.smooth_um
+                )
+            flat = sm.reshape(-1)
+            step = max(1, -(-flat.size // _THRESHOLD_SAMPLE_VOXELS))
+            samples[role].append(b.to_host(flat[::step]))  # device->host: <= 4 M values
+        used.append(f"{ref.well}/{ref.field}")
+    if not used:
+        raise ValueError(
+            f"plate {plate.name}: no field of the plate-threshold sample could be read "
+            "(see the warnings above); fix the plate or set plate_threshold.roles: []"
+        )
+    update: dict[str, Any] = {}
+    info: dict[str, dict] = {}
+    for role, arrays in samples.items():
+        value = plate_threshold(arrays, method=pt.method)
+        info[role] = {"value": value, "method": pt.method, "fields": used}
+        section = config.msc if role == "msc" else config.jurkat
+        update[role] = section.model_copy(
+            update={"threshold_method": "manual", "threshold_value": value}
+        )
+        log.info(
+            "plate %s: %s threshold %.6g (%s over %d fields)",
+            plate.name,
+            role,
+            value,
+            pt.method,
+            len(used),
+        )
+    return config.model_copy(update=update), info
+
+
 def _read_ledger(out: Path, task: FieldTask) -> dict | None:
     p = out / "ledger" / f"{task.stem}.json"
     try:
@@ -559,6 +666,7 @@ def run_plate(
     refs = _select_fields(plate, wells)
     out = Path(out)
     _prepare_out(out, plate, overwrite)
+    config, thresholds = plate_thresholds(plate, config, backend)
 
     chash = config_hash(config)
     cfg_json = config.model_dump(mode="json")
@@ -610,6 +718,7 @@ def run_plate(
         "plate_map": str(plate_map) if plate_map else None,
         "config": cfg_json,
         "config_hash": chash,
+        "plate_thresholds": thresholds,
         "versions": _versions(),
         "backend": b.name,
         "device": b.device,

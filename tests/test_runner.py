@@ -319,3 +319,62 @@ def test_output_folder_of_another_plate_is_refused(plate, reference, tmp_path):
 def test_unknown_well_named(plate, tmp_path):
     with pytest.raises(ValueError, match=r"Z/9.*not in the plate"):
         run_plate(plate, tmp_path / "o", wells=["Z/9"], backend="cpu", progress=False, report=False)
+
+
+def test_plate_threshold_cuts_every_field_alike(plate, tmp_path):
+    """plate_threshold: one Otsu threshold per role from fields spread over the whole
+    plate (also when a run selects one well), checked against scikit-image's Otsu on the
+    pooled smoothed channels of the same fields; every field then runs with it."""
+    from scipy import ndimage as ndi
+    from skimage.filters import threshold_otsu
+
+    cfg = load_config(
+        overrides=[
+            "plate_threshold.roles=[msc, jurkat]",
+            "plate_threshold.sample_fields=3",
+        ]
+    )
+    out = tmp_path / "out"
+    s = run_plate(plate, out, config=cfg, wells=["B/3"], backend="cpu", progress=False)
+    assert s.ok and len(s.processed) == FIELDS
+    manifest = json.loads((out / "manifest.json").read_text())
+    info = manifest["plate_thresholds"]
+    assert info["msc"]["fields"] == ["B/2/0", "B/3/0", "B/3/1"]  # 3 of 4, both wells
+    assert manifest["config"]["msc"]["threshold_method"] == "manual"
+    assert manifest["config"]["msc"]["threshold_value"] == info["msc"]["value"]
+    assert manifest["config"]["jurkat"]["threshold_value"] == info["jurkat"]["value"]
+
+    p = open_plate(plate)
+    refs = {f"{r.well}/{r.field}": r for r in p.fields}
+    pooled = {"msc": [], "jurkat": []}
+    for key in info["msc"]["fields"]:
+        img = p.read_field(refs[key].well_path, refs[key].field)
+        vs = img.voxel_size
+        gfp = np.asarray(img.channel(0)).astype(np.float64)
+        mito = np.asarray(img.channel(1)).astype(np.float64)
+        msc_sigma = (0.0, 1.0 / vs["y"], 1.0 / vs["x"])  # msc.smooth_um 1, smooth_z_um 0
+        jur_sigma = tuple(1.5 / vs[a] for a in "zyx")  # jurkat.smooth_um 1.5
+        pooled["msc"].append(ndi.gaussian_filter(gfp, msc_sigma, mode="nearest", truncate=3))
+        pooled["jurkat"].append(ndi.gaussian_filter(mito, jur_sigma, mode="nearest", truncate=3))
+    for role, arrays in pooled.items():
+        values = np.concatenate([a.ravel() for a in arrays])
+        ref = threshold_otsu(values, nbins=1024)
+        bin_width = (values.max() - values.min()) / 1024
+        assert abs(info[role]["value"] - ref) <= 1.01 * bin_width, role
+
+    # the fields ran at that threshold: a run without the plate step but the same manual
+    # thresholds gives the same tables
+    manual = load_config(
+        overrides=[
+            "msc.threshold_method=manual",
+            f"msc.threshold_value={info['msc']['value']!r}",
+            "jurkat.threshold_method=manual",
+            f"jurkat.threshold_value={info['jurkat']['value']!r}",
+        ]
+    )
+    out2 = tmp_path / "manual"
+    assert run_plate(plate, out2, config=manual, wells=["B/3"], backend="cpu", progress=False).ok
+    _assert_same_tables(out, out2)
+    # deterministic: a second run finds every field up to date
+    again = run_plate(plate, out, config=cfg, wells=["B/3"], backend="cpu", progress=False)
+    assert again.processed == [] and len(again.skipped) == FIELDS

@@ -44,7 +44,14 @@ from hcsmito.stages._util import (
 )
 from hcsmito.stages.threshold import threshold as global_threshold
 
-__all__ = ["Instances", "JurkatInstances", "segment_jurkat", "segment_msc"]
+__all__ = [
+    "Instances",
+    "JurkatInstances",
+    "jurkat_threshold_image",
+    "msc_threshold_image",
+    "segment_jurkat",
+    "segment_msc",
+]
 
 ThresholdMethod = Literal["auto", "otsu", "li", "triangle", "yen", "manual"]
 
@@ -127,6 +134,29 @@ def _fg_threshold(
         return floor
     fg = float(b.to_host(b.xp.median(above)))  # device->host: one value
     return level + max(k * sigma, fraction * (fg - level))
+
+
+def msc_threshold_image(
+    gfp: Any, *, voxel_size: VoxelSize, smooth_um: float = 1.0, smooth_z_um: float | None = 0.0
+) -> Any:
+    """The smoothed GFP image (float32) that :func:`segment_msc` thresholds, with its
+    options of the same names: what a plate-level threshold is computed on."""
+    _check_image(gfp, "gfp")
+    b = Backend.of(gfp)
+    sp = spacing(voxel_size, gfp.ndim)
+    sz = smooth_um if smooth_z_um is None else smooth_z_um
+    sigmas = [
+        s_um / s for s_um, s in zip((sz, smooth_um, smooth_um)[3 - gfp.ndim :], sp, strict=True)
+    ]
+    return gaussian(b, as_float32(b, gfp), sigmas)
+
+
+def jurkat_threshold_image(mito: Any, *, voxel_size: VoxelSize, smooth_um: float = 1.5) -> Any:
+    """The smoothed mito image (float32) that :func:`segment_jurkat` thresholds."""
+    _check_image(mito, "mito")
+    b = Backend.of(mito)
+    sp = spacing(voxel_size, mito.ndim)
+    return gaussian(b, as_float32(b, mito), [smooth_um / s for s in sp])
 
 
 def _fill_holes_lateral(b: Backend, mask: Any) -> Any:
@@ -273,11 +303,7 @@ def segment_msc(
     empty = Instances(xp.zeros(img.shape, xp.int32), np.zeros(0, bool))
     if img.size == 0:
         return empty
-    sz = smooth_um if smooth_z_um is None else smooth_z_um
-    sigmas = [
-        s_um / s for s_um, s in zip((sz, smooth_um, smooth_um)[3 - img.ndim :], sp, strict=True)
-    ]
-    smooth = gaussian(b, img, sigmas)
+    smooth = msc_threshold_image(img, voxel_size=sp, smooth_um=smooth_um, smooth_z_um=smooth_z_um)
     thr = _fg_threshold(
         b,
         smooth,
@@ -463,7 +489,7 @@ def segment_jurkat(
     empty = JurkatInstances(xp.zeros(img.shape, xp.int32), np.zeros(0, bool))
     if img.size == 0:
         return empty
-    smooth = gaussian(b, img, [smooth_um / s for s in sp])
+    smooth = jurkat_threshold_image(img, voxel_size=sp, smooth_um=smooth_um)
     if threshold_method == "auto":
         thr = _bright_threshold(b, smooth, k=threshold_k, fraction=threshold_fraction)
     else:
