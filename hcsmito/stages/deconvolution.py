@@ -379,7 +379,7 @@ def _tv_denominator(u: Any, lam: np.float32, scale: np.float32, xp: Any) -> Any:
     regions is not amplified into O(1) changes of the direction ``∇u / |∇u|``."""
     grads = []
     for a in range(u.ndim):
-        last = xp.take(u, [u.shape[a] - 1], axis=a)
+        last = u[(slice(None),) * a + (slice(-1, None),)]  # the border voxel, repeated
         g = xp.diff(u, axis=a, append=last)
         g *= scale
         grads.append(g)

@@ -260,7 +260,7 @@ def detect_foci(
     if extent_fraction > 0:
         # half-maximum (by default) outline of each focus: its peak voxel always stays
         cut = xp.zeros(n + 1, dtype=xp.float32)
-        cut[1:] = np.float32(extent_fraction) * resp[idx]
+        cut[1:] = resp[idx] * np.float32(extent_fraction)
         labels = xp.where(resp >= cut[labels], labels, 0).astype(xp.int32)
     if not keep.all():
         lut = np.zeros(n + 1, np.int32)
