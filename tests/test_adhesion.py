@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from hcsmito.stages.adhesion import ADHESION_COLUMNS, bincount, measure_adhesion
@@ -37,6 +38,18 @@ def test_truth_labels_match_truth_table():
         np.testing.assert_array_equal(res["msc_id"], np.where(truth["adhered"], truth["msc_id"], 0))
         assert (res.loc[res["adhered"], "contact_area_um2"] >= 2.0).all()
     assert exact / len(GRID) >= 0.9
+
+
+def test_label_dtypes_give_the_same_table():
+    """int32 is the working type (4 bytes a voxel for the shifted copies); uint16, int64
+    and uint64 labels give the same table."""
+    f = _field(*GRID[0])
+    jur, msc = f.labels["jurkat"], f.labels["msc"]
+    ref = measure_adhesion(jur, msc, voxel_size=f.voxel_size)
+    assert ref["adhered"].any()
+    for dtype in (np.uint16, np.int64, np.uint64):
+        got = measure_adhesion(jur.astype(dtype), msc.astype(dtype), voxel_size=f.voxel_size)
+        pd.testing.assert_frame_equal(got, ref)
 
 
 def test_segmented_cells():

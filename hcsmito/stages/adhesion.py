@@ -94,7 +94,7 @@ def measure_adhesion(
     xp = b.xp
     nd = jurkat_labels.ndim
     sp = spacing(voxel_size, nd)
-    jur = b.asarray(jurkat_labels).astype(xp.int64)
+    jur = _as_index(b, jurkat_labels)
     n_j = int(jur.max()) if jur.size else 0
     if n_j == 0:
         return _table(np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0))
@@ -103,7 +103,7 @@ def measure_adhesion(
     ids = np.flatnonzero(present).astype(np.int32)
     if msc_labels is None:
         return _table(ids, np.zeros(ids.size, np.int32), np.zeros(ids.size))
-    msc = b.asarray(msc_labels).astype(xp.int64)
+    msc = _as_index(b, msc_labels)
     n_m = int(msc.max()) if msc.size else 0
     if n_m == 0:
         return _table(ids, np.zeros(ids.size, np.int32), np.zeros(ids.size))
@@ -123,7 +123,7 @@ def measure_adhesion(
         contact = bottom & (under > 0)
         if min_lift_um > 0:
             # thickness of MSC under each bottom voxel: from the lowest MSC voxel of the column
-            z = xp.arange(jur.shape[0], dtype=xp.int64)[:, None, None]
+            z = xp.arange(jur.shape[0], dtype=xp.int32)[:, None, None]
             base = xp.where(msc > 0, z, jur.shape[0]).min(axis=0)
             lift = (z - base[None]).astype(xp.float32) * np.float32(sp[0])
             contact &= lift >= min_lift_um
@@ -131,6 +131,7 @@ def measure_adhesion(
     else:
         contact = (jur > 0) & (msc > 0)
         j_sel, m_sel = jur[contact], msc[contact]
+    j_sel, m_sel = j_sel.astype(xp.int64), m_sel.astype(xp.int64)  # pair index: 64 bits
     pair = bincount(b, j_sel * (n_m + 1) + m_sel, (n_j + 1) * (n_m + 1))
     table = b.to_host(pair.reshape(n_j + 1, n_m + 1)).astype(np.float64)  # device->host
     over = table[ids, 1:]
@@ -142,6 +143,20 @@ def measure_adhesion(
         adhered &= area >= overlap_min * foot * pixel_area
     msc_id = np.where(area > 0, best + 1, 0).astype(np.int32)
     return _table(ids, msc_id, area, adhered)
+
+
+def _as_index(b: Backend, labels: Any) -> Any:
+    """Labels as int32 (the shifted copies of the contact search stay 4 bytes a voxel),
+    int64 when a label value does not fit."""
+    xp = b.xp
+    lab = b.asarray(labels)
+    if lab.dtype == xp.int32:
+        return lab
+    if lab.size and (lab.dtype.kind == "u" or lab.dtype.itemsize > 4):
+        top = int(lab.max())  # device->host: one value
+        if top > np.iinfo(np.int32).max:
+            return lab.astype(xp.int64)
+    return lab.astype(xp.int32)
 
 
 def bincount(b: Backend, values: Any, minlength: int) -> Any:

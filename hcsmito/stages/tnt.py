@@ -59,6 +59,11 @@ from hcsmito.stages.foci import enhance_spots
 
 __all__ = ["TNT_COLUMNS", "TNTs", "detect_tnts", "glass_plane", "match_tnts", "tubeness"]
 
+#: Voxels per slab of the Hessian stage of :func:`tubeness` (CPU: cache-sized; GPU: large
+#: enough that kernel launches do not dominate, ~1 GiB of temporaries).
+_SLAB_VOXELS = 1 << 20
+_SLAB_VOXELS_GPU = 1 << 24
+
 TNT_COLUMNS = [
     "tnt_id",
     "length_um",
@@ -258,35 +263,54 @@ def tubeness(
     img = as_float32(b, image)
     best = xp.zeros(img.shape, xp.float32)
     best_r = xp.zeros(img.shape, xp.float32)
+    # the Hessian and its eigenvalues (~15 float32 temporaries per voxel) are computed in
+    # slabs of rows (y), each with the 2 rows on either side that two central differences
+    # read: the same numbers as on the whole image, in a bounded working set
+    rows = img.shape[-2]
+    plane = max(int(np.prod(img.shape)) // max(rows, 1), 1)
+    step = max(1, (_SLAB_VOXELS_GPU if b.is_gpu else _SLAB_VOXELS) // plane)
     for r in tube_radius_um:
         sig_um = [math.sqrt(ps * ps + r * r / 4) for ps in psf]
         sig_px = tuple(s_um / s for s_um, s in zip(sig_um, sp, strict=True))
         smooth = gaussian(b, img, sig_px)
-        h = _hessian(b, smooth, sig_px)
-        if img.ndim == 3:
-            e_lo, e_mid, e_hi = _sym_eigvals3(b, h)
-        else:
-            tr = h[0, 0] + h[1, 1]
-            disc = xp.sqrt(((h[0, 0] - h[1, 1]) / 2) ** 2 + h[0, 1] ** 2)
-            e_lo, e_hi = tr / 2 - disc, tr / 2 + disc
-            e_mid = e_lo
-        # cross-section curvature: e_mid (3-D) / e_lo (2-D), negative on a bright tube;
-        # axial curvature e_hi near zero
-        lam = -e_mid
-        tube = lam > 0
-        width = xp.where(e_hi <= 0, np.float32(alpha), np.float32(4 * alpha))
-        # resp = lam exp(-((e_hi / lam) / width)² / 2) where lam > 0, else 0
-        ratio = e_hi / xp.where(tube, lam, 1)
-        ratio /= width
-        xp.square(ratio, out=ratio)
-        ratio *= -0.5
-        resp = xp.exp(ratio, out=ratio)
-        resp *= lam
-        resp = xp.where(tube, resp, 0)
-        # resp and best are finite or NaN and never -0: fmax is where(resp > best, resp, best)
-        best_r = xp.where(resp > best, np.float32(r), best_r)
-        best = xp.fmax(best, resp)
+        for y0 in range(0, rows, step):
+            y1 = min(y0 + step, rows)
+            a0, a1 = max(y0 - 2, 0), min(y1 + 2, rows)
+            resp = _line_response(b, smooth[..., a0:a1, :], sig_px, alpha)
+            resp = resp[..., y0 - a0 : y1 - a0, :]
+            out, out_r = best[..., y0:y1, :], best_r[..., y0:y1, :]
+            # resp and best are finite or NaN and never -0: fmax is where(resp > best, ...)
+            out_r[...] = xp.where(resp > out, np.float32(r), out_r)
+            xp.fmax(out, resp, out=out)
+        del smooth
     return best, best_r
+
+
+def _line_response(b: Backend, smooth: Any, sig_px: tuple[float, ...], alpha: float) -> Any:
+    """Normalised bright-line response of one scale from the smoothed image."""
+    xp = b.xp
+    h = _hessian(b, smooth, sig_px)
+    if smooth.ndim == 3:
+        e_lo, e_mid, e_hi = _sym_eigvals3(b, h)
+    else:
+        tr = h[0, 0] + h[1, 1]
+        disc = xp.sqrt(((h[0, 0] - h[1, 1]) / 2) ** 2 + h[0, 1] ** 2)
+        e_lo, e_hi = tr / 2 - disc, tr / 2 + disc
+        e_mid = e_lo
+    del h
+    # cross-section curvature: e_mid (3-D) / e_lo (2-D), negative on a bright tube;
+    # axial curvature e_hi near zero
+    lam = -e_mid
+    tube = lam > 0
+    width = xp.where(e_hi <= 0, np.float32(alpha), np.float32(4 * alpha))
+    # resp = lam exp(-((e_hi / lam) / width)² / 2) where lam > 0, else 0
+    ratio = e_hi / xp.where(tube, lam, 1)
+    ratio /= width
+    xp.square(ratio, out=ratio)
+    ratio *= -0.5
+    resp = xp.exp(ratio, out=ratio)
+    resp *= lam
+    return xp.where(tube, resp, 0)
 
 
 # -- glass plane --------------------------------------------------------------------------
