@@ -583,8 +583,16 @@ def detect_tnts(
     if actin.size == 0:
         return TNTs(empty_labels, _empty_table())
 
-    msc = b.asarray(msc_labels).astype(xp.int32) if msc_labels is not None else empty_labels
-    jur = b.asarray(jurkat_labels).astype(xp.int32) if jurkat_labels is not None else empty_labels
+    msc = (
+        b.asarray(msc_labels).astype(xp.int32, copy=False)
+        if msc_labels is not None
+        else empty_labels
+    )
+    jur = (
+        b.asarray(jurkat_labels).astype(xp.int32, copy=False)
+        if jurkat_labels is not None
+        else empty_labels
+    )
     n_msc = int(msc.max()) if msc.size else 0
     cells = xp.where(jur > 0, jur + n_msc, msc).astype(xp.int32)
     glass = float("nan")
