@@ -2,6 +2,7 @@
 # The device check in one run: GPU parity tests, then the quick GPU benchmarks.
 # Here (once):  ../shared/offline-wheels.sh .whl   (and add /.whl/ to .git/info/exclude)
 # On the device: bash benchmarks/gpu_check.sh      (carry .whl; results under $OUT)
+# Worst case ~570 s (each step has its timeout): run it with timeout_s 600.
 set -o pipefail
 OUT=${OUT:-gpu-results}; mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
@@ -13,6 +14,10 @@ python3 -c "import cupy, cucim; print('cupy', cupy.__version__, 'cucim', cucim._
     | tee -a "$OUT/gpu.txt"
 timeout 240 python3 -m pytest -q -m gpu -p no:cacheprovider --tb=short tests 2>&1 \
     | tee "$OUT/pytest_gpu.log" | tail -25
-timeout 120 python3 benchmarks/bench_morphometry.py --gpu --no-cpu --quick \
+# the issue's sizes (2048², 64×1024×1024): cuCIM compiles for ~10-20 s on its first call
+timeout 180 python3 benchmarks/bench_morphometry.py --gpu --no-cpu \
     --json "$OUT/morpho_gpu.json" 2>&1 | tail -12
-timeout 120 python3 benchmarks/bench_rl.py --gpu --quick --json "$OUT/rl_gpu.json" 2>&1 | tail -6
+# RL: both transforms (DCT for the symmetric PSF, padded FFTs) against cuCIM
+timeout 60 python3 benchmarks/bench_rl.py --gpu --no-cpu --json "$OUT/rl_gpu.json" 2>&1 | tail -6
+timeout 90 python3 benchmarks/bench_rl.py --gpu --no-cpu --shape 64 1024 1024 \
+    --json "$OUT/rl_gpu_large.json" 2>&1 | tail -6
