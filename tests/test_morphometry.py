@@ -167,18 +167,25 @@ def test_touching_objects_and_row_wraps():
     assert_matches_skimage(labels, random_intensity(labels.shape, 8), spacing=(1, 1))
 
 
+def _assert_same_moments(got, want):
+    """Every per-label sum equal (exact integers; float sums to rounding), parents too."""
+    for f in ("labels", "n", "s1", "s2", "cmin", "cmax", "projected", "wmin", "wmax"):
+        np.testing.assert_array_equal(getattr(got, f), getattr(want, f), err_msg=f)
+    for f in ("sw", "sww", "swc"):
+        np.testing.assert_allclose(getattr(got, f), getattr(want, f), rtol=1e-12, err_msg=f)
+    assert set(got.parents) == set(want.parents)
+    for name in want.parents:
+        for i in range(2):
+            np.testing.assert_array_equal(got.parents[name][i], want.parents[name][i])
+
+
 def test_moments_equal_the_per_voxel_twin():
     labels = random_labels((16, 48, 40), seed=9)
     parents = random_labels(labels.shape, seed=10, sigma=5, fraction=0.5)
     inten = [random_intensity(labels.shape, 11), random_intensity(labels.shape, 12)]
     fast = _moments_cpu(labels, inten, {"cell": parents})
     slow = _moments_reference(labels, inten, {"cell": parents}, get_backend("cpu"))
-    for f in ("labels", "n", "s1", "s2", "cmin", "cmax", "projected", "wmin", "wmax"):
-        np.testing.assert_array_equal(getattr(fast, f), getattr(slow, f), err_msg=f)
-    for f in ("sw", "sww", "swc"):
-        np.testing.assert_allclose(getattr(fast, f), getattr(slow, f), rtol=1e-12, err_msg=f)
-    for i in range(2):
-        np.testing.assert_array_equal(fast.parents["cell"][i], slow.parents["cell"][i])
+    _assert_same_moments(fast, slow)
 
 
 def _sparse_dense_sparse(shape, seed, dtype):
@@ -236,20 +243,10 @@ def test_sparse_scan_batches_equal_the_twin(monkeypatch, shape, dtype):
     assert labels.reshape(-1, shape[-1]).shape[0] % scans.rows_per_block % 32 != 0
     assert calls["sparse"] >= 4 and calls["summary"] > calls["sparse"] and calls["direct"] >= 3
     assert len(slow.labels) > 20
-    for f in ("labels", "n", "s1", "s2", "cmin", "cmax", "projected", "wmin", "wmax"):
-        np.testing.assert_array_equal(getattr(fast, f), getattr(slow, f), err_msg=f)
-    for f in ("sw", "sww", "swc"):
-        np.testing.assert_allclose(getattr(fast, f), getattr(slow, f), rtol=1e-12, err_msg=f)
-    for i in range(2):
-        np.testing.assert_array_equal(fast.parents["cell"][i], slow.parents["cell"][i])
+    _assert_same_moments(fast, slow)
     # the same in 3 threads, each with its own range of rows and partial sums
     threaded = _moments_cpu(labels, inten, {"cell": parents}, threads=3)
-    for f in ("labels", "n", "s1", "s2", "cmin", "cmax", "projected", "wmin", "wmax"):
-        np.testing.assert_array_equal(getattr(threaded, f), getattr(slow, f), err_msg=f)
-    for f in ("sw", "sww", "swc"):
-        np.testing.assert_allclose(getattr(threaded, f), getattr(slow, f), rtol=1e-12, err_msg=f)
-    for i in range(2):
-        np.testing.assert_array_equal(threaded.parents["cell"][i], slow.parents["cell"][i])
+    _assert_same_moments(threaded, slow)
     if np.dtype(dtype).kind == "i":  # a negative label found through the summary is refused
         labels.flat[7] = -3
         with pytest.raises(ValueError, match="non-negative"):
