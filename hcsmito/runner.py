@@ -351,6 +351,7 @@ def plate_thresholds(
     )
     samples: dict[str, list[np.ndarray]] = {r: [] for r in pt.roles}
     used: list[str] = []
+    last_error = ""
     for i in picks:
         ref = refs[i]
         where = f"plate {plate.name}, well {ref.well}, field {ref.field}"
@@ -372,6 +373,7 @@ def plate_thresholds(
             )
         except Exception as exc:  # a bad field is left out; the run reports it itself
             log.warning("%s: left out of the plate threshold sample: %s", where, exc)
+            last_error = str(exc)
             continue
         for role in pt.roles:
             if role == "msc":
@@ -391,8 +393,8 @@ def plate_thresholds(
         used.append(f"{ref.well}/{ref.field}")
     if not used:
         raise ValueError(
-            f"plate {plate.name}: no field of the plate-threshold sample could be read "
-            "(see the warnings above); fix the plate or set plate_threshold.roles: []"
+            f"plate {plate.name}: no field of the plate-threshold sample could be used; the "
+            f"last error: {last_error}. Fix that, or set plate_threshold.roles: []"
         )
     update: dict[str, Any] = {}
     info: dict[str, dict] = {}

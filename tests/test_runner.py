@@ -378,3 +378,9 @@ def test_plate_threshold_cuts_every_field_alike(plate, tmp_path):
     # deterministic: a second run finds every field up to date
     again = run_plate(plate, out, config=cfg, wells=["B/3"], backend="cpu", progress=False)
     assert again.processed == [] and len(again.skipped) == FIELDS
+
+
+def test_plate_threshold_without_the_channel_names_the_fix(plate, tmp_path):
+    cfg = load_config(overrides=["plate_threshold.roles=[msc]", "channels.msc=nope"])
+    with pytest.raises(ValueError, match=r"plate-threshold sample .*nope"):
+        run_plate(plate, tmp_path / "out", config=cfg, backend="cpu", progress=False)
