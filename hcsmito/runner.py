@@ -394,7 +394,7 @@ def plate_thresholds(
     if not used:
         raise ValueError(
             f"plate {plate.name}: no field of the plate-threshold sample could be used; the "
-            f"last error: {last_error}. Fix that, or set plate_threshold.roles: []"
+            f"last error: {last_error.rstrip('.')}. Fix that, or set plate_threshold.roles: []"
         )
     update: dict[str, Any] = {}
     info: dict[str, dict] = {}
