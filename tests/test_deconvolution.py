@@ -369,6 +369,7 @@ def test_gpu_matches_cpu(gpu):
     for options in ({}, {"tv": 0.005}):
         cpu = richardson_lucy(image16, sym, iterations=5, **options)
         dev = richardson_lucy(gpu.asarray(image16), gpu.asarray(sym), iterations=5, **options)
+        assert dev.dtype == np.float32, options
         assert np.abs(gpu.to_host(dev) - cpu).max() <= 1e-4 * cpu.max(), options
     rl = RLDeconvolver(gpu.asarray(psf), image.shape, pad=0)
     y = gpu.asarray(image.astype(np.float32))

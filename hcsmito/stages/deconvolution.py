@@ -245,7 +245,8 @@ class RLDeconvolver:
         if self.transform == "dct":
             coeffs = fft.dctn(x, type=2, axes=self._axes, **self._fft_kw)
             coeffs *= otf
-            return fft.idctn(coeffs, type=2, axes=self._axes, overwrite_x=True, **self._fft_kw)
+            out = fft.idctn(coeffs, type=2, axes=self._axes, overwrite_x=True, **self._fft_kw)
+            return out.astype(self.backend.xp.float32, copy=False)  # float32 on any backend
         spectrum = fft.rfftn(x, s=self.grid_shape, axes=self._axes, **self._fft_kw)
         spectrum *= otf
         return fft.irfftn(
