@@ -435,7 +435,9 @@ def segment_jurkat(
         Mitochondria channel of one field, NumPy or CuPy.
     voxel_size : mapping {"z", "y", "x"} -> µm, or sequence
     msc_labels : (M, N) or (P, M, N) int ndarray, optional
-        MSC instances of the same field: each Jurkat gets the MSC it rests on.
+        MSC instances of the same field: each Jurkat gets the MSC it rests on. In 3-D the
+        bodies are also sought outside the MSCs only (threshold and mask): red light inside
+        an MSC (its own haze or dye, bleed-through, transferred foci) is never a body.
     jurkat_diameter_um : float, µm
         Expected diameter (default 10 µm): sets the opening (0.25 x), the minimum
         footprint diameter and the seed separation.
@@ -490,11 +492,24 @@ def segment_jurkat(
     if img.size == 0:
         return empty
     smooth = jurkat_threshold_image(img, voxel_size=sp, smooth_um=smooth_um)
+    # 3-D with MSC labels: mito light inside an MSC is the MSC's own (haze, dye taken up,
+    # bleed-through) or transferred foci, never a donor body (cells do not overlap), so
+    # the threshold and the bodies are taken outside the MSCs
+    outside = None
+    if msc_labels is not None and img.ndim == 3:
+        outside = b.asarray(msc_labels) == 0
     if threshold_method == "auto":
-        thr = _bright_threshold(b, smooth, k=threshold_k, fraction=threshold_fraction)
+        thr = _bright_threshold(
+            b, smooth, k=threshold_k, fraction=threshold_fraction, where=outside
+        )
     else:
         thr = global_threshold(smooth, method=threshold_method, value=threshold_value)
-    mask = _fill_holes_lateral(b, smooth > thr)
+    mask = smooth > thr
+    if outside is not None:
+        mask &= outside
+    mask = _fill_holes_lateral(b, mask)
+    if outside is not None:
+        mask &= outside
     mask2d = mask.any(axis=0) if img.ndim == 3 else mask
     # Lateral opening removes what is narrower than half a body (foci, TNTs).
     fp = ellipsoid_footprint([0.25 * jurkat_diameter_um / s for s in lateral])
@@ -511,6 +526,8 @@ def segment_jurkat(
     lab2d = remove_small_labels(b, lab2d, math.pi * r_min**2 / float(np.prod(lateral)))
     if min_spread > 0:
         light = gaussian(b, img, [smooth_um / 3 / s for s in sp])
+        if outside is not None:
+            light = xp.where(outside, light, 0)
         lab2d = _drop_concentrated(
             b, lab2d, light.max(axis=0) if img.ndim == 3 else light, thr, lateral, min_spread
         )
@@ -576,18 +593,24 @@ def _drop_concentrated(
     return b.asarray(lut)[lab2d]
 
 
-def _bright_threshold(b: Backend, smooth: Any, *, k: float, fraction: float) -> float:
+def _bright_threshold(
+    b: Backend, smooth: Any, *, k: float, fraction: float, where: Any = None
+) -> float:
     """Threshold separating bright bodies from background *and* dim stained structures.
 
-    The signal (voxels above ``level + k sigma``) holds the dim MSC autofluorescence and
-    the bright Jurkat bodies; Otsu on the log of the signal separates the two populations
-    (their ratio, not their difference, is what stays constant across brightness). The
-    result is kept above ``level + fraction * (p99.9 - level)``.
+    The signal (voxels above ``level + k sigma``, within ``where`` if given) holds the
+    dim MSC autofluorescence and the bright Jurkat bodies; Otsu on the log of the signal
+    separates the two populations (their ratio, not their difference, is what stays
+    constant across brightness). The result is kept above ``level + fraction * (p99.9 -
+    level)``.
     """
     xp = b.xp
     level, sigma = background_level_noise(b, smooth)
     floor = level + k * sigma
-    above = smooth[smooth > floor]
+    keep = smooth > floor
+    if where is not None:
+        keep &= where
+    above = smooth[keep]
     if int(above.size) < 16:
         return floor
     logs = xp.log(above - level)
