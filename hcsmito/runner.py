@@ -166,6 +166,19 @@ def _open_plate_cached(path: str):
 # --------------------------------------------------------------------------- one field
 
 
+def _read_channels(plate, well_path: str, field: int, config: Config):
+    """One field's channels by role, read now: ``(image, roles, {role: ndarray})``."""
+    img = plate.read_field(well_path, field)
+    roles = img.resolve_roles(config.channels.roles())
+    channels = {
+        # read in this task: not as new tasks of the cluster the task runs on
+        r: np.asarray(img.channel(i).compute(scheduler="synchronous"))
+        for r, i in roles.items()
+        if i is not None
+    }
+    return img, roles, channels
+
+
 def run_field(task: FieldTask) -> dict:
     """Process one field and write its outputs; never raises for a bad field.
 
@@ -189,14 +202,7 @@ def run_field(task: FieldTask) -> dict:
         config = Config.model_validate(task.config)
         plate = _open_plate_cached(task.plate_path)
         t_load = time.perf_counter()
-        img = plate.read_field(task.well_path, task.field)
-        roles = img.resolve_roles(config.channels.roles())
-        channels = {
-            # read inside this task: not as new tasks of the cluster the task runs on
-            r: np.asarray(img.channel(i).compute(scheduler="synchronous"))
-            for r, i in roles.items()
-            if i is not None
-        }
+        img, roles, channels = _read_channels(plate, task.well_path, task.field, config)
         t_read = time.perf_counter() - t_load
         res = process_field(
             channels,
@@ -356,18 +362,12 @@ def plate_thresholds(
         ref = refs[i]
         where = f"plate {plate.name}, well {ref.well}, field {ref.field}"
         try:
-            img = plate.read_field(ref.well_path, ref.field)
-            roles = img.resolve_roles(config.channels.roles())
+            img, roles, channels = _read_channels(plate, ref.well_path, ref.field, config)
             if "msc" in pt.roles and roles.get("msc") is None:
                 raise ValueError(
                     f"{where}: plate_threshold.roles lists msc but the field has no msc "
                     "channel: set channels.msc or remove msc from plate_threshold.roles"
                 )
-            channels = {
-                r: np.asarray(img.channel(c).compute(scheduler="synchronous"))
-                for r, c in roles.items()
-                if c is not None
-            }
             det = detection_images(
                 channels, voxel_size=img.voxel_size, config=config, backend=b, where=where
             )
