@@ -12,11 +12,13 @@ from scipy import ndimage as ndi
 
 from hcsmito.synth import (
     CONDITIONS,
+    VARIATIONS,
     SynthParams,
     field_seed,
     generate_field,
     read_truth,
     resolve_condition,
+    variation_params,
     write_synth_plate,
 )
 
@@ -419,3 +421,270 @@ def test_plate_reads_back_with_truth(tmp_path, ngff, shape, channels):
     assert fields.loc[("C/3", 1), "n_foci"] == len(expect.tables["foci"])
     with pytest.raises(FileExistsError):
         write_synth_plate(out, seed=5, wells=wells, fields=1, shape=shape, ngff=ngff)
+
+
+# -- variations of the assay and of the microscope ----------------------------------------
+
+
+def _assert_consistent(f):
+    """Truth tables, labels and summary of one field tell the same story."""
+    t, lab, s = f.tables, f.labels, f.summary
+    for name, key in (("msc", "cell_id"), ("jurkat", "jurkat_id"), ("foci", "focus_id"),
+                      ("tnt", "tnt_id")):  # fmt: skip
+        ids = set(np.unique(lab[name])) - {0}
+        assert ids == set(t[name][key]), name
+    assert not np.any((lab["jurkat"] > 0) & (lab["msc"] > 0))
+    assert not np.any((lab["foci"] > 0) & (lab["msc"] == 0))
+    for key, table in (("n_msc", "msc"), ("n_jurkat", "jurkat"), ("n_foci", "foci"),
+                       ("n_tnt", "tnt")):  # fmt: skip
+        assert s[key] == len(t[table]), key
+    n = len(t["msc"])
+    per_cell = np.bincount(t["foci"]["cell_id"], minlength=n + 1)[1:]
+    np.testing.assert_array_equal(t["msc"]["n_foci"], per_cell)
+    adh = t["jurkat"].query("adhered")
+    assert adh["msc_id"].isin(t["msc"]["cell_id"]).all()
+    assert (t["jurkat"].query("~adhered")["msc_id"] == 0).all()
+    assert s["n_jurkat_adhered"] == len(adh) == t["msc"]["n_adhered_jurkat"].sum()
+    assert s["n_msc_red_positive"] == int((per_cell > 0).sum())
+
+
+def test_default_output_unchanged_by_hash():
+    """The new parameters at their defaults draw today's fields, byte for byte (hashes taken
+    before they were added; numpy 2.4, scipy 1.17)."""
+    import hashlib
+
+    f = generate_field(SynthParams(shape=(24, 256, 256)), seed=0)
+    digest = {k: hashlib.sha256(v.tobytes()).hexdigest()[:16] for k, v in f.labels.items()}
+    assert digest == {
+        "msc": "dbdb68eefe8ddfcd",
+        "jurkat": "f7ace4645c2c16d9",
+        "foci": "12639e85f544b5ac",
+        "tnt": "01e26cb272c2fae7",
+    }
+    assert hashlib.sha256(f.image.tobytes()).hexdigest()[:16] == "76187827c4ebc6cf"
+    assert not f.tables["jurkat"]["cut"].any()
+    assert (f.summary["glass_slope_y"], f.summary["glass_slope_x"]) == (0.0, 0.0)
+
+
+@pytest.mark.parametrize("kind", ["msc_only", "washed", "jurkat_only"])
+def test_well_kinds(kind):
+    p = variation_params(kind, COARSE.model_copy(update={"tnt_rate": 3.0}))
+    fields = [generate_field(p, "DMSO", seed=s) for s in (0, 1, 2)]
+    kinds = set()
+    for f in fields:
+        _assert_consistent(f)
+        kinds |= set(zip(f.tables["tnt"]["from_kind"], f.tables["tnt"]["to_kind"], strict=True))
+        s = f.summary
+        if kind == "jurkat_only":
+            assert s["n_msc"] == 0 and s["n_foci"] == 0 and s["n_jurkat"] > 0
+            assert s["n_jurkat_adhered"] == 0 and not f.labels["msc"].any()
+            assert math.isnan(s["pct_msc_red_positive"])
+        else:
+            assert s["n_jurkat"] == 0 and not f.labels["jurkat"].any() and s["n_msc"] > 0
+    total_foci = sum(f.summary["n_foci"] for f in fields)
+    assert total_foci == 0 if kind != "washed" else total_foci > 0
+    assert kinds  # nanotubes, between the cells the well has
+    assert kinds <= ({("jurkat", "jurkat")} if kind == "jurkat_only" else {("msc", "msc")})
+
+
+def test_actin_rich_jurkat_outshines_stress_fibres():
+    p = variation_params("actin_rich_jurkat", SMALL)
+    assert p.jurkat_actin > p.fibre_actin
+    f = generate_field(p, "DMSO", seed=2, return_expected=True)
+    actin, jur, msc = f.expected[2] - p.background, f.labels["jurkat"], f.labels["msc"]
+    # the fibre plane of the MSCs, away from any Jurkat cell
+    zf = round((p.glass_z_um + p.fibre_height_um) / p.voxel_size[0])
+    clear = ~ndi.binary_dilation(jur.max(0) > 0, iterations=20)
+    fibres = actin[zf][(msc[zf] > 0) & clear].max()
+    assert actin[jur > 0].max() > 1.5 * fibres
+    # above an MSC, the actin profile of a column peaks in the Jurkat cell resting on it
+    t = f.tables["jurkat"].query("adhered")
+    assert len(t)
+    vox = _voxel(f)
+    for row in t.itertuples():
+        iy, ix = (
+            round(row.y_um / vox[1]),
+            round(row.x_um / vox[2]) + round(0.6 * row.diameter_um / 2 / vox[2]),
+        )
+        assert jur[actin[:, iy, ix].argmax(), iy, ix] == row.jurkat_id
+
+
+def test_sloped_tnt_truth():
+    p = variation_params("tnt_sloped", SMALL.model_copy(update={"tnt_rate": 4.0}))
+    f = generate_field(p, "DMSO", seed=1)
+    t, vox = f.tables["tnt"], _voxel(f)
+    rise = (t["z1_um"] - t["z0_um"]).abs()
+    assert len(t) >= 3 and rise.max() > 1.0 and rise.max() <= p.tnt_slope_um
+    labels_of = {"msc": f.labels["msc"], "jurkat": f.labels["jurkat"]}
+    for row in t.itertuples():
+        # height: the free part's midpoint above the glass; its voxels centred there
+        assert row.height_um == pytest.approx(0.5 * (row.z0_um + row.z1_um) - p.glass_z_um)
+        z = np.argwhere(f.labels["tnt"] == row.tnt_id)[:, 0] * vox[0] - p.glass_z_um
+        assert abs(z.mean() - row.height_um) <= vox[0]
+        assert min(row.z0_um, row.z1_um) - p.glass_z_um > 0.5 * row.diameter_um
+        for kind, ident, end in ((row.from_kind, row.from_id, row.endpoints[0]),
+                                 (row.to_kind, row.to_id, row.endpoints[1])):  # fmt: skip
+            assert _distance_to(labels_of[kind] == ident, end, vox) <= np.linalg.norm(vox)
+    _assert_consistent(f)
+
+
+def test_long_tnts_are_placed_when_the_field_has_room():
+    from hcsmito.synth.cells import build_scene
+
+    p = variation_params("tnt_long")  # the default 115 µm field, fewer MSCs
+    scene = build_scene(p, resolve_condition("DMSO"), seed=2)
+    lengths = [t.length for t in scene.tnts]
+    assert len(lengths) >= 4 and max(lengths) > 40
+    assert all(p.tnt_length_um[0] <= x <= p.tnt_length_um[1] for x in lengths)
+
+
+def test_tnt_brightness_relative_to_fibres():
+    dim, bright = (variation_params(k, COARSE) for k in ("tnt_dim", "tnt_bright"))
+    assert dim.tnt_fibre_ratio() == pytest.approx(1.0)
+    assert bright.tnt_fibre_ratio() == pytest.approx(3.0)
+    assert SynthParams().tnt_fibre_ratio() == pytest.approx(3.0 * 0.45**2 / (1.5 * 0.5**2))
+    # the actin the tubes add to the image is their concentration x volume (same scene)
+    p = [x.model_copy(update={"tnt_rate": 4.0}) for x in (dim, bright)]
+    a, b = (generate_field(x, "DMSO", seed=3, return_expected=True) for x in p)
+    t = a.tables["tnt"]
+    assert len(t) >= 2
+    pd.testing.assert_frame_equal(t, b.tables["tnt"])
+    volume = (math.pi * (0.5 * t["diameter_um"]) ** 2 * (t["length_um"] + 0.6)).sum()
+    added = (b.expected[2] - a.expected[2]).sum() * _voxel(a).prod()
+    expect = p[0].brightness * (p[1].tnt_actin - p[0].tnt_actin) * volume
+    assert added == pytest.approx(expect, rel=0.03)
+
+
+def test_shallow_stack_cuts_cells_like_their_labels():
+    p = variation_params("shallow_cut", SMALL)
+    assert p.shape[0] == 16 and p.allow_cut
+    short = generate_field(p, "DMSO", seed=4)
+    tall = generate_field(p.model_copy(update={"shape": (24, *p.shape[1:])}), "DMSO", seed=4)
+    # the same scene: the short stack's truth is the tall one's, cut at its top plane
+    for k in short.labels:
+        np.testing.assert_array_equal(short.labels[k], tall.labels[k][:16])
+    js, jt = short.tables["jurkat"], tall.tables["jurkat"]
+    assert len(js) == len(jt) == int(short.labels["jurkat"].max()) > 0
+    top = set(np.unique(short.labels["jurkat"][-1])) - {0}
+    assert set(js.loc[js["cut"], "jurkat_id"]) == top and js["cut"].any()
+    assert js.query("adhered")["cut"].all()  # cells resting on MSCs stick out of the top
+    assert (js["volume_um3"] <= jt["volume_um3"]).all()
+    assert (js.loc[js["cut"], "volume_um3"] < jt.loc[js["cut"], "volume_um3"]).all()
+    assert (js["cut"] >= jt["cut"]).all() and js["cut"].sum() > jt["cut"].sum()
+    _assert_consistent(short)
+    # a stack too short for the MSCs needs allow_cut
+    layer = variation_params("msc_layer_only", SMALL)
+    assert layer.shape[0] == 10
+    _assert_consistent(generate_field(layer, "DMSO", seed=4))
+    with pytest.raises(ValueError, match="allow_cut"):
+        generate_field(layer.model_copy(update={"allow_cut": False}))
+
+
+def test_bleed_through_is_the_ratio_of_channel_means():
+    x = ((0.0, 0.0, 0.0), (0.08, 0.0, 0.0), (0.02, 0.10, 0.0))
+    # an MSC-only well with GFP alone (no red, no actin), a Jurkat-only well with red alone
+    gfp_only = {"msc_red": 0.0, "msc_actin": 0.0, "msc_cortex_actin": 0.0, "fibres_per_msc": 0,
+                "n_jurkat": 0, "foci_rate": 0.0, "tnt_rate": 0.0, "crosstalk": x}  # fmt: skip
+    red_only = {"n_msc": 0, "jurkat_actin": 0.0, "tnt_rate": 0.0, "crosstalk": x}
+    means = []
+    for update in (gfp_only, red_only):
+        p = COARSE.model_copy(update=update)
+        f = generate_field(p, "DMSO", seed=5, return_expected=True)
+        means.append((f.expected - p.background).mean(axis=(1, 2, 3)))
+    (g0, g1, g2), (r0, r1, r2) = means
+    assert g0 > 1 and r1 > 1 and r0 == 0
+    assert g1 / g0 == pytest.approx(0.08, rel=1e-4)
+    assert g2 / g0 == pytest.approx(0.02, rel=1e-4)
+    assert r2 / r1 == pytest.approx(0.10, rel=1e-4)
+    # and the variation of the grid is this matrix
+    assert variation_params("bleed_through").crosstalk == x
+    with pytest.raises(ValueError, match="crosstalk"):
+        SynthParams(crosstalk=((0.1, 0, 0), (0, 0, 0), (0, 0, 0)))
+
+
+def test_vignetting_ratio_corner_to_centre():
+    empty = SynthParams(shape=(14, 65, 81), n_msc=0, n_jurkat=0, vignetting=0.6)
+    f = generate_field(empty, seed=0, return_expected=True)
+    e = f.expected[:, 5]
+    for c in range(3):
+        centre = e[c, 32, 40]
+        assert e[c, 32, 40] == pytest.approx(empty.background, rel=1e-6)
+        for corner in (e[c, 0, 0], e[c, -1, 0], e[c, 0, -1], e[c, -1, -1]):
+            assert corner / centre == pytest.approx(0.6, rel=1e-5)
+    # the cos^4 law between: (1 + (r/f)^2)^-2 with (r_corner/f)^2 = 0.6^-1/2 - 1
+    ry, rx = 32 * 0.3, 40 * 0.3
+    q = (0.6**-0.5 - 1) * rx**2 / (rx**2 + ry**2)
+    assert e[0, 32, 0] / e[0, 32, 40] == pytest.approx((1 + q) ** -2, rel=1e-5)
+    # a field: the vignetted expected photons are the flat ones times the profile
+    flat = generate_field(COARSE, seed=1, return_expected=True)
+    vig = generate_field(COARSE.model_copy(update={"vignetting": 0.5}), seed=1,
+                         return_expected=True)  # fmt: skip
+    ratio = vig.expected[:, :, 0, 0] / flat.expected[:, :, 0, 0]
+    np.testing.assert_allclose(ratio, 0.5, rtol=1e-5)
+
+
+def test_tilted_glass_carries_the_scene():
+    p = SMALL.model_copy(update={"glass_tilt_um": 2.0, "glass_z_um": 2.0, "shape": (28, 192, 192)})
+    f = generate_field(p, "DMSO", seed=6)
+    s, vox = f.summary, _voxel(f)
+    width = p.shape[2] * vox[2]
+    assert (s["glass_z_um"], s["glass_slope_y"]) == (2.0, 0.0)
+    assert s["glass_slope_x"] == pytest.approx(2.0 / width)
+    # the lowest MSC voxel of each column follows the plane, within a plane
+    msc = f.labels["msc"]
+    has = msc.max(0) > 0
+    iy, ix = np.nonzero(has)
+    low = np.argmax(msc > 0, axis=0)[has] * vox[0]
+    plane = 2.0 + s["glass_slope_x"] * (ix - 0.5 * (p.shape[2] - 1)) * vox[2]
+    assert np.abs(low - plane).max() <= vox[0]
+    assert np.polyfit(ix * vox[2], low, 1)[0] == pytest.approx(2.0 / width, rel=0.1)
+    # cells stand on it: a Jurkat cell on the glass starts at the plane under its centre
+    for row in f.tables["jurkat"].query("~adhered").itertuples():
+        g = 2.0 + s["glass_slope_x"] * (row.x_um - 0.5 * (p.shape[2] - 1) * vox[2])
+        assert row.bottom_z_um == pytest.approx(g, abs=1e-9)
+    _assert_consistent(f)
+    # a random direction per field, the same for the same seed
+    r = variation_params("tilted_glass", COARSE)
+    a, b, c = (generate_field(r, seed=k).summary for k in (7, 8, 7))
+    slope = math.hypot(a["glass_slope_y"], a["glass_slope_x"])
+    assert slope == pytest.approx(2.0 / (r.shape[2] * r.voxel_size[2]))
+    assert (a["glass_slope_y"], a["glass_slope_x"]) != (b["glass_slope_y"], b["glass_slope_x"])
+    assert a == c
+    with pytest.raises(ValueError, match="glass_z_um"):
+        SynthParams(glass_tilt_um=4.0)
+
+
+def test_anisotropic_voxels_keep_the_foci_truth():
+    p = variation_params("anisotropic", SMALL)
+    assert p.voxel_size == (1.0, 0.3, 0.3) and p.shape[0] == 15
+    assert p.psf_sigma_um()[1][0] == pytest.approx(1.5 * SMALL.psf_sigma_um()[1][0])
+    f = generate_field(p, "DMSO", seed=3, return_expected=True)
+    _assert_consistent(f)
+    t, foci, vox, red = f.tables["foci"], f.labels["foci"], _voxel(f), f.expected[1]
+    assert len(t) > 3
+    np.testing.assert_array_equal(
+        t["n_voxels"], np.bincount(foci.ravel(), minlength=len(t) + 1)[1:]
+    )
+    for row in t.itertuples():
+        c = np.rint(np.array([row.z_um, row.y_um, row.x_um]) / vox).astype(int)
+        assert foci[tuple(c)] == row.focus_id
+        win = red[tuple(slice(max(k - 2, 0), k + 3) for k in c)]
+        peak = np.array(np.unravel_index(np.argmax(win), win.shape)) + np.maximum(c - 2, 0)
+        assert np.all(np.abs(peak - c) <= 1)
+
+
+def test_variation_grid():
+    base = COARSE.varied(voxel_size=1.5)  # every variation builds, its truth consistent
+    for name, entry in VARIATIONS.items():
+        assert entry["doc"] and set(entry) <= {"doc", "scale", "set"}, name
+        p = variation_params(name, base)
+        if name != "tnt_long":  # slow in so small a field: see its own test
+            _assert_consistent(generate_field(p, "DMSO", seed=0))
+    assert variation_params("default", base) is base
+    assert variation_params("washed").n_jurkat == 0
+    assert variation_params("jurkat_only").n_msc == 0
+    assert variation_params("noise x2").read_noise == pytest.approx(6.0)
+    with pytest.raises(ValueError, match="unknown variation"):
+        variation_params("nothing")
+    with pytest.raises(ValueError, match="3-D"):
+        variation_params("shallow_cut", SynthParams(shape=(128, 128)))

@@ -4,6 +4,14 @@
 >>> f = generate_field(SynthParams(), condition="DMSO", seed=0)
 >>> f.image.shape, f.image.dtype
 ((3, 24, 384, 384), dtype('uint16'))
+
+Variations of the assay and the microscope (well kinds, nanotube geometries, shallow
+stacks, bleed-through, vignetting, tilted glass...) are named in :data:`VARIATIONS`:
+
+>>> from hcsmito.synth import variation_params
+>>> f = generate_field(variation_params("washed"), seed=0)
+>>> f.summary["n_jurkat"], f.summary["n_foci"] > 0
+(0, True)
 """
 
 from hcsmito.synth.field import CHANNEL_COLORS, CHANNEL_LABELS, SynthField, generate_field
@@ -15,6 +23,7 @@ from hcsmito.synth.params import (
     resolve_condition,
 )
 from hcsmito.synth.plate import default_layout, field_seed, read_truth, write_synth_plate
+from hcsmito.synth.variations import VARIATIONS, variation_params
 
 __all__ = [
     "CHANNEL_COLORS",
@@ -24,10 +33,12 @@ __all__ = [
     "Condition",
     "SynthField",
     "SynthParams",
+    "VARIATIONS",
     "default_layout",
     "field_seed",
     "generate_field",
     "read_truth",
     "resolve_condition",
+    "variation_params",
     "write_synth_plate",
 ]

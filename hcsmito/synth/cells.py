@@ -52,7 +52,7 @@ class Tnt:
     to_kind: str
     to_id: int
     diameter: float
-    height: float  # axis height above the glass, µm
+    height: float  # axis height above the glass at the midpoint of the free part, µm
     mito: tuple[float, float, float] | None = None
     mito_diameter: float = 0.0
 
@@ -122,6 +122,27 @@ def _pixel(p: SynthParams, y: float, x: float) -> tuple[int, int]:
     iy = min(max(round(y / p.voxel_size[1]), 0), ny - 1)
     ix = min(max(round(x / p.voxel_size[2]), 0), nx - 1)
     return iy, ix
+
+
+def _z_room(p: SynthParams) -> tuple[float, float]:
+    """The room of a Jurkat cell: ``(z_top, need)``, a cell of height ``h`` with its bottom
+    at ``z`` (µm, flat scene) fits when ``z + min(h, need) <= z_top``.
+
+    A whole cell keeps 0.3 µm below the top plane and leaves room for the tilted glass to
+    lift it (``need`` infinite); a cell the stack may cut (``allow_cut``) needs only its
+    lowest 0.5 µm in the stack, so that its label and its truth row exist.
+    """
+    top = (p.scene_shape[0] - 1) * p.voxel_size[0] - p.glass_rise_max_um()
+    if p.allow_cut and p.ndim == 3:
+        return top, 0.5
+    return top - 0.3, math.inf
+
+
+def _free_glass(p: SynthParams, lab: np.ndarray) -> np.ndarray:
+    """Distance (µm) from each pixel to the nearest MSC (infinite in a field without one)."""
+    if not lab.any():
+        return np.full(lab.shape, np.inf)
+    return ndi.distance_transform_edt(lab == 0, sampling=p.voxel_size[1:])
 
 
 def _pick(rng: np.random.Generator, mask: np.ndarray) -> int | None:
@@ -260,12 +281,12 @@ def _place_glass_jurkats(
     (``carve``) or the cell is left out."""
     ly, lx = _extent(p)
     yy, xx = _grid(p)
-    free = ndi.distance_transform_edt(lab == 0, sampling=p.voxel_size[1:])
-    z_top = (p.scene_shape[0] - 1) * p.voxel_size[0] - 0.3
+    free = _free_glass(p, lab)
+    z_top, reserve = _z_room(p)
     out: list[Jurkat] = []
     for r in radii:
         c = r * p.jurkat_aspect_z
-        if p.glass_z_um + 2 * c > z_top:
+        if p.glass_z_um + min(2 * c, reserve) > z_top:
             continue  # taller than the field: left out rather than cut
         margin = r + 0.5
         inside = (yy >= margin) & (yy <= ly - margin) & (xx >= margin) & (xx <= lx - margin)
@@ -298,8 +319,7 @@ def _place_adhered_jurkats(rng, p: SynthParams, scene: Scene, radii: list[float]
     """Jurkat cells resting on the upper surface of an MSC, which yields under them."""
     ly, lx = _extent(p)
     yy, xx = _grid(p)
-    nz = p.scene_shape[0]
-    z_top = (nz - 1) * p.voxel_size[0] - 0.3
+    z_top, reserve = _z_room(p)
     out: list[Jurkat] = []
     missed: list[float] = []
     for r in radii:
@@ -309,7 +329,7 @@ def _place_adhered_jurkats(rng, p: SynthParams, scene: Scene, radii: list[float]
         ok = (
             inside
             & (scene.edge_dist >= 0.45 * r)
-            & (p.glass_z_um + scene.height + 2 * c <= z_top)
+            & (p.glass_z_um + scene.height + min(2 * c, reserve) <= z_top)
             & (scene.height > 0)
         )
         pos = None
@@ -395,6 +415,27 @@ def _passes_other_cell(p, scene, free, iy, ix, msc_dist, nearest_id, end_a, end_
     return False
 
 
+def _tube_line(scene: Scene, pa, pb, step: float):
+    """Points every ``step`` µm from ``pa`` towards ``pb`` (N, 3) and the runs of the
+    objects they cross (:func:`_runs` of :func:`_occupancy`)."""
+    span = math.dist(pa, pb)
+    t = np.arange(0.0, span, step) / span
+    pts = np.asarray(pa) + t[:, None] * (np.asarray(pb) - np.asarray(pa))
+    return pts, _runs(_occupancy(scene, pts))
+
+
+def _sloped(pa, pb, free_run, step: float, rise: float):
+    """End points of the line through ``pa``, ``pb`` (same height) turned in z about the
+    middle of its free part (``free_run``, of points every ``step`` µm from ``pa``) so that
+    the free part rises by ``rise`` µm from its first to its last point."""
+    _, s0, s1 = free_run
+    span = math.dist(pa, pb)
+    t0, t1 = s0 * step / span, (s1 - 1) * step / span  # fractions of the line
+    tm = 0.5 * (t0 + t1)
+    k = rise / max(t1 - t0, 1e-9)
+    return (pa[0] - k * tm, *pa[1:]), (pb[0] + k * (1 - tm), *pb[1:])
+
+
 def _place_tnts(rng, p: SynthParams, scene: Scene, n: int) -> list[Tnt]:
     glass = [k for k, j in enumerate(scene.jurkats) if not j.adhered]
     mscs = list(range(1, scene.n_msc + 1))
@@ -415,10 +456,17 @@ def _place_tnts(rng, p: SynthParams, scene: Scene, n: int) -> list[Tnt]:
     occupied = np.zeros(p.shape[-2:], dtype=bool)  # xy pixels near accepted tubes
     yy, xx = _grid(p)
     # distance to, and id of, the nearest MSC: a tube passes no third cell closely
-    msc_dist, nearest = ndi.distance_transform_edt(
-        scene.footprint == 0, sampling=p.voxel_size[1:], return_indices=True
-    )
-    nearest_id = scene.footprint[nearest[0], nearest[1]]
+    if scene.n_msc:
+        msc_dist, nearest = ndi.distance_transform_edt(
+            scene.footprint == 0, sampling=p.voxel_size[1:], return_indices=True
+        )
+        nearest_id = scene.footprint[nearest[0], nearest[1]]
+    else:
+        msc_dist = np.full(p.shape[-2:], np.inf)
+        nearest_id = np.zeros(p.shape[-2:], dtype=scene.footprint.dtype)
+    # the tube's axis stays inside the stack, above the glass by more than its radius
+    z_max = (p.scene_shape[0] - 1) * p.voxel_size[0] - p.glass_rise_max_um()
+    h_min = 0.5 * p.tnt_diameter_um[1] + 0.2
     for _ in range(n):
         for _attempt in range(p.tnt_attempts):
             (ka, kb) = pairs[int(rng.choice(len(pairs), p=weights))][0]
@@ -429,6 +477,13 @@ def _place_tnts(rng, p: SynthParams, scene: Scene, n: int) -> list[Tnt]:
             if ka == kb and a == b:
                 continue
             th = rng.uniform(*p.tnt_height_um)
+            rise = 0.0
+            if p.tnt_slope_um > 0:
+                rise = rng.uniform(-p.tnt_slope_um, p.tnt_slope_um)
+                if th - 0.5 * abs(rise) < h_min:
+                    continue
+            if p.glass_z_um + th + 0.5 * abs(rise) > z_max:
+                continue
             pa = _endpoint(rng, p, scene, ka, a, th)
             pb = _endpoint(rng, p, scene, kb, b, th)
             if pa is None or pb is None:
@@ -436,16 +491,28 @@ def _place_tnts(rng, p: SynthParams, scene: Scene, n: int) -> list[Tnt]:
             span = math.dist(pa, pb)
             if span < lo or span > hi + 2 * p.jurkat_diameter_um:
                 continue
-            t = np.arange(0.0, span, step) / span
-            pts = np.asarray(pa) + t[:, None] * (np.asarray(pb) - np.asarray(pa))
-            code = _occupancy(scene, pts)
-            runs = _runs(code)
             want_a = -(a + 1) if ka == "jurkat" else a
             want_b = -(b + 1) if kb == "jurkat" else b
+            pts, runs = _tube_line(scene, pa, pb, step)
             if [v for v, _, _ in runs] != [want_a, 0, want_b]:
                 continue
+            if rise:
+                # a sloping tube: the line, cut to 1 µm inside each cell, turns about the
+                # middle of its free part so that this rises by `rise`; then cut again
+                _, s0, s1 = runs[1]
+                m = round(1.0 / step)
+                i0, i1 = max(s0 - m, 0), min(s1 - 1 + m, len(pts) - 1)
+                free_run = (0, s0 - i0, s1 - i0)
+                pa, pb = _sloped(tuple(pts[i0]), tuple(pts[i1]), free_run, step, rise)
+                pts, runs = _tube_line(scene, pa, pb, step)
+                if [v for v, _, _ in runs] != [want_a, 0, want_b]:
+                    continue
             _, s0, s1 = runs[1]
             free = pts[s0:s1]
+            if rise and not (
+                free[:, 0].min() >= p.glass_z_um + h_min and free[:, 0].max() <= z_max
+            ):
+                continue
             length = math.dist(free[0], free[-1])
             if not lo <= length <= hi:
                 continue
@@ -458,6 +525,8 @@ def _place_tnts(rng, p: SynthParams, scene: Scene, n: int) -> list[Tnt]:
             if _passes_other_cell(p, scene, free, iy, ix, msc_dist, nearest_id, (ka, a), (kb, b)):
                 continue
             d = rng.uniform(*p.tnt_diameter_um)
+            if rise:  # the height of the free part's midpoint
+                th = 0.5 * (float(free[0][0]) + float(free[-1][0])) - p.glass_z_um
             tnt = Tnt(
                 tuple(map(float, free[0])),
                 tuple(map(float, free[-1])),

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
 
-from hcsmito.synth.cells import Scene, build_scene
+from hcsmito.synth.cells import Scene, Tnt, build_scene
 from hcsmito.synth.params import SynthParams, resolve_condition
 
 __all__ = ["CHANNEL_COLORS", "CHANNEL_LABELS", "SynthField", "generate_field"]
@@ -42,13 +42,15 @@ class SynthField:
           (centroid of the label), ``touches_border, n_foci, n_adhered_jurkat,
           red_positive``;
         - ``jurkat``: ``jurkat_id, z_um, y_um, x_um`` (centre of the spheroid),
-          ``diameter_um, height_um, bottom_z_um, volume_um3`` (of the label),
-          ``adhered, msc_id`` (the MSC it rests on, 0 on the glass);
+          ``diameter_um, height_um, bottom_z_um, volume_um3`` (of the label, cut like it),
+          ``adhered, msc_id`` (the MSC it rests on, 0 on the glass), ``cut`` (part of
+          the cell lies outside the stack: ``allow_cut``);
         - ``foci``: ``focus_id, cell_id`` (parent MSC), ``z_um, y_um, x_um`` (centre),
           ``diameter_um, volume_um3`` (of the ball), ``n_voxels`` (of the label);
         - ``tnt``: ``tnt_id, from_id, from_kind, to_id, to_kind`` (kind ``"msc"`` or
           ``"jurkat"``, id = label value in ``labels[kind]``), ``length_um`` (of the free
-          part between the two cells), ``height_um`` (axis above the glass),
+          part between the two cells), ``height_um`` (axis above the glass at the
+          midpoint of the free part),
           ``diameter_um, carries_mito, mito_z_um, mito_y_um, mito_x_um,
           mito_diameter_um`` (NaN without), ``z0_um ... x1_um`` and ``endpoints``
           (``[[z0, y0, x0], [z1, y1, x1]]``: where the tube leaves and enters the cells).
@@ -69,7 +71,9 @@ class SynthField:
     params: SynthParams
     expected: np.ndarray | None = None
     summary: dict[str, Any] = field(default_factory=dict)
-    """Truth counts named like the pipeline's ``fields`` table (``n_msc, n_foci``...)."""
+    """Truth counts named like the pipeline's ``fields`` table (``n_msc, n_foci``...), and
+    the glass plane: ``glass_z_um`` (at the field centre), ``glass_slope_y``,
+    ``glass_slope_x`` (its rise, µm per µm of y and x)."""
 
 
 # -- rendering helpers --------------------------------------------------------------------
@@ -191,6 +195,118 @@ def _gaussian_blur(obj: np.ndarray, sigma_um, voxel) -> np.ndarray:
     return ndi.gaussian_filter(obj, sigma, mode="constant", truncate=4.0)
 
 
+# -- acquisition geometry and artefacts ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Glass:
+    """The glass plane ``z = glass_z_um + sy (y - yc) + sx (x - xc)`` (µm) of one field.
+
+    The scene is drawn on flat glass; a tilted field is that scene sheared along z so that
+    every cell stands on the plane (an affine map: segments stay segments, spheroids stay
+    ellipsoids, contacts are kept).
+    """
+
+    sy: float = 0.0
+    sx: float = 0.0
+    yc: float = 0.0
+    xc: float = 0.0
+
+    @property
+    def flat(self) -> bool:
+        """No tilt: the scene is rendered as drawn."""
+        return self.sy == 0 and self.sx == 0
+
+    @property
+    def slope(self) -> float:
+        """Steepest rise of the plane, µm per µm."""
+        return math.hypot(self.sy, self.sx)
+
+    def at(self, y, x):
+        """Rise of the glass (µm) above its height at the field centre."""
+        return self.sy * (y - self.yc) + self.sx * (x - self.xc)
+
+    def point(self, zyx) -> tuple[float, ...]:
+        """A point (z, y, x) of the flat scene, on the tilted glass."""
+        z, y, x = map(float, zyx)
+        return (z + float(self.at(y, x)), y, x)
+
+    def points(self, pts: np.ndarray) -> np.ndarray:
+        """Points (N, 3) of the flat scene, on the tilted glass."""
+        if self.flat:
+            return pts
+        out = np.array(pts, dtype=np.float64)
+        out[:, 0] += self.at(out[:, 1], out[:, 2])
+        return out
+
+    def offsets(self, d: np.ndarray) -> np.ndarray:
+        """Displacements (N, 3) from a point of the flat scene, sheared like the scene."""
+        if self.flat:
+            return d
+        out = np.array(d, dtype=np.float64)
+        out[:, 0] += self.sy * out[:, 1] + self.sx * out[:, 2]
+        return out
+
+    def scene(self, scene: Scene) -> Scene:
+        """A copy of ``scene`` with every position on the tilted glass."""
+        if self.flat:
+            return scene
+
+        def tube(t: Tnt) -> Tnt:
+            mito = None if t.mito is None else self.point(t.mito)
+            return replace(t, start=self.point(t.start), end=self.point(t.end), mito=mito)
+
+        return replace(
+            scene,
+            jurkats=[replace(j, center=self.point(j.center)) for j in scene.jurkats],
+            foci=[replace(f, center=self.point(f.center)) for f in scene.foci],
+            tnts=[tube(t) for t in scene.tnts],
+        )
+
+
+def _glass_plane(p: SynthParams, seed: int) -> _Glass:
+    """The glass plane of a field: ``glass_tilt_um`` over the field width, in the direction
+    ``glass_tilt_deg`` or, when None, one drawn from the seed."""
+    ny, nx = p.shape[-2:]
+    yc, xc = 0.5 * (ny - 1) * p.voxel_size[1], 0.5 * (nx - 1) * p.voxel_size[2]
+    if p.glass_tilt_um == 0:
+        return _Glass(yc=yc, xc=xc)
+    deg = p.glass_tilt_deg
+    if deg is None:
+        deg = np.random.default_rng(np.random.SeedSequence(seed).spawn(8)[6]).uniform(0, 360)
+    slope = p.glass_tilt_um / (nx * p.voxel_size[2])
+    theta = math.radians(deg)
+    return _Glass(slope * math.sin(theta), slope * math.cos(theta), yc, xc)
+
+
+def vignetting_profile(p: SynthParams) -> np.ndarray:
+    """The (Y, X) float32 fall-off of the expected photons: 1 at the field centre,
+    ``p.vignetting`` at the corners, the cos⁴ law ``(1 + (r/f)²)⁻²`` in between.
+
+    The distance ``r`` (µm) is from the field centre to each pixel centre; ``f`` solves
+    ``(1 + (r_corner/f)²)⁻² = vignetting``.
+    """
+    ny, nx = p.shape[-2:]
+    dy, dx = p.voxel_size[1:]
+    y = (np.arange(ny) - 0.5 * (ny - 1)) * dy
+    x = (np.arange(nx) - 0.5 * (nx - 1)) * dx
+    r2 = y[:, None] ** 2 + x[None, :] ** 2
+    if p.vignetting == 1:
+        return np.ones((ny, nx), dtype=np.float32)
+    f2 = float(r2.max()) / (p.vignetting**-0.5 - 1)
+    return ((1 + r2 / f2) ** -2).astype(np.float32)
+
+
+def _bleed(signal: np.ndarray, crosstalk) -> None:
+    """Add to each channel of ``signal`` (C, ...) the light of the other dyes it detects."""
+    pairs = [(i, j, f) for i, row in enumerate(crosstalk) for j, f in enumerate(row) if f]
+    if not pairs:
+        return
+    own = signal.copy()
+    for i, j, f in pairs:
+        signal[i] += np.float32(f) * own[j]
+
+
 # -- truth tables -------------------------------------------------------------------------
 
 
@@ -302,18 +418,17 @@ def generate_field(
     effect = resolve_condition(condition)
     nz = p.scene_shape[0]
     dz = p.voxel_size[0]
-    if p.ndim == 3 and (nz - 1) * dz < p.glass_z_um + p.msc_nucleus_height_um + 0.5:
-        need = math.ceil((p.glass_z_um + p.msc_nucleus_height_um + 0.5) / dz) + 1
-        raise ValueError(
-            f"shape {p.shape} at dz={dz} µm is too short for MSCs {p.msc_nucleus_height_um} µm "
-            f"tall on glass at {p.glass_z_um} µm: use at least {need} planes"
-        )
-    scene = build_scene(p, effect, seed)
+    _check_stack(p)
+    plane = _glass_plane(p, seed)
+    scene = plane.scene(build_scene(p, effect, seed))
     rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(8)[7])
     shape3 = (nz, *p.shape[-2:])
     voxel = p.voxel_size
     zc = (np.arange(nz, dtype=np.float32) * dz)[:, None, None]
     glass = np.float32(p.glass_z_um)
+    if not plane.flat:
+        yy, xx = (np.arange(n) * v for n, v in zip(p.shape[-2:], voxel[1:], strict=True))
+        glass = (p.glass_z_um + plane.at(yy[:, None], xx[None, :]))[None].astype(np.float32)
     top = glass + scene.height[None]
 
     # truth labels
@@ -331,7 +446,10 @@ def generate_field(
     red_pts, red_mass, actin_pts, actin_mass = [], [], [], []
 
     for k, j in enumerate(scene.jurkats, start=1):
-        sl, (gz, gy, gx) = _bbox(p, j.center, (j.radius_z, j.radius_xy, j.radius_xy), nz)
+        rz_box = j.radius_z + (abs(plane.sy) + abs(plane.sx)) * j.radius_xy
+        sl, (gz, gy, gx) = _bbox(p, j.center, (rz_box, j.radius_xy, j.radius_xy), nz)
+        if not plane.flat:  # height above the sheared centre plane
+            gz = gz - (plane.sy * gy + plane.sx * gx)
         rho = np.sqrt((gz / j.radius_z) ** 2 + (gy / j.radius_xy) ** 2 + (gx / j.radius_xy) ** 2)
         body = rho <= 1
         jurkat[sl][body] = k
@@ -344,24 +462,27 @@ def generate_field(
         direction = rng.standard_normal((n, 3))
         direction /= np.linalg.norm(direction, axis=1, keepdims=True)
         rr = (rng.uniform(lo**3, hi**3, n)) ** (1 / 3)
-        pts = np.asarray(j.center) + direction * rr[:, None] * [
-            j.radius_z,
-            j.radius_xy,
-            j.radius_xy,
-        ]
+        offsets = direction * rr[:, None] * [j.radius_z, j.radius_xy, j.radius_xy]
+        pts = np.asarray(j.center) + plane.offsets(offsets)
         dmito = rng.uniform(0.3, 0.8, n)
         red_pts.append(pts)
         red_mass.append(p.jurkat_mito_intensity * math.pi / 6 * dmito**3)
 
+    if not plane.flat:
+        msc[jurkat > 0] = 0  # the sheared surfaces meet: no voxel in both
+
     foci = np.zeros(shape3, dtype=np.int32)
     for k, f in enumerate(scene.foci, start=1):
         r = 0.5 * f.diameter
-        red_pts.append(np.asarray(f.center) + _BALL * r)
+        red_pts.append(np.asarray(f.center) + plane.offsets(_BALL * r))
         red_mass.append(
             np.full(len(_BALL), p.foci_intensity * math.pi / 6 * f.diameter**3 / len(_BALL))
         )
         radii = [max(r, 0.5 * v) for v in voxel]
-        sl, (gz, gy, gx) = _bbox(p, f.center, radii, nz)
+        box = [radii[0] + (abs(plane.sy) * radii[1] + abs(plane.sx) * radii[2]), *radii[1:]]
+        sl, (gz, gy, gx) = _bbox(p, f.center, box, nz)
+        if not plane.flat:
+            gz = gz - (plane.sy * gy + plane.sx * gx)
         ball = (gz / radii[0]) ** 2 + (gy / radii[1]) ** 2 + (gx / radii[2]) ** 2 <= 1
         foci[sl][ball] = k
         nearest = tuple(
@@ -400,7 +521,7 @@ def generate_field(
     for pts2, _cell in scene.fibres:
         n = len(pts2)
         zf = np.full((n, 1), p.glass_z_um + p.fibre_height_um)
-        actin_pts.append(np.hstack([zf, pts2]))
+        actin_pts.append(plane.points(np.hstack([zf, pts2])))
         actin_mass.append(np.full(n, p.fibre_actin * math.pi * (0.5 * p.fibre_width_um) ** 2 * 0.1))
 
     def cat(parts, width):
@@ -415,13 +536,15 @@ def generate_field(
     for c, obj in enumerate((green, red, actin)):
         sz, sxy = sigmas[c]
         blurred = _gaussian_blur(obj, (sz, sxy, sxy), voxel)
-        expected[c] = (
-            np.float32(p.background) + np.float32(p.brightness * p.channel_gain[c]) * blurred
-        )
+        expected[c] = np.float32(p.brightness * p.channel_gain[c]) * blurred
+    _bleed(expected, p.crosstalk)
+    expected += np.float32(p.background)
     labels = {"msc": msc, "jurkat": jurkat, "foci": foci, "tnt": tnt}
     if p.ndim == 2:
         expected = expected.max(axis=1)
         labels = {k: v.max(axis=0) for k, v in labels.items()}
+    if p.vignetting != 1:
+        expected *= vignetting_profile(p)
     np.maximum(expected, 0, out=expected)
     photons = _poisson(rng, expected, p.background) if p.shot_noise else expected.copy()
     if p.read_noise > 0:
@@ -433,7 +556,7 @@ def generate_field(
 
     tables = {
         "msc": _msc_table(scene, msc, p),
-        "jurkat": _jurkat_table(scene, msc if p.ndim == 3 else None, jurkat, p),
+        "jurkat": _jurkat_table(scene, jurkat, p, plane),
         "foci": _foci_table(scene, foci, p),
         "tnt": _tnt_table(scene),
     }
@@ -451,14 +574,42 @@ def generate_field(
         params=p,
         expected=expected if return_expected else None,
     )
-    out.summary = _summary(out)
+    out.summary = _summary(out, plane)
     return out
 
 
-def _jurkat_table(scene: Scene, msc, jurkat: np.ndarray, p: SynthParams) -> pd.DataFrame:
+def _check_stack(p: SynthParams) -> None:
+    """Raise when a 3-D stack is too short for the MSCs on the glass (with ``allow_cut``:
+    when not even the thinnest part of an MSC is in it)."""
+    if p.ndim == 2:
+        return
+    nz, dz = p.shape[0], p.voxel_size[0]
+    glass = p.glass_z_um + p.glass_rise_max_um()
+    if p.allow_cut:
+        need_um, what = glass + p.msc_edge_height_um, "even the edges of MSCs"
+    else:
+        need_um, what = glass + p.msc_nucleus_height_um + 0.5, "MSCs"
+    if (nz - 1) * dz < need_um:
+        need = math.ceil(need_um / dz) + 1
+        tall = p.msc_edge_height_um if p.allow_cut else p.msc_nucleus_height_um
+        raise ValueError(
+            f"shape {p.shape} at dz={dz} µm is too short for {what} ({tall} µm tall) on glass "
+            f"at {p.glass_z_um} µm: use at least {need} planes"
+            + ("" if p.allow_cut else ", or allow_cut=True to let the stack cut the cells")
+        )
+
+
+def _jurkat_table(scene: Scene, jurkat: np.ndarray, p: SynthParams, plane: _Glass) -> pd.DataFrame:
     dz, dy, dx = p.voxel_size
     n = len(scene.jurkats)
     nvox = np.bincount(jurkat.ravel(), minlength=n + 1)[1:]
+    # highest and lowest point of each (sheared) spheroid against the planes of the stack
+    reach = [math.hypot(j.radius_z, plane.slope * j.radius_xy) for j in scene.jurkats]
+    z_last = (p.scene_shape[0] - 1) * dz
+    cut = [
+        j.center[0] + h > z_last or j.center[0] - h < 0
+        for j, h in zip(scene.jurkats, reach, strict=True)
+    ]
     rows = {
         "jurkat_id": np.arange(1, n + 1, dtype=np.int32),
         "z_um": [j.center[0] for j in scene.jurkats],
@@ -470,6 +621,7 @@ def _jurkat_table(scene: Scene, msc, jurkat: np.ndarray, p: SynthParams) -> pd.D
         "volume_um3": nvox * dz * dy * dx,
         "adhered": np.array([j.adhered for j in scene.jurkats], dtype=bool),
         "msc_id": np.array([j.msc_id for j in scene.jurkats], dtype=np.int32),
+        "cut": np.array(cut, dtype=bool),
     }
     return pd.DataFrame(rows)
 
@@ -491,8 +643,9 @@ def _foci_table(scene: Scene, foci: np.ndarray, p: SynthParams) -> pd.DataFrame:
     )
 
 
-def _summary(f: SynthField) -> dict[str, Any]:
-    """Per-field truth counts, named like the columns of the pipeline's ``fields`` table."""
+def _summary(f: SynthField, plane: _Glass) -> dict[str, Any]:
+    """Per-field truth counts, named like the columns of the pipeline's ``fields`` table,
+    and the glass plane."""
     t = f.tables
     foci = f.labels["foci"]
     proj = foci.max(axis=0) if foci.ndim == 3 else foci
@@ -512,4 +665,7 @@ def _summary(f: SynthField) -> dict[str, Any]:
         "n_jurkat_adhered": int(t["jurkat"]["adhered"].sum()),
         "n_tnt": len(t["tnt"]),
         "n_tnt_with_mito": int(t["tnt"]["carries_mito"].sum()),
+        "glass_z_um": float(f.params.glass_z_um),
+        "glass_slope_y": float(plane.sy),
+        "glass_slope_x": float(plane.sx),
     }

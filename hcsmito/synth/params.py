@@ -89,6 +89,7 @@ def resolve_condition(name: str) -> Condition:
 PLATE_CONDITIONS = ("DMSO", "cytochalasin D", "18-alpha-GA", "dynasore", "anti-ICAM-1")
 
 Pair = tuple[float, float]
+Triple = tuple[float, float, float]
 
 # Scale factors understood by SynthParams.varied, and the fields each one scales.
 _FACTOR_FIELDS: dict[str, tuple[str, ...]] = {
@@ -153,10 +154,24 @@ class SynthParams(BaseModel):
         between foci (lateral, µm), lateral clearance from Jurkat bodies (µm).
     foci_rate, adhesion_rate, tnt_rate
         Multipliers of the condition's foci per MSC, adhesion share and TNTs per field.
+        Well kinds are drawn with the counts: ``n_jurkat=0`` is an MSC-only well (with
+        ``foci_rate=0``: the MSC-only control; with the condition's foci: a washed
+        co-culture, donor cells gone), ``n_msc=0`` a Jurkat-only well (cells on the glass,
+        no foci, nanotubes between Jurkat cells only).
     tnt_diameter_um, tnt_height_um, tnt_length_um, tnt_actin, tnt_mito_share,
     tnt_mito_diameter_um
-        Nanotubes: diameter range, height of the axis above glass, free length range (µm),
-        actin concentration, share carrying a mitochondrion and its diameter range (µm).
+        Nanotubes: diameter range, height of the axis above glass (at the middle of the
+        free part), free length range (µm), actin concentration, share carrying a
+        mitochondrion and its diameter range (µm). How bright a tube is next to a stress
+        fibre is the ratio of their actin per unit length, :meth:`tnt_fibre_ratio` (1.6 by
+        default; 1-3 in real stainings, the ``tnt_dim`` and ``tnt_bright`` variations).
+    tnt_slope_um : float
+        Largest height difference (µm) between the two ends of a nanotube's free part: each
+        tube draws a rise uniformly in ``[-tnt_slope_um, tnt_slope_um]`` from where it
+        leaves its first cell to where it enters the second, about its height (0: level
+        tubes). Tubes that no longer fit are drawn again, so steep rises on short tubes
+        are rarer than drawn. The truth ``height_um`` of a sloping tube is that of the
+        midpoint of its free part.
     tnt_clearance_um : float
         Lateral distance (µm) a nanotube keeps from every cell but its two ends.
     tnt_attempts : int
@@ -183,6 +198,30 @@ class SynthParams(BaseModel):
     psf_broadening : float
         Factor by which the real PSF is wider than the diffraction-limited model
         (aberrations, pinhole); applies to the NA model only.
+    psf_z_broadening : float
+        Further factor on the axial PSF width only (NA model or ``psf_sigma_z_um``): an
+        open pinhole or spherical aberration, as with coarse z steps.
+    allow_cut : bool
+        Let the top of a 3-D stack cut the cells (a shallow stack, or one that holds only the
+        MSC layer): Jurkat cells then stick out of the top, truth labels are cut the same
+        way, and a cell is in the truth when any part of it is in the stack (column
+        ``cut`` of the Jurkat table). False: cells that do not fit are left out, and a
+        stack too short for the MSCs is an error.
+    crosstalk : 3 x 3 tuple of float
+        Spectral bleed-through: ``crosstalk[i][j]`` is the light of dye ``j`` detected in
+        channel ``i``, as a fraction of the light it gives its own channel ``j`` (channels
+        GFP, MitoTracker Red, phalloidin; the diagonal is 0). E.g. ``crosstalk[1][0]`` GFP
+        into the red channel, ``crosstalk[2][1]`` MitoTracker into the actin channel.
+    vignetting : float
+        Illumination and collection fall-off: expected photons (background included) at a
+        corner of the field over those at its centre (1 = flat). The profile is the
+        cos⁴ law ``(1 + (r/f)²)⁻²`` of the distance ``r`` from the field centre, ``f``
+        chosen to give this ratio at the corners.
+    glass_tilt_um, glass_tilt_deg
+        Tilt of the coverslip: the glass rises by ``glass_tilt_um`` over the field's width
+        (x extent) along the direction ``glass_tilt_deg`` (degrees from +x towards +y;
+        None: a random direction per field). The plane passes through ``glass_z_um`` at
+        the field centre; the whole scene follows it (cells stand on the tilted glass).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -240,6 +279,7 @@ class SynthParams(BaseModel):
     tnt_height_um: Pair = (1.0, 3.0)
     tnt_length_um: Pair = (4.0, 40.0)
     tnt_actin: float = Field(3.0, ge=0)
+    tnt_slope_um: float = Field(0.0, ge=0)
     tnt_mito_share: float = Field(0.5, ge=0, le=1)
     tnt_mito_diameter_um: Pair = (0.5, 0.8)
     tnt_clearance_um: float = Field(1.0, ge=0)
@@ -259,6 +299,13 @@ class SynthParams(BaseModel):
     psf_sigma_xy_um: float | None = Field(None, gt=0)
     psf_sigma_z_um: float | None = Field(None, gt=0)
     psf_broadening: float = Field(1.5, gt=0)
+    psf_z_broadening: float = Field(1.0, gt=0)
+    # acquisition artefacts and geometry of the stack
+    allow_cut: bool = False
+    crosstalk: tuple[Triple, Triple, Triple] = ((0.0, 0.0, 0.0),) * 3
+    vignetting: float = Field(1.0, gt=0, le=1)
+    glass_tilt_um: float = Field(0.0, ge=0)
+    glass_tilt_deg: float | None = 0.0
 
     @field_validator("shape")
     @classmethod
@@ -289,6 +336,23 @@ class SynthParams(BaseModel):
                 raise ValueError(f"{name} must be a range 0 < low <= high, got {(lo, hi)}")
         if self.na >= self.refractive_index:
             raise ValueError(f"na={self.na} must be below refractive_index={self.refractive_index}")
+        x = self.crosstalk
+        if any(not (0 <= v < 1 and math.isfinite(v)) for row in x for v in row) or any(
+            x[i][i] != 0 for i in range(3)
+        ):
+            raise ValueError(
+                f"crosstalk={x}: fractions 0 <= f < 1 off the diagonal and 0 on it "
+                "(crosstalk[i][j] = light of dye j in channel i)"
+            )
+        if self.glass_tilt_deg is not None and not math.isfinite(self.glass_tilt_deg):
+            raise ValueError(f"glass_tilt_deg={self.glass_tilt_deg}: a finite angle or None")
+        low = self.glass_z_um - self.glass_rise_max_um()
+        if low < 0 and not self.allow_cut:
+            raise ValueError(
+                f"the glass tilted by {self.glass_tilt_um} µm dips {-low:.2f} µm below the "
+                f"first plane: raise glass_z_um to {self.glass_z_um - low:.2f} or set "
+                "allow_cut=True"
+            )
         return self
 
     # -- derived quantities ---------------------------------------------------------------
@@ -313,9 +377,28 @@ class SynthParams(BaseModel):
             self.msc_nucleus_height_um,
             self.msc_height_um + jurkat,
             jurkat * (1 + 2 * self.jurkat_diameter_cv),
-            self.tnt_height_um[1],
+            self.tnt_height_um[1] + 0.5 * self.tnt_slope_um,
         )
-        return self.glass_z_um + tallest + 0.5
+        return self.glass_z_um + self.glass_rise_max_um() + tallest + 0.5
+
+    def glass_rise_max_um(self) -> float:
+        """Largest height (µm) of the tilted glass above its height at the field centre, over
+        the field and any tilt direction (0 for flat glass)."""
+        if self.glass_tilt_um == 0:
+            return 0.0
+        ny, nx = self.shape[-2:]
+        half_y, half_x = 0.5 * (ny - 1) * self.voxel_size[1], 0.5 * (nx - 1) * self.voxel_size[2]
+        return self.glass_tilt_um / (nx * self.voxel_size[2]) * math.hypot(half_y, half_x)
+
+    def tnt_fibre_ratio(self) -> float:
+        """Actin per unit length of a nanotube of mean diameter over that of a stress fibre.
+
+        Both are thinner than the PSF, so this is also the ratio of their peak brightness
+        in the phalloidin channel (before noise): ``tnt_actin d² / (fibre_actin w²)``.
+        """
+        d = 0.5 * sum(self.tnt_diameter_um)
+        fibre = self.fibre_actin * self.fibre_width_um**2
+        return math.inf if fibre == 0 else self.tnt_actin * d**2 / fibre
 
     def psf_sigma_um(self) -> tuple[tuple[float, float], ...]:
         """Per channel (sigma_z, sigma_xy) of the Gaussian PSF, µm.
@@ -329,6 +412,8 @@ class SynthParams(BaseModel):
             k = self.psf_broadening
             sxy = self.psf_sigma_xy_um or k * 0.21 * lam / self.na
             sz = self.psf_sigma_z_um or k * 0.66 * lam * self.refractive_index / self.na**2
+            if self.psf_z_broadening != 1:
+                sz *= self.psf_z_broadening
             out.append((sz, sxy))
         return tuple(out)
 
@@ -380,7 +465,7 @@ class SynthParams(BaseModel):
                     f"unknown variation {key!r}: use one of {known} or a numeric parameter name"
                 )
         out = SynthParams(**values)
-        if out.ndim == 3:
+        if out.ndim == 3 and not out.allow_cut:
             nz_needed = math.ceil(out.required_height_um() / out.voxel_size[0]) + 1
             if out.shape[0] < nz_needed and self.shape[0] * self.voxel_size[0] >= (
                 self.required_height_um()
