@@ -13,12 +13,9 @@ from hcsmito.measure import (
     regionprops_table,
     table_to_dataframe,
 )
-from hcsmito.measure.morphometry import (
-    PROPERTIES,
-    _moments_cpu,
-    _moments_reference,
-    _moments_to_host,
-)
+from hcsmito.measure._moments import moments_reference, moments_to_host
+from hcsmito.measure._scan import moments_cpu
+from hcsmito.measure.morphometry import PROPERTIES
 
 SKIMAGE_PROPS = [
     "label",
@@ -183,8 +180,8 @@ def test_moments_equal_the_per_voxel_twin():
     labels = random_labels((16, 48, 40), seed=9)
     parents = random_labels(labels.shape, seed=10, sigma=5, fraction=0.5)
     inten = [random_intensity(labels.shape, 11), random_intensity(labels.shape, 12)]
-    fast = _moments_cpu(labels, inten, {"cell": parents})
-    slow = _moments_reference(labels, inten, {"cell": parents}, get_backend("cpu"))
+    fast = moments_cpu(labels, inten, {"cell": parents})
+    slow = moments_reference(labels, inten, {"cell": parents}, get_backend("cpu"))
     _assert_same_moments(fast, slow)
 
 
@@ -214,13 +211,13 @@ def test_sparse_scan_batches_equal_the_twin(monkeypatch, shape, dtype):
     # the direct scan in the dense band, the switch back after it, a last block of rows
     # that is not a multiple of the row group, foreground folded over several batches,
     # and foci in several row groups of one block (rows gathered out of order)
-    import hcsmito.measure.morphometry as morpho
+    import hcsmito.measure._scan as scan
 
-    monkeypatch.setattr(morpho, "_SCAN_VOXELS", 4000)
-    monkeypatch.setattr(morpho, "_GATHER_MAX", 1 / 4)
-    monkeypatch.setattr(morpho, "_BATCH_VOXELS", 300)
+    monkeypatch.setattr(scan, "_SCAN_VOXELS", 4000)
+    monkeypatch.setattr(scan, "_GATHER_MAX", 1 / 4)
+    monkeypatch.setattr(scan, "_BATCH_VOXELS", 300)
     calls = {"summary": 0, "direct": 0, "sparse": 0}
-    gather, direct = morpho._ForegroundScan._gather_sparse, morpho._ForegroundScan._direct
+    gather, direct = scan._ForegroundScan._gather_sparse, scan._ForegroundScan._direct
 
     def counted_gather(self, blk):
         calls["summary"] += 1
@@ -232,27 +229,27 @@ def test_sparse_scan_batches_equal_the_twin(monkeypatch, shape, dtype):
         calls["direct"] += 1
         return direct(self, blk)
 
-    monkeypatch.setattr(morpho._ForegroundScan, "_gather_sparse", counted_gather)
-    monkeypatch.setattr(morpho._ForegroundScan, "_direct", counted_direct)
+    monkeypatch.setattr(scan._ForegroundScan, "_gather_sparse", counted_gather)
+    monkeypatch.setattr(scan._ForegroundScan, "_direct", counted_direct)
     labels = _sparse_dense_sparse(shape, seed=21, dtype=dtype)
     parents = random_labels(shape, seed=22, sigma=4, fraction=0.6)
     inten = [random_intensity(shape, 23), random_intensity(shape, 24).astype(np.float32)]
-    fast = _moments_cpu(labels, inten, {"cell": parents}, threads=1)
-    slow = _moments_reference(labels, inten, {"cell": parents}, get_backend("cpu"))
-    scans = morpho._ForegroundScan(labels.reshape(-1, shape[-1]))
+    fast = moments_cpu(labels, inten, {"cell": parents}, threads=1)
+    slow = moments_reference(labels, inten, {"cell": parents}, get_backend("cpu"))
+    scans = scan._ForegroundScan(labels.reshape(-1, shape[-1]))
     assert labels.reshape(-1, shape[-1]).shape[0] % scans.rows_per_block % 32 != 0
     assert calls["sparse"] >= 4 and calls["summary"] > calls["sparse"] and calls["direct"] >= 3
     assert len(slow.labels) > 20
     _assert_same_moments(fast, slow)
     # the same in 3 threads, each with its own range of rows and partial sums
-    threaded = _moments_cpu(labels, inten, {"cell": parents}, threads=3)
+    threaded = moments_cpu(labels, inten, {"cell": parents}, threads=3)
     _assert_same_moments(threaded, slow)
     if np.dtype(dtype).kind == "i":  # a negative label found through the summary is refused
         labels.flat[7] = -3
         with pytest.raises(ValueError, match="non-negative"):
-            _moments_cpu(labels, [], {})
+            moments_cpu(labels, [], {})
         with pytest.raises(ValueError, match="non-negative"):  # also from a worker thread
-            _moments_cpu(labels, [], {}, threads=3)
+            moments_cpu(labels, [], {}, threads=3)
 
 
 def test_projected_area_and_parent_by_brute_force():
@@ -368,9 +365,9 @@ def test_gpu_kernel_equals_twin_and_cpu(gpu, ndim, huge):
     labels, inten, parents = _gpu_case(cp, ndim, 20 + ndim, huge=huge)
     d_lab, d_par = cp.asarray(labels), cp.asarray(parents)
     d_int = [cp.asarray(c) for c in inten]
-    fused = _moments_to_host(moments_gpu(d_lab, d_int, {"cell": d_par}, gpu))
-    twin = _moments_reference(d_lab, d_int, {"cell": d_par}, gpu)
-    cpu = _moments_cpu(labels, inten, {"cell": parents})
+    fused = moments_to_host(moments_gpu(d_lab, d_int, {"cell": d_par}, gpu))
+    twin = moments_reference(d_lab, d_int, {"cell": d_par}, gpu)
+    cpu = moments_cpu(labels, inten, {"cell": parents})
     for ref in (twin, cpu):
         for f in ("labels", "n", "s1", "s2", "cmin", "cmax", "wmin", "wmax"):
             np.testing.assert_array_equal(getattr(fused, f), getattr(ref, f), err_msg=f)

@@ -1,4 +1,4 @@
-"""Fused CuPy kernels of :mod:`hcsmito.measure.morphometry` (imported only on the GPU path).
+"""Fused CuPy kernels of :mod:`hcsmito.measure.morphometry` (compiled only on the GPU path).
 
 CuPy comes from :mod:`hcsmito.backend` (``backend.xp``); kernels come from memoised
 factories whose names record their specialisation (label type, channel types, ndim, lookup).
@@ -22,6 +22,7 @@ from functools import cache
 import numpy as np
 
 from hcsmito.backend import Backend
+from hcsmito.measure._moments import Moments, empty_moments, pairs, parent_overlaps
 
 _CTYPES = {
     np.dtype(np.bool_): "bool",
@@ -64,13 +65,9 @@ __device__ __forceinline__ long long lookup(const LT v, const IT* lut, long long
 """
 
 
-def _pairs(ndim):
-    return [(a, b) for a in range(ndim) for b in range(a, ndim)]
-
-
 def n_int_fields(ndim: int) -> int:
     """Integer accumulator fields per label: n, Σc_a, Σc_a·c_b."""
-    return 1 + ndim + len(_pairs(ndim))
+    return 1 + ndim + len(pairs(ndim))
 
 
 @cache
@@ -101,7 +98,7 @@ def _morpho_kernel(label_dtype: str, channel_dtypes: tuple[str, ...], ndim: int,
     # integer fields: n, Σ per axis, Σ products per pair
     s1 = [f"(unsigned long long)n * {r}" for r in rowc] + ["sx"]
     s2 = []
-    for a, b in _pairs(ndim):
+    for a, b in pairs(ndim):
         if b < ndim - 1:
             s2.append(f"(unsigned long long)n * {rowc[a]} * {rowc[b]}")
         elif a < ndim - 1:
@@ -280,9 +277,7 @@ def dense_lookup(labels, b: Backend):
 
 
 def moments_gpu(labels, channels, parents, b: Backend):
-    """Fill :class:`~hcsmito.measure.morphometry._Moments` with the fused kernels."""
-    from hcsmito.measure.morphometry import _empty_moments, _Moments, parent_overlaps
-
+    """Fill :class:`~hcsmito.measure._moments.Moments` with the fused kernels."""
     xp = b.xp
     labels = xp.ascontiguousarray(labels)
     channels = [
@@ -294,7 +289,7 @@ def moments_gpu(labels, channels, parents, b: Backend):
     uniq, lut, use_lut = dense_lookup(labels, b)
     L = int(uniq.size)
     if L == 0:
-        return _empty_moments(np.dtype(labels.dtype), ndim, C, list(parents), xp)
+        return empty_moments(np.dtype(labels.dtype), ndim, C, list(parents), xp)
     ni = n_int_fields(ndim)
     iacc = xp.zeros((L, ni), dtype=np.uint64)
     cmin = xp.full((L, ndim), np.iinfo(np.int32).max, dtype=np.int32)
@@ -337,7 +332,7 @@ def moments_gpu(labels, channels, parents, b: Backend):
         projected = proj.astype(np.int64)
     par = {k2: parent_overlaps(b, labels, p, uniq, L) for k2, p in parents.items()}
     ia = iacc.astype(np.int64)  # sums stay on the device: the table is finished there
-    return _Moments(
+    return Moments(
         labels=uniq,
         n=ia[:, 0],
         s1=ia[:, 1 : 1 + ndim],
@@ -430,14 +425,14 @@ def _eig_kernel(n: int):
 def _axes_kernel(ndim: int):
     """Inertia tensor (scikit-image's, with spacing) -> axis_major/minor_length, fused."""
     cp = _cupy()
-    pairs = _pairs(ndim)
-    np_ = len(pairs)
+    axis_pairs = pairs(ndim)
+    np_ = len(axis_pairs)
     body = [
         f"double m[{ndim}][{ndim}]; double cov[{ndim}][{ndim}];",
         "const double nn = (double)cnt;",
         "const bool exact = cnt < limit;  // n*s2 - s1*s1 exact in int64",
     ]
-    for k, (a, b) in enumerate(pairs):
+    for k, (a, b) in enumerate(axis_pairs):
         sa, sb, s2 = f"s1[i * {ndim} + {a}]", f"s1[i * {ndim} + {b}]", f"s2[i * {np_} + {k}]"
         num = (
             f"(exact ? (double)(cnt * {s2} - {sa} * {sb})"
