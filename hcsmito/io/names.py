@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from hcsmito.io.ngff import PlateError
+from hcsmito.io.errors import PlateError
 
 __all__ = [
     "check_name",

@@ -34,6 +34,9 @@ from pydantic import (
     model_validator,
 )
 
+from hcsmito.io.errors import PlateError
+from hcsmito.io.names import check_name, check_well_path
+
 __all__ = [
     "PlateError",
     "Axis",
@@ -50,14 +53,6 @@ __all__ = [
     "TIME_UNITS",
     "parse",
 ]
-
-
-class PlateError(ValueError):
-    """An OME-Zarr plate, image or name that hcsmito cannot read or write.
-
-    The message names the plate / node (path inside the store) and the rule broken, and
-    says what to fix.
-    """
 
 
 # Micrometres per unit, for every space unit the spec lists (plus common aliases).
@@ -331,8 +326,6 @@ class PlateMeta(_Model):
 
     @model_validator(mode="after")
     def _spec_rules(self):
-        from hcsmito.io.names import check_name, check_well_path
-
         rows = [check_name(r.name, "row name") for r in self.rows]
         cols = [check_name(c.name, "column name") for c in self.columns]
         for what, names in (("row", rows), ("column", cols)):
@@ -364,8 +357,6 @@ class WellMeta(_Model):
 
     @model_validator(mode="after")
     def _spec_rules(self):
-        from hcsmito.io.names import check_name
-
         paths = [check_name(im.path, "field (image) path") for im in self.images]
         if len(set(paths)) != len(paths):
             raise ValueError(f"image paths {paths} must be unique")

@@ -18,31 +18,24 @@ listing its alphanumeric child groups, in natural order.
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from dataclasses import field as _dc_field
-from itertools import product
 from pathlib import Path
 from typing import Any
 
 import dask.array as da
 import numpy as np
 import zarr
-from dask.base import tokenize
-from zarr.storage import LocalStore
 
+from hcsmito.io._chunks import lazy_array
+from hcsmito.io.errors import PlateError
 from hcsmito.io.names import canonical_well, parse_well
-from hcsmito.io.ngff import (
-    SPACE_UNITS_UM,
-    ImageMeta,
-    PlateError,
-    PlateMeta,
-    WellMeta,
-    parse,
-)
+from hcsmito.io.ngff import SPACE_UNITS_UM, ImageMeta, PlateMeta, WellMeta, parse
+from hcsmito.io.roles import DEFAULT_ROLE_PATTERNS, resolve_channel_roles
+from hcsmito.io.store import Store, detect_version
 
 __all__ = [
     "DEFAULT_ROLE_PATTERNS",
@@ -55,17 +48,8 @@ __all__ = [
     "resolve_channel_roles",
 ]
 
-log = logging.getLogger(__name__)
-
-#: Case-insensitive regular expressions matched (as substrings) against channel labels.
-DEFAULT_ROLE_PATTERNS: dict[str, str] = {
-    "msc": "gfp",
-    "mito": "mito",
-    "actin": "phalloidin|actin",
-}
 _AXES_RULE = re.compile(r"^t?c?z?yx$")
 _METADATA_THREADS = 8
-_DASK_BLOCK_LIMIT = 64 * 2**20  # bytes: dask blocks are whole storage chunks up to this size
 
 
 @dataclass(frozen=True)
@@ -185,92 +169,6 @@ class _ImageInfo:
     dtype: np.dtype
 
 
-class _Store:
-    """A local zarr store opened read-only, with messages that name the plate."""
-
-    def __init__(self, path: Path):
-        if not path.is_dir():
-            raise PlateError(f"{path}: no such directory: give the path of an OME-Zarr store")
-        self.path = path
-        self.name = path.name
-        self.store = LocalStore(path, read_only=True)
-
-    def where(self, node: str) -> str:
-        return f"{self.name}/{node}" if node else self.name
-
-    def group(self, node: str, *, what: str) -> zarr.Group:
-        try:
-            return zarr.open_group(store=self.store, path=node, mode="r")
-        except (FileNotFoundError, zarr.errors.NodeTypeValidationError) as exc:
-            raise PlateError(
-                f"{self.where(node)}: {what} is listed in the metadata but no zarr group exists "
-                "there. Add the missing data or remove the entry from the metadata."
-            ) from exc
-        except Exception as exc:  # unreadable JSON, invalid zarr metadata
-            raise PlateError(
-                f"{self.where(node)}: cannot read the zarr group metadata of {what} "
-                f"({type(exc).__name__}: {exc}). Repair or re-export the store."
-            ) from exc
-
-    def array(self, node: str, *, what: str) -> zarr.Array:
-        try:
-            return zarr.open_array(store=self.store, path=node, mode="r")
-        except (FileNotFoundError, zarr.errors.NodeTypeValidationError) as exc:
-            raise PlateError(
-                f"{self.where(node)}: {what} is listed in the multiscales metadata but no zarr "
-                "array exists there. Add the array or remove the dataset from 'multiscales'."
-            ) from exc
-        except Exception as exc:  # unreadable JSON, invalid zarr metadata
-            raise PlateError(
-                f"{self.where(node)}: cannot read the zarr array metadata of {what} "
-                f"({type(exc).__name__}: {exc}). Repair or re-export the store."
-            ) from exc
-
-    def ome_attrs(self, grp: zarr.Group, node: str, version: str) -> dict:
-        """NGFF attributes of a group: under ``"ome"`` for 0.5, top level for 0.4."""
-        fmt = grp.metadata.zarr_format
-        want = 3 if version == "0.5" else 2
-        if fmt != want:
-            raise PlateError(
-                f"{self.where(node)}: a zarr v{fmt} group inside an NGFF {version} store "
-                f"(0.5 needs zarr v3 throughout, 0.4 zarr v2). Re-export the data."
-            )
-        attrs = dict(grp.attrs)
-        if version == "0.5":
-            ome = attrs.get("ome")
-            if not isinstance(ome, dict):
-                raise PlateError(
-                    f"{self.where(node)}: NGFF 0.5 metadata must be under the 'ome' key of "
-                    "the group attributes; none found."
-                )
-            return ome
-        return attrs
-
-
-def _detect_version(store: _Store, grp: zarr.Group, key: str) -> str:
-    """``"0.5"`` (zarr v3, ``ome.version``) or ``"0.4"`` (zarr v2), else a PlateError."""
-    attrs = dict(grp.attrs)
-    if grp.metadata.zarr_format == 3:
-        ome = attrs.get("ome")
-        version = ome.get("version") if isinstance(ome, dict) else None
-        if version != "0.5":
-            raise PlateError(
-                f"{store.name}: a zarr v3 store must carry NGFF 0.5 metadata "
-                f"(attributes 'ome' with 'version': '0.5'), found version {version!r}."
-            )
-        return "0.5"
-    inner = attrs.get(key)
-    if key == "multiscales" and isinstance(inner, list) and inner:
-        inner = inner[0]
-    version = inner.get("version") if isinstance(inner, dict) else None
-    if version not in (None, "0.4"):
-        raise PlateError(
-            f"{store.name}: NGFF version {version!r} on zarr v2 is not supported: hcsmito reads "
-            "0.4 (zarr v2) and 0.5 (zarr v3). Convert the store (e.g. with ome-zarr-py)."
-        )
-    return "0.4"
-
-
 def _axes_string(ms, where: str) -> str:
     """``"tczyx"``-style string of the axes; raises unless it matches ``(t)(c)(z)yx``."""
     by_type = {"time": "t", "channel": "c"}
@@ -285,7 +183,7 @@ def _axes_string(ms, where: str) -> str:
     return axes
 
 
-def _read_image(store: _Store, node: str, version: str) -> _ImageInfo:
+def _read_image(store: Store, node: str, version: str) -> _ImageInfo:
     """Validate one image group and its resolution levels; nothing is read but metadata."""
     where = store.where(node)
     grp = store.group(node, what="the image group")
@@ -345,85 +243,15 @@ def _read_image(store: _Store, node: str, version: str) -> _ImageInfo:
     return _ImageInfo(node, axes, labels, colors, voxel, level0, shape, dtype)
 
 
-# --------------------------------------------------------------------------- lazy pixels
-
-
-class _ChunkReader:
-    """Array-like handed to :func:`dask.array.from_array`: reads a region, names bad chunks."""
-
-    def __init__(self, array: zarr.Array, where: str, context: str):
-        self.array = array
-        self.where = where  # "plate.zarr/B/03/0/0"
-        self.context = context  # "plate plate.zarr, well B/3, field 0"
-        self.shape = array.shape
-        self.dtype = array.dtype
-        self.ndim = array.ndim
-        self.storage_chunks = array.shards or array.chunks
-
-    def __getitem__(self, key):
-        try:
-            return self.array[key]
-        except Exception as exc:  # a codec / IO error: find the culprit chunk
-            raise self._error(key, exc) from exc
-
-    def _error(self, key, exc: Exception) -> PlateError:
-        bad, cause = None, exc
-        ranges = []
-        for sl, c, n in zip(key, self.storage_chunks, self.shape, strict=True):
-            start, stop, _ = sl.indices(n)
-            ranges.append(range(start // c, max(start // c + 1, -(-stop // c))))
-        for coords in product(*ranges):
-            region = tuple(
-                slice(i * c, min((i + 1) * c, n))
-                for i, c, n in zip(coords, self.storage_chunks, self.shape, strict=True)
-            )
-            try:
-                self.array[region]
-            except Exception as e:
-                bad, cause = coords, e
-                break
-        chunk = (
-            f"chunk '{self.where}/{self.array.metadata.encode_chunk_key(bad)}'"
-            if bad is not None
-            else f"region {key} of '{self.where}'"
-        )
-        return PlateError(
-            f"{self.context}: cannot read {chunk}: {type(cause).__name__}: {cause}. The chunk "
-            "file is corrupt or truncated: copy it again from the source, re-export the field, "
-            "or leave this well out."
-        )
-
-
-def _lazy(array: zarr.Array, axes: str, where: str, context: str, token: str) -> da.Array:
-    reader = _ChunkReader(array, where, context)
-    storage = reader.storage_chunks
-    wanted = tuple(1 if ax in "tc" else "auto" for ax in axes)
-    chunks = da.core.normalize_chunks(
-        wanted,
-        shape=array.shape,
-        dtype=array.dtype,
-        previous_chunks=storage,
-        limit=_DASK_BLOCK_LIMIT,
-    )
-    return da.from_array(
-        reader,
-        chunks=chunks,
-        name=f"hcsmito-read-{tokenize(token, array.shape, str(array.dtype))}",
-        asarray=False,
-        fancy=False,
-        lock=False,
-        meta=np.empty((0,) * array.ndim, dtype=array.dtype),
-    )
-
-
-def _field_image(store: _Store, info: _ImageInfo, **ctx) -> FieldImage:
+def _field_image(store: Store, info: _ImageInfo, **ctx) -> FieldImage:
+    """The :class:`FieldImage` of a validated image: metadata, and pixels read lazily."""
     if ctx.get("well") is not None:
         context = f"plate {ctx['plate']}, well {ctx['well']}, field {ctx['field']}"
     else:
         context = f"image {store.where(info.node)}"
     arr = zarr.open_array(store=store.store, path=info.level0, mode="r")
     token = str(store.path.resolve() / info.level0)  # unique per array on this machine
-    data = _lazy(arr, info.axes, store.where(info.level0), context, token)
+    data = lazy_array(arr, info.axes, store.where(info.level0), context, token)
     return FieldImage(
         data=data,
         axes=info.axes,
@@ -460,10 +288,10 @@ class Plate:
     """
 
     def __init__(self, path: Path):
-        self._store = store = _Store(path)
+        self._store = store = Store(path)
         self.path = path
         root = store.group("", what="the plate root")
-        self.version = _detect_version(store, root, "plate")
+        self.version = detect_version(store, root, "plate")
         attrs = store.ome_attrs(root, "", self.version)
         if "plate" not in attrs:
             raise PlateError(
@@ -598,107 +426,8 @@ def open_image(path: str | Path) -> FieldImage:
     PlateError
         For invalid or missing metadata, or missing resolution levels.
     """
-    store = _Store(Path(path))
+    store = Store(Path(path))
     root = store.group("", what="the image root")
-    version = _detect_version(store, root, "multiscales")
+    version = detect_version(store, root, "multiscales")
     info = _read_image(store, "", version)
     return _field_image(store, info)
-
-
-# --------------------------------------------------------------------------- channel roles
-
-
-def resolve_channel_roles(
-    labels: Sequence[str],
-    roles: Mapping[str, str | int | None] | None = None,
-    *,
-    required: Sequence[str] = ("mito",),
-    where: str = "",
-) -> dict[str, int | None]:
-    """Find the channel index of each role from the channel labels.
-
-    Parameters
-    ----------
-    labels : sequence of str
-        Channel labels (``FieldImage.channel_labels``).
-    roles : mapping, optional
-        Role -> ``None`` (default pattern, see :data:`DEFAULT_ROLE_PATTERNS`: a
-        case-insensitive substring), a label (case-insensitive exact match) or a 0-based
-        index. Default ``{"msc": None, "mito": None, "actin": None}``.
-    required : sequence of str, optional
-        Roles that must be found. Other roles left to their default pattern resolve to
-        ``None`` when no label matches (and this is logged).
-    where : str, optional
-        The plate / field, for messages.
-
-    Returns
-    -------
-    dict
-        Role -> channel index, or None for an optional role that is absent.
-
-    Raises
-    ------
-    PlateError
-        A required role is absent, a label given explicitly is absent, an index is out of
-        range, a default pattern matches several channels, or two roles share a channel.
-        The message lists the labels present and says to set ``channels.<role>``.
-    """
-    if roles is None:
-        roles = {role: None for role in DEFAULT_ROLE_PATTERNS}
-    labels = list(labels)
-    lower = [lab.lower() for lab in labels]
-    at = f"{where}: " if where else ""
-    fix = "Set `channels.{role}` in the config to a channel label or a 0-based index."
-    out: dict[str, int | None] = {}
-    for role, spec in roles.items():
-        if isinstance(spec, bool):
-            raise PlateError(f"{at}channel role {role!r}: {spec!r} is neither a label nor index")
-        if isinstance(spec, int | np.integer):
-            if not 0 <= spec < len(labels):
-                raise PlateError(
-                    f"{at}channel role {role!r} = {spec} is out of range: the image has "
-                    f"{len(labels)} channels {labels}. " + fix.format(role=role)
-                )
-            out[role] = int(spec)
-        elif isinstance(spec, str):
-            hits = [i for i, lab in enumerate(lower) if lab == spec.lower()]
-            if not hits:
-                raise PlateError(
-                    f"{at}channel role {role!r} = {spec!r} matches no channel label; the "
-                    f"labels are {labels}. " + fix.format(role=role)
-                )
-            out[role] = hits[0]
-        elif spec is None:
-            pattern = DEFAULT_ROLE_PATTERNS.get(role)
-            if pattern is None:
-                raise PlateError(
-                    f"{at}channel role {role!r} has no default label pattern. "
-                    + fix.format(role=role)
-                )
-            hits = [i for i, lab in enumerate(lower) if re.search(pattern, lab)]
-            if len(hits) > 1:
-                raise PlateError(
-                    f"{at}channel role {role!r}: labels {[labels[i] for i in hits]} all match "
-                    f"the default pattern {pattern!r}. " + fix.format(role=role)
-                )
-            if not hits:
-                if role in required:
-                    raise PlateError(
-                        f"{at}no channel for the required role {role!r}: no label contains "
-                        f"{pattern!r}; the labels are {labels}. " + fix.format(role=role)
-                    )
-                log.info("%sno channel for optional role %r among %s", at, role, labels)
-            out[role] = hits[0] if hits else None
-        else:
-            raise PlateError(f"{at}channel role {role!r}: {spec!r} is neither a label nor index")
-    taken: dict[int, str] = {}
-    for role, idx in out.items():
-        if idx is None:
-            continue
-        if idx in taken:
-            raise PlateError(
-                f"{at}channel roles {taken[idx]!r} and {role!r} both resolve to channel {idx} "
-                f"({labels[idx]!r}). Set `channels.{role}` in the config."
-            )
-        taken[idx] = role
-    return out

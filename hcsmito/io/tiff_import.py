@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 import tifffile
 
+from hcsmito.io.errors import PlateError
 from hcsmito.io.names import well_path
-from hcsmito.io.ngff import PlateError
 from hcsmito.io.writer import create_plate, write_image
 
 __all__ = ["import_tiffs", "read_tiff_info"]

@@ -30,16 +30,10 @@ import numpy as np
 import zarr
 from zarr.storage import LocalStore
 
+from hcsmito.io.errors import PlateError
 from hcsmito.io.names import check_name, parse_well, row_sort_key, well_path
-from hcsmito.io.ngff import (
-    ImageLabel,
-    ImageMeta,
-    LabelsMeta,
-    PlateError,
-    PlateMeta,
-    WellMeta,
-    parse,
-)
+from hcsmito.io.ngff import ImageLabel, ImageMeta, LabelsMeta, PlateMeta, WellMeta, parse
+from hcsmito.io.store import Store, detect_version
 
 __all__ = ["create_plate", "write_image", "write_labels", "default_chunks"]
 
@@ -442,11 +436,9 @@ def _scale(axes: str, voxel_size: Mapping[str, float], where: str) -> list[float
 
 def _field_node(plate: Path, well: str, field: int) -> tuple[Path, str, str]:
     """Check ``well`` and ``field`` against the plate's metadata; return its image node."""
-    from hcsmito.io.plate import _detect_version, _Store  # the reader's store helpers
-
-    store = _Store(plate)
+    store = Store(plate)
     root = store.group("", what="the plate root")
-    version = _detect_version(store, root, "plate")
+    version = detect_version(store, root, "plate")
     attrs = store.ome_attrs(root, "", version)
     if "plate" not in attrs:
         raise PlateError(f"{plate.name}: not a plate: create it with create_plate first")
