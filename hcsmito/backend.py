@@ -1,6 +1,6 @@
 """One code path, two backends.
 
-This is the only module of hcsmito that imports CuPy or cuCIM, and it does so lazily:
+This is the only module of hcsmito that imports CuPy, and it does so lazily:
 ``import hcsmito`` works on a machine without CUDA. A backend is resolved once from
 ``auto | cpu | gpu`` (argument, else the ``HCSMITO_BACKEND`` environment variable, else
 ``auto``) and handed to the stages as a small namespace:
@@ -9,8 +9,6 @@ This is the only module of hcsmito that imports CuPy or cuCIM, and it does so la
     the array module (:mod:`numpy` or :mod:`cupy`)
 ``ndi``
     :mod:`scipy.ndimage` or :mod:`cupyx.scipy.ndimage`
-``ski``
-    :mod:`skimage` or :mod:`cucim.skimage` (imported on first use)
 ``fft``
     :mod:`scipy.fft` or :mod:`cupyx.scipy.fft` (same signatures; plans are cached by CuPy)
 ``to_host``
@@ -26,7 +24,7 @@ import importlib
 import logging
 import os
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Literal
 
@@ -35,7 +33,6 @@ import numpy as np
 __all__ = [
     "Backend",
     "BackendUnavailableError",
-    "available_backends",
     "get_backend",
     "gpu_available",
 ]
@@ -62,18 +59,6 @@ class Backend:
     ndi: ModuleType
     fft: ModuleType
     device: str
-    _ski_name: str = field(repr=False, default="skimage")
-
-    @property
-    def ski(self) -> ModuleType:
-        """scikit-image (CPU) or cuCIM's ``cucim.skimage`` (GPU), imported on first use."""
-        try:
-            return importlib.import_module(self._ski_name)
-        except ImportError as exc:  # cuCIM missing on a CuPy machine
-            raise BackendUnavailableError(
-                f"backend {self.name!r} needs {self._ski_name!r}, which is not installed: "
-                "pip install 'hcsmito[gpu]' (CUDA 12) or 'hcsmito[gpu-cuda13]' (CUDA 13)"
-            ) from exc
 
     @property
     def is_gpu(self) -> bool:
@@ -113,7 +98,7 @@ def _cpu() -> Backend:
     import scipy.fft
     import scipy.ndimage
 
-    return Backend("cpu", np, scipy.ndimage, scipy.fft, device="cpu", _ski_name="skimage")
+    return Backend("cpu", np, scipy.ndimage, scipy.fft, device="cpu")
 
 
 def _gpu_reason() -> str | None:
@@ -157,7 +142,6 @@ def _gpu() -> Backend:
         cupyx.scipy.ndimage,
         cupyx.scipy.fft,
         device=f"cuda:{dev.id} {name}",
-        _ski_name="cucim.skimage",
     )
 
 
@@ -168,11 +152,6 @@ def gpu_available() -> bool:
     except BackendUnavailableError:
         return False
     return True
-
-
-def available_backends() -> list[str]:
-    """Backends that run here: always ``cpu``, plus ``gpu`` when a CUDA device is usable."""
-    return ["cpu", "gpu"] if gpu_available() else ["cpu"]
 
 
 def get_backend(name: str | None = None) -> Backend:

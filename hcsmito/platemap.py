@@ -37,12 +37,9 @@ import pandas as pd
 from hcsmito.io.names import normalize_well
 from hcsmito.io.names import well_sort_key as _row_col
 
-__all__ = ["PlateMapError", "OPTIONAL_COLUMNS", "normalize_well", "read_plate_map"]
+__all__ = ["PlateMapError", "normalize_well", "read_plate_map"]
 
 log = logging.getLogger(__name__)
-
-#: Columns the plate map may carry besides ``well`` and ``condition``.
-OPTIONAL_COLUMNS = ("replicate", "day", "drug", "inhibitor")
 
 
 class PlateMapError(ValueError):

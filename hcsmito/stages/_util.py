@@ -28,7 +28,6 @@ __all__ = [
     "robust_sigma",
     "spacing",
     "touches_border",
-    "um_to_px",
     "voronoi_labels",
 ]
 
@@ -76,11 +75,6 @@ def spacing(voxel_size: VoxelSize, ndim: int) -> tuple[float, ...]:
     if not all(np.isfinite(v) and v > 0 for v in out):
         raise ValueError(f"voxel_size must be positive µm values, got {out}")
     return out
-
-
-def um_to_px(length_um: float, voxel_size: VoxelSize, ndim: int) -> tuple[float, ...]:
-    """A physical length (µm) in pixels along each axis (floats, not rounded)."""
-    return tuple(float(length_um) / s for s in spacing(voxel_size, ndim))
 
 
 def as_float32(b: Backend, image: Any) -> Any:
