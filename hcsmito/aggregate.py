@@ -10,7 +10,9 @@ The readouts of the assay (:data:`READOUTS`) are built bottom-up:
 
 The *replicate unit* (``unit="field" | "well" | "experiment"``) chooses which of these
 levels are the independent samples of the mean ± SEM and of the tests. Fields whose
-``status`` is not ``"ok"`` are left out everywhere and counted (``n_fields_failed``).
+``status`` is not ``"ok"`` are left out everywhere and counted (``n_fields_failed``);
+``ok`` fields carrying a QC flag listed in ``exclude_flags`` (:data:`hcsmito.qc.QC_FLAGS`)
+are left out of every well value and statistic too, and counted (``n_fields_excluded``).
 Wells the plate map does not list are kept in the well table (for the plate heatmaps) but
 left out of the statistics.
 
@@ -33,6 +35,7 @@ import pandas as pd
 
 from hcsmito import stats as hs
 from hcsmito.platemap import normalize_well, read_plate_map
+from hcsmito.qc import QC_FLAGS, split_flags
 
 __all__ = [
     "READOUTS",
@@ -282,6 +285,7 @@ def aggregate_tables(
     calibrate: Sequence[str] | None = None,
     max_share: float = 0.05,
     calibrate_by: str = "n_foci",
+    exclude_flags: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Aggregate per-field tables into per-well and per-condition results with statistics.
 
@@ -310,6 +314,9 @@ def aggregate_tables(
         (:func:`calibrate_red_positive`); overrides ``red_positive``.
     max_share, calibrate_by
         Options of :func:`calibrate_red_positive`.
+    exclude_flags : sequence of str
+        QC codes (:data:`hcsmito.qc.QC_FLAGS`): ``ok`` fields whose ``qc_flags`` hold any
+        of them are left out of the well values, the calibration and the statistics.
 
     Returns
     -------
@@ -319,8 +326,15 @@ def aggregate_tables(
         ``conditions`` (long: one row per condition, day and readout: n, mean, sd, sem,
         diff, ratio vs control, Welch t / df / p / Holm p, post-hoc p, stars, ANOVA F and
         p), ``trends`` (per condition and readout over day; empty with a single day),
-        ``summary`` (a JSON-able dict of settings, failed fields and notes).
+        ``summary`` (a JSON-able dict of settings, failed fields, flagged and excluded
+        fields with their codes, and notes).
     """
+    exclude = list(dict.fromkeys(exclude_flags or ()))
+    unknown = [c for c in exclude if c not in QC_FLAGS]
+    if unknown:
+        raise ValueError(
+            f"exclude_flags: unknown QC flags {unknown}: use codes from {', '.join(QC_FLAGS)}"
+        )
     if unit not in UNITS:
         raise ValueError(f"unit={unit!r}: use one of {UNITS}")
     names = list(READOUTS) if readouts is None else list(readouts)
@@ -339,6 +353,16 @@ def aggregate_tables(
         fields["status"] = "ok"
     fields["status"] = fields["status"].astype("string").fillna("failed")
     ok_mask = (fields["status"] == "ok").to_numpy()
+    codes = [split_flags(v) for v in fields["qc_flags"]] if "qc_flags" in fields else (
+        [()] * len(fields)
+    )  # fmt: skip
+    excluded_mask = ok_mask & np.array([bool(set(c) & set(exclude)) for c in codes], bool)
+    used_mask = ok_mask & ~excluded_mask
+    fields["_excluded"] = excluded_mask
+    flag_text = [",".join(c) for c in codes]
+    flagged = fields.loc[ok_mask & np.array([bool(c) for c in codes], bool), _KEY].assign(
+        qc_flags=[t for t, m, c in zip(flag_text, ok_mask, codes, strict=True) if m and c]
+    )
     if plate_map is not None:
         attrs = dict(plate_map.attrs)
         plate_map = plate_map.assign(well=[normalize_well(w) for w in plate_map["well"]])
@@ -350,9 +374,9 @@ def aggregate_tables(
     if calibrate:
         if plate_map is None:
             raise ValueError("calibrating red+ needs a plate map naming the control wells")
-        ok_t = {**tables, "fields": fields[ok_mask]}
+        ok_t = {**tables, "fields": fields[used_mask]}
         cells = _cells_with_volume(ok_t)
-        ok_keys = fields.loc[ok_mask, _KEY]
+        ok_keys = fields.loc[used_mask, _KEY]
         cells = cells.merge(ok_keys, on=_KEY, how="inner")
         rule = calibrate_red_positive(
             cells, plate_map, controls=calibrate, max_share=max_share, by=calibrate_by
@@ -364,13 +388,17 @@ def aggregate_tables(
         fields = apply_red_positive({**tables, "fields": fields}, **kw)["fields"]
         rule = dict(kw)
 
-    ok = fields[ok_mask]
+    ok = fields[used_mask].drop(columns="_excluded")
     # well table: all wells seen in fields, plus mapped wells without any field
     counts = fields.groupby(["plate", "well"], sort=False, observed=True).agg(
-        n_fields=("field", "size"), n_fields_failed=("status", lambda s: int((s != "ok").sum()))
+        n_fields=("field", "size"),
+        n_fields_failed=("status", lambda s: int((s != "ok").sum())),
+        n_fields_excluded=("_excluded", "sum"),
     )
+    fields = fields.drop(columns="_excluded")
     wells = counts.reset_index()
     wells["n_fields_ok"] = wells["n_fields"] - wells["n_fields_failed"]
+    wells["n_fields_excluded"] = wells.pop("n_fields_excluded").astype("int64")
     tot = ok.groupby(["plate", "well"], observed=True)[[c for c in _COUNTS if c in ok]].sum()
     wells = wells.merge(tot.reset_index(), on=["plate", "well"], how="left")
     wells = wells.merge(_well_values(ok, rdefs), on=["plate", "well"], how="left")
@@ -380,7 +408,8 @@ def aggregate_tables(
         if mapped_only:
             notes.append(f"wells in the plate map without any field: {', '.join(mapped_only)}")
             extra = pd.DataFrame({"plate": plates[0], "well": mapped_only, "n_fields": 0,
-                                  "n_fields_failed": 0, "n_fields_ok": 0})  # fmt: skip
+                                  "n_fields_failed": 0, "n_fields_excluded": 0,
+                                  "n_fields_ok": 0})  # fmt: skip
             wells = pd.concat([wells, extra], ignore_index=True)
         wells = wells.merge(plate_map, on="well", how="left")
         unmapped = sorted(set(wells.loc[wells["condition"].isna(), "well"]))
@@ -397,7 +426,8 @@ def aggregate_tables(
     wells = _sort_wells(wells)
 
     # replicate values
-    mapped = wells[wells["condition"].notna() & (wells["n_fields_ok"] > 0)]
+    used = wells["n_fields_ok"] - wells["n_fields_excluded"]
+    mapped = wells[wells["condition"].notna() & (used > 0)]
     if unit == "field" and len(mapped):
         fv = _field_values(ok, rdefs)
         reps = fv.merge(mapped[["plate", "well", "condition", "day", "replicate"]],
@@ -472,6 +502,14 @@ def aggregate_tables(
         "n_fields": int(len(fields)),
         "n_fields_failed": int((~ok_mask).sum()),
         "failed_fields": json.loads(failed.to_json(orient="records")),
+        "exclude_flags": exclude,
+        "n_fields_excluded": int(excluded_mask.sum()),
+        "excluded_fields": json.loads(
+            flagged[
+                flagged["qc_flags"].map(lambda t: bool(set(split_flags(t)) & set(exclude)))
+            ].to_json(orient="records")
+        ),
+        "flagged_fields": json.loads(flagged.to_json(orient="records")),
         "wells_not_in_map": sorted(
             set(wells.loc[wells["condition"].isna(), "well"]) if plate_map is not None else []
         ),
@@ -546,7 +584,7 @@ def write_aggregates(
     config : Config or mapping, optional
         Default: ``manifest["config"]``. Read: ``plate_map`` and, when present, the
         ``statistics`` section (``unit``, ``control``, ``posthoc``, ``calibrate``,
-        ``max_share``, ``calibrate_by``, ``readouts``).
+        ``max_share``, ``calibrate_by``, ``readouts``, ``exclude_flags``).
     **options
         Keyword arguments of :func:`aggregate_tables`, overriding the config.
 
@@ -568,7 +606,7 @@ def write_aggregates(
         plate_map = read_plate_map(plate_map)
     kw: dict[str, Any] = {}
     for key in ("unit", "control", "posthoc", "calibrate", "max_share", "calibrate_by",
-                "readouts"):  # fmt: skip
+                "readouts", "exclude_flags"):  # fmt: skip
         val = _setting(config, "statistics", key, None)
         if val is not None:
             kw[key] = val

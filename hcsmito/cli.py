@@ -115,6 +115,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         f"{fields(done)} processed, {len(s.skipped)} up to date, "
         f"{len(s.failed)} failed in {s.wall_s:.1f} s -> {s.out}"
     )
+    if s.flagged:
+        print(s.flag_summary())
     if s.failed:
         print("failed fields:", file=sys.stderr)
         for key, err in s.failed.items():
@@ -130,9 +132,14 @@ def _cmd_status(args: argparse.Namespace) -> int:
     if not len(df):
         print(f"{args.out}: no field processed yet")
         return 0
+    from hcsmito.qc import format_flag_counts
+
     print(df.to_string(index=False))
     counts = df["status"].value_counts().to_dict()
     print(", ".join(f"{v} {k}" for k, v in counts.items()))
+    flagged = format_flag_counts(df.loc[df["status"] == "ok", "qc_flags"])
+    if flagged:
+        print(flagged)
     return 1 if counts.get("failed") else 0
 
 
@@ -161,6 +168,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
     }
     if args.calibrate:
         options["calibrate"] = [c.strip() for c in args.calibrate.split(",") if c.strip()]
+    if args.exclude_flags is not None:
+        options["exclude_flags"] = [c.strip() for c in args.exclude_flags.split(",") if c.strip()]
     path = build_report(args.out, plate_map=args.plate_map, **options)
     print(f"wrote {path}")
     return 0
@@ -238,6 +247,12 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--control", help="control condition (default: from the config, DMSO)")
     rp.add_argument("--posthoc", choices=["tukey", "dunnett", "none"])
     rp.add_argument("--calibrate", help="negative-control conditions for red_positive, e.g. DMSO")
+    rp.add_argument(
+        "--exclude-flags",
+        metavar="CODES",
+        help="leave fields with these QC flags out of the statistics, e.g. saturated,out_of_focus "
+        "('' keeps all; default: statistics.exclude_flags of the run's config)",
+    )
     rp.set_defaults(func=_cmd_report)
 
     c = sub.add_parser("config", help="print the effective config (or its JSON schema)")

@@ -17,7 +17,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 __all__ = [
     "Config",
@@ -236,6 +243,39 @@ class Slurm(_Section):
     local_directory: str | None = None
 
 
+class QualityControl(_Section):
+    """Thresholds of the per-field QC flags (:func:`hcsmito.qc.field_qc`; codes and
+    meanings in :data:`hcsmito.qc.QC_FLAGS`). A flag never fails a field."""
+
+    saturated_share: float = Field(
+        1e-3, gt=0, le=1, description="saturated: share of a channel's voxels at its maximum"
+    )
+    empty_snr: float = Field(
+        10.0, gt=0, description="empty_channel: brightest structure below this many noise sigmas"
+    )
+    focus_length_um: float = Field(
+        1.5, gt=0, description="out_of_focus: no channel has lateral structure finer than this, µm"
+    )
+    vignetting_ratio: float = Field(
+        0.6, gt=0, le=1, description="vignetting: background corner / centre below this"
+    )
+    msc_cover: float = Field(
+        0.9, gt=0, le=1, description="msc_cover: MSC share of the field footprint at or above"
+    )
+    stack_cut_fraction: float = Field(
+        0.25, gt=0, le=1, description="stack_cuts_cells: top-plane section / footprint of a cell"
+    )
+
+
+def _check_qc_codes(codes: tuple[str, ...]) -> tuple[str, ...]:
+    from hcsmito.qc import QC_FLAGS
+
+    unknown = [c for c in codes if c not in QC_FLAGS]
+    if unknown:
+        raise ValueError(f"unknown QC flags {unknown}: use codes from {', '.join(QC_FLAGS)}")
+    return codes
+
+
 class Statistics(_Section):
     """How fields become per-condition results (:mod:`hcsmito.aggregate`)."""
 
@@ -250,6 +290,14 @@ class Statistics(_Section):
     max_share: float = Field(0.05, ge=0, le=1, description="Red+ share allowed in controls")
     calibrate_by: Literal["n_foci", "foci_volume_um3"] = "n_foci"
     readouts: tuple[str, ...] | None = None
+    exclude_flags: tuple[str, ...] = Field(
+        (), description="fields carrying any of these QC flags are left out of the statistics"
+    )
+
+    @field_validator("exclude_flags")
+    @classmethod
+    def _known_flags(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return _check_qc_codes(v)
 
 
 class PlateThreshold(_Section):
@@ -290,6 +338,7 @@ class Config(BaseModel):
     adhesion: Adhesion = Field(default_factory=Adhesion)
     plate_threshold: PlateThreshold = Field(default_factory=PlateThreshold)
     readouts: Readouts = Field(default_factory=Readouts)
+    qc: QualityControl = Field(default_factory=QualityControl)
     statistics: Statistics = Field(default_factory=Statistics)
     resources: Resources = Field(default_factory=Resources)
     plate_map: Path | None = None

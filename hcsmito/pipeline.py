@@ -21,6 +21,7 @@ import pandas as pd
 from hcsmito.backend import Backend, get_backend
 from hcsmito.config import Config, RichardsonLucy
 from hcsmito.measure.morphometry import aggregate_by_parent, regionprops_table
+from hcsmito.qc import check_flags, field_qc, join_flags
 
 __all__ = ["FieldResult", "TABLE_COLUMNS", "empty_table", "process_field"]
 
@@ -90,6 +91,10 @@ TABLE_COLUMNS: dict[str, dict[str, str]] = {
         "n_tnt": "Int64",
         "n_tnt_with_mito": "Int64",
         "status": "string",
+        # QC codes of hcsmito.qc.QC_FLAGS joined by "," ("" none; a failed field <NA>)
+        "qc_flags": "string",
+        "glass_z_um": "float64",
+        "glass_source": "string",
     },
 }
 
@@ -115,6 +120,10 @@ class FieldResult:
         Seconds per stage.
     notes : list of str
         What the field lacked or how it was handled (e.g. no msc channel).
+    qc_flags : tuple of str
+        The field's QC codes (:data:`hcsmito.qc.QC_FLAGS`), also in ``fields.qc_flags``.
+    qc : dict of str to float
+        The measurements behind the image-level flags (:func:`hcsmito.qc.field_qc`).
     """
 
     labels: dict[str, np.ndarray]
@@ -122,6 +131,8 @@ class FieldResult:
     processed: dict[str, np.ndarray] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    qc_flags: tuple[str, ...] = ()
+    qc: dict[str, float] = field(default_factory=dict)
 
 
 class _Timer:
@@ -325,7 +336,7 @@ def process_field(
     ndim, spacing, vox, shapes = prep.ndim, prep.spacing, prep.vox, prep.shapes
     raw, det, decon, processed = prep.raw, prep.det, prep.decon, prep.processed
 
-    msc = None
+    msc = inst = None
     touches = np.zeros(0, bool)
     if "msc" in det:
         with timer("segment_msc"):
@@ -366,6 +377,14 @@ def process_field(
                 jur.labels, msc, voxel_size=vox, **config.adhesion.stage_kwargs()
             )
 
+    with timer("qc"):
+        qc = field_qc(
+            raw, voxel_size=vox, msc_labels=msc, jurkat_labels=jur.labels,
+            **config.qc.stage_kwargs(),
+        )  # fmt: skip
+        stages = {"segment_msc": inst, "segment_jurkat": jur, "foci": foci, "tnt": tnts}
+        qc_flags = _collect_flags(qc.flags, stages)
+
     with timer("morphometry"):
         intensity = [raw["mito"]] + ([decon["mito"]] if "mito" in decon else [])
         ft = regionprops_table(
@@ -397,6 +416,7 @@ def process_field(
             area_px,
             spacing,
         )
+        fields_df = _with_qc(fields_df, qc_flags, tnts)
 
     with timer("to_host"):
         labels = {
@@ -419,7 +439,31 @@ def process_field(
         processed=processed,
         timings=timer.t,
         notes=notes,
+        qc_flags=qc_flags,
+        qc=qc.metrics,
     )
+
+
+def _collect_flags(image_flags: tuple[str, ...], stages: Mapping[str, Any]) -> tuple[str, ...]:
+    """The field's QC codes: the image-level ones and every stage result's ``flags``,
+    each checked against :data:`hcsmito.qc.QC_FLAGS` (an unknown code names its stage)."""
+    codes = list(image_flags)
+    for name, result in stages.items():
+        codes += check_flags(getattr(result, "flags", ()) or (), source=f"stage {name}")
+    return check_flags(codes)
+
+
+def _with_qc(fields_df: pd.DataFrame, qc_flags: tuple[str, ...], tnts) -> pd.DataFrame:
+    """The fields row with ``qc_flags``, ``glass_z_um`` and ``glass_source`` filled."""
+    out = fields_df.copy()
+    out["qc_flags"] = pd.array([join_flags(qc_flags)], dtype="string")
+    glass = float(getattr(tnts, "glass_z_um", np.nan)) if tnts is not None else np.nan
+    out["glass_z_um"] = glass
+    source = ""
+    if tnts is not None:  # the TNT stage says where its glass came from; default: actin
+        source = getattr(tnts, "glass_source", "actin" if np.isfinite(glass) else "")
+    out["glass_source"] = pd.array([source or ""], dtype="string")
+    return out.astype(TABLE_COLUMNS["fields"])
 
 
 def _centroids(t: Mapping[str, np.ndarray], ndim: int, n: int) -> dict[str, np.ndarray]:
@@ -556,5 +600,8 @@ def _fields_row(foci_df, cells_df, jurkat_df, tnt_df, has_msc, area_px, spacing)
         "n_tnt": pd.NA if tnt_df is None else len(tnt_df),
         "n_tnt_with_mito": pd.NA if tnt_df is None else int(tnt_df["carries_mito"].sum()),
         "status": "ok",
+        "qc_flags": "",
+        "glass_z_um": np.nan,
+        "glass_source": "",
     }
     return pd.DataFrame([row]).astype(TABLE_COLUMNS["fields"])

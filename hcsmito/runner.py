@@ -29,7 +29,7 @@ import platform
 import time
 import traceback
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -97,10 +97,19 @@ class RunSummary:
     skipped: list[str]
     failed: dict[str, str]
     wall_s: float
+    flagged: dict[str, list[str]] = field(default_factory=dict)
+    """QC codes of every flagged field of the run (processed or up to date), by
+    ``well/field``."""
 
     @property
     def ok(self) -> bool:
         return not self.failed
+
+    def flag_summary(self) -> str:
+        """``"3 fields flagged: saturated 2, vignetting 1"``, or ``""``."""
+        from hcsmito.qc import format_flag_counts
+
+        return format_flag_counts([tuple(v) for v in self.flagged.values()])
 
 
 # --------------------------------------------------------------------------- helpers
@@ -215,7 +224,15 @@ def run_field(task: FieldTask) -> dict:
         labels = {r: img.channel_labels[i] for r, i in roles.items() if i is not None}
         _write_field_outputs(out, task, img.voxel_size, labels, channels, res)
         timings = {"read": t_read, **res.timings, "write": time.perf_counter() - t_w}
-        entry.update(status="ok", error=None, notes=res.notes, timings=timings)
+        entry.update(
+            status="ok",
+            error=None,
+            notes=res.notes,
+            timings=timings,
+            qc_flags=list(res.qc_flags),
+            # JSON has no inf / NaN: a measure that could not be made is null
+            qc={k: (float(v) if np.isfinite(v) else None) for k, v in res.qc.items()},
+        )
     except Exception as exc:  # one bad field never loses the others
         log.error("%s failed: %s", where, exc)
         entry.update(
@@ -223,6 +240,7 @@ def run_field(task: FieldTask) -> dict:
             error=f"{type(exc).__name__}: {exc}",
             traceback=traceback.format_exc(limit=6),
             timings={},
+            qc_flags=None,
         )
     entry["wall_s"] = time.perf_counter() - t0
     _atomic_write_json(out / "ledger" / f"{task.stem}.json", entry)
@@ -735,7 +753,10 @@ def run_plate(
                 "well": t.well,
                 "field": t.field,
                 "fingerprint": fingerprints[f"{t.well}/{t.field}"],
-                **{k: entries[t.stem].get(k) for k in ("status", "error", "timings", "notes")},
+                **{
+                    k: entries[t.stem].get(k)
+                    for k in ("status", "error", "timings", "notes", "qc_flags", "qc")
+                },
             }
             for t in tasks
         ],
@@ -745,9 +766,14 @@ def run_plate(
         _atomic_write_bytes(out / "platemap.csv", Path(plate_map).read_bytes())
         manifest["plate_map"] = "platemap.csv"
     _atomic_write_json(out / "manifest.json", manifest)
+    flagged = {
+        f"{t.well}/{t.field}": list(entries[t.stem].get("qc_flags") or [])
+        for t in tasks
+        if entries[t.stem].get("status") == "ok" and entries[t.stem].get("qc_flags")
+    }
     if report:
         _build_report(out)
-    return RunSummary(out, [f"{t.well}/{t.field}" for t in todo], skipped, failed, wall)
+    return RunSummary(out, [f"{t.well}/{t.field}" for t in todo], skipped, failed, wall, flagged)
 
 
 def _build_report(out: Path) -> None:
@@ -786,7 +812,8 @@ def _run_tasks(todo, scheduler, workers, backend, progress, slurm) -> None:
 
 
 def field_status(out: str | Path) -> pd.DataFrame:
-    """Per-field state of an output folder (from its ledger): well, field, status, error, s."""
+    """Per-field state of an output folder (from its ledger): well, field, status,
+    seconds, QC flags (codes joined by ","; empty for none and for failed fields), error."""
     out = Path(out)
     rows = []
     for p in sorted((out / "ledger").glob("*.json")):
@@ -798,10 +825,12 @@ def field_status(out: str | Path) -> pd.DataFrame:
                     "field": e.get("field"),
                     "status": e.get("status"),
                     "seconds": round(float(e.get("wall_s") or 0.0), 2),
+                    "qc_flags": ",".join(e.get("qc_flags") or []),
                     "error": e.get("error") or "",
                 }
             )
     if not rows and not out.exists():
         raise FileNotFoundError(f"{out} does not exist: run `hcsmito run --out {out}` first")
-    df = pd.DataFrame(rows, columns=["well", "field", "status", "seconds", "error"])
+    cols = ["well", "field", "status", "seconds", "qc_flags", "error"]
+    df = pd.DataFrame(rows, columns=cols)
     return _sort_wells(df, ["well", "field"]) if len(df) else df

@@ -345,3 +345,47 @@ def test_generated_plate_relabelled_no_difference(tmp_path):
     c = res["conditions"]
     r = c[(c["condition"] == "relabelled") & (c["readout"] == "foci_per_msc")].iloc[0]
     assert r["p_welch"] > 0.05 and r["stars"] == "ns" and abs(r["ratio"] - 1) < 0.3
+
+
+def test_exclude_flags_leave_flagged_fields_out_by_hand():
+    """exclude_flags: ok fields carrying a listed QC code leave the well values and the
+    statistics (n drops by those fields); other flags and failed fields as before."""
+    fields = HAND.copy()
+    fields["qc_flags"] = pd.array(
+        ["saturated", "", "vignetting", pd.NA, "saturated,out_of_focus", "", ""], dtype="string"
+    )
+    base = aggregate_tables({"fields": fields}, HAND_MAP, unit="field", readouts=["foci_per_msc"])
+    res = aggregate_tables(
+        {"fields": fields}, HAND_MAP, unit="field", readouts=["foci_per_msc"],
+        exclude_flags=["saturated"],
+    )  # fmt: skip
+    # by hand: ok fields without "saturated"
+    ok = fields[(fields["status"] == "ok") & ~fields["qc_flags"].fillna("").str.contains("sat")]
+    assert len(ok) == 4  # B/2 f1, C/2 f0, C/3 f0, C/3 f1
+    ok = ok.assign(
+        value=ok["n_foci"] / ok["n_msc"].where(ok["n_msc"] > 0),
+        condition=ok["well"].map({"B/2": "DMSO", "C/2": "DMSO", "B/3": "X", "C/3": "X"}),
+    ).dropna(subset=["value"])
+    hand = ok.groupby("condition")["value"].agg(["mean", "sem", "size"])
+    cond = res["conditions"].set_index("condition")
+    for c in hand.index:
+        assert cond.loc[c, "n"] == hand.loc[c, "size"]
+        assert_allclose(cond.loc[c, "mean"], hand.loc[c, "mean"])
+    n_before = base["conditions"].set_index("condition")["n"]
+    assert n_before["DMSO"] == cond.loc["DMSO", "n"] + 1  # B/2 f0 out
+    assert "X" not in cond.index or n_before["X"] == cond.loc["X", "n"] + 1  # B/3 f0 out
+    w = res["wells"].set_index("well")
+    assert w.loc["B/2", "n_fields_excluded"] == 1 and w.loc["C/2", "n_fields_excluded"] == 0
+    assert w.loc["B/2", "n_fields_ok"] == 2  # still ok: excluded, not failed
+    assert_allclose(w.loc["B/2", "foci_per_msc"], 12 / 6)  # the well pools B/2 f1 only
+    assert w.loc["B/3", "n_fields_excluded"] == 1  # its only field: no well value
+    assert np.isnan(w.loc["B/3", "foci_per_msc"])
+    s = res["summary"]
+    assert s["exclude_flags"] == ["saturated"] and s["n_fields_excluded"] == 2
+    assert [(e["well"], e["field"]) for e in s["excluded_fields"]] == [("B/2", 0), ("B/3", 0)]
+    assert len(s["flagged_fields"]) == 3  # the failed field's flags do not count
+    # without exclusion: the wells' values equal the run without qc_flags at all
+    plain = aggregate_tables({"fields": HAND}, HAND_MAP, unit="field", readouts=["foci_per_msc"])
+    pd.testing.assert_frame_equal(base["conditions"], plain["conditions"])
+    with pytest.raises(ValueError, match="unknown QC flags.*nope"):
+        aggregate_tables({"fields": fields}, HAND_MAP, exclude_flags=["nope"])

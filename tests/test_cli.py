@@ -147,3 +147,17 @@ def test_import_cli(tmp_path, capsys):
     img = open_plate(out).read_field("C/3", 0)
     assert img.channel_labels == ["GFP", "MitoTracker"]
     assert img.voxel_size == pytest.approx({"z": 0.5, "y": 0.1, "x": 0.1})
+
+
+def test_config_documents_the_qc_thresholds_and_checks_flag_codes(capsys):
+    from hcsmito.config import QualityControl, default_config_text
+
+    text = default_config_text()
+    section = text.split("\nqc:", 1)[1].split("\n\n", 1)[0]
+    for key, info in QualityControl.model_fields.items():
+        line = next(ln for ln in section.splitlines() if ln.strip().startswith(f"{key}:"))
+        assert "#" in line, key  # value with its meaning
+        assert yaml.safe_load(line.split("#")[0])[key] == info.default
+    assert main(["config", "--set", "statistics.exclude_flags=[saturated, nope]"]) == 2
+    err = capsys.readouterr().err
+    assert "statistics.exclude_flags" in err and "nope" in err and "out_of_focus" in err

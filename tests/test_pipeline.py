@@ -234,3 +234,72 @@ def test_foci_table_equals_scikit_image_with_contract_names():
         np.testing.assert_allclose(df[ours_col], ref[ref_col], rtol=1e-5, err_msg=ours_col)
     majority = [7 if (cells[labels == i] == 7).mean() > 0.5 else 0 for i in ref["label"]]
     np.testing.assert_array_equal(df["cell_id"], majority)
+
+
+# --------------------------------------------------------------------------- QC flags
+
+
+@pytest.fixture(scope="module")
+def small_field():
+    p = SynthParams(shape=(16, 128, 128), n_msc=2, n_jurkat=2).varied(cell_size=0.6)
+    return generate_field(p, condition="DMSO", seed=3)
+
+
+def test_fields_row_carries_qc_flags_and_glass(small_field):
+    from hcsmito.qc import join_flags
+
+    f = small_field
+    res = process_field(_channels(f), voxel_size=f.voxel_size, config=load_config(), backend="cpu")
+    row = res.tables["fields"]
+    _check_schema(res.tables)
+    assert str(row["qc_flags"].dtype) == "string" and str(row["glass_source"].dtype) == "string"
+    assert row["qc_flags"].iloc[0] == join_flags(res.qc_flags) == ""  # a default field
+    assert row["status"].iloc[0] == "ok"
+    # the TNT stage ran: its glass plane (the generator's glass is at 1 µm)
+    assert abs(row["glass_z_um"].iloc[0] - 1.0) < 1.0
+    assert row["glass_source"].iloc[0] != ""
+    assert res.qc["snr.mito"] > 10
+    # no actin: no TNT stage, no glass
+    no_actin = {"msc": f.image[0], "mito": f.image[1]}
+    res2 = process_field(no_actin, voxel_size=f.voxel_size, config=load_config(), backend="cpu")
+    row2 = res2.tables["fields"].iloc[0]
+    assert np.isnan(row2["glass_z_um"]) and row2["glass_source"] == ""
+
+
+def _with_flags(monkeypatch, module, name, flags):
+    """Make stage ``module.name`` return its result plus a ``flags`` attribute."""
+    import importlib
+    from types import SimpleNamespace
+
+    mod = importlib.import_module(module)
+    real = getattr(mod, name)
+
+    def stage(*args, **kw):
+        res = real(*args, **kw)
+        return SimpleNamespace(**{**vars(res), "flags": flags})
+
+    monkeypatch.setattr(mod, name, stage)
+
+
+def test_stage_flags_are_collected_in_declaration_order(small_field, monkeypatch):
+    f = small_field
+    _with_flags(monkeypatch, "hcsmito.stages.tnt", "detect_tnts", ("glass_implausible",))
+    _with_flags(
+        monkeypatch, "hcsmito.stages.segmentation", "segment_jurkat", ("donor_covers_field",)
+    )
+    img = f.image.copy()
+    img[0] = np.minimum(img[0], np.percentile(img[0], 99.0)).astype(img.dtype)  # + saturated
+    channels = {r: img[i] for r, i in ROLES.items()}
+    res = process_field(channels, voxel_size=f.voxel_size, config=load_config(), backend="cpu")
+    assert res.qc_flags == ("glass_implausible", "donor_covers_field", "saturated")
+    assert res.tables["fields"]["qc_flags"].iloc[0] == (
+        "glass_implausible,donor_covers_field,saturated"
+    )
+    assert res.tables["fields"]["status"].iloc[0] == "ok"
+
+
+def test_unknown_stage_flag_is_a_programming_error(small_field, monkeypatch):
+    f = small_field
+    _with_flags(monkeypatch, "hcsmito.stages.foci", "detect_foci", ("bogus",))
+    with pytest.raises(ValueError, match=r"'bogus'.*stage foci"):
+        process_field(_channels(f), voxel_size=f.voxel_size, config=load_config(), backend="cpu")

@@ -3,6 +3,7 @@ decode, bounded size, readable heatmaps, and a clean render in headless Chromium
 (skipped without Chromium: ``apt-get install -y chromium``)."""
 
 import base64
+import html
 import io
 import json
 import re
@@ -244,3 +245,36 @@ def test_qc_heatmap_flags(report96):
     assert (np.ma.filled(grid, -1) == 0).sum() == 96 - 3
     texts = sorted(t.get_text() for t in qc_heatmap(wells).axes[0].texts)
     assert texts == ["1", "2"]  # failed fields written in their wells
+
+
+def test_report_lists_flagged_fields_and_what_the_statistics_left_out(tmp_path):
+    from hcsmito.qc import QC_FLAGS
+
+    out = tmp_path / "run"
+    wells = {"B/2": "DMSO", "B/3": "DMSO", "C/2": "ara-C", "C/3": "ara-C"}
+    tables = simulate_tables(wells, seed=3, fields=2)
+    f = tables["fields"]
+    f["qc_flags"] = pd.array([""] * len(f), dtype="string")
+    f.loc[(f["well"] == "C/3") & (f["field"] == 1), "qc_flags"] = "saturated,vignetting"
+    f.loc[(f["well"] == "B/2") & (f["field"] == 0), "qc_flags"] = "out_of_focus"
+    (out / "tables").mkdir(parents=True)
+    for k, v in tables.items():
+        v.to_parquet(out / "tables" / f"{k}.parquet")
+    pd.DataFrame({"well": list(wells), "condition": list(wells.values())}).to_csv(
+        out / "platemap.csv", index=False
+    )
+    (out / "qc").mkdir()
+    mpimg.imsave(out / "qc" / "C3_f1.png", np.kron(np.eye(4), np.ones((32, 32))))
+    path = build_report(out, readouts=READ, unit="field", exclude_flags=["saturated"])
+    text = path.read_text(encoding="utf-8")
+    section = text.split('<section id="flags">', 1)[1].split("</section>", 1)[0]
+    # counts per code, in the declaration order of QC_FLAGS
+    assert "2 fields flagged: saturated 1, out_of_focus 1, vignetting 1" in section
+    for code in ("saturated", "vignetting", "out_of_focus"):
+        assert html.escape(QC_FLAGS[code]) in section
+    assert "C/3</td><td>1 (left out)" in section and "B/2</td><td>0</td>" in section
+    assert 'alt="QC overlay C3_f1"' in section and 'href="qc/C3_f1.png"' in section
+    assert "left out <strong>1</strong> field" in section
+    assert "1 field left out of the statistics (exclude_flags: saturated)" in text
+    cond = pd.read_parquet(out / "tables" / "conditions.parquet").set_index("condition")
+    assert cond.loc["ara-C", "n"] == 3 and cond.loc["DMSO", "n"] == 4

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from hcsmito.aggregate import READOUTS, read_aggregates, read_manifest, write_aggregates
+from hcsmito.qc import QC_FLAGS, format_flag_counts, split_flags
 
 __all__ = ["build_report", "render_report"]
 
@@ -74,13 +75,15 @@ summary { cursor: pointer; color: #1f3b57; }
 <body>
 <header><h1>$title</h1><p>$subtitle</p></header>
 <nav><a href="#summary">Run</a><a href="#results">Results</a><a href="#figures">Figures</a>
-<a href="#plate">Plate</a><a href="#tables">Tables</a><a href="#qc">QC overlays</a></nav>
+<a href="#plate">Plate</a><a href="#tables">Tables</a><a href="#flags">QC flags</a>
+<a href="#qc">QC overlays</a></nav>
 <main>
 <section id="summary"><h2>Run summary</h2>$summary</section>
 <section id="results"><h2>Results per condition</h2>$results</section>
 <section id="figures"><h2>Figures</h2>$figures</section>
 <section id="plate"><h2>Plate</h2>$plate</section>
 <section id="tables"><h2>Tables</h2>$tables</section>
+<section id="flags"><h2>QC flags</h2>$flags</section>
 <section id="qc"><h2>QC overlays</h2>$qc</section>
 </main>
 </body>
@@ -133,6 +136,7 @@ def _summary_html(manifest: Mapping[str, Any], agg: Mapping[str, Any], fields: p
         ("finished", _E(str(manifest.get("finished", "")))),
         ("duration", _E(_duration(manifest))),
         ("fields", status),
+        ("QC flags", _E(_flags_line(agg, fields))),
         ("replicate unit", _E(str(summ.get("unit", "")))),
         ("control", _E(str(summ.get("control")))),
         ("post-hoc test", _E(str(summ.get("posthoc", "")))),
@@ -154,6 +158,90 @@ def _summary_html(manifest: Mapping[str, Any], agg: Mapping[str, Any], fields: p
         text = json.dumps(cfg, indent=1, default=str)
         parts.append(f"<details><summary>Configuration</summary><pre>{_E(text)}</pre></details>")
     return "\n".join(parts)
+
+
+def _flagged(agg: Mapping[str, Any], fields: pd.DataFrame) -> pd.DataFrame:
+    """``well, field, qc_flags`` of the ok fields that carry a QC flag."""
+    summ = agg.get("summary", {}) or {}
+    if "flagged_fields" in summ:
+        df = pd.DataFrame(summ["flagged_fields"], columns=["plate", "well", "field", "qc_flags"])
+    elif "qc_flags" in fields:
+        ok = fields["status"].astype("string").fillna("failed") == "ok"
+        has = fields["qc_flags"].map(lambda v: bool(split_flags(v)))
+        df = fields.loc[ok & has, ["plate", "well", "field", "qc_flags"]]
+    else:
+        df = pd.DataFrame(columns=["plate", "well", "field", "qc_flags"])
+    return df.reset_index(drop=True)
+
+
+def _flags_line(agg: Mapping[str, Any], fields: pd.DataFrame) -> str:
+    summ = agg.get("summary", {}) or {}
+    text = format_flag_counts(list(_flagged(agg, fields)["qc_flags"])) or "no field flagged"
+    excl = summ.get("exclude_flags") or []
+    if excl:
+        n = int(summ.get("n_fields_excluded", 0))
+        text += (
+            f"; {n} field{'' if n == 1 else 's'} left out of the statistics "
+            f"(exclude_flags: {', '.join(excl)})"
+        )
+    return text
+
+
+def _flags_html(out_dir: Path, agg: Mapping[str, Any], fields: pd.DataFrame) -> str:
+    """The flagged fields with their codes, meanings and QC picture, and what the
+    statistics left out."""
+    summ = agg.get("summary", {}) or {}
+    flagged = _flagged(agg, fields)
+    excl = list(summ.get("exclude_flags") or [])
+    n_out = int(summ.get("n_fields_excluded", 0))
+    if excl:
+        why = (
+            f"<p>The statistics left out <strong>{n_out}</strong> field"
+            f"{'' if n_out == 1 else 's'}: those flagged {_E(', '.join(excl))} "
+            "(<code>statistics.exclude_flags</code> / <code>--exclude-flags</code>).</p>"
+        )
+    else:
+        why = (
+            "<p>The statistics left out no field for its flags (a flagged field stays "
+            "<code>ok</code>; <code>hcsmito report OUT --exclude-flags CODES</code> leaves "
+            "fields with those codes out).</p>"
+        )
+    legend = "".join(
+        f"<tr><td><code>{_E(c)}</code></td><td>{_E(m)}</td></tr>" for c, m in QC_FLAGS.items()
+    )
+    legend = (
+        '<details><summary>All QC codes</summary><table class="kv"><tr><th>code</th>'
+        f"<th>meaning</th></tr>{legend}</table></details>"
+    )
+    if not len(flagged):
+        return "<p>No field is flagged.</p>" + why + legend
+    rows = []
+    for w, f, text in zip(flagged["well"], flagged["field"], flagged["qc_flags"], strict=True):
+        codes = split_flags(text)
+        stem = f"{str(w).replace('/', '')}_f{int(f)}"
+        png = out_dir / "qc" / f"{stem}.png"
+        pic = ""
+        if png.is_file():
+            rel = _E(png.relative_to(out_dir).as_posix())
+            try:
+                data = base64.b64encode(_thumbnail(png, 96)).decode("ascii")
+                pic = (f'<a href="{rel}"><img src="data:image/png;base64,{data}" '
+                       f'alt="QC overlay {_E(stem)}" width="96"></a>')  # fmt: skip
+            except (OSError, ValueError, SyntaxError):
+                pic = f'<a href="{rel}">{_E(stem)}.png</a>'
+        out = " (left out)" if set(codes) & set(excl) else ""
+        meaning = "<br>".join(
+            f"<code>{_E(c)}</code>: {_E(QC_FLAGS.get(c, '(unknown code)'))}" for c in codes
+        )
+        rows.append(
+            f"<tr><td>{_E(str(w))}</td><td>{int(f)}{out}</td><td>{_E(', '.join(codes))}</td>"
+            f'<td style="text-align:left">{meaning}</td><td>{pic}</td></tr>'
+        )
+    table = (
+        '<div class="scroll"><table><tr><th>well</th><th>field</th><th>flags</th>'
+        f"<th>meaning</th><th>QC picture</th></tr>{''.join(rows)}</table></div>"
+    )
+    return f"<p>{_E(format_flag_counts(list(flagged['qc_flags'])))}.</p>" + why + table + legend
 
 
 def _rule_text(rule: Mapping[str, Any] | None, manifest: Mapping[str, Any]) -> str:
@@ -379,6 +467,7 @@ def render_report(
         figures=_figures_html(figs, out_dir, ("bars", "time")),
         plate=_figures_html(figs, out_dir, ("qc", "plate")),
         tables=tables,
+        flags=_flags_html(out_dir, agg, fields),
         qc=_qc_html(out_dir, fields),
     )
 
