@@ -158,13 +158,23 @@ def test_empty_channel_noise_only(field):
 
 
 def test_sharpness_length_of_a_blurred_random_field():
-    """White noise blurred by a Gaussian of sigma s has structure length sqrt(2) s."""
+    """White noise blurred by a Gaussian of sigma s has structure length sqrt(2) s,
+    with or without pixel noise on top (the estimate is noise-free)."""
     rng = np.random.default_rng(1)
     for s in (2.0, 4.0):
-        a = 100 + 1000 * ndi.gaussian_filter(rng.standard_normal((512, 512)), s)
-        length, energy = sharpness(a, {"y": 0.25, "x": 0.25})
-        assert energy[0] > 0
-        assert length[0] == pytest.approx(np.sqrt(2) * s * 0.25, rel=0.05)
+        a = 100 + 1000 * ndi.gaussian_filter(rng.standard_normal((640, 640)), s)
+        noisy = a + 5 * rng.standard_normal(a.shape)
+        for img in (a, noisy):
+            length, plane = sharpness(img, {"y": 0.05, "x": 0.05})  # 8 µm tiles: 160 px
+            assert plane == 0
+            assert length == pytest.approx(np.sqrt(2) * s * 0.05, rel=0.05)
+    # a stack: the sharpest plane is found, a plane of noise has no structure
+    stack = np.stack([rng.standard_normal((160, 160)), ndi.gaussian_filter(a[:160, :160], 1)])
+    assert sharpness(stack, {"z": 1, "y": 0.05, "x": 0.05})[1] == 1
+    assert sharpness(rng.standard_normal((2, 64, 64)), {"z": 1, "y": 0.1, "x": 0.1}) == (
+        np.inf,
+        -1,
+    )
 
 
 def test_out_of_focus_blurred_field():
