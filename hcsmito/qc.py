@@ -78,8 +78,8 @@ QC_FLAGS: dict[str, str] = {
         "splitting touching MSCs is unreliable"
     ),
     "vignetting": (
-        "strong illumination fall-off: the smooth fit of the cells' brightness over the "
-        "field gives corners below qc.vignetting_ratio of the centre"
+        "strong illumination fall-off: a smooth fit of the background level over the "
+        "field puts the corners below qc.vignetting_ratio of the centre"
     ),
     "stack_cuts_cells": (
         "a cell's cross-section in the top plane is at least qc.stack_cut_fraction of its "
@@ -165,13 +165,13 @@ def _float_sample(b: Backend, a: Any, voxels: int = _SAMPLE_VOXELS) -> tuple[Any
     """``a`` as float32, binned laterally by block means to at most ``voxels``; the bin."""
     xp = b.xp
     k = max(1, math.ceil(math.sqrt(a.size / voxels)))
-    a = a.astype(xp.float32)
     if k == 1:
-        return a, 1
+        return a.astype(xp.float32), 1
     ny, nx = (a.shape[-2] // k) * k, (a.shape[-1] // k) * k
     a = a[..., :ny, :nx]
     lead = a.shape[:-2]
-    return a.reshape(*lead, ny // k, k, nx // k, k).mean(axis=(-3, -1)), k
+    # binned in float32 from the raw dtype: no full-size float copy of a large field
+    return a.reshape(*lead, ny // k, k, nx // k, k).mean(axis=(-3, -1), dtype=xp.float32), k
 
 
 def _block_mean(b: Backend, a: Any, k: int = 2) -> Any:

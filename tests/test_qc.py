@@ -396,3 +396,16 @@ def test_field_qc_gpu_equals_cpu(field, gpu):
     assert dev.metrics.keys() == cpu.metrics.keys()
     for k, v in cpu.metrics.items():
         assert dev.metrics[k] == pytest.approx(v, rel=1e-3, abs=1e-6), k
+
+
+def test_fields_above_the_sample_size_are_binned_or_strided():
+    """40x600x600 voxels (14 M): the checks look at a sample, with the same answers."""
+    rng = np.random.default_rng(2)
+    a = (100 + rng.poisson(10.0, (40, 600, 600))).astype(np.uint16)
+    assert field_qc({"mito": a}, voxel_size={"z": 0.5, "y": 0.1, "x": 0.1}).flags == (
+        "empty_channel",
+    )
+    a[5:15, 100:300, 100:300] = 4095  # a clipped bright block, 1 % of the voxels
+    assert share_at_maximum(a) == pytest.approx(np.mean(a == 4095), rel=0.1)
+    q = field_qc({"mito": a}, voxel_size={"z": 0.5, "y": 0.1, "x": 0.1})
+    assert q.flags == ("saturated",)
