@@ -154,6 +154,9 @@ class MscSegmentation(_Section):
 class JurkatSegmentation(_Section):
     """Options of :func:`hcsmito.stages.segmentation.segment_jurkat` (sizes in µm)."""
 
+    enabled: bool = Field(
+        True, description="detect donor bodies (false: single-channel plates, no donors)"
+    )
     jurkat_diameter_um: float = Field(10.0, gt=0)
     smooth_um: float = Field(1.5, ge=0)
     threshold_method: ThresholdMethod = "auto"
@@ -166,6 +169,16 @@ class JurkatSegmentation(_Section):
     )
     min_separation_um: float | None = Field(None, gt=0)
     overlap_min: float = Field(0.5, ge=0, le=1)
+    min_contrast: float = Field(
+        1.0, ge=0, description="a body's red over the MSCs' own red (MSC haze is no body)"
+    )
+    max_area_factor: float = Field(
+        6.0, gt=0, description="largest body footprint, in expected body areas"
+    )
+
+    def stage_kwargs(self, *, exclude: Iterable[str] = ()) -> dict[str, Any]:
+        """The options of :func:`segment_jurkat` (``enabled`` is the pipeline's)."""
+        return super().stage_kwargs(exclude={"enabled", *exclude})
 
 
 class FociDetection(_Section):

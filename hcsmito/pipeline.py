@@ -328,7 +328,7 @@ def process_field(
     """
     from hcsmito.stages.adhesion import measure_adhesion
     from hcsmito.stages.foci import detect_foci
-    from hcsmito.stages.segmentation import segment_jurkat, segment_msc
+    from hcsmito.stages.segmentation import JurkatInstances, segment_jurkat, segment_msc
     from hcsmito.stages.tnt import detect_tnts
 
     prep = _prepare(channels, voxel_size, config, backend, where)
@@ -344,10 +344,14 @@ def process_field(
             msc, touches = inst.labels, np.asarray(inst.touches_border, bool)
     else:
         notes.append("no msc channel: foci measured over the whole field (cell_id 0)")
-    with timer("segment_jurkat"):
-        jur = segment_jurkat(
-            det["mito"], voxel_size=vox, msc_labels=msc, **config.jurkat.stage_kwargs()
-        )
+    if config.jurkat.enabled:
+        with timer("segment_jurkat"):
+            jur = segment_jurkat(
+                det["mito"], voxel_size=vox, msc_labels=msc, **config.jurkat.stage_kwargs()
+            )
+    else:
+        jur = JurkatInstances(xp.zeros(shapes["mito"], xp.int32), np.zeros(0, bool))
+        notes.append("jurkat.enabled is false: no donor detection (n_jurkat is 0)")
     foci_kw = config.foci.stage_kwargs()
     if msc is None:
         foci_kw["require_parent"] = False

@@ -154,3 +154,31 @@ def test_gpu_matches_cpu(gpu):
             gpu.asarray(f.labels["jurkat"]), gpu.asarray(f.labels["msc"]), voxel_size=f.voxel_size
         )
         assert cpu.equals(dev)
+
+
+def test_glass_cell_overhanging_an_msc_edge_is_not_adhered():
+    """A round cell on the glass beside a thin MSC edge: its lower side curves up over the
+    edge and touches it (contact and lift rules pass), but most of its footprint lies over
+    the glass: it rests on the glass. The same cell moved over the MSC is adhered."""
+    vs = (0.3, 0.3, 0.3)
+    z, y, x = np.ogrid[:40, :60, :80]
+    zc = z * vs[0]
+    msc = np.where((x < 34) & (zc >= 0.3) & (zc < 3.3) & (y >= 0), 1, 0).astype(np.int32)
+
+    def ball(cx, cz):
+        rr = np.sqrt(((zc - cz) / 0.85) ** 2 + ((y - 30) * 0.3) ** 2 + ((x - cx) * 0.3) ** 2)
+        return rr <= 5.0
+
+    glass_cell = ball(45, 0.3 + 4.25) & (msc == 0)  # centre 3.3 µm beyond the MSC edge
+    res = measure_adhesion(glass_cell.astype(np.int32), msc, voxel_size=vs)
+    assert res["contact_area_um2"].iloc[0] > 0  # it does touch the edge from above
+    over = (glass_cell.any(axis=0) & (x[0] < 34)).sum() / glass_cell.any(axis=0).sum()
+    assert over < 0.5  # independent: most of its footprint lies over the glass
+    assert not res["adhered"].iloc[0]
+    # the contact and lift rules alone (before the footprint rule) call it adhered
+    assert measure_adhesion(glass_cell.astype(np.int32), msc, voxel_size=vs, overlap_min=0)[
+        "adhered"
+    ].iloc[0]
+    on_msc = ball(17, 3.3 + 4.25) & (msc == 0)
+    res = measure_adhesion(on_msc.astype(np.int32), msc, voxel_size=vs)
+    assert res["adhered"].iloc[0] and res["msc_id"].iloc[0] == 1

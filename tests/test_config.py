@@ -47,10 +47,12 @@ def test_stage_sections_match_stage_signatures(section, func):
     params = inspect.signature(func).parameters
     fields = Config.model_fields[section].annotation.model_fields
     for name, f in fields.items():
+        if name == "enabled":  # whether the pipeline runs the stage at all
+            continue
         assert name in params, f"{section}.{name} is not an option of {func.__name__}"
         assert params[name].default == f.default, f"{section}.{name} default differs"
     # every option of the stage is in the config (the arrays are passed by the pipeline)
-    arrays = {"voxel_size", "msc_labels", "jurkat_labels", "foci_labels", "mito"}
+    arrays = {"voxel_size", "msc_labels", "jurkat_labels", "foci_labels", "mito", "glass_channels"}
     options = {n for n, p in params.items() if p.kind is p.KEYWORD_ONLY} - arrays
     assert options <= set(fields), f"not in config section {section}: {options - set(fields)}"
 

@@ -297,3 +297,68 @@ def test_gpu_matches_cpu(gpu, field):
     assert _agree(gpu.to_host(gpu_j.labels), cpu_j.labels) > 0.995
     np.testing.assert_array_equal(gpu_j.msc_id, cpu_j.msc_id)
     np.testing.assert_array_equal(gpu_j.on_msc, cpu_j.on_msc)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        ("3d", {}),
+        ("3d haze x6", {"msc_red": 0.18}),
+        ("2d", {"shape": (256, 256)}),
+    ],
+    ids=lambda c: c[0],
+)
+def test_fields_without_donors_have_no_jurkat_cells(case):
+    """MSC-only controls and washed co-cultures (foci in the MSCs, no donor cells): the
+    threshold falls into the MSCs' own red haze, which is no body (before: 1-4 bodies over
+    the MSCs, 'adhered', every focus under them lost). The foci found match the truth."""
+    from hcsmito.stages.foci import detect_foci
+    from hcsmito.synth import SynthParams, generate_field
+
+    _, update = case
+    p = SynthParams(shape=(24, 256, 256), n_msc=3, n_jurkat=0).model_copy(update=update)
+    for seed in (0, 2):
+        f = generate_field(p, seed=seed)
+        vs = f.voxel_size
+        assert len(f.tables["jurkat"]) == 0
+        msc = segment_msc(f.image[0], voxel_size=vs).labels
+        res = segment_jurkat(f.image[1], voxel_size=vs, msc_labels=msc)
+        assert res.n == 0, (case, seed)
+        assert res.flags == ()
+        foci = detect_foci(f.image[1], voxel_size=vs, msc_labels=msc, jurkat_labels=res.labels)
+        assert foci.n >= len(f.tables["foci"]) - 1, (case, seed)
+
+
+def test_bodies_are_kept_next_to_bright_msc_haze():
+    """The contrast rule keeps every true body where the MSCs' own red is 6x the default
+    (the tightest case: a body's mean red is 1.2-1.5x the MSC's under it)."""
+    from hcsmito.synth import SynthParams, generate_field
+
+    p = SynthParams(shape=(24, 256, 256), n_msc=3, n_jurkat=5, msc_red=0.18)
+    for seed in (0, 1):
+        f = generate_field(p, seed=seed)
+        msc = segment_msc(f.image[0], voxel_size=f.voxel_size).labels
+        res = segment_jurkat(f.image[1], voxel_size=f.voxel_size, msc_labels=msc)
+        assert res.n == len(f.tables["jurkat"])
+        assert int(res.on_msc.sum()) == int(f.tables["jurkat"]["adhered"].sum())
+
+
+def test_a_cell_full_of_mitochondria_is_no_donor_body(shared_data):
+    """Real mitochondria (BPAE, a single-channel field): the whole cell's network, or a
+    3-D stack of one cell, would be one 'body' that hides every mitochondrion; it is
+    rejected as too large for a donor cell, and the field is flagged."""
+    import tifffile
+
+    mito = tifffile.imread(shared_data / "bpae" / "BPAE_mito.tif").astype(np.float32)
+    res = segment_jurkat(mito, voxel_size=(0.108, 0.108))
+    assert res.flags == ("donor_covers_field",)  # (one body-sized knot of network is left)
+    cell = mito[200:330, 400:530]
+    stack = np.stack([cell * np.exp(-(((z - 6) / 3.0) ** 2)) for z in range(13)]) + 50
+    res = segment_jurkat(stack, voxel_size=(0.3, 0.108, 0.108))
+    assert res.n == 0 and res.flags == ("donor_covers_field",)
+    # a default co-culture field is not flagged
+    from hcsmito.synth import SynthParams, generate_field
+
+    f = generate_field(SynthParams(shape=(24, 256, 256), n_msc=3, n_jurkat=5), seed=0)
+    msc = segment_msc(f.image[0], voxel_size=f.voxel_size).labels
+    assert segment_jurkat(f.image[1], voxel_size=f.voxel_size, msc_labels=msc).flags == ()

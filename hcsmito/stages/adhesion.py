@@ -12,7 +12,9 @@ this is read from the labels directly, with shifted masks along z (no per-cell l
 - a column counts only where the Jurkat's lower surface is at least ``min_lift_um`` above
   the MSC's base (the glass): the cell rests on the MSC, not on the glass beside it;
 - a Jurkat is adhered to the MSC with the largest contact area when that area is at least
-  ``min_contact_area_um2``.
+  ``min_contact_area_um2`` and at least ``overlap_min`` of its footprint (projection over
+  z) lies over that MSC: a cell on the glass whose round side overhangs the thin edge of
+  an MSC touches it there, but rests on the glass.
 
 A Jurkat on the glass beside an MSC touches it only laterally: nothing of the MSC lies
 under its lower surface, so it is not adhered.
@@ -69,8 +71,8 @@ def measure_adhesion(
         MSC labels that extend under or around a Jurkat standing on the glass (blur, filled
         holes), which the contact rule alone would read as adhesion.
     overlap_min : float
-        2-D only: share of the Jurkat footprint over an MSC that makes it adhered
-        (default 0.5).
+        Share of the Jurkat footprint (its projection over z in 3-D) that must lie over the
+        MSC it touches (default 0.5).
 
     Returns
     -------
@@ -141,8 +143,26 @@ def measure_adhesion(
     if nd == 2:
         foot = b.to_host(xp.bincount(jur.reshape(-1), minlength=n_j + 1))[ids]  # device->host
         adhered &= area >= overlap_min * foot * pixel_area
+    else:
+        # the cell rests on the MSC it touches: most of its footprint lies over that MSC (a
+        # cell on the glass whose round side overhangs an MSC's thin edge touches it there)
+        adhered &= _footprint_share(b, jur, msc, ids, best + 1, n_j, n_m) >= overlap_min
     msc_id = np.where(area > 0, best + 1, 0).astype(np.int32)
     return _table(ids, msc_id, area, adhered)
+
+
+def _footprint_share(
+    b: Backend, jur: Any, msc: Any, ids: np.ndarray, msc_ids: np.ndarray, n_j: int, n_m: int
+) -> np.ndarray:
+    """Per Jurkat ``ids[i]``: the share of its lateral footprint (projection over z) that
+    lies over the footprint of MSC ``msc_ids[i]``."""
+    xp = b.xp
+    j2 = jur.max(axis=0).reshape(-1).astype(xp.int64)
+    m2 = msc.max(axis=0).reshape(-1).astype(xp.int64)
+    pair = bincount(b, j2 * (n_m + 1) + m2, (n_j + 1) * (n_m + 1)).reshape(n_j + 1, n_m + 1)
+    table = b.to_host(pair).astype(np.float64)  # device->host: n_j × n_m counts
+    foot = table[ids].sum(axis=1)
+    return table[ids, msc_ids] / np.maximum(foot, 1)
 
 
 def _as_index(b: Backend, labels: Any) -> Any:

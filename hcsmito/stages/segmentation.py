@@ -93,11 +93,17 @@ class JurkatInstances(Instances):
         Fraction of the Jurkat footprint (lateral projection) lying over that MSC.
     on_msc : (n,) bool ndarray (host)
         ``msc_overlap >= overlap_min``: the Jurkat rests on an MSC rather than on glass.
+    flags : tuple of str
+        QC codes (:data:`hcsmito.qc.QC_FLAGS`): ``donor_covers_field`` when candidates as
+        bright as donor bodies but larger than ``max_area_factor`` cells, covering at least
+        5 % of the field, were rejected (e.g. the mitochondria of a whole cell in a
+        single-channel field): the field's donor count cannot be trusted.
     """
 
     msc_id: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
     msc_overlap: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     on_msc: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    flags: tuple[str, ...] = ()
 
 
 def _check_image(image: Any, name: str) -> None:
@@ -417,6 +423,8 @@ def segment_jurkat(
     min_spread: float = 0.6,
     min_separation_um: float | None = None,
     overlap_min: float = 0.5,
+    min_contrast: float = 1.0,
+    max_area_factor: float = 6.0,
 ) -> JurkatInstances:
     """Jurkat (donor) cell instances from the mitochondria channel.
 
@@ -470,6 +478,23 @@ def segment_jurkat(
         Minimum distance between two seeds (default ``0.6 * jurkat_diameter_um``).
     overlap_min : float
         Footprint fraction over an MSC above which a Jurkat is "on" that MSC (default 0.5).
+    min_contrast : float
+        With ``msc_labels``: a body's own red light must be at least this multiple of the
+        MSCs' red (default 1; 0 turns the test off). A donor body is a cell packed with
+        mitochondria; MitoTracker haze of the MSCs themselves, blurred above the cell in
+        3-D or lying under nothing in a field without donors, is not, and on fields
+        without Jurkat cells the threshold falls into it. In 3-D, a candidate's mean
+        smoothed signal above background is compared with that of the MSC voxels in its
+        own footprint columns (the cell a haze tail comes from is brighter than the tail:
+        haze candidates measure ~0.5, bodies >= 1.2 even with MSC haze at 6x the
+        generator's default) or, on the glass, with the median over all MSC voxels. In
+        2-D, where a body's projection holds the haze of the MSC under it, that median is
+        subtracted first.
+    max_area_factor : float
+        Candidates whose footprint exceeds this multiple of the expected body area
+        (``pi (jurkat_diameter_um / 2)^2``), or a quarter of the field, are not one donor
+        cell (default 6: room for cells 2.4x the expected diameter). In a single-channel
+        field of one cell full of mitochondria, that cell is such a candidate.
 
     Returns
     -------
@@ -537,6 +562,17 @@ def segment_jurkat(
         lab2d = labels.max(axis=0)
     else:
         labels = lab2d
+    labels, lab2d, giant_px = _drop_haze_and_giants(
+        b,
+        labels,
+        lab2d,
+        smooth,
+        msc_labels,
+        min_contrast=min_contrast,
+        max_area_px=max_area_factor * math.pi * (0.5 * jurkat_diameter_um) ** 2
+        / float(np.prod(lateral)),
+    )
+    flags = ("donor_covers_field",) if giant_px >= _COVER_SHARE * lab2d.size else ()
     border = touches_border(b, labels)[1:]
     n = int(border.size)
     msc_id, overlap = _msc_under(b, lab2d, msc_labels, n)
@@ -547,7 +583,65 @@ def segment_jurkat(
         msc_id=msc_id,
         msc_overlap=overlap,
         on_msc=overlap >= overlap_min,
+        flags=flags,
     )
+
+
+#: Share of the field's footprint that candidates bright as donor bodies but larger than
+#: ``max_area_factor`` cells must cover for the field to be flagged ``donor_covers_field``.
+_COVER_SHARE = 0.05
+#: Largest share of the field's footprint that one donor body may cover.
+_FIELD_SHARE = 0.25
+
+
+def _drop_haze_and_giants(
+    b: Backend,
+    labels: Any,
+    lab2d: Any,
+    smooth: Any,
+    msc_labels: Any,
+    *,
+    min_contrast: float,
+    max_area_px: float,
+) -> tuple[Any, Any, int]:
+    """Body candidates that are brighter than the MSCs' own red and not larger than a few
+    cells, renumbered; and the footprint pixels of the candidates rejected for their size
+    alone (see :func:`segment_jurkat`, ``min_contrast`` and ``max_area_factor``)."""
+    xp = b.xp
+    n = int(lab2d.max()) if lab2d.size else 0
+    if n == 0:
+        return labels, lab2d, 0
+    area = xp.bincount(lab2d.reshape(-1), minlength=n + 1)[1:].astype(xp.float64)
+    # one cell filling a quarter of the field is no donor cell in a co-culture field
+    small = area <= min(max_area_px, _FIELD_SHARE * lab2d.size)
+    bright = xp.ones(n, dtype=bool)
+    msc = None if msc_labels is None else b.asarray(msc_labels) > 0
+    if min_contrast > 0 and msc is not None and bool(msc.any()):
+        level = float(background_level_noise(b, smooth)[0])
+        signal = smooth - xp.float32(level)
+        haze = float(b.to_host(xp.median(signal[msc])))  # device->host: one value
+        lab = labels.reshape(-1)
+        own = xp.bincount(lab, weights=signal.reshape(-1), minlength=n + 1)[1:]
+        own = own / xp.maximum(xp.bincount(lab, minlength=n + 1)[1:], 1)
+        if labels.ndim == 3:
+            # the MSC voxels in each candidate's footprint columns
+            under = xp.where(msc, lab2d[None], 0).reshape(-1)
+            w = xp.bincount(under, weights=signal.reshape(-1), minlength=n + 1)[1:]
+            cnt = xp.bincount(under, minlength=n + 1)[1:]
+            ref = xp.where(cnt > 0, w / xp.maximum(cnt, 1), haze)
+        else:
+            own = own - haze  # the projection holds the haze of the MSC under the body
+            ref = xp.full(n, haze)
+        bright = own >= min_contrast * xp.maximum(ref, 0)
+    keep = b.to_host(small & bright)  # device->host: n flags
+    if keep.all():
+        return labels, lab2d, 0
+    # bright as bodies but larger than a few cells: what the field cannot be trusted on
+    giant = int(b.to_host(area[bright & ~small].sum()))  # device->host: one value
+    lut = np.zeros(n + 1, np.int32)
+    lut[1:][keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
+    lut_d = b.asarray(lut)
+    return lut_d[labels], lut_d[lab2d], giant
 
 
 def _drop_concentrated(
