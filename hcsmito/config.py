@@ -210,7 +210,13 @@ class TntDetection(_Section):
     min_height_um: float = Field(0.5, ge=0, description="above the glass (stress fibres below)")
     min_clearance_um: float = Field(1.0, ge=0)
     max_pass_um: float = Field(3.0, ge=0)
-    glass_z_um: float | None = None
+    glass_z_um: float | None = Field(None, description="glass height, µm (null: per field)")
+    glass_reference_um: float | None = Field(
+        None, description="plate glass height, µm (null: the runner's sample of the plate)"
+    )
+    glass_tolerance_um: float = Field(
+        1.5, gt=0, description="a field's glass this far from the plate's falls back to it"
+    )
     mito_tolerance_um: float = Field(0.6, ge=0)
     mito_threshold_k: float = Field(6.0, gt=0)
     mito_diameter_um: float = Field(0.6, gt=0)

@@ -370,6 +370,9 @@ def process_field(
                 jurkat_labels=jur.labels,
                 foci_labels=foci.labels,
                 mito=det["mito"],
+                # the glass from the raw channels: deconvolution and background
+                # subtraction leave the rising edges where they are, but need not
+                glass_channels={r: raw.get(r) for r in ("msc", "actin", "mito")},
                 **config.tnt.stage_kwargs(),
             )
     else:

@@ -434,6 +434,72 @@ def plate_thresholds(
     return config.model_copy(update=update), info
 
 
+def plate_glass(plate, config: Config, backend: str | None = None) -> tuple[Config, dict]:
+    """The plate's glass reference: the median of the per-field glass estimates
+    (:func:`hcsmito.stages.glass.estimate_glass` on the raw channels) over
+    ``plate_threshold.sample_fields`` fields spread over the plate, set as
+    ``tnt.glass_reference_um``: a field whose own estimate is implausible, or further than
+    ``tnt.glass_tolerance_um`` from it, uses it (source ``plate``) and is flagged.
+
+    Skipped (config unchanged) when the glass is given (``tnt.glass_z_um``), the reference
+    set by hand, or no sampled field has an actin channel. Cheap: tile means of the raw
+    channels, no deconvolution or segmentation.
+
+    Returns
+    -------
+    config : Config
+        ``config`` with ``tnt.glass_reference_um`` set (when a reference was found).
+    info : dict
+        ``z_um`` (None when none), ``fields`` and ``values`` (µm) of the plausible
+        estimates, and ``left_out`` (field: reason), for the manifest.
+    """
+    from hcsmito.backend import get_backend
+    from hcsmito.stages.glass import estimate_glass
+
+    tnt = config.tnt
+    if tnt.glass_z_um is not None or tnt.glass_reference_um is not None:
+        return config, {}
+    b = get_backend(backend or config.resources.backend)
+    refs = _select_fields(plate, None)
+    n = min(config.plate_threshold.sample_fields, len(refs))
+    picks = sorted({int(i) for i in np.linspace(0, len(refs) - 1, n).round()}) if n else []
+    fields: list[str] = []
+    values: list[float] = []
+    left_out: dict[str, str] = {}
+    for i in picks:
+        ref = refs[i]
+        key = f"{ref.well}/{ref.field}"
+        try:
+            img, roles, channels = _read_channels(plate, ref.well_path, ref.field, config)
+            if "actin" not in channels:
+                left_out[key] = "no actin channel"
+                continue
+            g = estimate_glass(
+                {r: b.asarray(channels[r]) for r in ("msc", "actin", "mito") if r in channels},
+                voxel_size=img.voxel_size,
+            )
+        except Exception as exc:  # a bad field is left out; the run reports it itself
+            left_out[key] = str(exc)
+            continue
+        if g.plausible:
+            fields.append(key)
+            values.append(round(g.z_um, 3))
+        else:
+            left_out[key] = g.reason or "no glass"
+    info: dict[str, Any] = {
+        "z_um": float(np.median(values)) if values else None,
+        "tolerance_um": tnt.glass_tolerance_um,
+        "fields": fields,
+        "values": values,
+        "left_out": left_out,
+    }
+    if not values:
+        return config, info
+    log.info("plate %s: glass %.2f µm (median of %d fields)", plate.name, info["z_um"], len(values))
+    update = {"tnt": tnt.model_copy(update={"glass_reference_um": info["z_um"]})}
+    return config.model_copy(update=update), info
+
+
 def _read_ledger(out: Path, task: FieldTask) -> dict | None:
     p = out / "ledger" / f"{task.stem}.json"
     try:
@@ -687,6 +753,7 @@ def run_plate(
     out = Path(out)
     _prepare_out(out, plate, overwrite)
     config, thresholds = plate_thresholds(plate, config, backend)
+    config, glass = plate_glass(plate, config, backend)
 
     chash = config_hash(config)
     cfg_json = config.model_dump(mode="json")
@@ -739,6 +806,7 @@ def run_plate(
         "config": cfg_json,
         "config_hash": chash,
         "plate_thresholds": thresholds,
+        "plate_glass": glass,
         "versions": _versions(),
         "backend": b.name,
         "device": b.device,

@@ -18,7 +18,6 @@ from hcsmito.stages.tnt import (
     _path_length,
     _sym_eigvals3,
     detect_tnts,
-    glass_plane,
     match_tnts,
     tubeness,
 )
@@ -146,9 +145,14 @@ def test_height_rule_rejects_low_tubes():
 
 
 def test_glass_plane_estimate():
+    """The stage's own glass (no glass given): the actin and mito channels it is handed."""
     f = _field("DMSO", 1)
-    g = glass_plane(f.image[2], voxel_size=f.voxel_size, msc_labels=f.labels["msc"])
-    assert g == pytest.approx(PARAMS.glass_z_um, abs=0.6)
+    res = _detect(f)
+    assert res.glass_z_um == pytest.approx(PARAMS.glass_z_um, abs=0.3)
+    assert res.glass_source == "actin_rise" and res.flags == ()
+    res = _detect(f, glass_channels={"msc": f.image[0], "actin": f.image[2]})
+    assert res.glass_source == "gfp_edge" and res.glass.plausible
+    assert res.glass_z_um == pytest.approx(PARAMS.glass_z_um, abs=0.3)
 
 
 def test_degenerate_fields(backend):
@@ -210,6 +214,68 @@ def test_synthetic_tube_between_two_blocks():
     assert {row.from_id, row.to_id} == {1, 2} and row.from_kind == "msc"
     assert row.length_um == pytest.approx(17.5, abs=1.5)
     assert row.height_um == pytest.approx(7 * 0.5 - 1.0, abs=0.6)
+
+
+def _two_cells_and_tubes(tubes, shape=(20, 64, 120), vs=(0.5, 0.25, 0.25), glass=None):
+    """Two boxes standing on the glass (plane 2) and bright tubes drawn from (z, x) to
+    (z, x) at y = 32 or a y given (planes, pixels), blurred, with noise; ``glass``
+    (x_px -> extra planes) lifts everything to tilt the plate."""
+    from scipy import ndimage as ndi
+
+    img = np.full(shape, 10.0, np.float32)
+    cells = np.zeros(shape, np.int32)
+    cells[2:14, 20:44, 5:25] = 1
+    cells[2:14, 20:44, 95:115] = 2
+    img[cells > 0] += 15  # dim cytoplasmic actin: the glass rises at plane 2
+    for (z0, x0), (z1, x1), amp, *y in tubes:
+        for t in np.linspace(0, 1, 4 * abs(x1 - x0) + 1):
+            img[
+                int(round(z0 + t * (z1 - z0))), y[0] if y else 32, int(round(x0 + t * (x1 - x0)))
+            ] += amp
+    img = ndi.gaussian_filter(img, (1.0, 0.7, 0.7))
+    if glass is not None:
+        zz, yy, xx = np.indices(shape, dtype=np.float32)
+        lift = glass(xx)
+        img = ndi.map_coordinates(img, [zz - lift, yy, xx], order=1, mode="nearest")
+        cells = ndi.map_coordinates(cells, [zz - lift, yy, xx], order=0, mode="nearest")
+    img += np.random.default_rng(1).normal(0, 1, shape).astype(np.float32)
+    return img, cells, vs
+
+
+def test_sloping_tube_found_whole():
+    """A tube rising 3 µm between its ends (from low on one cell to high on the other):
+    one TNT, not cut, its length the 3-D one, its height the median above the glass."""
+    img, cells, vs = _two_cells_and_tubes([((3, 25), (9, 95), 200.0)])
+    for glass in (1.0, None):  # given, and the stage's own estimate from the actin
+        res = detect_tnts(img, voxel_size=vs, msc_labels=cells,
+                          jurkat_labels=np.zeros_like(cells), glass_z_um=glass)  # fmt: skip
+        assert res.n == 1, glass
+        row = res.table.iloc[0]
+        assert row.length_um == pytest.approx(np.hypot(17.5, 3.0), abs=1.5)
+        assert row.height_um == pytest.approx(6 * 0.5 - 1.0, abs=0.6)
+        assert row.z1_um - row.z0_um == pytest.approx(3.0, abs=1.0)
+    assert abs(res.glass_z_um - 1.0) <= 0.5 and res.flags == ()
+
+
+def test_height_rule_on_a_tilted_plate():
+    """On a plate tilted 0.1 µm/µm, a stress fibre 0.2 µm above the glass and a tube 1.6 µm
+    above it, both between two cells on the high side of the field: the local glass keeps
+    the tube and drops the fibre; the flat glass of the field centre would keep both."""
+    from hcsmito.stages.glass import Glass
+
+    shape, vs = (36, 64, 240), (0.5, 0.25, 0.25)
+    img, cells, vs = _two_cells_and_tubes(
+        [((2.4, 25), (2.4, 95), 120.0, 26), ((5.2, 25), (5.2, 95), 200.0, 38)],
+        shape=shape,
+        glass=lambda xx: 0.1 * (shape[2] - 1 - xx) * vs[2] / vs[0],  # planes
+    )
+    centre = (0.5 * (shape[1] - 1) * vs[1], 0.5 * (shape[2] - 1) * vs[2])
+    tilted = Glass(1.0 + 0.1 * centre[1], "given", True, (0.0, -0.1), centre)
+    kw = dict(voxel_size=vs, msc_labels=cells, jurkat_labels=np.zeros_like(cells))
+    res = detect_tnts(img, glass_z_um=tilted, **kw)
+    assert res.n == 1 and res.table.iloc[0].height_um == pytest.approx(1.6, abs=0.5)
+    flat = detect_tnts(img, glass_z_um=tilted.z_um, **kw)
+    assert flat.n == 2
 
 
 def test_eigenvalues_match_lapack():

@@ -22,16 +22,21 @@
    skeleton end whose tube mask reaches a cell is an end on that cell, since skeletons
    retract from thick ends). A piece with ends on two *different* cells is a bridge; it is
    a TNT when it is at least ``min_length_um`` long (cell surface to cell surface), runs at
-   least ``min_height_um`` above the glass (median over the path; stress fibres lie at the
-   glass) and gets at least ``min_clearance_um`` away from every cell somewhere (a tube
-   hugging a cell outline is cortex, not a free-floating TNT).
+   least ``min_height_um`` above the glass (median over the path of the height above the
+   glass under each voxel: a sloping tube or a tilted plate is measured where it runs;
+   stress fibres lie at the glass) and gets at least ``min_clearance_um`` away from every
+   cell somewhere (a tube hugging a cell outline is cortex, not a free-floating TNT). Its
+   ends are reported where the tube meets each cell: the contact gap beyond the path's
+   end, along the path.
 5. **Cargo.** A TNT carries a mitochondrion when a focus label (``foci_labels``) lies
    within ``mito_tolerance_um`` of its path, or when the spot response of the ``mito``
    channel on the path (away from Jurkat bodies, whose own mitochondria glow) exceeds
    ``mito_threshold_k`` robust noise sigmas of that response in free space.
 
-The glass plane is estimated per field from the actin z-profile in the MSC footprint
-(the lowest half-maximum crossing of the rising edge) unless ``glass_z_um`` is given.
+The glass plane is estimated per field from the lowest rising edge of the GFP, actin and
+MitoTracker channels, tile by tile, robust to cells above the glass and to a tilt
+(:mod:`hcsmito.stages.glass`), unless ``glass_z_um`` is given; a plate-level reference
+replaces an implausible field estimate, and the result is flagged ``glass_implausible``.
 
 2-D fields have no z: the height rule is not applied and ``height_um`` is NaN; the rest
 (tubeness, free space, two-cell bridge, length, clearance, cargo) runs in the plane.
@@ -40,6 +45,7 @@ The glass plane is estimated per field from the actin z-profile in the MSC footp
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,8 +62,9 @@ from hcsmito.stages._util import (
 )
 from hcsmito.stages.adhesion import bincount
 from hcsmito.stages.foci import enhance_spots
+from hcsmito.stages.glass import Glass, estimate_glass, resolve_glass
 
-__all__ = ["TNT_COLUMNS", "TNTs", "detect_tnts", "glass_plane", "match_tnts", "tubeness"]
+__all__ = ["TNT_COLUMNS", "TNTs", "detect_tnts", "match_tnts", "tubeness"]
 
 #: Voxels per slab of the Hessian stage of :func:`tubeness` (CPU: cache-sized; GPU: large
 #: enough that kernel launches do not dominate, ~1 GiB of temporaries).
@@ -100,15 +107,27 @@ class TNTs:
         when neither foci labels nor the mito channel were given). ``from`` is the cell of
         the lower combined id (MSCs before Jurkats).
     glass_z_um : float
-        Glass plane used for heights (NaN in 2-D).
+        Glass height used for heights, at the field centre (µm; NaN in 2-D or unknown).
     threshold : float
         Tubeness threshold (core of the hysteresis pair).
+    glass : Glass or None
+        The glass plane (tilt, source, plausibility: :mod:`hcsmito.stages.glass`).
+    flags : tuple of str
+        QC codes (``glass_implausible`` when the glass could not be trusted).
     """
 
     labels: Any
     table: pd.DataFrame
     glass_z_um: float = float("nan")
     threshold: float = float("nan")
+    glass: Glass | None = None
+    flags: tuple[str, ...] = ()
+
+    @property
+    def glass_source(self) -> str:
+        """Where the glass came from (``gfp_edge``, ``actin_rise``, ``mito_rise``,
+        ``given``, ``plate``; ``none`` when there is none)."""
+        return "none" if self.glass is None else self.glass.source
 
     @property
     def n(self) -> int:
@@ -313,57 +332,6 @@ def _line_response(b: Backend, smooth: Any, sig_px: tuple[float, ...], alpha: fl
     return xp.where(tube, resp, 0)
 
 
-# -- glass plane --------------------------------------------------------------------------
-
-
-def glass_plane(
-    actin: Any, *, voxel_size: VoxelSize, msc_labels: Any = None, fraction: float = 0.5
-) -> float:
-    """Height (µm, ``index * dz``) of the coverslip, from the actin z-profile.
-
-    The mean actin intensity per plane in the MSC footprint (the whole field when there
-    are no MSC labels) rises from the background below the glass to the cell bottom
-    (stress fibres, cortex); the glass is where the profile first crosses ``fraction`` of
-    its range, interpolated between planes.
-
-    Parameters
-    ----------
-    actin : (P, M, N) ndarray
-    voxel_size : mapping {"z", "y", "x"} -> µm, or sequence
-    msc_labels : (P, M, N) int ndarray, optional
-    fraction : float
-        Crossing level between the profile minimum and maximum (default 0.5).
-
-    Returns
-    -------
-    float
-        NaN for 2-D input or a flat profile.
-    """
-    if actin.ndim != 3:
-        return float("nan")
-    b = Backend.of(actin)
-    xp = b.xp
-    dz = spacing(voxel_size, 3)[0]
-    img = as_float32(b, actin)
-    if msc_labels is not None and bool((b.asarray(msc_labels) > 0).any()):
-        foot = (b.asarray(msc_labels) > 0).any(axis=0)
-        prof = (img * foot[None]).sum(axis=(1, 2)) / xp.maximum(foot.sum(), 1)
-    else:
-        prof = img.mean(axis=(1, 2))
-    prof = b.to_host(prof).astype(np.float64)  # device->host: one value per plane
-    lo, hi = float(prof.min()), float(prof.max())
-    if not hi > lo:
-        return float("nan")
-    level = lo + fraction * (hi - lo)
-    top = int(np.argmax(prof))
-    below = np.flatnonzero(prof[: top + 1] < level)
-    if below.size == 0:
-        return 0.0
-    i = int(below[-1])
-    t = (level - prof[i]) / max(prof[i + 1] - prof[i], 1e-12)
-    return float((i + t) * dz)
-
-
 # -- cropped distance transforms ----------------------------------------------------------
 #
 # The exact feature transform (scipy's and cuCIM's ``distance_transform_edt``) of a crop that
@@ -470,6 +438,18 @@ def _path_length(pts: np.ndarray, window: int = 5) -> float:
     return float(np.linalg.norm(np.diff(pts, axis=0), axis=1).sum())
 
 
+def _surface_point(pts: np.ndarray, gap_um: float, back_um: float = 2.0) -> np.ndarray:
+    """Where a tube whose path (N, ndim) µm starts at ``pts[0]`` meets its cell: ``gap_um``
+    before that end, along the direction of the last ``back_um`` of the path."""
+    if len(pts) < 2 or not gap_um > 0:
+        return pts[0]
+    along = np.cumsum(np.r_[0.0, np.linalg.norm(np.diff(pts, axis=0), axis=1)])
+    k = int(min(np.searchsorted(along, back_um), len(pts) - 1))
+    u = pts[0] - pts[k]
+    n = float(np.linalg.norm(u))
+    return pts[0] if n == 0 else pts[0] + u * (gap_um / n)
+
+
 def _path(pred: np.ndarray, start: int, end: int) -> list[int]:
     out = [end]
     while out[-1] != start:
@@ -500,7 +480,10 @@ def detect_tnts(
     min_height_um: float = 0.5,
     min_clearance_um: float = 1.0,
     max_pass_um: float = 3.0,
-    glass_z_um: float | None = None,
+    glass_z_um: float | Glass | None = None,
+    glass_channels: Mapping[str, Any] | None = None,
+    glass_reference_um: float | None = None,
+    glass_tolerance_um: float = 1.5,
     mito_tolerance_um: float = 0.6,
     mito_threshold_k: float = 6.0,
     mito_diameter_um: float = 0.6,
@@ -540,8 +523,20 @@ def detect_tnts(
     max_pass_um : float, µm
         A tube may pass within ``contact_um`` of a third cell (over a thin MSC edge) for at
         most this skeleton length without being cut there (default 3 µm).
-    glass_z_um : float, µm, optional
-        Height of the glass (``index * dz``); default: estimated with :func:`glass_plane`.
+    glass_z_um : float (µm) or Glass, optional
+        Height of the glass (``index * dz``; source ``given``), or a plane already found;
+        default: estimated with :func:`hcsmito.stages.glass.estimate_glass` from
+        ``glass_channels``. The height rule uses the plane's height under each path voxel
+        (a tilted plate).
+    glass_channels : mapping of role -> ndarray, optional
+        Raw channels by role (``msc`` GFP, ``actin``, ``mito``) for the glass estimate
+        (default: ``actin``, and ``mito`` when given).
+    glass_reference_um : float, µm, optional
+        The plate's glass height: a field whose own estimate is implausible or further than
+        ``glass_tolerance_um`` from it uses it instead (source ``plate``, flagged
+        ``glass_implausible``).
+    glass_tolerance_um : float, µm
+        Largest distance of a field's glass from the plate's reference (default 1.5 µm).
     mito_tolerance_um : float, µm
         Distance from the path within which a focus counts as cargo (default 0.6 µm).
     mito_threshold_k : float
@@ -554,8 +549,9 @@ def detect_tnts(
     Returns
     -------
     TNTs
-        ``labels`` and ``table`` (see :class:`TNTs`); 2-D fields get ``height_um`` NaN and
-        no height rule.
+        ``labels`` and ``table`` (see :class:`TNTs`), the glass and its QC ``flags``; 2-D
+        fields get ``height_um`` NaN and no height rule. Without a usable glass (none found,
+        no reference) the height rule is not applied and the result is flagged.
     """
     if actin.ndim not in (2, 3):
         raise ValueError(
@@ -595,26 +591,29 @@ def detect_tnts(
     )
     n_msc = int(msc.max()) if msc.size else 0
     cells = xp.where(jur > 0, jur + n_msc, msc).astype(xp.int32)
-    glass = float("nan")
+    gl = None
     if nd == 3:
-        glass = (
-            float(glass_z_um)
-            if glass_z_um is not None
-            else glass_plane(actin, voxel_size=sp, msc_labels=msc_labels)
+        gl = _field_glass(
+            actin, mito, sp, glass_z_um, glass_channels, glass_reference_um, glass_tolerance_um
         )
-    if not bool((cells > 0).any()):
-        return TNTs(empty_labels, _empty_table(), glass)
+    glass = float("nan") if gl is None else gl.z_um
+
+    def result(labels: Any, table: pd.DataFrame, thr: float = float("nan")) -> TNTs:
+        return TNTs(labels, table, glass, thr, gl, () if gl is None else gl.flags)
+
+    if not bool((cells > 0).any()):  # no cells, no TNTs: the glass does not matter
+        return TNTs(empty_labels, _empty_table(), glass, glass=gl)
 
     resp, radius = tubeness(
         actin, voxel_size=sp, tube_radius_um=tube_radius_um, psf_sigma_um=psf_sigma_um
     )
     pos = resp[resp > 0]
     if int(pos.size) < 16:
-        return TNTs(empty_labels, _empty_table(), glass)
+        return result(empty_labels, _empty_table())
     med = float(b.to_host(xp.median(pos)))  # device->host: one value
     noise = robust_sigma(b, pos)
     if not noise > 0:
-        return TNTs(empty_labels, _empty_table(), glass)
+        return result(empty_labels, _empty_table())
     thr_hi = med + threshold_k * noise
     thr_lo = med + threshold_low_k * noise
 
@@ -623,13 +622,13 @@ def detect_tnts(
     ones = xp.ones((3,) * nd, dtype=bool)
     comp, n_comp = b.ndi.label(low, structure=ones)
     if n_comp == 0:
-        return TNTs(empty_labels, _empty_table(), glass, thr_hi)
+        return result(empty_labels, _empty_table(), thr_hi)
     core = bincount(b, comp[(resp > thr_hi) & low].reshape(-1), n_comp + 1) > 0
     core[0] = False
     comp = xp.where(core[comp], comp, 0).astype(xp.int32)
     mask = comp > 0
     if not bool(mask.any()):
-        return TNTs(empty_labels, _empty_table(), glass, thr_hi)
+        return result(empty_labels, _empty_table(), thr_hi)
 
     # nearest cell (feature transform of the free space); distances only where read
     ft = tuple(_feature_transform(b, free, sp))
@@ -640,7 +639,7 @@ def detect_tnts(
     skel = skeletonize(mask_h)
     coords = np.argwhere(skel)
     if len(coords) == 0:
-        return TNTs(empty_labels, _empty_table(), glass, thr_hi)
+        return result(empty_labels, _empty_table(), thr_hi)
     cidx = tuple(b.asarray(coords[:, i]) for i in range(nd))
     s_ft = tuple(f[cidx] for f in ft)
     s_dist = b.to_host(_feature_distance(b, s_ft, cidx, sp))  # device->host
@@ -694,14 +693,20 @@ def detect_tnts(
         if length < min_length_um or s_dist[path].max() < min_clearance_um:
             continue
         height = float("nan")
-        if nd == 3:
-            height = float(np.median(coords[path, 0])) * sp[0] - glass
-            if np.isfinite(glass) and height < min_height_um:
+        if nd == 3 and gl is not None and np.isfinite(gl.z_um):
+            # height above the glass under each path voxel (a tilted plate), median
+            pz = coords[path] * spa
+            height = float(np.median(pz[:, 0] - gl.at(pz[:, 1], pz[:, 2])))
+            if height < min_height_um:
                 continue
         ends = [int(path[0]), int(path[-1])]
+        pts = coords[path] * spa
+        # the tube meets each cell its contact gap beyond the path's end, along the path
+        p_end = [_surface_point(pts, s_dist[path[0]]), _surface_point(pts[::-1], s_dist[path[-1]])]
         if s_cell[ends[0]] > s_cell[ends[1]]:
             ends = ends[::-1]
-        p0, p1 = coords[ends[0]] * spa, coords[ends[1]] * spa
+            p_end = p_end[::-1]
+        p0, p1 = p_end
         if nd == 2:
             p0, p1 = np.r_[np.nan, p0], np.r_[np.nan, p1]
         ca, cb = int(s_cell[ends[0]]), int(s_cell[ends[1]])
@@ -729,7 +734,7 @@ def detect_tnts(
         path_img[tuple(coords[path].T)] = len(rows)
         kept.append(path)
     if not rows:
-        return TNTs(empty_labels, _empty_table(), glass, thr_hi)
+        return result(empty_labels, _empty_table(), thr_hi)
     # each tube voxel goes to the TNT whose path is nearest, within its own component: only
     # the components of the TNTs get labels; on their box, which holds every path voxel (the
     # feature transform there is exact)
@@ -747,7 +752,27 @@ def detect_tnts(
     table = pd.DataFrame(rows, columns=TNT_COLUMNS).astype(
         {"tnt_id": np.int32, "from_id": np.int32, "to_id": np.int32, "carries_mito": "boolean"}
     )
-    return TNTs(labels, table, glass, thr_hi)
+    return result(labels, table, thr_hi)
+
+
+def _field_glass(
+    actin: Any,
+    mito: Any,
+    sp: tuple[float, ...],
+    given: float | Glass | None,
+    channels: Mapping[str, Any] | None,
+    reference_um: float | None,
+    tolerance_um: float,
+) -> Glass:
+    """The glass plane of a 3-D field: given, estimated, or the plate's reference."""
+    if isinstance(given, Glass):
+        est = given
+    elif given is not None:
+        return Glass(float(given), "given", True, (0.0, 0.0), (0.0, 0.0))
+    else:
+        chans = dict(channels) if channels is not None else {"actin": actin, "mito": mito}
+        est = estimate_glass(chans, voxel_size=sp)
+    return resolve_glass(est, reference_um=reference_um, tolerance_um=tolerance_um)
 
 
 def _bridges(
