@@ -214,7 +214,7 @@ def signal_to_noise(image: Any) -> float:
     The channel (binned to at most 8 M voxels) is averaged in blocks of 2 voxels per
     axis; the 10th-highest block mean (a few hot pixels do not count) minus the median,
     divided by the noise sigma of the block means
-    (:func:`hcsmito.stages._util.noise_sigma`, the MAD of a high-pass residual). Pure
+    (:func:`hcsmito.stages.background.noise_sigma`, the MAD of a high-pass residual). Pure
     noise gives 3-5.5 (Gaussian or low-count Poisson, up to 60x512x512 voxels); cells,
     foci or fibres give tens to hundreds.
 
@@ -223,7 +223,7 @@ def signal_to_noise(image: Any) -> float:
     float
         ``inf`` for a noise-free channel with structure, 0 for a constant one.
     """
-    from hcsmito.stages._util import noise_sigma
+    from hcsmito.stages.background import noise_sigma
 
     b = Backend.of(image)
     xp = b.xp

@@ -36,11 +36,7 @@ ROOT = PACKAGE_DIR.parent
 
 # (importer, imported module, name): private imports tolerated for now. Each entry is a
 # debt: the test fails when a new one appears, and when one is paid off (then delete it).
-PRIVATE_IMPORTS_ALLOWED: set[tuple[str, str, str]] = {
-    # to be removed (issue 12): qc (being written on another branch) borrows the stages'
-    # private helper module; noise_sigma wants a public home that qc and the stages share
-    ("hcsmito.qc", "hcsmito.stages._util", "noise_sigma"),
-}
+PRIVATE_IMPORTS_ALLOWED: set[tuple[str, str, str]] = set()
 
 
 @dataclass(frozen=True)

@@ -112,7 +112,7 @@ def test_gpu_matches_cpu(gpu, method):
 
 @pytest.mark.parametrize("shape", [(200, 200), (16, 96, 96)], ids=["2d", "3d"])
 def test_noise_sigma_robust(backend, shape):
-    from hcsmito.stages._util import noise_sigma
+    from hcsmito.stages.background import noise_sigma
 
     rng = np.random.default_rng(7)
     grids = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")

@@ -20,9 +20,9 @@ __all__ = [
     "background_level_noise",
     "ellipsoid_footprint",
     "gaussian",
+    "host_sample",
     "label_sizes",
     "local_maxima",
-    "noise_sigma",
     "relabel_sequential",
     "remove_small_labels",
     "robust_sigma",
@@ -111,7 +111,7 @@ def ellipsoid_footprint(radius_px: Sequence[float]) -> np.ndarray:
     return d2 <= 1.0
 
 
-def _sample(b: Backend, values: Any) -> np.ndarray:
+def host_sample(b: Backend, values: Any) -> np.ndarray:
     """At most ``_MAX_SAMPLES`` values of a flat device array, as a float64 host array."""
     flat = values.reshape(-1)
     step = max(1, int(flat.size) // _MAX_SAMPLES)
@@ -120,52 +120,11 @@ def _sample(b: Backend, values: Any) -> np.ndarray:
 
 def robust_sigma(b: Backend, values: Any) -> float:
     """Standard deviation from the median absolute deviation (robust to outliers)."""
-    x = _sample(b, values)
+    x = host_sample(b, values)
     if x.size == 0:
         return 0.0
     med = np.median(x)
     return float(MAD_TO_SIGMA * np.median(np.abs(x - med)))
-
-
-def noise_sigma(image: Any, *, mask: Any = None) -> float:
-    """Robust standard deviation of the pixel noise of one image (its intensity units).
-
-    The image minus a Gaussian-smoothed copy (sigma 1 px per axis) is a high-pass residual
-    that holds the noise and little of any structure wider than a pixel or two; its MAD,
-    scaled to a standard deviation and divided by the gain of the residual filter for
-    white noise (``sqrt(sum((delta - kernel)²))``), estimates the noise sigma. Objects
-    and edges are outliers the median ignores.
-
-    Parameters
-    ----------
-    image : (M, N[, P]) ndarray
-        NumPy or CuPy, any numeric dtype.
-    mask : bool ndarray, optional
-        Only these pixels' residuals are used (e.g. the background).
-
-    Returns
-    -------
-    float
-        0.0 for an empty or constant image.
-    """
-    b = Backend.of(image)
-    img = as_float32(b, image)
-    if img.size == 0:
-        return 0.0
-    sig = [1.0 if n > 1 else 0.0 for n in img.shape]
-    resid = img - gaussian(b, img, sig, truncate=4.0)
-    if mask is not None:
-        resid = resid[b.asarray(mask)]
-    # white-noise gain of the residual filter (delta - gaussian), per axis and combined
-    k1 = np.exp(-0.5 * np.arange(-4, 5) ** 2)
-    k1 /= k1.sum()
-    sum_k2 = float(np.prod([np.sum(k1**2) if s > 0 else 1.0 for s in sig]))
-    k0 = float(np.prod([k1[4] if s > 0 else 1.0 for s in sig]))
-    gain = np.sqrt(max(1.0 - 2.0 * k0 + sum_k2, 1e-12))
-    x = _sample(b, resid)
-    if x.size == 0:
-        return 0.0
-    return float(MAD_TO_SIGMA * np.median(np.abs(x - np.median(x))) / gain)
 
 
 def background_level_noise(b: Backend, image: Any, mask: Any = None) -> tuple[float, float]:
@@ -190,7 +149,7 @@ def background_level_noise(b: Backend, image: Any, mask: Any = None) -> tuple[fl
     """
     xp = b.xp
     vals = image[mask] if mask is not None else image
-    x = _sample(b, vals)
+    x = host_sample(b, vals)
     x = x[np.isfinite(x)]
     if x.size == 0:
         return 0.0, 0.0

@@ -23,16 +23,20 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+import numpy as np
+
 from hcsmito.backend import Backend
 from hcsmito.stages._util import (
+    MAD_TO_SIGMA,
     VoxelSize,
     as_float32,
     ellipsoid_footprint,
     gaussian,
+    host_sample,
     spacing,
 )
 
-__all__ = ["estimate_background", "subtract_background"]
+__all__ = ["estimate_background", "noise_sigma", "subtract_background"]
 
 #: Radius in reduced pixels that the automatic downsampling aims for.
 _TARGET_RADIUS_PX = 5.0
@@ -180,3 +184,44 @@ def subtract_background(
         downsample=downsample,
     )
     return b.xp.maximum(img - bg, 0)
+
+
+def noise_sigma(image: Any, *, mask: Any = None) -> float:
+    """Robust standard deviation of the pixel noise of one image (its intensity units).
+
+    The image minus a Gaussian-smoothed copy (sigma 1 px per axis) is a high-pass residual
+    that holds the noise and little of any structure wider than a pixel or two; its MAD,
+    scaled to a standard deviation and divided by the gain of the residual filter for
+    white noise (``sqrt(sum((delta - kernel)²))``), estimates the noise sigma. Objects
+    and edges are outliers the median ignores.
+
+    Parameters
+    ----------
+    image : (M, N[, P]) ndarray
+        NumPy or CuPy, any numeric dtype.
+    mask : bool ndarray, optional
+        Only these pixels' residuals are used (e.g. the background).
+
+    Returns
+    -------
+    float
+        0.0 for an empty or constant image.
+    """
+    b = Backend.of(image)
+    img = as_float32(b, image)
+    if img.size == 0:
+        return 0.0
+    sig = [1.0 if n > 1 else 0.0 for n in img.shape]
+    resid = img - gaussian(b, img, sig, truncate=4.0)
+    if mask is not None:
+        resid = resid[b.asarray(mask)]
+    # white-noise gain of the residual filter (delta - gaussian), per axis and combined
+    k1 = np.exp(-0.5 * np.arange(-4, 5) ** 2)
+    k1 /= k1.sum()
+    sum_k2 = float(np.prod([np.sum(k1**2) if s > 0 else 1.0 for s in sig]))
+    k0 = float(np.prod([k1[4] if s > 0 else 1.0 for s in sig]))
+    gain = np.sqrt(max(1.0 - 2.0 * k0 + sum_k2, 1e-12))
+    x = host_sample(b, resid)
+    if x.size == 0:
+        return 0.0
+    return float(MAD_TO_SIGMA * np.median(np.abs(x - np.median(x))) / gain)
