@@ -33,12 +33,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+import pandas as pd
 from scipy import ndimage as ndi
 from scipy.optimize import linear_sum_assignment
 
@@ -145,7 +145,7 @@ def score_field(row: str, p: SynthParams, condition: str, seed: int, config: Con
         else 0
     )
     s = f.summary
-    glass = row_t["glass_z_um"] if "glass_z_um" in row_t else math.nan
+    flags = row_t["qc_flags"]
     return FieldScore(
         row=row,
         seed=seed,
@@ -165,19 +165,10 @@ def score_field(row: str, p: SynthParams, condition: str, seed: int, config: Con
         pct_red_true=float(s["pct_msc_red_positive"]),
         pct_red=float(row_t["pct_msc_red_positive"]),
         glass_true=_true_glass(p),
-        glass=float(glass) if glass is not None and not _isna(glass) else math.nan,
-        qc_flags=str(row_t["qc_flags"])
-        if "qc_flags" in row_t and not _isna(row_t["qc_flags"])
-        else "",
+        glass=float(row_t["glass_z_um"]),
+        qc_flags="" if pd.isna(flags) else str(flags),
         seconds=dt,
     )
-
-
-def _isna(v) -> bool:
-    try:
-        return bool(np.isnan(v))
-    except TypeError:
-        return v is None or str(v) == "<NA>"
 
 
 def summarize(scores: Iterable[FieldScore]) -> dict:
