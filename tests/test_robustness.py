@@ -76,6 +76,7 @@ CI_ROWS = (
     "msc_only",
     "jurkat_only",
     "shallow_cut",
+    "msc_layer_only",
     "actin_rich_jurkat",
     "tnt_sloped",
     "anisotropic",

@@ -559,6 +559,7 @@ def segment_jurkat(
     if img.ndim == 3:
         labels = _extend_through_z(b, lab2d, mask & (lab2d > 0)[None])
         labels = relabel_sequential(b, labels)
+        labels = _add_cut_caps(b, labels, smooth, thr, outside, lateral, jurkat_diameter_um)
         lab2d = labels.max(axis=0)
     else:
         labels = lab2d
@@ -569,7 +570,9 @@ def segment_jurkat(
         smooth,
         msc_labels,
         min_contrast=min_contrast,
-        max_area_px=max_area_factor * math.pi * (0.5 * jurkat_diameter_um) ** 2
+        max_area_px=max_area_factor
+        * math.pi
+        * (0.5 * jurkat_diameter_um) ** 2
         / float(np.prod(lateral)),
     )
     flags = ("donor_covers_field",) if giant_px >= _COVER_SHARE * lab2d.size else ()
@@ -585,6 +588,55 @@ def segment_jurkat(
         on_msc=overlap >= overlap_min,
         flags=flags,
     )
+
+
+def _add_cut_caps(
+    b: Backend,
+    labels: Any,
+    smooth: Any,
+    thr: float,
+    outside: Any,
+    lateral: tuple[float, ...],
+    diameter: float,
+) -> Any:
+    """``labels`` with the donor cells that the top of the stack cuts to a cap added.
+
+    A stack that holds only the MSC layer cuts the cells resting on the MSCs to a thin cap
+    in its top planes: too thin to survive the lateral opening and too close to the MSC
+    mask to be sought outside it, but full of mitochondria that would otherwise pass for
+    foci in the MSC below. Regions of the top plane as bright as a body (``smooth >
+    thr``) outside the MSCs, at least 0.3 body diameters across and not already a body,
+    become bodies: the voxels above the threshold outside the MSCs in their columns,
+    connected to the top plane. The contrast test that follows
+    (:func:`_drop_haze_and_giants`) drops MSC haze that reaches the top.
+    """
+    xp = b.xp
+    free = smooth > thr
+    if outside is not None:
+        free &= outside
+    if not bool(free[-1].any()):
+        return labels
+    top = free[-1] & (labels.max(axis=0) == 0)
+    top = b.ndi.binary_opening(
+        top, structure=ellipsoid_footprint([0.15 * diameter / s for s in lateral])
+    )
+    caps2d, n = b.ndi.label(top)
+    if n == 0:
+        return labels
+    caps2d = remove_small_labels(
+        b, caps2d, math.pi * (0.15 * diameter) ** 2 / float(np.prod(lateral))
+    )
+    if not bool((caps2d > 0).any()):
+        return labels
+    vol = free & (caps2d > 0)[None]
+    comp, n_comp = b.ndi.label(vol, structure=xp.ones((3, 3, 3), dtype=bool))
+    at_top = xp.zeros(n_comp + 1, dtype=bool)
+    at_top[comp[-1]] = True
+    at_top[0] = False
+    cap = at_top[comp]
+    first = int(labels.max()) if labels.size else 0
+    caps = relabel_sequential(b, xp.where(cap, caps2d[None], 0).astype(xp.int32))
+    return xp.where(caps > 0, caps + first, labels).astype(xp.int32)
 
 
 #: Share of the field's footprint that candidates bright as donor bodies but larger than
