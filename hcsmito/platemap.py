@@ -6,6 +6,12 @@ A plate map is a CSV file with one row per well::
     B03,DMSO,1,1,,
     B/4,cytochalasin D,1,1,,cytochalasin D
 
+The file may be separated by commas, semicolons or tabs (found from the header line) and
+encoded in UTF-8 (with or without a byte-order mark), UTF-16 with a byte-order mark, or
+Latin-1 (the fallback, as spreadsheet programs write it). Values are kept verbatim
+(stripped of surrounding blanks): condition names with ``$``, ``_``, ``<`` or ``&`` come back
+as written; escaping them for mathtext / HTML is the report's job.
+
 ``well`` and ``condition`` are required; ``replicate`` (the experiment a well belongs
 to), ``day`` (time point, a number), ``drug`` and ``inhibitor`` are optional, and any
 other column is kept as it is. Wells may be written ``B03``, ``B3`` or ``B/3``; the map
@@ -22,11 +28,15 @@ Checks (all at once, so that one run reports every problem):
   belong to no condition. They are logged as a warning and returned in
   ``plate_map.attrs["wells_not_in_map"]``; aggregation leaves them out of the statistics
   and the report lists them.
+
+A message lists at most :data:`MAX_PROBLEMS` problems, then how many more there are.
+:func:`validate_plate_map` is the check to run before any field is processed.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import logging
 from collections.abc import Iterable
 from pathlib import Path
@@ -37,9 +47,18 @@ import pandas as pd
 from hcsmito.io.names import normalize_well
 from hcsmito.io.names import well_sort_key as _row_col
 
-__all__ = ["PlateMapError", "normalize_well", "read_plate_map"]
+__all__ = [
+    "MAX_PROBLEMS",
+    "PlateMapError",
+    "normalize_well",
+    "read_plate_map",
+    "validate_plate_map",
+]
 
 log = logging.getLogger(__name__)
+
+MAX_PROBLEMS = 20  # problems listed in one message; the rest are counted
+_DELIMITERS = (",", ";", "\t")
 
 
 class PlateMapError(ValueError):
@@ -87,8 +106,7 @@ def read_plate_map(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"plate map {path} does not exist: give the CSV with --plate-map")
-    with path.open(newline="", encoding="utf-8-sig") as fh:
-        rows = list(csv.reader(fh))
+    rows = _read_rows(path)
     # (line number, cells) of the non-blank lines; line numbers as an editor shows them
     lines = [(i + 1, r) for i, r in enumerate(rows) if any(c.strip() for c in r)]
     if not lines:
@@ -152,6 +170,14 @@ def read_plate_map(
         records.append(rec)
     if not records and not problems:
         problems.append(f"line {header_line}: no wells after the header: add one row per well")
+    wells_plate = None if plate_wells is None else {normalize_well(w) for w in plate_wells}
+    if wells_plate is not None and on_extra == "error":
+        extra = sorted(set(seen) - wells_plate, key=_row_col)
+        for w in extra:
+            problems.append(
+                f"line {seen[w]}: well {w} is not in the plate: remove the row or check that "
+                "the map belongs to this plate"
+            )
     if problems:
         raise PlateMapError(_message(path, problems))
 
@@ -173,7 +199,6 @@ def read_plate_map(
         keys = ["condition"] + (["day"] if df["day"].notna().any() else [])
         df["replicate"] = df.groupby(keys, dropna=False).cumcount().astype("int64") + 1
 
-    wells_plate = None if plate_wells is None else {normalize_well(w) for w in plate_wells}
     not_in_map: list[str] = []
     not_in_plate: list[str] = []
     if wells_plate is not None:
@@ -209,6 +234,75 @@ def read_plate_map(
     return df
 
 
+def validate_plate_map(path: str | Path, wells_in_plate: Iterable[str]) -> pd.DataFrame:
+    """Check a plate map against the plate before any field is processed, and parse it.
+
+    Every check of :func:`read_plate_map` (columns, well names, duplicates, replicate and
+    day values, an empty map) plus: the file exists, is a readable text file, and names no
+    well the plate lacks. All problems are reported at once (at most :data:`MAX_PROBLEMS`,
+    then how many more).
+
+    Parameters
+    ----------
+    path : str or Path
+        The plate map CSV (comma, semicolon or tab separated; UTF-8, UTF-16 or Latin-1).
+    wells_in_plate : iterable of str
+        The plate's wells, in any accepted spelling (e.g. ``Plate.wells``).
+
+    Returns
+    -------
+    DataFrame
+        As :func:`read_plate_map`; condition names are returned verbatim.
+
+    Raises
+    ------
+    PlateMapError
+        Naming the file and each problem with its line and fix.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise PlateMapError(
+            f"plate map {path} does not exist: give the path of the CSV with --plate-map"
+        )
+    if not path.is_file():
+        raise PlateMapError(f"plate map {path} is not a file: give the path of the CSV")
+    return read_plate_map(path, plate_wells=list(wells_in_plate), on_extra="error")
+
+
+def _read_rows(path: Path) -> list[list[str]]:
+    """The CSV's rows, decoded (UTF-8 / UTF-16 with BOM / Latin-1) and split on the delimiter
+    the header line uses (comma, semicolon or tab)."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise PlateMapError(
+            f"plate map {path} cannot be read ({exc.strerror or exc}): check the path and "
+            "its permissions"
+        ) from None
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        text = raw.decode("utf-16")
+    elif b"\x00" in raw:
+        raise PlateMapError(
+            f"plate map {path} is not a text file (it holds NUL bytes): give a CSV with "
+            "columns well,condition, saved as UTF-8"
+        )
+    else:
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            text = raw.decode("latin-1")  # never fails: every byte is a character
+    first = next((ln for ln in text.splitlines() if ln.strip()), "")
+    counts = {d: first.count(d) for d in _DELIMITERS}
+    delimiter = max(_DELIMITERS, key=lambda d: counts[d]) if any(counts.values()) else ","
+    try:
+        return list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
+    except csv.Error as exc:
+        raise PlateMapError(f"plate map {path} is not a readable CSV: {exc}") from None
+
+
 def _message(path: Path, problems: list[str]) -> str:
+    shown = problems[:MAX_PROBLEMS]
+    more = len(problems) - len(shown)
     head = f"plate map {path}: {len(problems)} problem(s):"
-    return "\n".join([head, *(f"  {p}" for p in problems)])
+    tail = [f"  and {more} more"] if more else []
+    return "\n".join([head, *(f"  {p}" for p in shown), *tail])

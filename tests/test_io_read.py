@@ -103,10 +103,14 @@ def test_valid_examples_are_accepted(shared_data):
     assert plate.name == "my_wonderful_plate"
     assert plate.wells == ["A/1", "A/2", "B/1", "B/2"]
     assert [f.path for f in plate.fields] == ["A/1/0", "A/2/0", "B/1/0", "B/2/0"]
-    field = plate.read_field("A2", 0)
+    # the example holds metadata only: its chunks are missing, an error unless told to fill
+    with pytest.raises(PlateError, match=r"chunk 'plate-01\.zarr/A/2/0/0/0/0' is missing"):
+        plate.read_field("A2", 0).channel(0)[:3, :3].compute()
+    field = plate.read_field("A2", 0, missing_chunks="fill")
     assert field.axes == "yx"
     assert field.data.shape == (1000, 1000)
     np.testing.assert_array_equal(field.channel(0)[:3, :3].compute(), np.zeros((3, 3)))
+    assert "plate-01.zarr/A/2/0/0/0/0" in field.missing_chunks
 
 
 def test_reading_never_modifies_the_store(tmp_path):
@@ -152,10 +156,23 @@ def test_channel_helper_and_2d_t_axes(tmp_path):
     create_plate(path, wells=["A1"], fields_per_well=1)
     img = np.arange(2 * 3 * 5 * 6, dtype=np.float32).reshape(2, 3, 5, 6)
     write_image(path, "A1", 0, img, axes="tcyx", voxel_size=VOXEL, channel_labels=LABELS)
-    field = open_plate(path).read_field("A1", 0)
+    # two time points: read with an explicit t, never t = 0 alone without a word ...
+    stacked = open_plate(path).read_field("A1", 0)
+    np.testing.assert_array_equal(stacked.channel(2, t=1).compute(), img[1, 2])
+    with pytest.raises(PlateError, match=r"^plate t, well A/1, field 0: the field has 2 time"):
+        stacked.channel(2)
+    # ... refused up front on request ...
+    with pytest.raises(PlateError, match=r"^t\.zarr/A/01/0: well A/1, field 0 has 2 time points"):
+        open_plate(path, time_points="refuse")
+    # ... or each time point is a field of its own
+    plate = open_plate(path, time_points="fields")
+    assert [(r.field, r.t) for r in plate.fields] == [(0, 0), (0, 1)]
+    field = plate.read_field("A1", 0, t=1)
     assert not field.is_3d
     assert field.voxel_size == {"y": 0.2, "x": 0.2}
-    np.testing.assert_array_equal(field.channel(2, t=1).compute(), img[1, 2])
+    assert field.t == 1 and field.describe().endswith("field 0, time point 1")
+    np.testing.assert_array_equal(field.channel(2).compute(), img[1, 2])
+    np.testing.assert_array_equal(plate.read_field("A1", 0).channel(2).compute(), img[0, 2])
     with pytest.raises(IndexError):
         field.channel(3)
 

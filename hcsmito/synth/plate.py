@@ -13,6 +13,7 @@ Layout written for ``out = DIR/STEM.zarr``::
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -117,8 +118,6 @@ def write_synth_plate(
     Path
         ``out``.
     """
-    from hcsmito.io.writer import create_plate, write_image, write_labels
-
     out = Path(out)
     if out.suffix != ".zarr":
         raise ValueError(f"{out}: the plate path must end in .zarr, e.g. {out.name}.zarr")
@@ -136,10 +135,40 @@ def write_synth_plate(
     stem = out.name[: -len(".zarr")]
     truth = out.parent / f"{stem}_truth"
     platemap = out.parent / f"{stem}_platemap.csv"
+    targets = (out, truth, platemap)
     if not overwrite:
-        for path in (truth, platemap):
-            if path.exists():
-                raise FileExistsError(f"{path} exists: choose another --out or set overwrite=True")
+        for path in targets:
+            if path.exists() or path.is_symlink():
+                raise FileExistsError(
+                    f"{path} exists: choose another --out, or delete {path.name} (and its "
+                    f"{stem}_truth / {stem}_platemap.csv) first; hcsmito synth does not "
+                    "overwrite (in Python: write_synth_plate(..., overwrite=True))"
+                )
+    elif out.exists() and not ((out / "zarr.json").exists() or (out / ".zgroup").exists()):
+        raise FileExistsError(f"{out} exists and is not a zarr store: not overwriting it")
+    elif truth.exists() and not (truth.is_dir() and not truth.is_symlink()):
+        raise FileExistsError(f"{truth} exists and is not a folder: not overwriting it")
+    elif platemap.is_dir():
+        raise FileExistsError(f"{platemap} is a folder: not overwriting it")
+    try:
+        _write(out, truth, platemap, layout, p, seed, int(fields), ngff, channels, pick, stem,
+               overwrite)  # fmt: skip
+    except BaseException:
+        # a refused or interrupted synth leaves nothing half-written behind (each target was
+        # absent, or overwrite=True and of the kind this function writes)
+        for path in targets:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            elif path.exists() or path.is_symlink():
+                path.unlink(missing_ok=True)
+        raise
+    return out
+
+
+def _write(out, truth, platemap, layout, p, seed, fields, ngff, channels, pick, stem, overwrite):
+    """The writing phase of :func:`write_synth_plate`, its arguments checked."""
+    from hcsmito.io.writer import create_plate, write_image, write_labels
+
     truth.mkdir(parents=True, exist_ok=True)
     create_plate(out, wells=list(layout), fields_per_well=int(fields), version=ngff,
                  overwrite=overwrite)  # fmt: skip
@@ -185,7 +214,6 @@ def write_synth_plate(
         "field_seeds": seeds,
     }
     (truth / "synth.json").write_text(json.dumps(meta, indent=1))
-    return out
 
 
 def read_truth(out: str | Path) -> dict[str, pd.DataFrame]:

@@ -1,0 +1,717 @@
+"""Hostile and broken inputs (issue 13): each is refused with a clear error, never a crash.
+
+A small synthetic plate is written once per NGFF version; each case copies it, breaks the
+copy (crafted blosc chunks, missing chunks, link loops, NaN voxels, empty or huge axes,
+seeded mutations of its metadata, broken plate maps) and checks that hcsmito either reads
+it correctly or raises its own error with a message, and that the input is never modified
+(every file hashed before and after). Cases that could kill the interpreter if a check
+regressed (crafted blosc headers, fuzzed chunk bytes) run in a child process.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+from zarr.codecs import BloscCodec, ZstdCodec
+from zarr.storage import LocalStore
+
+from hcsmito.io.plate import PlateError, check_finite, open_plate
+from hcsmito.io.writer import create_plate, write_image
+from hcsmito.platemap import MAX_PROBLEMS, PlateMapError, validate_plate_map
+from hcsmito.synth import write_synth_plate
+
+SHAPE = (14, 32, 32)  # the smallest stack the generator accepts
+WELLS = ["B2", "B3"]
+CHUNK_NBYTES = SHAPE[0] * SHAPE[1] * SHAPE[2] * 2  # one channel, uint16
+IMAGE = "B/02/0"  # the first field's image group
+ARRAY = "B/02/0/0"
+
+
+def _checksums(root: Path) -> dict[str, str]:
+    """Every file (and link) under ``root``: its content's hash, or where a link points."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_symlink():
+            out[str(p.relative_to(root))] = "link:" + os.readlink(p)
+        elif p.is_file():
+            out[str(p.relative_to(root))] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+@pytest.fixture(scope="module")
+def synth_plates(tmp_path_factory) -> dict[str, Path]:
+    """``{"0.5": plate, "0.4": plate}``: two wells of one field, written once."""
+    root = tmp_path_factory.mktemp("synth")
+    plates = {}
+    for version in ("0.5", "0.4"):
+        out = root / f"v{version[-1]}" / "s.zarr"
+        write_synth_plate(out, wells=WELLS, fields=1, shape=SHAPE, ngff=version, seed=1)
+        plates[version] = out
+    return plates
+
+
+@pytest.fixture(scope="module")
+def pixels(synth_plates) -> np.ndarray:
+    """The first field's pixels, (C, Z, Y, X), read from the intact 0.5 plate."""
+    return open_plate(synth_plates["0.5"]).read_field("B2", 0).data.compute()
+
+
+def _copy(synth_plates, tmp_path: Path, version: str) -> Path:
+    dst = tmp_path / "s.zarr"
+    shutil.copytree(synth_plates[version], dst, symlinks=True)
+    return dst
+
+
+def _rewrite(path: Path, pixels: np.ndarray, **kwargs) -> None:
+    """Replace the first field's level 0 by the same pixels with other codecs / sharding."""
+    grp = zarr.open_group(LocalStore(path), mode="r+")[IMAGE]
+    arr = grp.create_array(
+        "0",
+        shape=pixels.shape,
+        dtype=pixels.dtype,
+        dimension_names=list("czyx"),
+        overwrite=True,
+        **kwargs,
+    )
+    arr[...] = pixels
+
+
+def _chunk(path: Path, version: str, c: int = 1) -> Path:
+    return path / ARRAY / (f"c/{c}/0/0/0" if version == "0.5" else f"{c}/0/0/0")
+
+
+@pytest.fixture
+def untouched():
+    """Call with a plate before the case; the case's end checks that no file changed."""
+    seen: list[tuple[Path, dict]] = []
+
+    def watch(path: Path) -> Path:
+        seen.append((path, _checksums(path)))
+        return path
+
+    yield watch
+    for path, before in seen:
+        assert _checksums(path) == before, f"{path} was modified"
+
+
+# --------------------------------------------------------------------------- crafted blosc
+
+
+def _blosc(flags: int, typesize: int, nbytes: int, blocksize: int, cbytes: int, size=64) -> bytes:
+    head = struct.pack("<BBBBIII", 2, 1, flags, typesize, nbytes, blocksize, cbytes)
+    return (head + struct.pack("<I", 0x7FFFFFF0) + b"\xff" * size)[:size]
+
+
+def _crafted(n: int) -> dict[str, tuple[bytes, str]]:
+    """Crafted chunks for a chunk of ``n`` decoded bytes: (bytes, what the message says)."""
+    return {
+        # the SIGSEGV of the issue: a stored (memcpyed) chunk claiming 16 MiB in 64 bytes
+        "memcpyed, cbytes lies (SIGSEGV)": (
+            _blosc(0x03, 2, 1 << 24, 1 << 24, (1 << 24) + 16),
+            "says 16777232 compressed bytes but the chunk holds 64",
+        ),
+        # reads n bytes past a 64-byte buffer: garbage pixels, exit 0, no word
+        "memcpyed, right nbytes, cbytes lies": (
+            _blosc(0x03, 2, n, n, n + 16),
+            f"says {n + 16} compressed bytes but the chunk holds 64",
+        ),
+        "cbytes 1 GiB (SIGSEGV)": (_blosc(0x01, 2, n, 64, 1 << 30), "says 1073741824 compressed"),
+        "nbytes 1 GiB": (_blosc(0x01, 2, 1 << 30, 4096, 64), "says 1073741824 decoded bytes"),
+        "nbytes too small": (
+            _blosc(0x01, 2, 16, 16, 64),
+            f"16 decoded bytes but the chunk holds {n}",
+        ),
+        "typesize 0": (_blosc(0x01, 0, n, 64, 64), "typesize is 0"),
+        "blocksize 0": (_blosc(0x01, 2, n, 0, 64), "block size 0 is outside"),
+        "blocksize > nbytes": (_blosc(0x01, 2, n, n + 1, 64), f"block size {n + 1} is outside"),
+        "memcpyed, wrong length": (_blosc(0x02, 2, n, n, 64), f"must be {n + 16} long"),
+        "version 0": (b"\x00" + _blosc(0x01, 2, n, 64, 64)[1:], "format version 0"),
+        "shorter than a header": (
+            _blosc(0x01, 2, n, 64, 10, size=10),
+            "shorter than a blosc header",
+        ),
+        "empty file": (b"", "0 bytes, shorter than a blosc header"),
+    }
+
+
+CRAFTED = sorted(_crafted(1))
+INNER = (1, 7, 16, 16)  # inner chunks of the sharded store
+KINDS = {"0.5-blosc": CHUNK_NBYTES, "0.4": CHUNK_NBYTES, "0.5-sharded-blosc": 7 * 16 * 16 * 2}
+
+_CHILD = r"""
+import json, sys
+from hcsmito.io.plate import PlateError, open_plate
+out = {}
+for name, path in json.loads(sys.argv[1]).items():
+    try:
+        open_plate(path).read_field("B2", 0).data.compute()
+        out[name] = ["read", ""]
+    except PlateError as exc:
+        out[name] = ["PlateError", str(exc)]
+    except Exception as exc:
+        out[name] = [type(exc).__name__, str(exc)]
+print(json.dumps(out))
+"""
+
+
+def _read_in_child(plates: dict[str, Path]) -> dict[str, list[str]]:
+    """Read the first field of each plate in one child process; a crash fails the test."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _CHILD, json.dumps({k: str(v) for k, v in plates.items()})],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, f"the reader died (rc {proc.returncode}): {proc.stderr[-2000:]}"
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
+def _with_inner_chunk(shard: Path, n_inner: int, data: bytes) -> None:
+    """Make ``data`` inner chunk 0 of ``shard`` (index at the end, with its crc32c)."""
+    import google_crc32c  # zarr's crc32c dependency
+
+    raw = shard.read_bytes()
+    size = 16 * n_inner + 4
+    index = np.frombuffer(raw[-size:-4], "<u8").reshape(-1, 2).copy()
+    body = raw[:-size]
+    index[0] = (len(body), len(data))
+    idx = index.tobytes()
+    shard.write_bytes(body + data + idx + struct.pack("<I", google_crc32c.value(idx)))
+
+
+@pytest.fixture(scope="module")
+def crafted_results(synth_plates, pixels, tmp_path_factory):
+    """Every crafted chunk in every kind of store, all read in one child process."""
+    root = tmp_path_factory.mktemp("crafted")
+    plates, before = {}, {}
+    for kind, n in KINDS.items():
+        base = root / kind / "s.zarr"
+        shutil.copytree(synth_plates[kind[:3]], base)
+        if kind == "0.5-blosc":
+            _rewrite(base, pixels, chunks=(1, *SHAPE), compressors=BloscCodec(cname="lz4"))
+        elif kind == "0.5-sharded-blosc":
+            _rewrite(base, pixels, chunks=INNER, shards=(1, *SHAPE),
+                     compressors=BloscCodec(cname="zstd"))  # fmt: skip
+        for i, (name, (data, _)) in enumerate(_crafted(n).items()):
+            path = root / kind / str(i) / "s.zarr"
+            shutil.copytree(base, path)
+            if kind == "0.5-sharded-blosc":
+                _with_inner_chunk(_chunk(path, "0.5"), 8, data)
+            else:
+                _chunk(path, kind[:3]).write_bytes(data)
+            plates[f"{kind}|{name}"] = path
+            before[f"{kind}|{name}"] = _checksums(path)
+    got = _read_in_child(plates)
+    for key, path in plates.items():
+        assert _checksums(path) == before[key], f"{path} was modified"
+    return {tuple(k.split("|")): v for k, v in got.items()}
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+@pytest.mark.parametrize("case", CRAFTED)
+def test_crafted_blosc_chunk_fails_the_field_not_the_process(crafted_results, kind, case):
+    verdict, msg = crafted_results[(kind, case)]
+    assert verdict == "PlateError", msg
+    assert msg.startswith("plate s, well B/2, field 0: cannot read chunk 's.zarr/B/02/0/0/")
+    assert "c/1/0/0/0" in msg or "1/0/0/0" in msg
+    assert _crafted(KINDS[kind])[case][1] in msg
+    assert "was not decoded" in msg and "re-export" in msg
+
+
+_FUZZ_CHILD = r"""
+import json, struct, sys, numpy as np
+from numcodecs import Blosc
+from hcsmito.io._chunks import _blosc_problem
+rng = np.random.default_rng(int(sys.argv[1]))
+data = rng.integers(0, 3000, int(sys.argv[2]) // 2).astype("<u2")
+verdicts = {"refused": 0, "decoded": 0, "error": 0}
+for cname in ("lz4", "zstd", "blosclz", "zlib"):
+    enc = bytes(Blosc(cname=cname, shuffle=1, blocksize=4096).encode(data))
+    for i in range(int(sys.argv[3])):
+        b = bytearray(enc)
+        for _ in range(int(rng.integers(1, 6))):
+            pos = int(rng.integers(0, min(len(b), 64) if rng.random() < 0.7 else len(b)))
+            b[pos] = int(rng.integers(0, 256))
+        if rng.random() < 0.3:
+            b = b[: int(rng.integers(0, len(b)))]
+        if _blosc_problem(bytes(b[:16]), len(b), len(data) * 2):
+            verdicts["refused"] += 1
+            continue
+        try:  # what passes the checks goes to the decoder: it may fail, never crash
+            Blosc().decode(bytes(b))
+            verdicts["decoded"] += 1
+        except Exception:
+            verdicts["error"] += 1
+print(json.dumps(verdicts))
+"""
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_fuzzed_blosc_chunks_never_reach_a_crash(seed):
+    """Seeded byte mutations of real blosc chunks, checked then decoded in a child process."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _FUZZ_CHILD, str(seed), str(CHUNK_NBYTES), "100"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, f"decoder crashed (rc {proc.returncode}): {proc.stderr[-2000:]}"
+    verdicts = json.loads(proc.stdout.splitlines()[-1])
+    assert sum(verdicts.values()) == 400 and verdicts["refused"] > 0
+
+
+def test_blosc_wrapped_in_another_codec_is_refused_at_open(synth_plates, pixels, tmp_path):
+    path = _copy(synth_plates, tmp_path, "0.5")
+    _rewrite(path, pixels, chunks=(1, *SHAPE), compressors=[BloscCodec(), ZstdCodec()])
+    with pytest.raises(PlateError, match=r"^s\.zarr/B/02/0/0: the codec chain .* wraps blosc"):
+        open_plate(path)
+
+
+@pytest.mark.parametrize("version", ["0.5", "0.4"])
+def test_garbage_behind_a_valid_header_is_named(synth_plates, tmp_path, version, untouched):
+    path = _copy(synth_plates, tmp_path, version)
+    chunk = _chunk(path, version)
+    raw = bytearray(chunk.read_bytes())
+    raw[40:] = bytes(len(raw) - 40)  # zeros after the header (and the zstd frame start)
+    chunk.write_bytes(bytes(raw))
+    untouched(path)
+    field = open_plate(path).read_field("B2", 0)
+    with pytest.raises(PlateError, match=r"^plate s, well B/2, field 0: cannot read chunk"):
+        field.data.compute()
+
+
+# --------------------------------------------------------------------------- missing chunks
+
+
+@pytest.mark.parametrize("version", ["0.5", "0.4"])
+def test_missing_chunk_fails_the_field_or_is_filled_and_listed(
+    synth_plates, pixels, tmp_path, version, untouched
+):
+    path = _copy(synth_plates, tmp_path, version)
+    _chunk(path, version).unlink()  # the mito channel
+    untouched(path)
+    plate = open_plate(path)  # metadata is fine
+    key = f"s.zarr/{ARRAY}/" + ("c/1/0/0/0" if version == "0.5" else "1/0/0/0")
+    with pytest.raises(PlateError) as err:
+        plate.read_field("B2", 0).channel(1).compute()
+    msg = str(err.value)
+    assert msg.startswith(f"plate s, well B/2, field 0: chunk '{key}' is missing from the store")
+    assert "missing_chunks='fill'" in msg
+    # the other channels still read
+    np.testing.assert_array_equal(plate.read_field("B2", 0).channel(0).compute(), pixels[0])
+    field = plate.read_field("B2", 0, missing_chunks="fill")
+    assert not field.read_channel(1).any()  # the fill value, 0
+    assert field.missing_chunks == [key]
+
+
+def test_missing_inner_chunk_of_a_shard(synth_plates, pixels, tmp_path, untouched):
+    path = _copy(synth_plates, tmp_path, "0.5")
+    _rewrite(path, pixels, chunks=INNER, shards=(1, *SHAPE))
+    shard = _chunk(path, "0.5", c=2)
+    import google_crc32c
+
+    raw = bytearray(shard.read_bytes())
+    index = np.frombuffer(raw[-(16 * 8 + 4) : -4], "<u8").reshape(-1, 2).copy()
+    index[3] = 2**64 - 1  # inner chunk (0, 1, 1) absent
+    idx = index.tobytes()
+    shard.write_bytes(
+        bytes(raw[: -(16 * 8 + 4)]) + idx + struct.pack("<I", google_crc32c.value(idx))
+    )
+    (_chunk(path, "0.5", c=0)).unlink()  # and a whole shard
+    untouched(path)
+    plate = open_plate(path)
+    with pytest.raises(PlateError, match=r"chunk 's\.zarr/B/02/0/0/c/2/0/0/0 \(inner chunk "
+                       r"\(2, 0, 1, 1\)\)' is missing"):  # fmt: skip
+        plate.read_field("B2", 0).channel(2).compute()
+    with pytest.raises(PlateError, match=r"chunk 's\.zarr/B/02/0/0/c/0/0/0/0' is missing"):
+        plate.read_field("B2", 0).channel(0).compute()
+    field = plate.read_field("B2", 0, missing_chunks="fill")
+    got = field.data.compute()
+    expected = pixels.copy()
+    expected[0] = 0
+    expected[2, :7, 16:, 16:] = 0
+    np.testing.assert_array_equal(got, expected)
+    assert sorted(field.missing_chunks) == [
+        "s.zarr/B/02/0/0/c/0/0/0/0",
+        "s.zarr/B/02/0/0/c/2/0/0/0 (inner chunk (2, 0, 1, 1))",
+    ]
+
+
+def test_shard_index_pointing_outside_is_refused(synth_plates, pixels, tmp_path):
+    path = _copy(synth_plates, tmp_path, "0.5")
+    _rewrite(path, pixels, chunks=(1, 7, 16, 16), shards=(1, *SHAPE))
+    shard = _chunk(path, "0.5")
+    import google_crc32c
+
+    raw = bytearray(shard.read_bytes())
+    index = np.frombuffer(raw[-(16 * 8 + 4) : -4], "<u8").reshape(-1, 2).copy()
+    index[0] = (10, 10**9)
+    idx = index.tobytes()
+    shard.write_bytes(
+        bytes(raw[: -(16 * 8 + 4)]) + idx + struct.pack("<I", google_crc32c.value(idx))
+    )
+    with pytest.raises(PlateError, match=r"shard index entry \(inner chunk \(1, 0, 0, 0\)\) "
+                       r"points at bytes 10\.\.1000000010 outside"):  # fmt: skip
+        open_plate(path).read_field("B2", 0).data.compute()
+    shard.write_bytes(b"\x00" * 20)
+    with pytest.raises(PlateError, match=r"a shard of 20 bytes, shorter than its index"):
+        open_plate(path).read_field("B2", 0).data.compute()
+
+
+# --------------------------------------------------------------------------- links
+
+
+@pytest.mark.parametrize("version", ["0.5", "0.4"])
+@pytest.mark.parametrize("kind", ["loop", "dangling", "directory"])
+def test_bad_chunk_path_is_one_clear_line(synth_plates, tmp_path, version, kind, untouched):
+    path = _copy(synth_plates, tmp_path, version)
+    chunk = _chunk(path, version)
+    chunk.unlink()
+    if kind == "loop":
+        other = chunk.with_name("loop")
+        os.symlink(other.name, chunk)
+        os.symlink(chunk.name, other)
+    elif kind == "dangling":
+        os.symlink("nowhere", chunk)
+    else:
+        chunk.mkdir()
+    untouched(path)
+    with pytest.raises(PlateError) as err:
+        open_plate(path).read_field("B2", 0).data.compute()
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith(
+        "plate s, well B/2, field 0: cannot read chunk 's.zarr"
+    )
+    want = {"loop": "symbolic-link loop", "dangling": "link to nothing", "directory": "not a file"}
+    assert want[kind] in msg
+
+
+# --------------------------------------------------------------------------- NaN / Inf
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_voxels_refused_or_replaced(tmp_path, bad, untouched):
+    path = tmp_path / "f.zarr"
+    create_plate(path, wells=["B3"], fields_per_well=1)
+    img = np.random.default_rng(0).random((2, 3, 8, 8), dtype=np.float32) + 1
+    img[1, 0, :2, :3] = bad
+    write_image(path, "B3", 0, img, axes="czyx", voxel_size={"z": 1, "y": 0.2, "x": 0.2},
+                channel_labels=["GFP", "Mito"])  # fmt: skip
+    untouched(path)
+    field = open_plate(path).read_field("B3", 0)
+    np.testing.assert_array_equal(field.read_channel(0), img[0])  # finite: as it is
+    with pytest.raises(
+        PlateError,
+        match=r"^plate f, well B/3, field 0: channel 'Mito' has 6 non-finite voxels \("
+        + ("6 NaN, 0 Inf" if np.isnan(bad) else "0 NaN, 6 Inf")
+        + r"\) of 192",
+    ):
+        field.read_channel(1)
+    got = field.read_channel(1, nonfinite="replace")
+    assert np.isfinite(got).all() and got[0, 0, 0] == img[1][np.isfinite(img[1])].min()
+    assert field.nonfinite == {"Mito": 6}
+
+
+def test_check_finite_leaves_integers_and_clean_floats():
+    ints = np.arange(10, dtype=np.uint16)
+    assert check_finite(ints, where="w", channel="c") == (ints, 0)
+    only_nan = np.full(4, np.nan, np.float32)
+    got, n = check_finite(only_nan, where="w", channel="c", nonfinite="replace")
+    assert n == 4 and not got.any()
+    with pytest.raises(ValueError, match="nonfinite='zero'"):
+        check_finite(only_nan, where="w", channel="c", nonfinite="zero")
+
+
+# --------------------------------------------------------------------------- axes and sizes
+
+
+def _edit_array_meta(path: Path, version: str, fn) -> None:
+    f = path / ARRAY / ("zarr.json" if version == "0.5" else ".zarray")
+    meta = json.loads(f.read_text())
+    fn(meta)
+    f.write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("version", ["0.5", "0.4"])
+@pytest.mark.parametrize("axis", [0, 1, 3])
+def test_zero_length_axis_is_refused_with_the_node(synth_plates, tmp_path, version, axis):
+    path = _copy(synth_plates, tmp_path, version)
+    _edit_array_meta(path, version, lambda m: m["shape"].__setitem__(axis, 0))
+    with pytest.raises(
+        PlateError,
+        match=rf"^s\.zarr/B/02/0/0: level 0 has shape .*: axis '{'czyx'[axis]}' has length 0",
+    ):
+        open_plate(path)
+
+
+@pytest.mark.parametrize("version", ["0.5", "0.4"])
+def test_huge_field_is_refused_by_the_size_check(synth_plates, tmp_path, version):
+    path = _copy(synth_plates, tmp_path, version)
+    _edit_array_meta(path, version, lambda m: m.update(shape=[3, 10_000, 10_000, 10_000]))
+    field = open_plate(path).read_field("B2", 0)  # metadata only: opens
+    with pytest.raises(PlateError) as err:
+        field.check_memory(64 * 2**30, channels=[0, 1])
+    msg = str(err.value)
+    assert msg.startswith("plate s, well B/2, field 0: the field ({'c': 3, 'z': 10000")
+    assert "needs 3.6 TiB of memory" in msg and "budget of 64.0 GiB" in msg
+    small = open_plate(synth_plates[version]).read_field("B2", 0)
+    assert small.check_memory(2**20) == 3 * CHUNK_NBYTES
+    assert small.check_memory(2**30, channels=[1], bytes_per_voxel=16) == 8 * CHUNK_NBYTES
+
+
+def test_time_points_each_a_field_or_refused(tmp_path, untouched):
+    path = tmp_path / "t.zarr"
+    create_plate(path, wells=["B3"], fields_per_well=1, version="0.4")
+    img = np.arange(2 * 2 * 3 * 4 * 5, dtype=np.uint16).reshape(2, 2, 3, 4, 5)
+    write_image(path, "B3", 0, img, axes="tczyx", voxel_size={"z": 1, "y": 0.2, "x": 0.2},
+                channel_labels=["GFP", "Mito"])  # fmt: skip
+    untouched(path)
+    with pytest.raises(PlateError, match=r"well B/3, field 0 has 2 time points.*time_points="):
+        open_plate(path, time_points="refuse")
+    with pytest.raises(PlateError, match=r"field 0: the field has 2 time points"):
+        open_plate(path).read_field("B3", 0).read_channel(1)
+    plate = open_plate(path, time_points="fields")
+    assert [(r.well, r.field, r.t) for r in plate.fields] == [("B/3", 0, 0), ("B/3", 0, 1)]
+    for ref in plate.fields:
+        field = plate.read_field(ref.well, ref.field, t=ref.t)
+        np.testing.assert_array_equal(field.read_channel(1), img[ref.t, 1])
+    with pytest.raises(PlateError, match=r"field 0 has time points 0\.\.1, not 2"):
+        plate.read_field("B3", 0, t=2)
+
+
+# --------------------------------------------------------------------------- fuzzed NGFF
+
+
+def _meta_file(path: Path, node: str, version: str, array: bool = False) -> Path:
+    name = "zarr.json" if version == "0.5" else (".zarray" if array else ".zattrs")
+    return path / node / name
+
+
+_NODES = [("", False), ("B", False), ("B/02", False), (IMAGE, False), (ARRAY, True)]
+_JUNK = [None, 0, -1, 1e308, float("nan"), "", "..", "/etc", "B/../..", [], {}, [[]], True,
+         "x" * 300, 2**63, -(2**63), "0", "µm", {"type": "scale"}, [0, 0, 0, 0]]  # fmt: skip
+
+
+def _paths(obj, at=()):
+    """Every (container, key) inside a JSON document."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield obj, k
+            yield from _paths(v, (*at, k))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield obj, i
+            yield from _paths(v, (*at, i))
+
+
+def _mutate(doc, rng: np.random.Generator):
+    """One random edit of a JSON document: replace, delete, duplicate or retype a value."""
+    doc = copy.deepcopy(doc)
+    spots = list(_paths(doc))
+    if not spots:
+        return doc
+    parent, key = spots[int(rng.integers(len(spots)))]
+    op = int(rng.integers(4))
+    if op == 0:
+        parent[key] = copy.deepcopy(_JUNK[int(rng.integers(len(_JUNK)))])
+    elif op == 1:
+        del parent[key]
+    elif op == 2 and isinstance(parent, list):
+        parent.append(copy.deepcopy(parent[key]))
+    else:
+        v = parent[key]
+        parent[key] = str(v) if not isinstance(v, str) else (int(v) if v.isdigit() else [v])
+    return doc
+
+
+FUZZ_SEEDS = range(72)
+
+
+@pytest.mark.parametrize("seed", FUZZ_SEEDS)
+def test_fuzzed_metadata_opens_or_is_refused(synth_plates, pixels, tmp_path, seed, untouched):
+    """A mutated .zattrs / zarr.json either reads the field right or raises PlateError."""
+    rng = np.random.default_rng(seed)
+    version = "0.5" if seed % 2 == 0 else "0.4"
+    path = _copy(synth_plates, tmp_path, version)
+    node, is_array = _NODES[seed // 2 % len(_NODES)]
+    if version == "0.4" and not is_array and rng.random() < 0.3:
+        f = path / node / ".zgroup"
+    else:
+        f = _meta_file(path, node, version, is_array)
+    doc = json.loads(f.read_text())
+    for _ in range(int(rng.integers(1, 4))):
+        doc = _mutate(doc, rng)
+    f.write_text(json.dumps(doc))
+    untouched(path)
+    try:
+        plate = open_plate(path)
+        field = plate.read_field("B2", 0)
+        got = field.data.compute()
+    except PlateError as exc:
+        msg = str(exc)
+        assert msg and ("s.zarr" in msg or "plate" in msg), msg
+        return
+    # accepted: then it must read the pixels the plate holds
+    if got.shape == pixels.shape:
+        np.testing.assert_array_equal(got, pixels)
+
+
+# --------------------------------------------------------------------------- plate maps
+
+
+PLATE_WELLS = ["B/02", "B/03", "C/02", "C/03"]
+
+
+def _map(tmp_path: Path, data: bytes | str, name: str = "map.csv") -> Path:
+    p = tmp_path / name
+    p.write_bytes(data.encode() if isinstance(data, str) else data)
+    return p
+
+
+GOOD_MAPS = {
+    "comma": "well,condition\nB02,DMSO\nB3,cytD\nC/2,DMSO\n",
+    "semicolon": "well;condition;replicate\nB02;DMSO;1\nB3;cytD;1\nC/2;DMSO;2\n",
+    "tab": "well\tcondition\nB02\tDMSO\nB3\tcytD\nC/2\tDMSO\n",
+    "crlf": "well,condition\r\nB02,DMSO\r\nB3,cytD\r\nC/2,DMSO\r\n",
+    "quoted comma": 'well,condition\nB02,"DMSO, 0.1%"\nB3,cytD\nC/2,DMSO\n',
+}
+
+
+@pytest.mark.parametrize("case", sorted(GOOD_MAPS))
+def test_plate_map_delimiters(tmp_path, case):
+    df = validate_plate_map(_map(tmp_path, GOOD_MAPS[case]), PLATE_WELLS)
+    assert list(df["well"]) == ["B/2", "B/3", "C/2"]
+    assert df["condition"].iloc[1] == "cytD"
+    assert df.attrs["wells_not_in_map"] == ["C/3"]
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "latin-1", "utf-16"], ids=lambda e: e)
+def test_plate_map_encodings(tmp_path, encoding):
+    text = "well,condition\nB02,Zellkultur 10 µM\nB3,Kontrolle é\n"
+    df = validate_plate_map(_map(tmp_path, text.encode(encoding)), PLATE_WELLS)
+    assert list(df["condition"]) == ["Zellkultur 10 µM", "Kontrolle é"]
+
+
+SPECIALS = ["$\\alpha$-KG 50$", "a_b^c {x} % #", "<b>bold</b> & co", 'say "hi"']
+
+
+def test_plate_map_conditions_are_returned_verbatim(tmp_path):
+    import csv
+    import io
+
+    buf = io.StringIO()
+    csv.writer(buf).writerows([["well", "condition"], *zip(PLATE_WELLS, SPECIALS, strict=True)])
+    df = validate_plate_map(_map(tmp_path, buf.getvalue()), PLATE_WELLS)
+    assert list(df["condition"]) == SPECIALS
+
+
+BAD_MAPS = {
+    "empty file": ("", r"is empty: write a header"),
+    "blank lines only": ("\n\n  \n", r"is empty"),
+    "header only": ("well,condition\n", r"no wells after the header"),
+    "no condition column": ("well,treatment\nB2,DMSO\n", r"no 'condition' column"),
+    "no well column": ("position,condition\nB2,DMSO\n", r"no 'well' column"),
+    "bad well name": (
+        "well,condition\nB2,DMSO\nZZ9x,X\n",
+        r"line 3: well 'ZZ9x' is not understood",
+    ),
+    "duplicated well": (
+        "well,condition\nB2,DMSO\nB/02,X\n",
+        r"line 3: well B/2 is already listed on line 2",
+    ),
+    "well not in plate": (
+        "well,condition\nB2,DMSO\nH12,X\n",
+        r"line 3: well H/12 is not in the plate",
+    ),
+    "empty condition": ("well,condition\nB2,\n", r"line 2: well B/2 has no condition"),
+    "binary": (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", r"is not a text file"),
+    "too many values": ("well,condition\nB2,DMSO,extra\n", r"3 values for 2 columns"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_MAPS))
+def test_plate_map_problems_are_named(tmp_path, case, untouched):
+    text, pattern = BAD_MAPS[case]
+    p = _map(tmp_path, text)
+    untouched(tmp_path)
+    with pytest.raises(PlateMapError, match=pattern) as err:
+        validate_plate_map(p, PLATE_WELLS)
+    assert str(p) in str(err.value)
+
+
+def test_plate_map_missing_or_not_a_file(tmp_path):
+    with pytest.raises(PlateMapError, match=r"does not exist: give the path"):
+        validate_plate_map(tmp_path / "none.csv", PLATE_WELLS)
+    with pytest.raises(PlateMapError, match=r"is not a file"):
+        validate_plate_map(tmp_path, PLATE_WELLS)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
+def test_plate_map_unreadable(tmp_path):
+    p = _map(tmp_path, "well,condition\nB2,X\n")
+    p.chmod(0)
+    with pytest.raises(PlateMapError, match=r"cannot be read"):
+        validate_plate_map(p, PLATE_WELLS)
+
+
+def test_plate_map_lists_at_most_20_problems(tmp_path):
+    rows = "".join(f"Q{i},X\n" for i in range(1, 31))  # 30 wells, none in the plate
+    with pytest.raises(PlateMapError) as err:
+        validate_plate_map(_map(tmp_path, "well,condition\n" + rows), PLATE_WELLS)
+    lines = str(err.value).splitlines()
+    assert lines[0].endswith("30 problem(s):")
+    assert len(lines) == 1 + MAX_PROBLEMS + 1 and lines[-1] == "  and 10 more"
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_fuzzed_plate_maps_parse_or_are_refused(tmp_path, seed):
+    rng = np.random.default_rng(seed)
+    raw = bytearray(b"well,condition,replicate,day\nB02,DMSO,1,1\nB3,cytD,1,1\nC/2,DMSO,2,1\n")
+    for _ in range(int(rng.integers(1, 6))):
+        op = int(rng.integers(3))
+        pos = int(rng.integers(len(raw) + 1))
+        if op == 0 and raw:
+            del raw[min(pos, len(raw) - 1)]
+        elif op == 1:
+            raw.insert(pos, int(rng.choice(list(b',;\t\n"$/B0 \xe9\xff\x00'))))
+        elif raw:
+            raw[min(pos, len(raw) - 1)] = int(rng.integers(256))
+    p = _map(tmp_path, bytes(raw))
+    try:
+        df = validate_plate_map(p, PLATE_WELLS)
+    except PlateMapError as exc:
+        assert str(p) in str(exc)
+        return
+    assert set(df["well"]) <= {"B/2", "B/3", "C/2", "C/3"} and df["condition"].map(bool).all()
+
+
+# --------------------------------------------------------------------------- synth leftovers
+
+
+def test_refused_synth_leaves_nothing_and_names_the_cli_fix(tmp_path):
+    out = tmp_path / "p.zarr"
+    out.mkdir()
+    (out / "mine.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match=r"p\.zarr exists: choose another --out") as err:
+        write_synth_plate(out, wells=["B2"], fields=1, shape=SHAPE)
+    assert "overwrite=True" not in str(err.value).split("(in Python")[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.zarr"]
+    assert (out / "mine.txt").read_text() == "keep me"
+    # a generator refusal after the checks: nothing half-written is left behind
+    with pytest.raises(ValueError, match="too short"):
+        write_synth_plate(tmp_path / "q.zarr", wells=["B2"], fields=1, shape=(8, 32, 32))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.zarr"]
+    with pytest.raises(FileExistsError, match="is not a zarr store"):
+        write_synth_plate(out, wells=["B2"], fields=1, shape=SHAPE, overwrite=True)
+    assert (out / "mine.txt").read_text() == "keep me"
