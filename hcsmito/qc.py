@@ -212,10 +212,11 @@ def signal_to_noise(image: Any) -> float:
     """How far the brightest structure of a channel stands above its noise.
 
     The channel (binned to at most 8 M voxels) is averaged in blocks of 2 voxels per
-    axis; the 10th-highest block mean (a few hot pixels do not count) minus the median,
-    divided by the noise sigma of the block means
+    axis; the 10th-highest block mean (a few hot pixels do not count) minus the 1st
+    percentile (the floor: not the median, which cells filling most of a shallow stack
+    would raise to their own level), divided by the noise sigma of the block means
     (:func:`hcsmito.stages.background.noise_sigma`, the MAD of a high-pass residual). Pure
-    noise gives 3-5.5 (Gaussian or low-count Poisson, up to 60x512x512 voxels); cells,
+    noise gives ~6-8 (Gaussian or low-count Poisson, up to 60x512x512 voxels); cells,
     foci or fibres give tens to hundreds.
 
     Returns
@@ -234,11 +235,15 @@ def signal_to_noise(image: Any) -> float:
         return 0.0
     kth = max(0, int(blocks.size) - 10)
     top = float(xp.partition(blocks, kth)[kth])  # device→host: one number
-    med = float(xp.median(blocks))  # device→host: one number
-    sigma = noise_sigma(means)
+    # the floor: a low quantile, not the median (cells may fill most of the field)
+    low = float(xp.percentile(blocks, 1.0))  # device→host: one number
+    # lateral noise, plane by plane: coarse z steps make every cell edge sharp along z,
+    # and a high-pass across planes would count a stack full of cells as noise
+    planes = means.reshape(-1, *means.shape[-2:])
+    sigma = float(np.median([noise_sigma(plane) for plane in planes]))
     if sigma <= 0:
-        return math.inf if top > med else 0.0
-    return (top - med) / sigma
+        return math.inf if top > low else 0.0
+    return (top - low) / sigma
 
 
 def _structure(b: Backend, a: Any) -> tuple[Any, Any, Any]:
