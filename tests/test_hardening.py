@@ -14,6 +14,7 @@ import copy
 import hashlib
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -45,7 +46,10 @@ def _checksums(root: Path) -> dict[str, str]:
         if p.is_symlink():
             out[str(p.relative_to(root))] = "link:" + os.readlink(p)
         elif p.is_file():
-            out[str(p.relative_to(root))] = hashlib.sha256(p.read_bytes()).hexdigest()
+            with open(p, "rb") as fh:  # a sparse terabyte: its size and first MiB
+                head = fh.read(2**26)
+            size = p.stat().st_size
+            out[str(p.relative_to(root))] = f"{size}:{hashlib.sha256(head).hexdigest()}"
     return out
 
 
@@ -373,7 +377,7 @@ def test_shard_index_pointing_outside_is_refused(synth_plates, pixels, tmp_path)
 
 
 @pytest.mark.parametrize("version", ["0.5", "0.4"])
-@pytest.mark.parametrize("kind", ["loop", "dangling", "directory"])
+@pytest.mark.parametrize("kind", ["loop", "dangling", "directory", "device", "fifo", "sparse"])
 def test_bad_chunk_path_is_one_clear_line(synth_plates, tmp_path, version, kind, untouched):
     path = _copy(synth_plates, tmp_path, version)
     chunk = _chunk(path, version)
@@ -384,8 +388,15 @@ def test_bad_chunk_path_is_one_clear_line(synth_plates, tmp_path, version, kind,
         os.symlink(chunk.name, other)
     elif kind == "dangling":
         os.symlink("nowhere", chunk)
-    else:
+    elif kind == "directory":
         chunk.mkdir()
+    elif kind == "device":
+        os.symlink("/dev/zero", chunk)  # zarr would read it for ever
+    elif kind == "fifo":
+        os.mkfifo(chunk)  # zarr would wait for ever
+    else:
+        with open(chunk, "wb") as fh:  # 1 TiB on paper, nothing on disk
+            fh.truncate(2**40)
     untouched(path)
     with pytest.raises(PlateError) as err:
         open_plate(path).read_field("B2", 0).data.compute()
@@ -393,8 +404,35 @@ def test_bad_chunk_path_is_one_clear_line(synth_plates, tmp_path, version, kind,
     assert "\n" not in msg and msg.startswith(
         "plate s, well B/2, field 0: cannot read chunk 's.zarr"
     )
-    want = {"loop": "symbolic-link loop", "dangling": "link to nothing", "directory": "not a file"}
+    want = {
+        "loop": "symbolic-link loop",
+        "dangling": "link to nothing",
+        "directory": "not a regular file",
+        "device": "not a regular file",
+        "fifo": "not a regular file",
+        "sparse": "1099511627776 bytes on disk, more than any codec makes",
+    }
     assert want[kind] in msg
+
+
+@pytest.mark.parametrize("version", ["0.5", "0.4"])
+@pytest.mark.parametrize("node", ["", "B/02", IMAGE, ARRAY])
+@pytest.mark.parametrize("kind", ["loop", "device", "dangling"])
+def test_bad_metadata_file_is_refused_at_open(synth_plates, tmp_path, version, node, kind):
+    path = _copy(synth_plates, tmp_path, version)
+    name = "zarr.json" if version == "0.5" else (".zarray" if node == ARRAY else ".zattrs")
+    f = path / node / name
+    f.unlink()
+    if kind == "loop":
+        os.symlink(name, f)
+    elif kind == "device":
+        os.symlink("/dev/zero", f)  # zarr reads metadata whole: it would fill the memory
+    else:
+        os.symlink("gone.json", f)
+    want = {"loop": "symbolic-link loop", "device": "not a regular file", "dangling": "to nothing"}
+    where = f"s.zarr/{node}" if node else "s.zarr"
+    with pytest.raises(PlateError, match=rf"^{re.escape(where)}: {re.escape(name)} .*{want[kind]}"):
+        open_plate(path)
 
 
 # --------------------------------------------------------------------------- NaN / Inf

@@ -9,7 +9,9 @@ instead of killing the process or reading made-up pixels:
   index, zarr v3 sharding) is an error by default; with ``missing_chunks="fill"`` it is read
   as the fill value, as zarr does, and its key is recorded (``ChunkReader.missing``) so the
   field can be flagged;
-- **links**: a chunk path that is a symbolic-link loop, a dangling link or not a file;
+- **links and files**: a chunk path that is a symbolic-link loop, a dangling link, not a
+  regular file (a folder, a device such as ``/dev/zero``, a FIFO), or larger than any codec
+  makes of the chunk (zarr reads a chunk file whole: a sparse terabyte file fills memory);
 - **blosc headers**: the c-blosc decoder trusts the sizes in its 16-byte header; a chunk whose
   header claims more compressed bytes than the file holds makes it read past its buffer
   (a 64-byte crafted chunk kills the process with SIGSEGV). The header's ``cbytes`` must
@@ -30,6 +32,7 @@ from __future__ import annotations
 import errno
 import math
 import os
+import stat
 import struct
 from dataclasses import dataclass
 from itertools import product
@@ -298,9 +301,21 @@ class ChunkReader:
         except OSError as exc:
             why = "a symbolic-link loop" if exc.errno == errno.ELOOP else f"{exc.strerror}"
             raise self._fail(coords, why, "Replace it by the chunk file.") from None
-        if not os.path.isfile(path):
-            raise self._fail(coords, "not a file", "Replace it by the chunk file.")
+        if not stat.S_ISREG(st.st_mode):
+            raise self._fail(
+                coords,
+                "not a regular file (a folder, device or FIFO)",
+                "Replace it by the chunk file.",
+            )
         size = st.st_size
+        bound = 2 * math.prod(self.storage_chunks) * self.dtype.itemsize + 2**20
+        if size > bound:  # zarr would read it whole: a sparse 1 TB file fills the memory
+            raise self._fail(
+                coords,
+                f"{size} bytes on disk, more than any codec makes of a chunk of "
+                f"{math.prod(self.storage_chunks) * self.dtype.itemsize} bytes",
+                _REPAIR,
+            )
         try:
             if isinstance(self.plan, _Sharding):
                 self._check_shard(coords, path, size)

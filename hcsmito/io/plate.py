@@ -19,6 +19,7 @@ listing its alphanumeric child groups, in natural order.
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -573,6 +574,9 @@ class Plate:
             well: WellMeta = parse(WellMeta, attrs["well"], node=store.where(wp), what="well")
             return [im.path for im in well.images]
         if self.version == "0.4":  # some 0.4 writers leave out the well metadata
+            for entry in sorted(os.listdir(store.path / wp)):  # zarr reads what it lists
+                if re.fullmatch(r"[A-Za-z0-9]+", entry) and (store.path / wp / entry).is_dir():
+                    store.check_metadata_files(f"{wp}/{entry}")
             names = [n for n, _ in grp.groups() if re.fullmatch(r"[A-Za-z0-9]+", n)]
             if names:
                 return sorted(names, key=_natural_key)
@@ -693,13 +697,15 @@ def open_plate(path: str | Path, *, time_points: str = "stack") -> Plate:
     return Plate(Path(path), time_points=time_points)
 
 
-def open_image(path: str | Path) -> FieldImage:
+def open_image(path: str | Path, *, missing_chunks: str = "error") -> FieldImage:
     """Open a single OME-NGFF image (not a plate) read-only, lazily.
 
     Parameters
     ----------
     path : str or Path
         The image group's store, NGFF 0.5 (zarr v3) or 0.4 (zarr v2).
+    missing_chunks : {"error", "fill"}
+        As in :meth:`Plate.read_field`.
 
     Raises
     ------
@@ -710,4 +716,4 @@ def open_image(path: str | Path) -> FieldImage:
     root = store.group("", what="the image root")
     version = detect_version(store, root, "multiscales")
     info = _read_image(store, "", version)
-    return _field_image(store, info)
+    return _field_image(store, info, missing_chunks=missing_chunks)

@@ -7,6 +7,9 @@ reads a group's NGFF attributes (under ``"ome"`` for 0.5, at the top level for 0
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
 from pathlib import Path
 
 import zarr
@@ -15,6 +18,9 @@ from zarr.storage import LocalStore
 from hcsmito.io.errors import PlateError
 
 __all__ = ["Store", "detect_version"]
+
+_METADATA_FILES = ("zarr.json", ".zgroup", ".zattrs", ".zarray")
+_METADATA_MAX_BYTES = 64 * 2**20  # a 1536-well plate's metadata is well under 1 MiB
 
 
 class Store:
@@ -30,7 +36,47 @@ class Store:
     def where(self, node: str) -> str:
         return f"{self.name}/{node}" if node else self.name
 
+    def check_metadata_files(self, node: str) -> None:
+        """Refuse metadata files zarr must not read: link loops, devices, FIFOs, huge files.
+
+        zarr reads a metadata file whole: ``zarr.json`` linked to ``/dev/zero`` would fill the
+        memory, a FIFO would block for ever.
+        """
+        folder = self.path / node if node else self.path
+        for name in _METADATA_FILES:
+            f = folder / name
+            try:
+                st = os.stat(f)  # follows links
+            except FileNotFoundError:
+                if os.path.islink(f):
+                    raise PlateError(
+                        f"{self.where(node)}: {name} is a symbolic link to nothing: replace it "
+                        "by the metadata file."
+                    ) from None
+                continue
+            except OSError as exc:
+                why = (
+                    "is a symbolic-link loop"
+                    if exc.errno == errno.ELOOP
+                    else f"cannot be read ({exc.strerror})"
+                )
+                raise PlateError(
+                    f"{self.where(node)}: {name} {why}: replace it by the metadata file."
+                ) from None
+            if not stat.S_ISREG(st.st_mode):
+                raise PlateError(
+                    f"{self.where(node)}: {name} is not a regular file (a device, FIFO or "
+                    "folder): replace it by the metadata file."
+                )
+            if st.st_size > _METADATA_MAX_BYTES:
+                raise PlateError(
+                    f"{self.where(node)}: {name} is {st.st_size / 2**20:.0f} MiB, more than "
+                    f"any NGFF metadata ({_METADATA_MAX_BYTES // 2**20} MiB): repair or "
+                    "re-export the store."
+                )
+
     def group(self, node: str, *, what: str) -> zarr.Group:
+        self.check_metadata_files(node)
         try:
             return zarr.open_group(store=self.store, path=node, mode="r")
         except (FileNotFoundError, zarr.errors.NodeTypeValidationError) as exc:
@@ -45,6 +91,7 @@ class Store:
             ) from exc
 
     def array(self, node: str, *, what: str) -> zarr.Array:
+        self.check_metadata_files(node)
         try:
             return zarr.open_array(store=self.store, path=node, mode="r")
         except (FileNotFoundError, zarr.errors.NodeTypeValidationError) as exc:
