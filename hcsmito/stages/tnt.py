@@ -27,7 +27,9 @@
    stress fibres lie at the glass) and gets at least ``min_clearance_um`` away from every
    cell somewhere (a tube hugging a cell outline is cortex, not a free-floating TNT). Its
    ends are reported where the tube meets each cell: the contact gap beyond the path's
-   end, along the path.
+   end, along the path; a tube that lands on an MSC at a shallow angle (over its thin
+   edge) is first followed straight on through its contact run (1.5-6 µm) to where it
+   enters the cell.
 5. **Cargo.** A TNT carries a mitochondrion when a focus label (``foci_labels``) lies
    within ``mito_tolerance_um`` of its path, or when the spot response of the ``mito``
    channel on the path (away from Jurkat bodies, whose own mitochondria glow) exceeds
@@ -664,6 +666,8 @@ def detect_tnts(
         s_dist,
         s_cell,
         s_reach,
+        coords * np.asarray(sp),
+        (s_cell > 0) & (s_cell <= n_msc),
         contact_um=contact_um,
         max_pass_um=max_pass_um,
         step_um=min(sp),
@@ -780,6 +784,8 @@ def _bridges(
     s_dist: np.ndarray,
     s_cell: np.ndarray,
     s_reach: np.ndarray,
+    coords: np.ndarray | None = None,
+    shallow: np.ndarray | None = None,
     *,
     contact_um: float,
     max_pass_um: float,
@@ -880,8 +886,61 @@ def _bridges(
         if not path:
             continue
         path = nodes[np.asarray(path, dtype=np.int64)]
-        out.append((path, d + float(s_dist[ends[i]] + s_dist[ends[j]])))
+        if coords is not None and shallow is not None:
+            # a tube landing at a shallow angle on a flat cell (over a thin MSC edge) runs
+            # within contact_um of it until it enters: follow it there
+            head = _into_contact(graph, near_idx, run, run_of, path[::-1], coords, shallow)
+            tail = _into_contact(graph, near_idx, run, run_of, path, coords, shallow)
+            path = np.r_[head[::-1], path, tail].astype(np.int64)
+        out.append((path, d + float(s_dist[path[0]] + s_dist[path[-1]])))
     return out
+
+
+def _into_contact(
+    graph: Any,
+    near_idx: np.ndarray,
+    run: np.ndarray,
+    run_of: np.ndarray,
+    path: np.ndarray,
+    coords: np.ndarray,
+    shallow: np.ndarray,
+    *,
+    max_um: float = 6.0,
+    min_um: float = 1.5,
+    back_um: float = 2.0,
+    min_cos: float = 0.8,
+) -> np.ndarray:
+    """Skeleton nodes that continue ``path`` beyond its last node through that node's
+    contact run to where the tube enters the cell (host; ``coords`` in µm): the node of
+    the run farthest from the end, when the end's cell is one a tube can land on at a
+    shallow angle (``shallow``: an MSC), ``min_um`` to ``max_um`` away and straight on
+    (cosine >= ``min_cos`` with the path's last ``back_um``: not cortex along an outline).
+    """
+    from scipy.sparse.csgraph import dijkstra
+
+    none = np.zeros(0, np.int64)
+    end = int(path[-1])
+    r = run_of[end]
+    if r < 0 or not shallow[end]:
+        return none
+    members = near_idx[run == r]
+    if members.size < 2:
+        return none
+    k = int(np.searchsorted(members, end))
+    dist, pred = dijkstra(graph[members][:, members], indices=k, return_predecessors=True)
+    pts = coords[path[::-1]].astype(float)
+    along = np.cumsum(np.r_[0.0, np.linalg.norm(np.diff(pts, axis=0), axis=1)])
+    u = pts[0] - pts[int(min(np.searchsorted(along, back_um), len(pts) - 1))]
+    v = coords[members] - pts[0]
+    cos = (v @ u) / np.maximum(np.linalg.norm(v, axis=1) * np.linalg.norm(u), 1e-12)
+    ok = np.isfinite(dist) & (dist <= max_um) & (cos >= min_cos) & ~np.isin(members, path)
+    if not ok.any():
+        return none
+    far = int(np.argmax(np.where(ok, dist, -1.0)))
+    if dist[far] < min_um:
+        return none  # an ordinary end: the contact gap is measured from the path's end
+    nodes = _path(pred, k, far)
+    return members[np.asarray(nodes[1:], dtype=np.int64)] if len(nodes) > 1 else none
 
 
 def _cargo_response(
