@@ -234,6 +234,7 @@ class ChunkReader:
         self.root = root
         self.missing_chunks = missing_chunks
         self.missing: list[str] = []
+        self._checked: set[tuple[int, ...]] = set()
         self.shape = array.shape
         self.dtype = array.dtype
         self.ndim = array.ndim
@@ -245,7 +246,9 @@ class ChunkReader:
     def __getitem__(self, key):
         if self.root is not None:
             for coords in self._chunks_of(key):
-                self._check_chunk(coords)
+                if coords not in self._checked:  # a shard may span several Dask blocks
+                    self._check_chunk(coords)
+                    self._checked.add(coords)
         try:
             return self.array[key]
         except MemoryError as exc:
