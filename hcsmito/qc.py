@@ -57,8 +57,9 @@ QC_FLAGS: dict[str, str] = {
         "heights above the glass"
     ),
     "donor_covers_field": (
-        "a donor-body candidate that would swallow most of the field's red signal or a large "
-        "part of the field was rejected"
+        "candidates as bright as donor bodies but larger than jurkat.max_area_factor cells "
+        "or a quarter of the field, covering at least 5 % of it, were rejected (e.g. a "
+        "single-channel cell full of mitochondria): the donor count is not trusted"
     ),
     "saturated": (
         "a channel has more than qc.saturated_share of its voxels at its maximum value "
