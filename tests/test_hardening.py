@@ -753,3 +753,19 @@ def test_refused_synth_leaves_nothing_and_names_the_cli_fix(tmp_path):
     with pytest.raises(FileExistsError, match="is not a zarr store"):
         write_synth_plate(out, wells=["B2"], fields=1, shape=SHAPE, overwrite=True)
     assert (out / "mine.txt").read_text() == "keep me"
+
+
+def test_memory_error_while_reading_is_not_called_corruption(synth_plates, monkeypatch):
+    field = open_plate(synth_plates["0.5"]).read_field("B2", 0)
+
+    class Huge:  # the zarr array, failing as a 10^12-voxel read does
+        def __getitem__(self, key):
+            raise MemoryError("Unable to allocate 1.8 TiB")
+
+    monkeypatch.setattr(field._reader, "root", None)  # no chunk checks: straight to zarr
+    monkeypatch.setattr(field._reader, "array", Huge())
+    with pytest.raises(PlateError) as err:
+        field.read_channel(0)
+    msg = str(err.value)
+    assert msg.startswith("plate s, well B/2, field 0: not enough memory to read 0.0 GiB of")
+    assert "corrupt" not in msg and "more memory" in msg
