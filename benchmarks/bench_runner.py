@@ -28,7 +28,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from hcsmito.runner import TABLES, run_plate
+from hcsmito.runner import run_plate
+from hcsmito.schema import field_tables
 from hcsmito.synth import write_synth_plate
 
 IO = ("read", "write")  # every other timing key of a field is a stage
@@ -84,10 +85,10 @@ def main(argv=None) -> int:
         for scheduler, workers in (("threads", 1), ("threads", 2), ("processes", 2)):
             out = tmp / f"out-{scheduler}-{workers}"
             rows.append(_one(plate, out, scheduler, workers))
-            tables = {t: pd.read_parquet(out / "tables" / f"{t}.parquet") for t in TABLES}
+            tables = {t: pd.read_parquet(out / "tables" / f"{t}.parquet") for t in field_tables()}
             if ref is None:
                 ref = tables
-            for t in TABLES:
+            for t in field_tables():
                 pd.testing.assert_frame_equal(tables[t], ref[t], check_exact=False, rtol=1e-6)
     df = pd.DataFrame(rows)
     print(f"machine: {platform.processor() or platform.machine()}, CPU backend")

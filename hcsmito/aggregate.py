@@ -33,7 +33,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from hcsmito import schema
 from hcsmito import stats as hs
+from hcsmito.io.rundir import RunDir
 from hcsmito.platemap import normalize_well, read_plate_map
 from hcsmito.qc import QC_FLAGS, split_flags
 
@@ -477,9 +479,7 @@ def aggregate_tables(
                      "intercept": tr.intercept, "r": tr.r, "p": tr.p, "stderr": tr.stderr,
                      "n": tr.n, "stars": hs.stars(tr.p)}
                 )  # fmt: skip
-    cond_cols = ["condition", "day", "readout", "label", "n", "mean", "sd", "sem", "diff",
-                 "ratio", "t", "df", "p_welch", "p_welch_holm", "p_posthoc", "stars",
-                 "stars_posthoc", "f_anova", "p_anova", "stars_anova"]  # fmt: skip
+    cond_cols = list(schema.TABLES["conditions"].dtypes)
     conditions = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=cond_cols)
     conditions = conditions[cond_cols]
     if len(conditions):
@@ -491,7 +491,7 @@ def aggregate_tables(
         ).reset_index(drop=True)  # fmt: skip
     conditions["unit"] = unit
     conditions["control"] = ctrl
-    trends = pd.DataFrame(trend_rows)
+    trends = pd.DataFrame(trend_rows) if trend_rows else schema.empty_table("trends")
 
     summary = {
         "unit": unit,
@@ -532,25 +532,21 @@ def _condition_order(plate_map: pd.DataFrame | None, control: str | None) -> lis
 
 # --------------------------------------------------------------------------- files
 
-TABLE_NAMES = ("foci", "cells", "jurkat", "tnt", "fields")
-AGGREGATE_NAMES = ("wells", "conditions", "replicates", "trends")
 
-
-def read_tables(out_dir: str | Path, names: Sequence[str] = TABLE_NAMES) -> dict[str, pd.DataFrame]:
-    """The per-object / per-field tables of a run that exist in ``OUT/tables``."""
-    tdir = Path(out_dir) / "tables"
-    if not (tdir / "fields.parquet").is_file():
+def read_tables(out_dir: str | Path, names: Sequence[str] | None = None) -> dict[str, pd.DataFrame]:
+    """The per-object / per-field tables of a run that exist in ``OUT/tables`` (default:
+    every per-field table of :mod:`hcsmito.schema`)."""
+    rd = RunDir(out_dir)
+    if not rd.has_table("fields"):
         raise FileNotFoundError(
-            f"{tdir / 'fields.parquet'} is absent: run 'hcsmito run' into {out_dir} first"
+            f"{rd.table('fields')} is absent: run 'hcsmito run' into {out_dir} first"
         )
-    return {n: pd.read_parquet(tdir / f"{n}.parquet") for n in names
-            if (tdir / f"{n}.parquet").is_file()}  # fmt: skip
+    return rd.read_tables(schema.field_tables() if names is None else names)
 
 
 def read_manifest(out_dir: str | Path) -> dict[str, Any]:
     """``OUT/manifest.json`` as a dict (empty when absent)."""
-    p = Path(out_dir) / "manifest.json"
-    return json.loads(p.read_text()) if p.is_file() else {}
+    return RunDir(out_dir).read_manifest()
 
 
 def _setting(config: Any, section: str, key: str, default: Any) -> Any:
@@ -612,13 +608,13 @@ def write_aggregates(
             kw[key] = val
     kw.update(options)
     res = aggregate_tables(tables, plate_map, **kw)
-    tdir = out_dir / "tables"
-    for name in AGGREGATE_NAMES:
-        _to_parquet(res[name], tdir / f"{name}.parquet")
+    rd = RunDir(out_dir)
+    for name in schema.aggregate_tables():
+        rd.write_table(name, _string_columns(res[name]))
     summary = dict(res["summary"])
     summary["plate_map"] = None if plate_map is None else plate_map.attrs.get("source")
     res["summary"] = summary
-    (tdir / "aggregate.json").write_text(json.dumps(summary, indent=1, default=str))
+    rd.write_json(rd.summary_path, summary)
     return res
 
 
@@ -635,7 +631,7 @@ def _find_plate_map(out_dir: Path, manifest: Mapping[str, Any], config: Any) -> 
         for cand in (p, out_dir / p) if not p.is_absolute() else (p,):
             if cand.is_file():
                 return cand
-    local = out_dir / "platemap.csv"
+    local = RunDir(out_dir).platemap_path
     if local.is_file():
         return local
     if named:
@@ -646,21 +642,21 @@ def _find_plate_map(out_dir: Path, manifest: Mapping[str, Any], config: Any) -> 
     return None
 
 
-def _to_parquet(df: pd.DataFrame, path: Path) -> None:
+def _string_columns(df: pd.DataFrame) -> pd.DataFrame:
     df = df.copy()
     for c in df.columns:
         if df[c].dtype == object:
             df[c] = df[c].astype("string")
-    df.to_parquet(path, index=False)
+    return df
 
 
 def read_aggregates(out_dir: str | Path) -> dict[str, Any]:
     """The aggregate tables and summary written by :func:`write_aggregates`."""
-    tdir = Path(out_dir) / "tables"
-    res: dict[str, Any] = {}
-    for name in AGGREGATE_NAMES:
-        p = tdir / f"{name}.parquet"
-        res[name] = pd.read_parquet(p) if p.is_file() else pd.DataFrame()
-    p = tdir / "aggregate.json"
+    rd = RunDir(out_dir)
+    res: dict[str, Any] = {
+        name: rd.read_table(name) if rd.has_table(name) else pd.DataFrame()
+        for name in schema.aggregate_tables()
+    }
+    p = rd.summary_path
     res["summary"] = json.loads(p.read_text()) if p.is_file() else {}
     return res

@@ -22,9 +22,12 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    create_model,
     field_validator,
     model_validator,
 )
+
+from hcsmito import schema
 
 __all__ = [
     "Config",
@@ -49,20 +52,31 @@ class _Section(BaseModel):
 Role = str | int | None
 
 
-class Channels(_Section):
-    """Which channel plays which role: a label from ``omero`` (case-insensitive) or an index.
-
-    ``None`` finds the role by substring of the channel labels: ``msc`` ~ "gfp", ``mito``
-    ~ "mito", ``actin`` ~ "phalloidin" or "actin". ``mito`` is required; without ``msc`` the
-    mito objects are measured over the whole field; without ``actin`` there are no TNTs.
-    """
-
-    msc: Role = None
-    mito: Role = None
-    actin: Role = None
-
+class _ChannelsBase(_Section):
     def roles(self) -> dict[str, Role]:
-        return {"msc": self.msc, "mito": self.mito, "actin": self.actin}
+        """Role -> the label, index or None the config gives, for every declared role."""
+        return {name: getattr(self, name) for name in schema.role_names()}
+
+
+def _channels_model() -> type[_Section]:
+    """``Channels``: one optional field per role of :data:`hcsmito.schema.ROLES`."""
+    fields: dict[str, Any] = {
+        r.name: (Role, Field(None, description=f"{r.doc}; unset: label ~ {r.pattern!r}"))
+        for r in schema.ROLES
+    }
+    doc = (
+        "Which channel plays which role: a label from ``omero`` (case-insensitive) or an "
+        "index.\n\n``None`` finds the role by its label pattern (hcsmito.schema.ROLES): "
+        '``msc`` ~ "gfp", ``mito`` ~ "mito", ``actin`` ~ "phalloidin" or "actin". ``mito`` '
+        "is required; without ``msc`` the mito objects are measured over the whole field; "
+        "without ``actin`` there are no TNTs."
+    )
+    return create_model("Channels", __base__=_ChannelsBase, __doc__=doc, **fields)
+
+
+Channels = _channels_model()
+#: A declared channel role (the roles a deconvolution may name).
+RoleName = Literal[schema.role_names()]  # type: ignore[valid-type]
 
 
 class Optics(_Section):
@@ -72,9 +86,15 @@ class Optics(_Section):
     refractive_index: float = Field(1.518, ge=1.0, le=2.0, description="immersion medium")
     confocal: bool = True
     emission_um: dict[str, float] = Field(
-        default_factory=lambda: {"msc": 0.51, "mito": 0.60, "actin": 0.67},
-        description="emission wavelength per role, µm (GFP, MitoTracker Red, phalloidin-647)",
+        default_factory=lambda: {r.name: r.emission_um for r in schema.ROLES},
+        description="emission wavelength per role, µm (GFP, MitoTracker Red, phalloidin-647); "
+        "a role not listed keeps its declared wavelength (hcsmito.schema.ROLES)",
     )
+
+    @field_validator("emission_um")
+    @classmethod
+    def _every_role(cls, v: dict[str, float]) -> dict[str, float]:
+        return {**{r.name: r.emission_um for r in schema.ROLES}, **v}
 
 
 class PsfGaussian(_Section):
@@ -107,7 +127,7 @@ class RichardsonLucy(_Section):
     iterations: int = Field(10, ge=1, le=500)
     acceleration: Literal["biggs"] | None = None
     tv: float = Field(0.0, ge=0.0, description="total-variation weight (0 = off)")
-    channels: tuple[Literal["msc", "mito", "actin"], ...] = ("mito",)
+    channels: tuple[RoleName, ...] = ("mito",)
     psf: Psf = Field(default_factory=PsfGaussian)
     max_voxels: int | None = Field(
         None, gt=0, description="tile fields larger than this many voxels (memory budget)"

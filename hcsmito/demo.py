@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
-
 __all__ = ["run_demo"]
 
 
@@ -15,6 +13,7 @@ def run_demo(out: Path, *, backend: str | None = None, seed: int = 0) -> int:
     Prints, per field, what was measured next to the generator's truth. Returns the exit
     code (non-zero when a field failed).
     """
+    from hcsmito.io.rundir import RunDir
     from hcsmito.runner import run_plate
     from hcsmito.synth import read_truth, write_synth_plate
 
@@ -27,7 +26,8 @@ def run_demo(out: Path, *, backend: str | None = None, seed: int = 0) -> int:
     platemap = out / "demo_platemap.csv"
     results = out / "results"
     summary = run_plate(plate, results, plate_map=platemap, backend=backend)
-    measured = pd.read_parquet(results / "tables" / "fields.parquet")
+    rd = RunDir(results)
+    measured = rd.read_table("fields")
     truth = read_truth(plate)["fields"]
     cols = ["n_msc", "n_foci", "n_jurkat"]
     both = measured.merge(truth, on=["well", "field"], suffixes=("", "_truth"))
@@ -35,7 +35,7 @@ def run_demo(out: Path, *, backend: str | None = None, seed: int = 0) -> int:
     print("\nmeasured vs truth per field:")
     print(both[[c for c in show if c in both.columns]].to_string(index=False))
     print(f"\nresults: {results} (tables/, labels.zarr, qc/, manifest.json)")
-    report = results / "report.html"
+    report = rd.report_path
     if report.exists():
         print(f"report: {report}")
     return 1 if summary.failed else 0

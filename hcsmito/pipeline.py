@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,90 +18,29 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from hcsmito import schema
 from hcsmito.backend import Backend, get_backend
 from hcsmito.config import Config, RichardsonLucy
 from hcsmito.measure.morphometry import aggregate_by_parent, regionprops_table
 from hcsmito.qc import check_flags, field_qc, join_flags
+from hcsmito.schema import empty_table
 
-__all__ = ["FieldResult", "TABLE_COLUMNS", "empty_table", "process_field"]
+__all__ = [
+    "FieldResult",
+    "plate_thresholds",
+    "process_field",
+    "threshold_sample",
+    "with_thresholds",
+]
 
-#: Minimum columns of each output table (DESIGN.md), before ``plate, well, field``.
-TABLE_COLUMNS: dict[str, dict[str, str]] = {
-    "foci": {
-        "focus_id": "int32",
-        "cell_id": "int32",
-        "z_um": "float64",
-        "y_um": "float64",
-        "x_um": "float64",
-        "volume_um3": "float64",
-        "area_um2": "float64",
-        "n_voxels": "int64",
-        "intensity_sum": "float64",
-        "intensity_mean": "float64",
-        "intensity_max": "float64",
-        "equivalent_diameter_um": "float64",
-        "axis_major_length_um": "float64",
-        "axis_minor_length_um": "float64",
-        "parent_overlap": "float64",
-    },
-    "cells": {
-        "cell_id": "int32",
-        "volume_um3": "float64",
-        "y_um": "float64",
-        "x_um": "float64",
-        "touches_border": "bool",
-        "n_foci": "int64",
-        "foci_volume_um3": "float64",
-        "foci_area_um2": "float64",
-        "foci_intensity_sum": "float64",
-        "red_positive": "bool",
-        "n_adhered_jurkat": "int64",
-    },
-    "jurkat": {
-        "jurkat_id": "int32",
-        "z_um": "float64",
-        "y_um": "float64",
-        "x_um": "float64",
-        "volume_um3": "float64",
-        "adhered": "bool",
-        "msc_id": "int32",
-        "contact_area_um2": "float64",
-    },
-    "tnt": {
-        "tnt_id": "int32",
-        "length_um": "float64",
-        "from_id": "int32",
-        "to_id": "int32",
-        "carries_mito": "boolean",
-        "from_kind": "string",
-        "to_kind": "string",
-        "thickness_um": "float64",
-        "height_um": "float64",
-    },
-    # counts are nullable: a failed field's row holds <NA>, not 0
-    "fields": {
-        "n_msc": "Int64",
-        "n_msc_red_positive": "Int64",
-        "pct_msc_red_positive": "float64",
-        "n_foci": "Int64",
-        "foci_volume_um3": "float64",
-        "foci_area_um2": "float64",
-        "n_jurkat": "Int64",
-        "n_jurkat_adhered": "Int64",
-        "n_tnt": "Int64",
-        "n_tnt_with_mito": "Int64",
-        "status": "string",
-        # QC codes of hcsmito.qc.QC_FLAGS joined by "," ("" none; a failed field <NA>)
-        "qc_flags": "string",
-        "glass_z_um": "float64",
-        "glass_source": "string",
-    },
-}
+#: Voxels of one sampled field that enter a plate-level threshold histogram (a regular
+#: subsample of larger fields: the histogram of 4 M voxels is the field's to ~0.1 %).
+THRESHOLD_SAMPLE_VOXELS = 1 << 22
 
 
-def empty_table(name: str) -> pd.DataFrame:
-    """A table with zero rows and the full schema of ``name``."""
-    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in TABLE_COLUMNS[name].items()})
+def _dtypes(name: str) -> dict[str, str]:
+    """The declared columns of table ``name`` (:mod:`hcsmito.schema`)."""
+    return schema.TABLES[name].dtypes
 
 
 @dataclass
@@ -275,7 +214,7 @@ def _prepare(channels, voxel_size, config: Config, backend, where: str) -> _Prep
                 processed[role] = b.to_host(det[role])  # device→host: output image
     if config.background.method != "none":
         with timer("background"):
-            for role in ("msc", "mito"):
+            for role in (r.name for r in schema.ROLES if r.background):
                 if role in det:
                     det[role] = subtract_background(
                         det[role], voxel_size=vox, **config.background.stage_kwargs()
@@ -284,18 +223,68 @@ def _prepare(channels, voxel_size, config: Config, backend, where: str) -> _Prep
     return _Prepared(b, timer, notes, ndim, spacing, vox, shapes, raw, det, decon, processed)
 
 
-def detection_images(
+def threshold_sample(
     channels: Mapping[str, Any],
     *,
     voxel_size: Mapping[str, float],
     config: Config,
+    roles: Sequence[str],
     backend: Backend | str | None = None,
     where: str = "",
-) -> dict[str, Any]:
-    """The images the stages of :func:`process_field` segment, by role: float32, after
-    the configured deconvolution and background subtraction, on the backend (used to
-    sample fields for a plate-level threshold)."""
-    return _prepare(channels, voxel_size, config, backend, where).det
+) -> dict[str, np.ndarray]:
+    """One field's share of a plate-level threshold: per mask role (``msc``, ``jurkat``),
+    the image that role's segmentation thresholds (prepared as :func:`process_field`
+    prepares it, smoothed as the stage smooths it), as at most
+    :data:`THRESHOLD_SAMPLE_VOXELS` host values (a regular subsample)."""
+    from hcsmito.stages.segmentation import jurkat_threshold_image, msc_threshold_image
+
+    if "msc" in roles and channels.get("msc") is None:
+        raise ValueError(
+            f"{where}: plate_threshold.roles lists msc but the field has no msc "
+            "channel: set channels.msc or remove msc from plate_threshold.roles"
+        )
+    prep = _prepare(channels, voxel_size, config, backend, where)
+    det, b = prep.det, prep.b
+    out: dict[str, np.ndarray] = {}
+    for role in roles:
+        if role == "msc":
+            sm = msc_threshold_image(
+                det["msc"],
+                voxel_size=voxel_size,
+                smooth_um=config.msc.smooth_um,
+                smooth_z_um=config.msc.smooth_z_um,
+            )
+        else:
+            sm = jurkat_threshold_image(
+                det["mito"], voxel_size=voxel_size, smooth_um=config.jurkat.smooth_um
+            )
+        flat = sm.reshape(-1)
+        step = max(1, -(-flat.size // THRESHOLD_SAMPLE_VOXELS))
+        out[role] = b.to_host(flat[::step])  # device->host: <= 4 M values
+    return out
+
+
+def plate_thresholds(
+    samples: Mapping[str, Sequence[np.ndarray]], *, method: str
+) -> dict[str, float]:
+    """The fixed threshold of each mask role from its fields' samples
+    (:func:`threshold_sample`): the pooled histogram thresholded by ``method``
+    (:func:`hcsmito.stages.threshold.plate_threshold`)."""
+    from hcsmito.stages.threshold import plate_threshold
+
+    return {role: plate_threshold(arrays, method=method) for role, arrays in samples.items()}
+
+
+def with_thresholds(config: Config, values: Mapping[str, float]) -> Config:
+    """``config`` with each mask role's segmentation cut at its fixed value
+    (``threshold_method: manual``)."""
+    update: dict[str, Any] = {}
+    for role, value in values.items():
+        section = config.msc if role == "msc" else config.jurkat
+        update[role] = section.model_copy(
+            update={"threshold_method": "manual", "threshold_value": value}
+        )
+    return config.model_copy(update=update)
 
 
 def process_field(
@@ -328,6 +317,7 @@ def process_field(
     """
     from hcsmito.stages.adhesion import measure_adhesion
     from hcsmito.stages.foci import detect_foci
+    from hcsmito.stages.glass import GLASS_CUES
     from hcsmito.stages.segmentation import JurkatInstances, segment_jurkat, segment_msc
     from hcsmito.stages.tnt import detect_tnts
 
@@ -372,7 +362,7 @@ def process_field(
                 mito=det["mito"],
                 # the glass from the raw channels: deconvolution and background
                 # subtraction leave the rising edges where they are, but need not
-                glass_channels={r: raw.get(r) for r in ("msc", "actin", "mito")},
+                glass_channels={r: raw.get(r) for r in GLASS_CUES},
                 **config.tnt.stage_kwargs(),
             )
     else:
@@ -436,19 +426,27 @@ def process_field(
     b.free_memory()
     return FieldResult(
         labels=labels,
-        tables={
-            "foci": foci_df,
-            "cells": cells_df,
-            "jurkat": jurkat_df,
-            "tnt": tnt_df,
-            "fields": fields_df,
-        },
+        tables=_declared_tables(
+            {
+                "foci": foci_df,
+                "cells": cells_df,
+                "jurkat": jurkat_df,
+                "tnt": tnt_df,
+                "fields": fields_df,
+            }
+        ),
         processed=processed,
         timings=timer.t,
         notes=notes,
         qc_flags=qc_flags,
         qc=qc.metrics,
     )
+
+
+def _declared_tables(tables: Mapping[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """Every per-field table of :mod:`hcsmito.schema`, in its order: a declared table no
+    stage fills is empty with its declared columns."""
+    return {n: tables[n] if n in tables else empty_table(n) for n in schema.field_tables()}
 
 
 def _collect_flags(image_flags: tuple[str, ...], stages: Mapping[str, Any]) -> tuple[str, ...]:
@@ -470,7 +468,7 @@ def _with_qc(fields_df: pd.DataFrame, qc_flags: tuple[str, ...], tnts) -> pd.Dat
     if tnts is not None:  # the TNT stage says where its glass came from; default: actin
         source = getattr(tnts, "glass_source", "actin" if np.isfinite(glass) else "")
     out["glass_source"] = pd.array([source or ""], dtype="string")
-    return out.astype(TABLE_COLUMNS["fields"])
+    return out.astype(_dtypes("fields"))
 
 
 def _centroids(t: Mapping[str, np.ndarray], ndim: int, n: int) -> dict[str, np.ndarray]:
@@ -505,7 +503,7 @@ def _foci_table(t: Mapping[str, np.ndarray], ndim: int, *, decon: bool) -> pd.Da
     if decon:
         cols["intensity_mean_decon"] = t["intensity_mean-1"]
         cols["intensity_sum_decon"] = t["intensity_sum-1"]
-    return pd.DataFrame(cols).astype(TABLE_COLUMNS["foci"])
+    return pd.DataFrame(cols).astype(_dtypes("foci"))
 
 
 def _jurkat_table(t: Mapping[str, np.ndarray], adhesion, ndim: int) -> pd.DataFrame:
@@ -531,16 +529,16 @@ def _jurkat_table(t: Mapping[str, np.ndarray], adhesion, ndim: int) -> pd.DataFr
             "contact_area_um2": contact,
         }
     )
-    return df.astype(TABLE_COLUMNS["jurkat"])
+    return df.astype(_dtypes("jurkat"))
 
 
 def _tnt_table(tnts) -> pd.DataFrame:
     if tnts is None or not len(tnts.table):
         return empty_table("tnt")
     df = tnts.table.copy()
-    first = list(TABLE_COLUMNS["tnt"])
+    first = list(_dtypes("tnt"))
     df = df[first + [c for c in df.columns if c not in first]]
-    return df.astype({k: v for k, v in TABLE_COLUMNS["tnt"].items()})
+    return df.astype({k: v for k, v in _dtypes("tnt").items()})
 
 
 def _cells_table(ct, ft, msc, touches, jurkat_df, cfg: Config) -> pd.DataFrame:
@@ -588,7 +586,7 @@ def _cells_table(ct, ft, msc, touches, jurkat_df, cfg: Config) -> pd.DataFrame:
             "n_adhered_jurkat": n_adh,
         }
     )
-    return df.astype(TABLE_COLUMNS["cells"])
+    return df.astype(_dtypes("cells"))
 
 
 def _fields_row(foci_df, cells_df, jurkat_df, tnt_df, has_msc, area_px, spacing) -> pd.DataFrame:
@@ -611,4 +609,4 @@ def _fields_row(foci_df, cells_df, jurkat_df, tnt_df, has_msc, area_px, spacing)
         "glass_z_um": np.nan,
         "glass_source": "",
     }
-    return pd.DataFrame([row]).astype(TABLE_COLUMNS["fields"])
+    return pd.DataFrame([row]).astype(_dtypes("fields"))

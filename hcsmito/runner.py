@@ -1,14 +1,8 @@
 """The batch runner: one Dask task per field, resumable, with NGFF labels and Parquet out.
 
-Layout of ``OUT``::
-
-    labels.zarr/               NGFF 0.5 plate mirroring the input's wells and fields: per
-                               field the detection channels (uint16) and labels msc, jurkat, foci
-    tables/<name>.parquet      foci, cells, jurkat, tnt, fields: compacted at the end of a run
-    tables/parts/<name>/*.parquet  each field's rows (written to a temporary name, renamed)
-    ledger/<well>_f<field>.json    each field's status, error, timings and input key
-    qc/<well>_f<field>.png     max projections with label contours
-    manifest.json              config, versions, backend, device, fingerprints, per-field status
+The output folder and every write into it belong to :class:`hcsmito.io.rundir.RunDir`
+(its docstring shows the layout); the channel roles and the tables written come from
+:mod:`hcsmito.schema`.
 
 A field's ledger entry is written last, atomically: it is the field's "done" mark. A re-run
 skips fields whose entry is ``ok`` with the same key (input fingerprint + config hash +
@@ -22,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import hashlib
-import json
 import logging
 import os
 import platform
@@ -37,8 +30,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hcsmito import __version__
+from hcsmito import __version__, schema
+from hcsmito.cluster import dask_client
 from hcsmito.config import Config, config_hash, load_config
+from hcsmito.io.rundir import FieldOutcome, RunDir, field_stem
 
 __all__ = [
     "FieldTask",
@@ -50,18 +45,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-TABLES = ("foci", "cells", "jurkat", "tnt", "fields")
-#: Voxels of one sampled field that enter a plate-level threshold histogram (a regular
-#: subsample of larger fields: the histogram of 4 M voxels is the field's to ~0.1 %).
-_THRESHOLD_SAMPLE_VOXELS = 1 << 22
-_ID_COLUMN = {
-    "foci": "focus_id",
-    "cells": "cell_id",
-    "jurkat": "jurkat_id",
-    "tnt": "tnt_id",
-    "fields": None,
-}
 
 
 @dataclass(frozen=True)
@@ -80,7 +63,7 @@ class FieldTask:
 
     @property
     def stem(self) -> str:
-        return f"{self.well.replace('/', '')}_f{self.field}"
+        return field_stem(self.well, self.field)
 
     @property
     def name(self) -> str:
@@ -113,27 +96,6 @@ class RunSummary:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def _atomic_write_json(path: Path, obj: Any) -> None:
-    _atomic_write_bytes(path, json.dumps(obj, indent=1, default=str).encode())
-
-
-def _atomic_write_parquet(path: Path, df: pd.DataFrame) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    df.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
 
 
 def field_fingerprint(plate_path: Path, image_path: str) -> str:
@@ -178,7 +140,8 @@ def _open_plate_cached(path: str):
 def _read_channels(plate, well_path: str, field: int, config: Config):
     """One field's channels by role, read now: ``(image, roles, {role: ndarray})``."""
     img = plate.read_field(well_path, field)
-    roles = img.resolve_roles(config.channels.roles())
+    required = [r.name for r in schema.ROLES if r.required]
+    roles = img.resolve_roles(config.channels.roles(), required=required)
     channels = {
         # read in this task: not as new tasks of the cluster the task runs on
         r: np.asarray(img.channel(i).compute(scheduler="synchronous"))
@@ -196,7 +159,7 @@ def run_field(task: FieldTask) -> dict:
     """
     from hcsmito.pipeline import process_field
 
-    out = Path(task.out)
+    rd = RunDir(task.out)
     t0 = time.perf_counter()
     entry: dict[str, Any] = {
         "well": task.well,
@@ -222,7 +185,7 @@ def run_field(task: FieldTask) -> dict:
         )
         t_w = time.perf_counter()
         labels = {r: img.channel_labels[i] for r, i in roles.items() if i is not None}
-        _write_field_outputs(out, task, img.voxel_size, labels, channels, res)
+        _write_field_outputs(rd, task, img.voxel_size, labels, channels, res)
         timings = {"read": t_read, **res.timings, "write": time.perf_counter() - t_w}
         entry.update(
             status="ok",
@@ -243,12 +206,13 @@ def run_field(task: FieldTask) -> dict:
             qc_flags=None,
         )
     entry["wall_s"] = time.perf_counter() - t0
-    _atomic_write_json(out / "ledger" / f"{task.stem}.json", entry)
+    rd.write_ledger(task.stem, entry)
     return entry
 
 
-def _write_field_outputs(out: Path, task: FieldTask, voxel_size, labels, channels, res) -> None:
+def _write_field_outputs(rd: RunDir, task: FieldTask, voxel_size, labels, channels, res) -> None:
     from hcsmito.io.writer import write_image, write_labels
+    from hcsmito.report.overlay import qc_overlay
 
     tables = dict(res.tables)
     for name, df in tables.items():
@@ -256,17 +220,17 @@ def _write_field_outputs(out: Path, task: FieldTask, voxel_size, labels, channel
         df.insert(0, "field", np.int32(task.field))
         df.insert(0, "well", task.well)
         df.insert(0, "plate", task.plate_name)
-        _atomic_write_parquet(out / "tables" / "parts" / name / f"{task.stem}.parquet", df)
+        rd.write_part(name, task.stem, df)
 
     ndim = next(iter(channels.values())).ndim
     axes = "zyx"[3 - ndim :]
     vox = {a: voxel_size[a] for a in axes}
-    roles = [r for r in ("msc", "mito", "actin") if r in channels]
+    roles = [r.name for r in schema.ROLES if r.to_labels and r.name in channels]
     stack = []
     for r in roles:
         a = res.processed.get(r, channels[r])
         stack.append(np.clip(np.rint(a), 0, 65535).astype(np.uint16))
-    lab_plate = out / "labels.zarr"
+    lab_plate = rd.labels
     write_image(
         lab_plate,
         task.well_path,
@@ -278,46 +242,7 @@ def _write_field_outputs(out: Path, task: FieldTask, voxel_size, labels, channel
     )
     for name, lab in res.labels.items():
         write_labels(lab_plate, task.well_path, task.field, name, lab, axes=axes, voxel_size=vox)
-    _write_qc(out / "qc" / f"{task.stem}.png", channels, res.labels)
-
-
-def _outline(lab: np.ndarray) -> np.ndarray:
-    edge = np.zeros(lab.shape, bool)
-    edge[:-1] |= lab[:-1] != lab[1:]
-    edge[1:] |= lab[:-1] != lab[1:]
-    edge[:, :-1] |= lab[:, :-1] != lab[:, 1:]
-    edge[:, 1:] |= lab[:, :-1] != lab[:, 1:]
-    return edge & (lab > 0)
-
-
-def _write_qc(path: Path, channels: dict, labels: dict) -> None:
-    """Max projections (GFP green, mito magenta) with MSC (white), Jurkat (cyan), foci (yellow)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.image import imsave
-
-    def proj(a):
-        a = np.asarray(a, np.float32)
-        p = a.max(axis=0) if a.ndim == 3 else a
-        lo, hi = np.percentile(p, (1, 99.8))
-        return np.clip((p - lo) / max(hi - lo, 1e-6), 0, 1)
-
-    shape = next(iter(channels.values())).shape[-2:]
-    g = proj(channels["msc"]) if "msc" in channels else np.zeros(shape, np.float32)
-    m = proj(channels["mito"])
-    rgb = np.stack([m, g, m], axis=-1) * 0.9
-
-    def lproj(lab):
-        return lab.max(axis=0) if lab.ndim == 3 else lab
-
-    for name, color in (("msc", (1, 1, 1)), ("jurkat", (0, 1, 1)), ("foci", (1, 1, 0))):
-        if name in labels and labels[name].any():
-            rgb[_outline(lproj(labels[name]))] = color
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-    imsave(tmp, rgb)
-    os.replace(tmp, path)
+    rd.write_png(rd.qc_png(task.stem), qc_overlay(channels, res.labels))
 
 
 # --------------------------------------------------------------------------- driver
@@ -361,9 +286,8 @@ def plate_thresholds(
         Per role: ``value``, ``method`` and the ``fields`` sampled (for the manifest).
     """
     from hcsmito.backend import get_backend
-    from hcsmito.pipeline import detection_images
-    from hcsmito.stages.segmentation import jurkat_threshold_image, msc_threshold_image
-    from hcsmito.stages.threshold import plate_threshold
+    from hcsmito.pipeline import plate_thresholds as fixed_thresholds
+    from hcsmito.pipeline import threshold_sample, with_thresholds
 
     pt = config.plate_threshold
     if not pt.roles:
@@ -380,58 +304,27 @@ def plate_thresholds(
         ref = refs[i]
         where = f"plate {plate.name}, well {ref.well}, field {ref.field}"
         try:
-            img, roles, channels = _read_channels(plate, ref.well_path, ref.field, config)
-            if "msc" in pt.roles and roles.get("msc") is None:
-                raise ValueError(
-                    f"{where}: plate_threshold.roles lists msc but the field has no msc "
-                    "channel: set channels.msc or remove msc from plate_threshold.roles"
-                )
-            det = detection_images(
-                channels, voxel_size=img.voxel_size, config=config, backend=b, where=where
-            )
+            img, _, channels = _read_channels(plate, ref.well_path, ref.field, config)
+            sample = threshold_sample(channels, voxel_size=img.voxel_size, config=config,
+                                      roles=pt.roles, backend=b, where=where)  # fmt: skip
         except Exception as exc:  # a bad field is left out; the run reports it itself
             log.warning("%s: left out of the plate threshold sample: %s", where, exc)
             last_error = str(exc)
             continue
-        for role in pt.roles:
-            if role == "msc":
-                sm = msc_threshold_image(
-                    det["msc"],
-                    voxel_size=img.voxel_size,
-                    smooth_um=config.msc.smooth_um,
-                    smooth_z_um=config.msc.smooth_z_um,
-                )
-            else:
-                sm = jurkat_threshold_image(
-                    det["mito"], voxel_size=img.voxel_size, smooth_um=config.jurkat.smooth_um
-                )
-            flat = sm.reshape(-1)
-            step = max(1, -(-flat.size // _THRESHOLD_SAMPLE_VOXELS))
-            samples[role].append(b.to_host(flat[::step]))  # device->host: <= 4 M values
+        for role, values in sample.items():
+            samples[role].append(values)
         used.append(f"{ref.well}/{ref.field}")
     if not used:
         raise ValueError(
             f"plate {plate.name}: no field of the plate-threshold sample could be used; the "
             f"last error: {last_error.rstrip('.')}. Fix that, or set plate_threshold.roles: []"
         )
-    update: dict[str, Any] = {}
-    info: dict[str, dict] = {}
-    for role, arrays in samples.items():
-        value = plate_threshold(arrays, method=pt.method)
-        info[role] = {"value": value, "method": pt.method, "fields": used}
-        section = config.msc if role == "msc" else config.jurkat
-        update[role] = section.model_copy(
-            update={"threshold_method": "manual", "threshold_value": value}
-        )
-        log.info(
-            "plate %s: %s threshold %.6g (%s over %d fields)",
-            plate.name,
-            role,
-            value,
-            pt.method,
-            len(used),
-        )
-    return config.model_copy(update=update), info
+    values = fixed_thresholds(samples, method=pt.method)
+    info = {r: {"value": v, "method": pt.method, "fields": used} for r, v in values.items()}
+    for role, value in values.items():
+        log.info("plate %s: %s threshold %.6g (%s over %d fields)", plate.name, role, value,
+                 pt.method, len(used))  # fmt: skip
+    return with_thresholds(config, values), info
 
 
 def plate_glass(plate, config: Config, backend: str | None = None) -> tuple[Config, dict]:
@@ -454,7 +347,7 @@ def plate_glass(plate, config: Config, backend: str | None = None) -> tuple[Conf
         estimates, and ``left_out`` (field: reason), for the manifest.
     """
     from hcsmito.backend import get_backend
-    from hcsmito.stages.glass import estimate_glass
+    from hcsmito.stages.glass import GLASS_CUES, estimate_glass
 
     tnt = config.tnt
     if tnt.glass_z_um is not None or tnt.glass_reference_um is not None:
@@ -475,7 +368,7 @@ def plate_glass(plate, config: Config, backend: str | None = None) -> tuple[Conf
                 left_out[key] = "no actin channel"
                 continue
             g = estimate_glass(
-                {r: b.asarray(channels[r]) for r in ("msc", "actin", "mito") if r in channels},
+                {r: b.asarray(channels[r]) for r in GLASS_CUES if r in channels},
                 voxel_size=img.voxel_size,
             )
         except Exception as exc:  # a bad field is left out; the run reports it itself
@@ -500,201 +393,37 @@ def plate_glass(plate, config: Config, backend: str | None = None) -> tuple[Conf
     return config.model_copy(update=update), info
 
 
-def _read_ledger(out: Path, task: FieldTask) -> dict | None:
-    p = out / "ledger" / f"{task.stem}.json"
-    try:
-        return json.loads(p.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-
-
-def _done(out: Path, task: FieldTask) -> bool:
-    entry = _read_ledger(out, task)
+def _done(rd: RunDir, task: FieldTask) -> bool:
+    entry = rd.read_ledger(task.stem)
     if not entry or entry.get("status") != "ok" or entry.get("key") != task.key:
         return False
-    return all((out / "tables" / "parts" / t / f"{task.stem}.parquet").exists() for t in TABLES)
+    return rd.has_parts(task.stem)
 
 
-def _prepare_out(out: Path, plate, overwrite: bool) -> None:
-    import shutil
-
+def _prepare_out(rd: RunDir, plate, overwrite: bool) -> None:
     from hcsmito.io.writer import create_plate
 
-    manifest = out / "manifest.json"
-    if out.exists() and any(out.iterdir()):
+    if not rd.is_empty():
         if overwrite:
-            for name in (
-                "labels.zarr",
-                "tables",
-                "ledger",
-                "qc",
-                "figures",
-                "manifest.json",
-                "report.html",
-                "platemap.csv",
-            ):
-                p = out / name
-                if p.is_dir():
-                    shutil.rmtree(p)
-                elif p.exists():
-                    p.unlink()
-        elif not manifest.exists() and not (out / "ledger").exists():
+            rd.clear()
+        elif not rd.is_run_folder():
             raise FileExistsError(
-                f"{out} exists and is not an hcsmito output folder: choose another --out "
+                f"{rd.root} exists and is not an hcsmito output folder: choose another --out "
                 "or pass --overwrite"
             )
         else:
-            old = json.loads(manifest.read_text()) if manifest.exists() else {}
+            old = rd.read_manifest()
             if old.get("plate_path") not in (None, str(Path(plate.path).resolve())):
                 raise FileExistsError(
-                    f"{out} holds results of another plate ({old.get('plate_path')}): "
+                    f"{rd.root} holds results of another plate ({old.get('plate_path')}): "
                     "choose another --out or pass --overwrite"
                 )
-    out.mkdir(parents=True, exist_ok=True)
-    lab = out / "labels.zarr"
-    if not lab.exists():
+    rd.root.mkdir(parents=True, exist_ok=True)
+    if not rd.labels.exists():
         counts: dict[str, int] = {}
         for r in plate.fields:
             counts[r.well_path] = counts.get(r.well_path, 0) + 1
-        create_plate(lab, wells=list(counts), fields_per_well=counts, name=plate.name)
-
-
-def _compact(out: Path, tasks: Sequence[FieldTask], entries: dict[str, dict]) -> None:
-    """Concatenate the fields' parts into ``tables/<name>.parquet`` (sorted, one per field)."""
-    for name in TABLES:
-        frames = []
-        for t in tasks:
-            if entries.get(t.stem, {}).get("status") != "ok":
-                continue
-            p = out / "tables" / "parts" / name / f"{t.stem}.parquet"
-            if p.exists():
-                frames.append(pd.read_parquet(p))
-        nonempty = [f for f in frames if len(f)]
-        if nonempty:
-            df = pd.concat(nonempty, ignore_index=True)
-        elif frames:
-            df = frames[0].iloc[:0]
-        elif name == "fields":
-            df = _fields_schema()
-        else:
-            continue
-        if name == "fields":
-            failed = [
-                {"plate": t.plate_name, "well": t.well, "field": t.field, "status": "failed"}
-                for t in tasks
-                if entries.get(t.stem, {}).get("status") == "failed"
-            ]
-            if failed:
-                bad = pd.DataFrame(failed)
-                schema = df.dtypes if len(df.columns) else _fields_schema().dtypes
-                df = pd.concat([df, bad], ignore_index=True) if len(df) else bad
-                df = df.reindex(columns=schema.index).astype(schema.to_dict())
-        keys = ["well", "field"] + ([_ID_COLUMN[name]] if _ID_COLUMN[name] else [])
-        df = _sort_wells(df, keys)
-        _atomic_write_parquet(out / "tables" / f"{name}.parquet", df)
-
-
-def _fields_schema() -> pd.DataFrame:
-    from hcsmito.pipeline import empty_table
-
-    df = empty_table("fields")
-    df.insert(0, "field", pd.Series(dtype="int32"))
-    df.insert(0, "well", pd.Series(dtype="object"))
-    df.insert(0, "plate", pd.Series(dtype="object"))
-    return df
-
-
-def _sort_wells(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    if not len(df):
-        return df.reset_index(drop=True)
-    from hcsmito.io.names import well_sort_key
-
-    order = sorted(
-        range(len(df)),
-        key=lambda i: (well_sort_key(df["well"].iat[i]), *(df[k].iat[i] for k in keys[1:])),
-    )
-    return df.iloc[order].reset_index(drop=True)
-
-
-def _dashboard_link(client, *, local: bool) -> str:
-    """The dashboard's address; a local cluster's binds to 127.0.0.1, so link there."""
-    if local:
-        port = client.scheduler_info().get("services", {}).get("dashboard")
-        if port:
-            return f"http://127.0.0.1:{port}/status"
-    return client.dashboard_link
-
-
-def slurm_cluster(slurm):
-    """A dask-jobqueue ``SLURMCluster`` from ``config.resources.slurm`` (no job submitted yet).
-
-    ``cluster.job_script()`` shows the batch script each worker job runs. The scheduler and
-    dashboard listen on the node's address so that the jobs can reach them.
-    """
-    try:
-        from dask_jobqueue import SLURMCluster
-    except ImportError:
-        raise ValueError(
-            "scheduler 'slurm' needs dask-jobqueue: pip install 'hcsmito[slurm]'"
-        ) from None
-    extra = list(slurm.job_extra_directives)
-    if slurm.gpus:
-        extra.append(f"--gres=gpu:{slurm.gpus}")
-    return SLURMCluster(
-        queue=slurm.queue,
-        account=slurm.account,
-        cores=slurm.cores,
-        processes=slurm.processes,
-        memory=slurm.memory,
-        walltime=slurm.walltime,
-        job_extra_directives=extra,
-        local_directory=slurm.local_directory,
-        scheduler_options={"dashboard_address": ":0"},
-    )
-
-
-@contextlib.contextmanager
-def _client(scheduler: str, workers: int | None, backend: str | None, quiet: bool, slurm=None):
-    """A distributed Client for ``threads | processes | ADDRESS``, bound to 127.0.0.1."""
-    from distributed import Client, LocalCluster
-
-    n = workers or max(1, min(4, os.cpu_count() or 1))
-    cluster = None
-    if scheduler == "threads":
-        cluster = LocalCluster(
-            processes=False,
-            n_workers=1,
-            threads_per_worker=n,
-            dashboard_address="127.0.0.1:0",  # in-process transport: no port but this one
-        )
-    elif scheduler == "processes":
-        if backend == "gpu":
-            try:
-                from dask_cuda import LocalCUDACluster  # one worker per GPU
-
-                cluster = LocalCUDACluster(host="127.0.0.1", dashboard_address="127.0.0.1:0")
-            except ImportError:
-                log.info("dask-cuda is not installed: one process per worker instead")
-        if cluster is None:
-            cluster = LocalCluster(
-                processes=True,
-                n_workers=n,
-                threads_per_worker=1,
-                dashboard_address="127.0.0.1:0",
-                host="127.0.0.1",
-            )
-    elif scheduler == "slurm":
-        cluster = slurm_cluster(slurm)
-        cluster.scale(jobs=slurm.jobs)
-    client = Client(cluster) if cluster is not None else Client(scheduler)
-    try:
-        if not quiet:
-            print(f"dask dashboard: {_dashboard_link(client, local=cluster is not None)}")
-        yield client
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+        create_plate(rd.labels, wells=list(counts), fields_per_well=counts, name=plate.name)
 
 
 def run_plate(
@@ -751,7 +480,8 @@ def run_plate(
     plate = open_plate(plate_path)  # validates all metadata before any computation
     refs = _select_fields(plate, wells)
     out = Path(out)
-    _prepare_out(out, plate, overwrite)
+    rd = RunDir(out)
+    _prepare_out(rd, plate, overwrite)
     config, thresholds = plate_thresholds(plate, config, backend)
     config, glass = plate_glass(plate, config, backend)
 
@@ -776,7 +506,7 @@ def run_plate(
                 backend=backend,
             )
         )
-    todo = [t for t in tasks if not _done(out, t)]
+    todo = [t for t in tasks if not _done(rd, t)]
     skipped = [f"{t.well}/{t.field}" for t in tasks if t not in todo]
 
     from hcsmito.backend import get_backend
@@ -786,9 +516,11 @@ def run_plate(
         _run_tasks(todo, scheduler, workers, backend, progress, config.resources.slurm)
 
     entries = {
-        t.stem: _read_ledger(out, t) or {"status": "failed", "error": "no result"} for t in tasks
+        t.stem: rd.read_ledger(t.stem) or {"status": "failed", "error": "no result"} for t in tasks
     }
-    _compact(out, tasks, entries)
+    rd.compact(
+        [FieldOutcome(t.plate_name, t.well, t.field, entries[t.stem].get("status")) for t in tasks]
+    )
     failed = {
         f"{t.well}/{t.field}": entries[t.stem].get("error") or "failed"
         for t in tasks
@@ -831,9 +563,9 @@ def run_plate(
     }
     if plate_map is not None:
         # keep the plate map with the results: `hcsmito report OUT` works after it moves
-        _atomic_write_bytes(out / "platemap.csv", Path(plate_map).read_bytes())
-        manifest["plate_map"] = "platemap.csv"
-    _atomic_write_json(out / "manifest.json", manifest)
+        rd.write_bytes(rd.platemap_path, Path(plate_map).read_bytes())
+        manifest["plate_map"] = rd.relative(rd.platemap_path)
+    rd.write_manifest(manifest)
     flagged = {
         f"{t.well}/{t.field}": list(entries[t.stem].get("qc_flags") or [])
         for t in tasks
@@ -858,7 +590,7 @@ def _run_tasks(todo, scheduler, workers, backend, progress, slurm) -> None:
     from distributed import as_completed
 
     quiet = not progress
-    with _client(scheduler, workers, backend, quiet, slurm) as client:
+    with dask_client(scheduler, workers, backend, quiet=quiet, slurm=slurm) as client:
         futures = [client.submit(run_field, t, key=t.name, pure=False) for t in todo]
         bar = None
         if progress:
@@ -882,23 +614,4 @@ def _run_tasks(todo, scheduler, workers, backend, progress, slurm) -> None:
 def field_status(out: str | Path) -> pd.DataFrame:
     """Per-field state of an output folder (from its ledger): well, field, status,
     seconds, QC flags (codes joined by ","; empty for none and for failed fields), error."""
-    out = Path(out)
-    rows = []
-    for p in sorted((out / "ledger").glob("*.json")):
-        with contextlib.suppress(json.JSONDecodeError):
-            e = json.loads(p.read_text())
-            rows.append(
-                {
-                    "well": e.get("well"),
-                    "field": e.get("field"),
-                    "status": e.get("status"),
-                    "seconds": round(float(e.get("wall_s") or 0.0), 2),
-                    "qc_flags": ",".join(e.get("qc_flags") or []),
-                    "error": e.get("error") or "",
-                }
-            )
-    if not rows and not out.exists():
-        raise FileNotFoundError(f"{out} does not exist: run `hcsmito run --out {out}` first")
-    cols = ["well", "field", "status", "seconds", "qc_flags", "error"]
-    df = pd.DataFrame(rows, columns=cols)
-    return _sort_wells(df, ["well", "field"]) if len(df) else df
+    return RunDir(out).status()

@@ -94,7 +94,7 @@ def test_module_entry_point():
 
 def test_slurm_job_script_from_config():
     pytest.importorskip("dask_jobqueue")
-    from hcsmito.runner import slurm_cluster
+    from hcsmito.cluster import slurm_cluster
 
     cfg = load_config(
         overrides=[

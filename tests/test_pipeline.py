@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 
 from hcsmito.config import load_config
-from hcsmito.pipeline import TABLE_COLUMNS, process_field
+from hcsmito.pipeline import process_field
+from hcsmito.schema import TABLES, field_tables
 from hcsmito.synth import SynthParams, generate_field
 
 ROLES = {"msc": 0, "mito": 1, "actin": 2}
@@ -22,7 +23,9 @@ def _channels(f, roles=ROLES):
 
 
 def _check_schema(tables):
-    for name, cols in TABLE_COLUMNS.items():
+    assert list(tables) == list(field_tables())
+    for name in field_tables():
+        cols = TABLES[name].dtypes
         assert list(tables[name].columns[: len(cols)]) == list(cols), name
     assert len(tables["fields"]) == 1
 
@@ -205,7 +208,7 @@ def test_foci_table_equals_scikit_image_with_contract_names():
     spacing = (0.5, 0.2, 0.1)
     t = ours(labels, [mito], spacing=spacing, parents={"parent": cells})
     df = _foci_table(t, 3, decon=False)
-    assert list(df.columns) == list(TABLE_COLUMNS["foci"])
+    assert list(df.columns) == list(TABLES["foci"].dtypes)
     ref = regionprops_table(
         labels,
         mito,

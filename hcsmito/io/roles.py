@@ -14,25 +14,27 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from hcsmito import schema
 from hcsmito.io.errors import PlateError
 
 __all__ = ["DEFAULT_ROLE_PATTERNS", "resolve_channel_roles"]
 
 log = logging.getLogger(__name__)
 
-#: Case-insensitive regular expressions matched (as substrings) against channel labels.
-DEFAULT_ROLE_PATTERNS: dict[str, str] = {
-    "msc": "gfp",
-    "mito": "mito",
-    "actin": "phalloidin|actin",
-}
+#: Case-insensitive regular expressions matched (as substrings) against channel labels,
+#: by role: the patterns of :data:`hcsmito.schema.ROLES` when this module was imported.
+DEFAULT_ROLE_PATTERNS: dict[str, str] = {r.name: r.pattern for r in schema.ROLES}
+
+
+def _patterns() -> dict[str, str]:
+    return {r.name: r.pattern for r in schema.ROLES}
 
 
 def resolve_channel_roles(
     labels: Sequence[str],
     roles: Mapping[str, str | int | None] | None = None,
     *,
-    required: Sequence[str] = ("mito",),
+    required: Sequence[str] | None = None,
     where: str = "",
 ) -> dict[str, int | None]:
     """Find the channel index of each role from the channel labels.
@@ -44,9 +46,10 @@ def resolve_channel_roles(
     roles : mapping, optional
         Role -> ``None`` (default pattern, see :data:`DEFAULT_ROLE_PATTERNS`: a
         case-insensitive substring), a label (case-insensitive exact match) or a 0-based
-        index. Default ``{"msc": None, "mito": None, "actin": None}``.
+        index. Default: every declared role (:mod:`hcsmito.schema`), unset.
     required : sequence of str, optional
-        Roles that must be found. Other roles left to their default pattern resolve to
+        Roles that must be found (default: the roles declared ``required`` in
+        :mod:`hcsmito.schema`, i.e. ``mito``). Other roles left to their default pattern resolve to
         ``None`` when no label matches (and this is logged).
     where : str, optional
         The plate / field, for messages.
@@ -63,8 +66,11 @@ def resolve_channel_roles(
         range, a default pattern matches several channels, or two roles share a channel.
         The message lists the labels present and says to set ``channels.<role>``.
     """
+    patterns = _patterns()
     if roles is None:
-        roles = {role: None for role in DEFAULT_ROLE_PATTERNS}
+        roles = dict.fromkeys(patterns)
+    if required is None:
+        required = [r.name for r in schema.ROLES if r.required]
     labels = list(labels)
     lower = [lab.lower() for lab in labels]
     at = f"{where}: " if where else ""
@@ -89,7 +95,7 @@ def resolve_channel_roles(
                 )
             out[role] = hits[0]
         elif spec is None:
-            pattern = DEFAULT_ROLE_PATTERNS.get(role)
+            pattern = patterns.get(role)
             if pattern is None:
                 raise PlateError(
                     f"{at}channel role {role!r} has no default label pattern. "

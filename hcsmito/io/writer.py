@@ -30,6 +30,7 @@ import numpy as np
 import zarr
 from zarr.storage import LocalStore
 
+from hcsmito import schema
 from hcsmito.io.errors import PlateError
 from hcsmito.io.names import check_name, parse_well, row_sort_key, well_path
 from hcsmito.io.ngff import ImageLabel, ImageMeta, LabelsMeta, PlateMeta, WellMeta, parse
@@ -41,13 +42,8 @@ _TARGET_CHUNK_BYTES = 8 * 2**20  # one chunk: a z-block of full (<= 1024 x 1024)
 _MAX_PLANE_CHUNK = 1024
 _LABEL_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 
-# Display colours by channel label (hex RRGGBB), then a palette for the rest.
-_ROLE_COLORS = (
-    ("gfp", "00FF00"),
-    ("mito", "FF0000"),
-    ("phalloidin", "FFFFFF"),
-    ("actin", "FFFFFF"),
-)
+# Display colours: a role's (hcsmito.schema) when the label matches one of its pattern's
+# alternatives, then a palette for the rest.
 _PALETTE = ("00FF00", "FF0000", "FFFFFF", "0000FF", "FF00FF", "00FFFF", "FFFF00")
 
 
@@ -395,9 +391,9 @@ def _wrap(meta: dict, version: str) -> dict:
 
 def _default_color(label: str, index: int) -> str:
     low = label.lower()
-    for key, color in _ROLE_COLORS:
-        if key in low:
-            return color
+    for role in schema.ROLES:
+        if any(key in low for key in role.pattern.split("|")):
+            return role.color
     return _PALETTE[index % len(_PALETTE)]
 
 

@@ -9,6 +9,7 @@ a run.
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
 from hcsmito.aggregate import READOUTS
+from hcsmito.io.rundir import atomic_write_bytes
 
 __all__ = [
     "FigureFile",
@@ -93,10 +95,12 @@ def plate_format(wells: Sequence[str], *, smallest: tuple[int, int] = (8, 12)) -
 def save_figure(fig: Figure, stem: str | Path) -> tuple[Path, Path]:
     """Write ``stem.png`` and ``stem.svg``; returns both paths."""
     stem = Path(stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
     png, svg = stem.with_suffix(".png"), stem.with_suffix(".svg")
-    fig.savefig(png, dpi=DPI, metadata={"Software": None})
-    fig.savefig(svg, metadata={"Date": None})
+    for path, kw in ((png, {"dpi": DPI, "metadata": {"Software": None}}),
+                     (svg, {"metadata": {"Date": None}})):  # fmt: skip
+        buf = io.BytesIO()
+        fig.savefig(buf, format=path.suffix[1:], **kw)
+        atomic_write_bytes(path, buf.getvalue())
     return png, svg
 
 

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from hcsmito.aggregate import READOUTS, read_aggregates, read_manifest, write_aggregates
+from hcsmito.io.rundir import RunDir, field_stem
 from hcsmito.qc import QC_FLAGS, format_flag_counts, split_flags
 
 __all__ = ["build_report", "render_report"]
@@ -218,8 +219,8 @@ def _flags_html(out_dir: Path, agg: Mapping[str, Any], fields: pd.DataFrame) -> 
     rows = []
     for w, f, text in zip(flagged["well"], flagged["field"], flagged["qc_flags"], strict=True):
         codes = split_flags(text)
-        stem = f"{str(w).replace('/', '')}_f{int(f)}"
-        png = out_dir / "qc" / f"{stem}.png"
+        stem = field_stem(w, f)
+        png = RunDir(out_dir).qc_png(stem)
         pic = ""
         if png.is_file():
             rel = _E(png.relative_to(out_dir).as_posix())
@@ -386,7 +387,7 @@ def _qc_html(
 ) -> str:
     """QC overlays: a thumbnail of each well's first field embedded (while the page's
     ``budget`` of bytes lasts), every field linked by relative path."""
-    qc_dir = out_dir / "qc"
+    qc_dir = RunDir(out_dir).qc_dir
     pngs = sorted(qc_dir.glob("*.png"), key=lambda p: _stem_key(p.stem)) if qc_dir.is_dir() else []
     if not pngs:
         return "<p><em>No QC overlays in qc/.</em></p>"
@@ -501,21 +502,21 @@ def build_report(
     from hcsmito.report.figures import make_figures
 
     out_dir = Path(out_dir)
-    fields_path = out_dir / "tables" / "fields.parquet"
+    rd = RunDir(out_dir)
+    fields_path = rd.table("fields")
     if not fields_path.is_file():
         raise FileNotFoundError(
             f"{fields_path} is absent: 'hcsmito report' needs the tables of a finished "
             f"'hcsmito run' in {out_dir}"
         )
     manifest = read_manifest(out_dir)
-    if reaggregate or not (out_dir / "tables" / "conditions.parquet").is_file():
+    if reaggregate or not rd.has_table("conditions"):
         agg = write_aggregates(out_dir, plate_map=plate_map, **options)
     else:
         agg = read_aggregates(out_dir)
-    fields = pd.read_parquet(fields_path)
-    figs = make_figures(agg, out_dir / "figures")
+    fields = rd.read_table("fields")
+    figs = make_figures(agg, rd.figures)
     page = render_report(out_dir, agg, manifest, fields, figs)
-    path = out_dir / "report.html"
-    path.write_text(page, encoding="utf-8")
+    path = rd.write_text(rd.report_path, page)
     log.info("wrote %s (%.1f kB)", path, path.stat().st_size / 1e3)
     return path

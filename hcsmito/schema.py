@@ -1,0 +1,246 @@
+"""The one declaration of channel roles and output tables.
+
+Every other part reads it: the config (``channels``, ``optics.emission_um``, the roles a
+deconvolution may name), channel resolution (default label patterns), the label writer
+(display colours), the pipeline (which detection images are background-subtracted, which
+tables a field returns), the runner (part files, compaction, sort keys, which channels
+go to ``labels.zarr``) and the aggregation (which tables it reads). Adding a role or a
+table here is the whole declaration; a stage that fills the table is the only other edit.
+
+>>> [r.name for r in ROLES]
+['msc', 'mito', 'actin']
+>>> list(TABLES["foci"].dtypes)[:3]
+['focus_id', 'cell_id', 'z_um']
+
+This module imports nothing of hcsmito (every module may read it). The config reads the
+roles when it is imported; every other reader reads the declaration when it is called.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+__all__ = [
+    "KEY_COLUMNS",
+    "ROLES",
+    "Column",
+    "Role",
+    "Table",
+    "TABLES",
+    "aggregate_tables",
+    "empty_table",
+    "field_tables",
+    "role",
+    "role_names",
+]
+
+
+# --------------------------------------------------------------------------- roles
+
+
+@dataclass(frozen=True)
+class Role:
+    """A channel role of the assay.
+
+    Attributes
+    ----------
+    name : str
+        The role's key (``channels.<name>`` in the config).
+    pattern : str
+        Case-insensitive regular expression found in the channel label when the config
+        leaves the role unset; alternatives (``a|b``) also pick the display colour.
+    emission_um : float
+        Emission wavelength, µm (theoretical PSF).
+    color : str
+        Display colour ``RRGGBB`` of a channel whose label matches ``pattern``.
+    background : bool
+        The detection image is background-subtracted (``background.method``).
+    to_labels : bool
+        The channel is written to ``labels.zarr`` beside the label images.
+    required : bool
+        A field without this role cannot be processed.
+    doc : str
+        What the channel shows.
+    """
+
+    name: str
+    pattern: str
+    emission_um: float
+    color: str
+    background: bool = False
+    to_labels: bool = True
+    required: bool = False
+    doc: str = ""
+
+
+#: The channel roles, in the order of the config and of the ``labels.zarr`` channels.
+# fmt: off
+ROLES: tuple[Role, ...] = (
+    Role("msc", "gfp", 0.51, "00FF00", background=True, doc="GFP: the receiving MSCs"),
+    Role("mito", "mito", 0.60, "FF0000", background=True, required=True,
+         doc="MitoTracker: the donor cells' mitochondria"),
+    Role("actin", "phalloidin|actin", 0.67, "FFFFFF", doc="phalloidin: TNTs"),
+)
+# fmt: on
+
+
+def role_names() -> tuple[str, ...]:
+    """The declared role names, in order."""
+    return tuple(r.name for r in ROLES)
+
+
+def role(name: str) -> Role:
+    """The declared role ``name``."""
+    for r in ROLES:
+        if r.name == name:
+            return r
+    raise KeyError(f"unknown channel role {name!r}: the roles are {list(role_names())}")
+
+
+# --------------------------------------------------------------------------- tables
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column: pandas dtype and unit (``""`` for counts, ids, flags and text)."""
+
+    name: str
+    dtype: str
+    unit: str = ""
+
+
+@dataclass(frozen=True)
+class Table:
+    """An output table of ``OUT/tables``.
+
+    Attributes
+    ----------
+    name : str
+        ``OUT/tables/<name>.parquet``.
+    columns : tuple of Column
+        The minimum columns, in order (per-field tables: after :data:`KEY_COLUMNS`).
+    id_column : str or None
+        The object id (sort key after well and field); None for one row per field.
+    per : {"field", "aggregate"}
+        ``field``: each field's task writes its rows (a part file), compacted at the end
+        of a run; ``aggregate``: computed from the field tables by the aggregation.
+    doc : str
+        One row per what.
+    """
+
+    name: str
+    columns: tuple[Column, ...]
+    id_column: str | None = None
+    per: str = "field"
+    doc: str = ""
+
+    @property
+    def dtypes(self) -> dict[str, str]:
+        """Column name -> pandas dtype."""
+        return {c.name: c.dtype for c in self.columns}
+
+    @property
+    def units(self) -> dict[str, str]:
+        """Column name -> unit."""
+        return {c.name: c.unit for c in self.columns}
+
+
+def _cols(*spec: tuple[str, ...]) -> tuple[Column, ...]:
+    return tuple(Column(*s) for s in spec)
+
+
+UM, UM2, UM3 = "µm", "µm²", "µm³"
+
+#: The columns that lead every per-field table's rows (added by the runner).
+KEY_COLUMNS: tuple[Column, ...] = _cols(("plate", "object"), ("well", "object"), ("field", "int32"))
+
+# fmt: off
+_TABLE_LIST: tuple[Table, ...] = (
+    Table("foci", _cols(
+        ("focus_id", "int32"), ("cell_id", "int32"),
+        ("z_um", "float64", UM), ("y_um", "float64", UM), ("x_um", "float64", UM),
+        ("volume_um3", "float64", UM3), ("area_um2", "float64", UM2),
+        ("n_voxels", "int64"),
+        ("intensity_sum", "float64"), ("intensity_mean", "float64"),
+        ("intensity_max", "float64"),
+        ("equivalent_diameter_um", "float64", UM),
+        ("axis_major_length_um", "float64", UM), ("axis_minor_length_um", "float64", UM),
+        ("parent_overlap", "float64"),
+    ), id_column="focus_id", doc="focus (internalized mitochondrial fragment)"),
+    Table("cells", _cols(
+        ("cell_id", "int32"), ("volume_um3", "float64", UM3),
+        ("y_um", "float64", UM), ("x_um", "float64", UM),
+        ("touches_border", "bool"), ("n_foci", "int64"),
+        ("foci_volume_um3", "float64", UM3), ("foci_area_um2", "float64", UM2),
+        ("foci_intensity_sum", "float64"), ("red_positive", "bool"),
+        ("n_adhered_jurkat", "int64"),
+    ), id_column="cell_id", doc="MSC"),
+    Table("jurkat", _cols(
+        ("jurkat_id", "int32"),
+        ("z_um", "float64", UM), ("y_um", "float64", UM), ("x_um", "float64", UM),
+        ("volume_um3", "float64", UM3), ("adhered", "bool"), ("msc_id", "int32"),
+        ("contact_area_um2", "float64", UM2),
+    ), id_column="jurkat_id", doc="donor cell"),
+    Table("tnt", _cols(
+        ("tnt_id", "int32"), ("length_um", "float64", UM),
+        ("from_id", "int32"), ("to_id", "int32"), ("carries_mito", "boolean"),
+        ("from_kind", "string"), ("to_kind", "string"),
+        ("thickness_um", "float64", UM), ("height_um", "float64", UM),
+    ), id_column="tnt_id", doc="nanotube"),
+    # counts are nullable: a failed field's row holds <NA>, not 0
+    Table("fields", _cols(
+        ("n_msc", "Int64"), ("n_msc_red_positive", "Int64"),
+        ("pct_msc_red_positive", "float64", "%"),
+        ("n_foci", "Int64"), ("foci_volume_um3", "float64", UM3),
+        ("foci_area_um2", "float64", UM2),
+        ("n_jurkat", "Int64"), ("n_jurkat_adhered", "Int64"),
+        ("n_tnt", "Int64"), ("n_tnt_with_mito", "Int64"),
+        ("status", "string"),
+        # QC codes of hcsmito.qc.QC_FLAGS joined by "," ("" none; a failed field <NA>)
+        ("qc_flags", "string"),
+        ("glass_z_um", "float64", UM), ("glass_source", "string"),
+    ), doc="field"),
+    # the aggregates' columns depend on the readouts; the fixed ones are declared
+    Table("wells", _cols(("plate", "string"), ("well", "string")), per="aggregate",
+          doc="well"),
+    Table("conditions", _cols(
+        ("condition", "string"), ("day", "float64"), ("readout", "string"),
+        ("label", "string"), ("n", "int64"), ("mean", "float64"), ("sd", "float64"),
+        ("sem", "float64"), ("diff", "float64"), ("ratio", "float64"), ("t", "float64"),
+        ("df", "float64"), ("p_welch", "float64"), ("p_welch_holm", "float64"),
+        ("p_posthoc", "float64"), ("stars", "string"), ("stars_posthoc", "string"),
+        ("f_anova", "float64"), ("p_anova", "float64"), ("stars_anova", "string"),
+    ), per="aggregate", doc="condition, day and readout"),
+    Table("replicates", _cols(("sample", "string"), ("readout", "string"),
+                              ("value", "float64")), per="aggregate",
+          doc="statistical unit and readout"),
+    Table("trends", _cols(
+        ("condition", "string"), ("readout", "string"), ("slope_per_day", "float64"),
+        ("intercept", "float64"), ("r", "float64"), ("p", "float64"),
+        ("stderr", "float64"), ("n", "int64"), ("stars", "string"),
+    ), per="aggregate", doc="condition and readout over days"),
+)
+# fmt: on
+
+#: Every output table by name.
+TABLES: dict[str, Table] = {t.name: t for t in _TABLE_LIST}
+
+
+def field_tables() -> tuple[str, ...]:
+    """The per-field tables, in order: each field's task writes them (part files), the
+    runner compacts them, the aggregation reads them."""
+    return tuple(t.name for t in TABLES.values() if t.per == "field")
+
+
+def aggregate_tables() -> tuple[str, ...]:
+    """The tables the aggregation computes from the per-field ones."""
+    return tuple(t.name for t in TABLES.values() if t.per == "aggregate")
+
+
+def empty_table(name: str, *, keys: bool = False) -> pd.DataFrame:
+    """A table with zero rows and the declared columns of ``name`` (with
+    :data:`KEY_COLUMNS` first when ``keys``)."""
+    cols = (KEY_COLUMNS if keys else ()) + TABLES[name].columns
+    return pd.DataFrame({c.name: pd.Series(dtype=c.dtype) for c in cols})
