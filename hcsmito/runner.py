@@ -467,6 +467,7 @@ def run_plate(
     -------
     RunSummary
     """
+    from hcsmito.backend import get_backend
     from hcsmito.io.plate import open_plate
 
     t0 = time.perf_counter()
@@ -484,7 +485,38 @@ def run_plate(
     _prepare_out(rd, plate, overwrite)
     config, thresholds = plate_thresholds(plate, config, backend)
     config, glass = plate_glass(plate, config, backend)
+    tasks, fingerprints = _field_tasks(plate, refs, rd, config, backend)
+    todo = [t for t in tasks if not _done(rd, t)]
+    b = get_backend(backend)  # "gpu" without a device fails here, before any field runs
+    if todo:
+        _run_tasks(todo, scheduler, workers, backend, progress, config.resources.slurm)
+    entries = _collect(rd, tasks)
+    for note in sorted({n for e in entries.values() for n in e.get("notes") or []}):
+        log.warning("%s: %s", plate.name, note)  # once per run, not once per field
+    wall = time.perf_counter() - t0
+    if plate_map is not None:
+        # keep the plate map with the results: `hcsmito report OUT` works after it moves
+        rd.write_bytes(rd.platemap_path, Path(plate_map).read_bytes())
+    run = {
+        "plate_map": rd.relative(rd.platemap_path) if plate_map is not None else None,
+        "plate_thresholds": thresholds,
+        "plate_glass": glass,
+        "backend": b,
+        "scheduler": scheduler,
+        "workers": workers,
+        "started": started,
+        "finished": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "wall_s": wall,
+    }
+    rd.write_manifest(_manifest(plate, config, run, tasks, todo, entries, fingerprints))
+    if report:
+        _build_report(out)
+    return _summary(out, tasks, todo, entries, wall)
 
+
+def _field_tasks(plate, refs, rd: RunDir, config: Config, backend: str | None):
+    """One task per selected field, keyed by the field's fingerprint, the config hash and
+    the hcsmito version; and the fingerprints by ``well/field``."""
     chash = config_hash(config)
     cfg_json = config.model_dump(mode="json")
     fingerprints: dict[str, str] = {}
@@ -500,80 +532,75 @@ def run_plate(
                 well=r.well,
                 well_path=r.well_path,
                 field=r.field,
-                out=str(out.resolve()),
+                out=str(rd.root.resolve()),
                 key=key,
                 config=cfg_json,
                 backend=backend,
             )
         )
-    todo = [t for t in tasks if not _done(rd, t)]
-    skipped = [f"{t.well}/{t.field}" for t in tasks if t not in todo]
+    return tasks, fingerprints
 
-    from hcsmito.backend import get_backend
 
-    b = get_backend(backend)
-    if todo:
-        _run_tasks(todo, scheduler, workers, backend, progress, config.resources.slurm)
-
+def _collect(rd: RunDir, tasks: Sequence[FieldTask]) -> dict[str, dict]:
+    """Every task's ledger entry (a missing one is a failure), the tables compacted."""
     entries = {
         t.stem: rd.read_ledger(t.stem) or {"status": "failed", "error": "no result"} for t in tasks
     }
     rd.compact(
         [FieldOutcome(t.plate_name, t.well, t.field, entries[t.stem].get("status")) for t in tasks]
     )
-    failed = {
-        f"{t.well}/{t.field}": entries[t.stem].get("error") or "failed"
-        for t in tasks
-        if entries[t.stem].get("status") != "ok"
-    }
-    for note in sorted({n for e in entries.values() for n in e.get("notes") or []}):
-        log.warning("%s: %s", plate.name, note)  # once per run, not once per field
-    wall = time.perf_counter() - t0
-    manifest = {
+    return entries
+
+
+def _manifest(plate, config: Config, run, tasks, todo, entries, fingerprints) -> dict[str, Any]:
+    """The manifest: the plate, the config, the run (``run``: plate map, plate thresholds
+    and glass, backend, scheduler, times), the software and every field."""
+    b = run["backend"]
+    keys = ("status", "error", "timings", "notes", "qc_flags", "qc")
+    return {
         "hcsmito": __version__,
         "plate": plate.name,
         "plate_path": str(Path(plate.path).resolve()),
         "ngff_version": plate.version,
-        "plate_map": str(plate_map) if plate_map else None,
-        "config": cfg_json,
-        "config_hash": chash,
-        "plate_thresholds": thresholds,
-        "plate_glass": glass,
+        "plate_map": run["plate_map"],
+        "config": config.model_dump(mode="json"),
+        "config_hash": config_hash(config),
+        "plate_thresholds": run["plate_thresholds"],
+        "plate_glass": run["plate_glass"],
         "versions": _versions(),
         "backend": b.name,
         "device": b.device,
-        "scheduler": scheduler,
-        "workers": workers,
-        "started": started,
-        "finished": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "wall_s": wall,
+        **{k: run[k] for k in ("scheduler", "workers", "started", "finished", "wall_s")},
         "processed_this_run": [f"{t.well}/{t.field}" for t in todo],
         "fields": [
             {
                 "well": t.well,
                 "field": t.field,
                 "fingerprint": fingerprints[f"{t.well}/{t.field}"],
-                **{
-                    k: entries[t.stem].get(k)
-                    for k in ("status", "error", "timings", "notes", "qc_flags", "qc")
-                },
+                **{k: entries[t.stem].get(k) for k in keys},
             }
             for t in tasks
         ],
     }
-    if plate_map is not None:
-        # keep the plate map with the results: `hcsmito report OUT` works after it moves
-        rd.write_bytes(rd.platemap_path, Path(plate_map).read_bytes())
-        manifest["plate_map"] = rd.relative(rd.platemap_path)
-    rd.write_manifest(manifest)
-    flagged = {
-        f"{t.well}/{t.field}": list(entries[t.stem].get("qc_flags") or [])
-        for t in tasks
-        if entries[t.stem].get("status") == "ok" and entries[t.stem].get("qc_flags")
-    }
-    if report:
-        _build_report(out)
-    return RunSummary(out, [f"{t.well}/{t.field}" for t in todo], skipped, failed, wall, flagged)
+
+
+def _summary(out: Path, tasks, todo, entries, wall: float) -> RunSummary:
+    def name(t: FieldTask) -> str:
+        return f"{t.well}/{t.field}"
+
+    ok = {t.stem: entries[t.stem].get("status") == "ok" for t in tasks}
+    return RunSummary(
+        out,
+        processed=[name(t) for t in todo],
+        skipped=[name(t) for t in tasks if t not in todo],
+        failed={name(t): entries[t.stem].get("error") or "failed" for t in tasks if not ok[t.stem]},
+        wall_s=wall,
+        flagged={
+            name(t): list(entries[t.stem]["qc_flags"])
+            for t in tasks
+            if ok[t.stem] and entries[t.stem].get("qc_flags")
+        },
+    )
 
 
 def _build_report(out: Path) -> None:
