@@ -226,3 +226,17 @@ def test_rewriting_a_field_keeps_labels_and_drops_stale_levels(tmp_path, version
     root = zarr.open_group(LocalStore(path, read_only=True), mode="r")
     np.testing.assert_array_equal(root["B/03/0/labels/msc/0"][...], msc)
     np.testing.assert_array_equal(root["B/03/0/labels/msc/1"][...], msc[:, ::2, ::2])
+
+
+@pytest.mark.parametrize("version", ["0.5", "0.4"])
+def test_all_zero_chunks_of_an_image_are_written(tmp_path, version):
+    """zarr leaves chunks equal to the fill value out by default; the reader takes a
+    missing chunk for a lost one and fails the field. An image written here with a plane
+    of zeros (padding, a masked region) reads back whole."""
+    path = tmp_path / "z.zarr"
+    create_plate(path, wells=["B03"], fields_per_well=1, version=version)
+    img = _image("czyx", seed=5)
+    img[:, 1] = 0  # a whole plane: its own chunk with the default chunking
+    write_image(path, "B03", 0, img, axes="czyx", voxel_size=VOXEL, channel_labels=LABELS)
+    got = open_plate(path).read_field("B03", 0)
+    np.testing.assert_array_equal(got.data.compute(), img)

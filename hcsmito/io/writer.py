@@ -530,6 +530,9 @@ def _write_levels(
             kwargs["dimension_names"] = list(axes)
         else:
             kwargs["chunk_key_encoding"] = {"name": "v2", "separator": "/"}
+        if not labels:
+            # every chunk on disk, zeros too: the reader takes a missing chunk for a lost one
+            kwargs["config"] = {"write_empty_chunks": True}
         arr = grp.create_array(
             str(k), shape=shape, chunks=ch, dtype=level.dtype, overwrite=True, **kwargs
         )
