@@ -236,7 +236,10 @@ def test_all_zero_chunks_of_an_image_are_written(tmp_path, version):
     path = tmp_path / "z.zarr"
     create_plate(path, wells=["B03"], fields_per_well=1, version=version)
     img = _image("czyx", seed=5)
-    img[:, 1] = 0  # a whole plane: its own chunk with the default chunking
-    write_image(path, "B03", 0, img, axes="czyx", voxel_size=VOXEL, channel_labels=LABELS)
+    img[:, 1] = 0  # a whole plane of zeros: chunks of its own
+    write_image(
+        path, "B03", 0, img, axes="czyx", voxel_size=VOXEL, channel_labels=LABELS,
+        chunks=(1, 1, *img.shape[2:]),
+    )  # fmt: skip
     got = open_plate(path).read_field("B03", 0)
     np.testing.assert_array_equal(got.data.compute(), img)
