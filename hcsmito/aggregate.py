@@ -331,6 +331,47 @@ def aggregate_tables(
         ``summary`` (a JSON-able dict of settings, failed fields, flagged and excluded
         fields with their codes, and notes).
     """
+    exclude, names, rdefs = _check_options(exclude_flags, unit, readouts)
+    fields, ok_mask, excluded_mask, flagged = _field_states(tables, exclude)
+    used_mask = ok_mask & ~excluded_mask
+    plate_map = _normalized_map(plate_map)
+    failed = fields.loc[~ok_mask, _KEY + [c for c in ("status", "error") if c in fields]]
+    notes: list[str] = []
+    fields, rule = _red_positive_rule(tables, fields, used_mask, plate_map, red_positive,
+                                      calibrate, max_share, calibrate_by)  # fmt: skip
+    wells, ok, fields = _well_table(fields, used_mask, rdefs, plate_map, notes)
+    replicates = _replicates(wells, ok, rdefs, names, unit)
+    conditions, trends, ctrl, order = _statistics(replicates, names, plate_map, control,
+                                                  posthoc, unit, notes)  # fmt: skip
+    summary = {
+        "unit": unit,
+        "control": ctrl,
+        "posthoc": posthoc,
+        "readouts": names,
+        "red_positive": rule,
+        "n_fields": int(len(fields)),
+        "n_fields_failed": int((~ok_mask).sum()),
+        "failed_fields": json.loads(failed.to_json(orient="records")),
+        "exclude_flags": exclude,
+        "n_fields_excluded": int(excluded_mask.sum()),
+        "excluded_fields": json.loads(
+            flagged[
+                flagged["qc_flags"].map(lambda t: bool(set(split_flags(t)) & set(exclude)))
+            ].to_json(orient="records")
+        ),
+        "flagged_fields": json.loads(flagged.to_json(orient="records")),
+        "wells_not_in_map": sorted(
+            set(wells.loc[wells["condition"].isna(), "well"]) if plate_map is not None else []
+        ),
+        "conditions": order,
+        "notes": notes,
+    }
+    return {"wells": wells, "replicates": replicates, "conditions": conditions,
+            "trends": trends, "summary": summary}  # fmt: skip
+
+
+def _check_options(exclude_flags, unit: str, readouts):
+    """The options checked: ``(exclude codes, readout names, readout definitions)``."""
     exclude = list(dict.fromkeys(exclude_flags or ()))
     unknown = [c for c in exclude if c not in QC_FLAGS]
     if unknown:
@@ -344,6 +385,12 @@ def aggregate_tables(
     if bad:
         raise ValueError(f"unknown readouts {bad}: use names from {list(READOUTS)}")
     rdefs = [READOUTS[n] for n in names]
+    return exclude, names, rdefs
+
+
+def _field_states(tables: Mapping[str, pd.DataFrame], exclude: list[str]):
+    """The fields table with wells normalized and ``status`` filled; the ok and excluded
+    masks; the flagged ok fields with their codes."""
     if "fields" not in tables:
         raise ValueError("no 'fields' table: aggregate needs OUT/tables/fields.parquet")
     fields = tables["fields"].copy()
@@ -359,19 +406,25 @@ def aggregate_tables(
         [()] * len(fields)
     )  # fmt: skip
     excluded_mask = ok_mask & np.array([bool(set(c) & set(exclude)) for c in codes], bool)
-    used_mask = ok_mask & ~excluded_mask
     fields["_excluded"] = excluded_mask
     flag_text = [",".join(c) for c in codes]
     flagged = fields.loc[ok_mask & np.array([bool(c) for c in codes], bool), _KEY].assign(
         qc_flags=[t for t, m, c in zip(flag_text, ok_mask, codes, strict=True) if m and c]
     )
+    return fields, ok_mask, excluded_mask, flagged
+
+
+def _normalized_map(plate_map: pd.DataFrame | None) -> pd.DataFrame | None:
     if plate_map is not None:
         attrs = dict(plate_map.attrs)
         plate_map = plate_map.assign(well=[normalize_well(w) for w in plate_map["well"]])
         plate_map.attrs.update(attrs)
-    failed = fields.loc[~ok_mask, _KEY + [c for c in ("status", "error") if c in fields]]
-    notes: list[str] = []
+    return plate_map
 
+
+def _red_positive_rule(tables, fields, used_mask, plate_map, red_positive, calibrate,
+                       max_share, calibrate_by):  # fmt: skip
+    """Red+ recomputed (a rule given) or calibrated on the controls: ``(fields, rule)``."""
     rule: dict[str, Any] | None = None
     if calibrate:
         if plate_map is None:
@@ -390,6 +443,13 @@ def aggregate_tables(
         fields = apply_red_positive({**tables, "fields": fields}, **kw)["fields"]
         rule = dict(kw)
 
+    return fields, rule
+
+
+def _well_table(fields, used_mask, rdefs, plate_map, notes: list[str]):
+    """One row per well (all wells with fields, plus mapped wells without any): field
+    counts, count sums, readouts and their SEM over fields, the plate-map columns.
+    Returns ``(wells, ok fields, fields)``."""
     ok = fields[used_mask].drop(columns="_excluded")
     # well table: all wells seen in fields, plus mapped wells without any field
     counts = fields.groupby(["plate", "well"], sort=False, observed=True).agg(
@@ -427,7 +487,11 @@ def aggregate_tables(
             wells[c] = wells[c].fillna(0).astype("int64")
     wells = _sort_wells(wells)
 
-    # replicate values
+    return wells, ok, fields
+
+
+def _replicates(wells, ok, rdefs, names, unit: str) -> pd.DataFrame:
+    """The statistical unit's values, long: one row per replicate and readout."""
     used = wells["n_fields_ok"] - wells["n_fields_excluded"]
     mapped = wells[wells["condition"].notna() & (used > 0)]
     if unit == "field" and len(mapped):
@@ -450,7 +514,12 @@ def aggregate_tables(
     replicates = reps.melt(id_vars=id_cols, value_vars=names, var_name="readout")
     replicates = replicates.dropna(subset=["value"]).reset_index(drop=True)
 
-    # statistics per readout and day
+    return replicates
+
+
+def _statistics(replicates, names, plate_map, control, posthoc, unit: str, notes: list[str]):
+    """Per readout and day, the conditions compared (Welch vs control, ANOVA, post-hoc);
+    per condition and readout the trend over days: ``(conditions, trends, control, order)``."""
     order = _condition_order(plate_map, control)
     rows, trend_rows = [], []
     if plate_map is not None and control is not None and control not in order:
@@ -493,31 +562,7 @@ def aggregate_tables(
     conditions["control"] = ctrl
     trends = pd.DataFrame(trend_rows) if trend_rows else schema.empty_table("trends")
 
-    summary = {
-        "unit": unit,
-        "control": ctrl,
-        "posthoc": posthoc,
-        "readouts": names,
-        "red_positive": rule,
-        "n_fields": int(len(fields)),
-        "n_fields_failed": int((~ok_mask).sum()),
-        "failed_fields": json.loads(failed.to_json(orient="records")),
-        "exclude_flags": exclude,
-        "n_fields_excluded": int(excluded_mask.sum()),
-        "excluded_fields": json.loads(
-            flagged[
-                flagged["qc_flags"].map(lambda t: bool(set(split_flags(t)) & set(exclude)))
-            ].to_json(orient="records")
-        ),
-        "flagged_fields": json.loads(flagged.to_json(orient="records")),
-        "wells_not_in_map": sorted(
-            set(wells.loc[wells["condition"].isna(), "well"]) if plate_map is not None else []
-        ),
-        "conditions": order,
-        "notes": notes,
-    }
-    return {"wells": wells, "replicates": replicates, "conditions": conditions,
-            "trends": trends, "summary": summary}  # fmt: skip
+    return conditions, trends, ctrl, order
 
 
 def _condition_order(plate_map: pd.DataFrame | None, control: str | None) -> list[str]:
