@@ -35,8 +35,8 @@ _GATHER_MAX = 1 / 64
 # temporaries (~300 B per voxel).
 _BATCH_VOXELS = 1 << 16
 # Label images this large are scanned by one thread per core (up to 8): the scan is bound
-# by reading the labels, and one core does not draw the memory bandwidth (2-core box: 268
-# MB of sparse labels in 14.4 ms on one thread, 9.7 ms on two).
+# by reading the labels, and one core does not draw the memory bandwidth (measured in
+# benchmarks/RESULTS.md, "Morphometry", the scan's design choices).
 _PARALLEL_VOXELS = 1 << 23
 
 
@@ -75,10 +75,11 @@ class _ForegroundScan:
     and a summary 32x smaller than the block whose non-zero entries are the (row group,
     column) cells that hold foreground. Where those cells are few (sparse foci), only their
     voxels are gathered; where they are many, the block is scanned directly
-    (``labels != 0`` into a reused bool buffer, then ``flatnonzero``: ~4x faster than
-    ``nonzero`` on the integers, and the reused buffer saves the page faults of a fresh
-    array per block). After a dense block the summary is skipped until the foreground,
-    scaled by the summary/foreground ratio last seen, predicts a sparse block again.
+    (``labels != 0`` into a reused bool buffer, then ``flatnonzero``: faster than
+    ``nonzero`` on the integers, see ``benchmarks/RESULTS.md``, and the reused buffer saves
+    the page faults of a fresh array per block). After a dense block the summary is
+    skipped until the foreground, scaled by the summary/foreground ratio last seen,
+    predicts a sparse block again.
     """
 
     def __init__(self, lab2d: np.ndarray):

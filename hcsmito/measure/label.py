@@ -1,10 +1,9 @@
 """Connected-component labelling of a mask, on the backend of the mask.
 
 CPU: ``cc3d.connected_components`` (the optional package connected-components-3d) where
-it is installed, else :func:`scipy.ndimage.label` (int32 output, no copy);
-``benchmarks/bench_label.py`` measured cc3d 2-3x faster than both scipy and
-:func:`skimage.measure.label` on 3-D foci masks, and those two within noise of each other
-(scipy ahead on the full 64×1024×1024 stack; see ``benchmarks/RESULTS.md``). GPU:
+it is installed, else :func:`scipy.ndimage.label` (int32 output, no copy): on 3-D foci
+masks cc3d is the fastest of the three, scipy and :func:`skimage.measure.label` close to
+each other (``benchmarks/bench_label.py``; numbers in ``benchmarks/RESULTS.md``). GPU:
 :func:`cupyx.scipy.ndimage.label`. Labels are 1..n; their order depends on the
 implementation (compare label images up to renumbering).
 """
