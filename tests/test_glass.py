@@ -229,7 +229,7 @@ def test_plate_glass_reference_from_a_sample_of_fields(tmp_path):
     tnt.glass_reference_um and recorded for the manifest; skipped when the glass is given."""
     from hcsmito.config import load_config
     from hcsmito.io.plate import open_plate
-    from hcsmito.runner import plate_glass
+    from hcsmito.plate_refs import plate_glass
     from hcsmito.synth import write_synth_plate
 
     p = PARAMS.model_copy(update={"glass_z_um": 1.8, "shape": (22, 128, 128)})
