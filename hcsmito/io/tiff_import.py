@@ -248,8 +248,24 @@ def import_tiffs(
     table, multichannel = _read_csv(csv_path)
     if table.empty:
         raise PlateError(f"{csv_path}: the CSV lists no files")
+    _number_fields(table, csv_path, multichannel)
+    seen = None if multichannel else _channel_order(table, csv_path, channel_labels)
+    override = _voxel_override(voxel_size)
+    infos, ref, ref_vs = _file_infos(table, base, csv_path, multichannel, override)
+    labels = _labels(ref, seen, channel_labels)
+    wells, counts, field_index = _field_index(table)
+    create_plate(out, wells=wells, fields_per_well=counts, version=version, overwrite=overwrite)
+    table["info"] = infos
+    order = None if seen is None else {c: i for i, c in enumerate(seen)}
+    for (wp, fn), grp in table.groupby(["well_path", "field_n"], sort=False):
+        write_image(out, wp, field_index[(wp, fn)], _field_data(grp, order),
+                    axes="czyx" if "Z" in ref.axes else "cyx", voxel_size=ref_vs,
+                    channel_labels=labels)  # fmt: skip
+    return out
 
-    # wells and fields
+
+def _number_fields(table: pd.DataFrame, csv_path: Path, multichannel: bool) -> None:
+    """Well paths and integer fields; one file per well, field (and channel)."""
     table["well_path"] = [well_path(w) for w in table["well"]]
     try:
         table["field_n"] = [int(f) for f in table["field"]]
@@ -263,25 +279,29 @@ def import_tiffs(
             + ("" if multichannel else " and channel")
         )
 
-    # channel order and labels (one file per channel)
-    if not multichannel:
-        seen = list(dict.fromkeys(table["channel"]))
-        if channel_labels is not None:
-            if sorted(channel_labels) != sorted(seen):
-                raise PlateError(
-                    f"{csv_path}: channel_labels {list(channel_labels)} must be exactly the "
-                    f"CSV's channels {seen}"
-                )
-            seen = list(channel_labels)
-        elif all(c.isdigit() for c in seen):
-            seen = sorted(seen, key=int)
-        order = {c: i for i, c in enumerate(seen)}
-        for (wp, fn), grp in table.groupby(["well_path", "field_n"]):
-            lacking = [c for c in seen if c not in set(grp["channel"])]
-            if lacking:
-                raise PlateError(f"{csv_path}: well {wp} field {fn} has no file for {lacking}")
 
-    # voxel size override
+def _channel_order(table: pd.DataFrame, csv_path: Path, channel_labels) -> list[str]:
+    """One file per channel: the channel order (given, numeric, or as listed), every
+    field holding every channel."""
+    seen = list(dict.fromkeys(table["channel"]))
+    if channel_labels is not None:
+        if sorted(channel_labels) != sorted(seen):
+            raise PlateError(
+                f"{csv_path}: channel_labels {list(channel_labels)} must be exactly the "
+                f"CSV's channels {seen}"
+            )
+        seen = list(channel_labels)
+    elif all(c.isdigit() for c in seen):
+        seen = sorted(seen, key=int)
+    for (wp, fn), grp in table.groupby(["well_path", "field_n"]):
+        lacking = [c for c in seen if c not in set(grp["channel"])]
+        if lacking:
+            raise PlateError(f"{csv_path}: well {wp} field {fn} has no file for {lacking}")
+    return seen
+
+
+def _voxel_override(voxel_size) -> dict[str, float]:
+    """The voxel size given for the import, by axis (µm)."""
     override: dict[str, float] = {}
     if voxel_size is not None:
         if isinstance(voxel_size, Mapping):
@@ -293,7 +313,12 @@ def import_tiffs(
             if k not in ("z", "y", "x") or not (math.isfinite(v) and v > 0):
                 raise PlateError(f"voxel_size {voxel_size!r}: give positive µm for z, y, x")
 
-    # metadata of every file, checked against the first one before anything is written
+    return override
+
+
+def _file_infos(table, base: Path, csv_path: Path, multichannel: bool, override):
+    """Every file's metadata, checked against the first one's before anything is
+    written: ``(infos, first, its voxel size)``."""
     infos: list[TiffInfo] = []
     ref: TiffInfo | None = None
     ref_vs: dict[str, float] = {}
@@ -334,8 +359,12 @@ def import_tiffs(
                 )
         infos.append(info)
     assert ref is not None
+    return infos, ref, ref_vs
 
-    # labels
+
+def _labels(ref: TiffInfo, seen: list[str] | None, channel_labels) -> list[str]:
+    """The channel labels: given, else the files' names, else c0, c1, ..."""
+    multichannel = seen is None
     if multichannel:
         n_c = ref.size("C")
         if channel_labels is not None:
@@ -350,8 +379,12 @@ def import_tiffs(
         labels = list(seen) if not all(c.isdigit() for c in seen) else [f"c{c}" for c in seen]
         if channel_labels is not None:
             labels = list(channel_labels)
+    return labels
 
-    # fields: per well, sorted CSV field values -> 0, 1, ...
+
+def _field_index(table: pd.DataFrame):
+    """Per well, the sorted CSV field values numbered 0, 1, ...: ``(wells, fields per
+    well, {(well, value): index})``."""
     wells = list(dict.fromkeys(table["well_path"]))
     field_index: dict[tuple[str, int], int] = {}
     counts: dict[str, int] = {}
@@ -361,26 +394,16 @@ def import_tiffs(
         for j, v in enumerate(values):
             field_index[(wp, v)] = j
 
-    create_plate(out, wells=wells, fields_per_well=counts, version=version, overwrite=overwrite)
-    axes = "czyx" if "Z" in ref.axes else "cyx"
-    table["info"] = infos
-    for (wp, fn), grp in table.groupby(["well_path", "field_n"], sort=False):
-        if multichannel:
-            info = grp["info"].iloc[0]
-            data = _czyx(info, tifffile.imread(info.path, series=0))
-        else:
-            planes = [None] * len(order)
-            for _, row in grp.iterrows():
-                info = row["info"]
-                planes[order[row["channel"]]] = _czyx(info, tifffile.imread(info.path, series=0))[0]
-            data = np.stack(planes)
-        write_image(
-            out,
-            wp,
-            field_index[(wp, fn)],
-            data,
-            axes=axes,
-            voxel_size=ref_vs,
-            channel_labels=labels,
-        )
-    return out
+    return wells, counts, field_index
+
+
+def _field_data(grp: pd.DataFrame, order: dict[str, int] | None) -> np.ndarray:
+    """One field's (C, [Z,] Y, X) stack from its file(s)."""
+    if order is None:
+        info = grp["info"].iloc[0]
+        return _czyx(info, tifffile.imread(info.path, series=0))
+    planes = [None] * len(order)
+    for _, row in grp.iterrows():
+        info = row["info"]
+        planes[order[row["channel"]]] = _czyx(info, tifffile.imread(info.path, series=0))[0]
+    return np.stack(planes)
