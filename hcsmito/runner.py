@@ -260,6 +260,8 @@ def _prepare_out(rd: RunDir, plate, overwrite: bool) -> None:
                     "choose another --out or pass --overwrite"
                 )
     rd.root.mkdir(parents=True, exist_ok=True)
+    for p in rd.remove_partial():
+        log.info("removed %s, left by a writer killed in an earlier run", rd.relative(p))
     if not rd.labels.exists():
         counts: dict[str, int] = {}
         for r in plate.fields:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -42,6 +43,10 @@ __all__ = ["FieldOutcome", "RunDir", "atomic_write_bytes", "field_stem", "sort_w
 def field_stem(well: str, field: int) -> str:
     """The file stem of one field's outputs: ``B/3``, 0 -> ``B3_f0``."""
     return f"{str(well).replace('/', '')}_f{int(field)}"
+
+
+#: What :func:`_tmp_path` names: ``.STEM.PID.tmp[.SUFFIX]``.
+_TMP_NAME = re.compile(r"\..+\.\d+\.tmp(\.[A-Za-z0-9]+)?")
 
 
 def _tmp_path(path: Path) -> Path:
@@ -186,6 +191,23 @@ class RunDir:
 
     def is_empty(self) -> bool:
         return not self.root.exists() or not any(self.root.iterdir())
+
+    def remove_partial(self) -> list[Path]:
+        """Delete the ``.*.tmp*`` files that killed writers left behind (a worker killed
+        while writing its ledger entry, say); returns what was removed. Call it before a
+        run starts writing, never while another run writes into the same folder."""
+        removed = []
+        parts = self.tables_dir / "parts"
+        dirs = [self.root, self.tables_dir, self.ledger_dir, self.qc_dir, self.figures]
+        dirs += [d for d in parts.iterdir() if d.is_dir()] if parts.is_dir() else []
+        for d in dirs:  # not labels.zarr: zarr writes its own chunks
+            if not d.is_dir():
+                continue
+            for p in d.glob(".*.tmp*"):
+                if p.is_file() and _TMP_NAME.fullmatch(p.name):
+                    p.unlink()
+                    removed.append(p)
+        return removed
 
     def clear(self) -> None:
         """Delete every output of a previous run (``--overwrite``)."""
