@@ -35,6 +35,7 @@ from hcsmito.cluster import dask_client
 from hcsmito.config import Config, config_hash, load_config
 from hcsmito.io.rundir import FieldOutcome, RunDir, field_stem
 from hcsmito.plate_refs import plate_glass, plate_thresholds, read_channels, select_fields
+from hcsmito.platemap import validate_plate_map
 
 __all__ = [
     "FieldTask",
@@ -241,6 +242,18 @@ def _done(rd: RunDir, task: FieldTask) -> bool:
     return rd.has_parts(task.stem)
 
 
+def _check_apart(out: Path, plate_path: str | Path) -> None:
+    """Refuse an OUT that is, holds or lies inside the input plate (links resolved): the
+    plate is never written to, with or without ``--overwrite``."""
+    o, p = out.resolve(), Path(plate_path).resolve()
+    if o == p or p in o.parents or o in p.parents:
+        where = "is" if o == p else ("lies inside" if p in o.parents else "holds")
+        raise ValueError(
+            f"--out {out} {where} the input plate {plate_path}: the plate is never "
+            "written to; choose an output folder outside it"
+        )
+
+
 def _prepare_out(rd: RunDir, plate, overwrite: bool) -> None:
     from hcsmito.io.writer import create_plate
 
@@ -323,7 +336,10 @@ def run_plate(
         plate_map = config.plate_map
     plate = open_plate(plate_path)  # validates all metadata before any computation
     refs = select_fields(plate, wells)
+    if plate_map is not None:  # before any field runs, not after all of them
+        validate_plate_map(plate_map, plate.wells)
     out = Path(out)
+    _check_apart(out, plate_path)
     rd = RunDir(out)
     _prepare_out(rd, plate, overwrite)
     config, thresholds = plate_thresholds(plate, config, backend)

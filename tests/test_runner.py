@@ -391,3 +391,42 @@ def test_plate_threshold_without_the_channel_names_the_fix(plate, tmp_path):
     cfg = load_config(overrides=["plate_threshold.roles=[msc]", "channels.msc=nope"])
     with pytest.raises(ValueError, match=r"plate-threshold sample .*nope"):
         run_plate(plate, tmp_path / "out", config=cfg, backend="cpu", progress=False)
+
+
+def _tree_digest(root: Path) -> dict[str, str]:
+    import hashlib
+
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.mark.parametrize("where", ["itself", "inside", "inside a field", "holds it"])
+def test_out_in_or_around_the_plate_is_refused_and_the_plate_untouched(plate, tmp_path, where):
+    """Before: `--out plate.zarr/results`, or the plate itself with --overwrite, wrote ~95
+    files into the plate and exited 0. Refused before anything is written, checksums equal."""
+    before = _tree_digest(plate)
+    out = {
+        "itself": plate,
+        "inside": plate / "results",
+        "inside a field": plate / "B" / "2" / "0" / "out",
+        "holds it": plate.parent,
+    }[where]
+    with pytest.raises(ValueError, match="the plate is never written to"):
+        run_plate(plate, out, overwrite=True, backend="cpu", progress=False)
+    assert _tree_digest(plate) == before
+    assert not (plate / "results").exists()
+
+
+def test_a_bad_plate_map_fails_before_any_field_runs(plate, tmp_path):
+    """Before: the plate map was read after every field had run."""
+    from hcsmito.platemap import PlateMapError
+
+    bad = tmp_path / "map.csv"
+    bad.write_text("well,treatment\nB/2,DMSO\nH/12,DMSO\n")
+    out = tmp_path / "out"
+    with pytest.raises(PlateMapError, match="condition"):
+        run_plate(plate, out, plate_map=bad, backend="cpu", progress=False)
+    assert not out.exists()
