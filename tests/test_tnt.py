@@ -127,6 +127,36 @@ def test_segmented_cells_run():
     assert abs(res.n - len(f.tables["tnt"])) <= 2
 
 
+@pytest.mark.parametrize(
+    ("condition", "seed", "length_um"),
+    [
+        # free over ~6 µm but never 1 µm from the segmented MSCs (a narrow gap all along)
+        ("DMSO", 0, 9.6),
+        # leaves a segmented MSC at a shallow angle, within 1 µm of it for ~10 µm
+        ("ara-C", 2, 26.8),
+    ],
+)
+def test_segmented_cells_narrow_gap_and_shallow_landing(condition, seed, length_um):
+    """On the ``washed`` row, with segmented cells (a little larger than the true ones), an
+    MSC-MSC tube across a gap that the masks narrow to under 2 ``contact_um`` and one that
+    runs along a mask for ~10 µm before it leaves it are found, ends within 3 µm."""
+    from hcsmito.stages.segmentation import segment_jurkat, segment_msc
+    from hcsmito.synth import variation_params
+
+    base = SynthParams(shape=(24, 256, 256), n_msc=3, n_jurkat=5)  # bench_variations.BASE
+    f = _field(condition, seed, variation_params("washed", base=base))
+    msc = segment_msc(f.image[0], voxel_size=f.voxel_size).labels
+    jur = segment_jurkat(f.image[1], voxel_size=f.voxel_size, msc_labels=msc).labels
+    res = detect_tnts(
+        f.image[2], voxel_size=f.voxel_size, msc_labels=msc, jurkat_labels=jur, mito=f.image[1]
+    )
+    truth = f.tables["tnt"]
+    (want,) = np.flatnonzero(np.isclose(truth["length_um"], length_um))
+    pairs = match_tnts(res.table, truth, tolerance_um=3.0)
+    assert want in {j for _, j in pairs}
+    assert len(pairs) == res.n  # nothing false on the field
+
+
 def test_stress_fibres_and_cortex_only_give_no_tnt():
     p = PARAMS.model_copy(update={"tnt_rate": 0.0, "fibres_per_msc": 20, "fibre_actin": 3.0})
     for seed in (0, 1):

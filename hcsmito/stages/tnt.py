@@ -25,10 +25,14 @@
    least ``min_height_um`` above the glass (median over the path of the height above the
    glass under each voxel: a sloping tube or a tilted plate is measured where it runs;
    stress fibres lie at the glass) and gets at least ``min_clearance_um`` away from every
-   cell somewhere (a tube hugging a cell outline is cortex, not a free-floating TNT). Its
+   cell somewhere (a tube hugging a cell outline is cortex, not a free-floating TNT). A
+   tube across a gap that the segmented cells (a little larger than the true ones) narrow
+   to under 2 ``contact_um`` is contacts all the way: a contact run with no free piece,
+   next to two cells and straight from one to the other, is a bridge too, when it gets
+   0.75 ``contact_um`` clear and is at least twice ``min_length_um`` long. Its
    ends are reported where the tube meets each cell: the contact gap beyond the path's
    end, along the path; a tube that lands on an MSC at a shallow angle (over its thin
-   edge) is first followed straight on through its contact run (1.5-6 µm) to where it
+   edge) is first followed straight on through its contact run (1.5-12 µm) to where it
    enters the cell.
 5. **Cargo.** A TNT carries a mitochondrion when a focus label (``foci_labels``) lies
    within ``mito_tolerance_um`` of its path, or when the spot response of the ``mito``
@@ -675,7 +679,7 @@ def detect_tnts(
     # cargo where it is read: on the paths of the bridges
     cargo = None
     if paths:
-        on_path = np.unique(np.concatenate([path for path, _ in paths]))
+        on_path = np.unique(np.concatenate([path for path, *_ in paths]))
         hit = _cargo_response(
             b, foci_labels, mito, jur, free,
             tuple(b.asarray(coords[on_path, i]) for i in range(nd)), sp, nd,
@@ -692,9 +696,16 @@ def detect_tnts(
     kept = []
     path_img = np.zeros(actin.shape, np.int32)
     spa = np.asarray(sp)
-    for path, _ in paths:
+    for path, _, narrow in paths:
         length = _path_length(coords[path] * spa) + s_dist[path[0]] + s_dist[path[-1]]
-        if length < min_length_um or s_dist[path].max() < min_clearance_um:
+        # a bridge over a narrow gap never gets contact_um clear: three quarters will do (a
+        # cortex or a junction between two cells runs at a voxel or two from them), and it
+        # must be twice min_length_um long (shorter, it is where two cells nearly touch: a
+        # Jurkat's cortex on its MSC)
+        clear, shortest = min_clearance_um, min_length_um
+        if narrow:
+            clear, shortest = min(min_clearance_um, 0.75 * contact_um), 2 * min_length_um
+        if length < shortest or s_dist[path].max() < clear:
             continue
         height = float("nan")
         if nd == 3 and gl is not None and np.isfinite(gl.z_um):
@@ -790,7 +801,8 @@ def _bridges(
     contact_um: float,
     max_pass_um: float,
     step_um: float,
-) -> list[tuple[np.ndarray, float]]:
+    min_straight: float = 0.9,
+) -> list[tuple[np.ndarray, float, bool]]:
     """Skeleton paths that leave one cell and reach another through free space (host).
 
     Skeleton voxels within ``contact_um`` of a cell are *contacts*; the others, cut at the
@@ -806,9 +818,12 @@ def _bridges(
 
     Returns
     -------
-    list of (path, length_um)
-        Skeleton indices from one end to the other, and the length from cell surface to
-        cell surface (geodesic plus the two contact gaps).
+    list of (path, length_um, narrow)
+        Skeleton indices from one end to the other, the length from cell surface to cell
+        surface (geodesic plus the two contact gaps), and whether the bridge crosses a
+        narrow gap within ``contact_um`` of the cells all the way (a contact run next to
+        two cells, no free piece, its chord at least ``min_straight`` of its length; needs
+        ``coords``).
     """
     from scipy.sparse.csgraph import connected_components, dijkstra
 
@@ -892,7 +907,42 @@ def _bridges(
             head = _into_contact(graph, near_idx, run, run_of, path[::-1], coords, shallow)
             tail = _into_contact(graph, near_idx, run, run_of, path, coords, shallow)
             path = np.r_[head[::-1], path, tail].astype(np.int64)
-        out.append((path, d + float(s_dist[path[0]] + s_dist[path[-1]])))
+        out.append((path, d + float(s_dist[path[0]] + s_dist[path[-1]]), False))
+    if coords is None or not len(run):
+        return out
+    # a tube across a gap narrower than twice contact_um (segmented cells, a little larger
+    # than the true ones, close it up) is contacts all the way: a contact run with no free
+    # piece whose voxels lie next to two cells, straight from one to the other, is a bridge
+    # (cortex follows a curved outline; a junction of two cells lies inside their masks)
+    attached = np.isin(np.arange(int(run.max()) + 1), rp[:, 0] if len(rp) else [])
+    rc = np.unique(np.stack([run, s_cell[near_idx]], axis=1), axis=0)
+    n_cells_run = np.bincount(rc[:, 0], minlength=attached.size)
+    for r in np.flatnonzero((n_cells_run >= 2) & ~attached):
+        members = near_idx[run == r]
+        sub = graph[members][:, members]
+        # its ends: the skeleton ends of the run (and the closest voxel to each cell), the
+        # pair on two different cells farthest apart
+        mc = s_cell[members]
+        closest = [
+            np.flatnonzero(mc == c)[np.argmin(s_dist[members[mc == c]])] for c in np.unique(mc)
+        ]
+        tips = np.flatnonzero(np.diff(sub.tocsr().indptr) <= 1)
+        loc = np.unique(np.r_[tips, closest]).astype(np.int64)
+        dmat, pred = dijkstra(sub, indices=loc, return_predecessors=True)
+        dd = dmat[:, loc]
+        ok = np.triu(mc[loc][:, None] != mc[loc][None, :], 1) & np.isfinite(dd)
+        if not ok.any():
+            continue
+        i, j = divmod(int(np.argmax(np.where(ok, dd, -1.0))), len(loc))
+        d = float(dd[i, j])
+        path = _path(pred[i], int(loc[i]), int(loc[j]))
+        if len(path) < 2:
+            continue
+        path = members[np.asarray(path, dtype=np.int64)]
+        chord = float(np.linalg.norm(coords[path[-1]] - coords[path[0]]))
+        if chord < min_straight * _path_length(coords[path]):
+            continue
+        out.append((path, d + float(s_dist[path[0]] + s_dist[path[-1]]), True))
     return out
 
 
@@ -905,7 +955,7 @@ def _into_contact(
     coords: np.ndarray,
     shallow: np.ndarray,
     *,
-    max_um: float = 6.0,
+    max_um: float = 12.0,
     min_um: float = 1.5,
     back_um: float = 2.0,
     min_cos: float = 0.8,
