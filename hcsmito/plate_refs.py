@@ -25,12 +25,9 @@ def read_channels(plate, well_path: str, field: int, config: Config):
     img = plate.read_field(well_path, field)
     required = [r.name for r in schema.ROLES if r.required]
     roles = img.resolve_roles(config.channels.roles(), required=required)
-    channels = {
-        # read in this task: not as new tasks of the cluster the task runs on
-        r: np.asarray(img.channel(i).compute(scheduler="synchronous"))
-        for r, i in roles.items()
-        if i is not None
-    }
+    # read in this task, not as new tasks of the cluster it runs on; NaN / Inf voxels,
+    # missing or crafted chunks fail this field with a message naming them
+    channels = {r: img.read_channel(i) for r, i in roles.items() if i is not None}
     return img, roles, channels
 
 

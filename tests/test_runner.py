@@ -430,3 +430,29 @@ def test_a_bad_plate_map_fails_before_any_field_runs(plate, tmp_path):
     with pytest.raises(PlateMapError, match="condition"):
         run_plate(plate, out, plate_map=bad, backend="cpu", progress=False)
     assert not out.exists()
+
+
+def test_nan_voxels_fail_their_field_by_name_and_the_others_finish(tmp_path):
+    """Before: NaN / Inf voxels of a float field were processed without a word."""
+    from hcsmito.io.writer import create_plate, write_image
+    from hcsmito.synth import generate_field
+
+    p = SynthParams(shape=(16, 96, 96), n_msc=1, n_jurkat=1)
+    plate = tmp_path / "f.zarr"
+    create_plate(plate, wells=["B/2"], fields_per_well=2)
+    for fi in (0, 1):
+        f = generate_field(p, seed=fi)
+        img = f.image.astype(np.float32)
+        if fi == 1:
+            img[1, 5, 10:13, 20] = np.nan
+            img[1, 6, 40, 40] = np.inf
+        vs = f.voxel_size
+        write_image(
+            plate, "B/2", fi, img, axes="czyx", voxel_size=vs, channel_labels=f.channel_labels
+        )
+    s = run_plate(plate, tmp_path / "out", backend="cpu", scheduler="threads", progress=False,
+                  report=False)  # fmt: skip
+    assert list(s.failed) == ["B/2/1"]
+    err = s.failed["B/2/1"]
+    assert "MitoTracker" in err and "NaN" in err, err
+    assert field_status(tmp_path / "out")["status"].tolist() == ["ok", "failed"]
