@@ -278,3 +278,24 @@ def test_report_lists_flagged_fields_and_what_the_statistics_left_out(tmp_path):
     assert "1 field left out of the statistics (exclude_flags: saturated)" in text
     cond = pd.read_parquet(out / "tables" / "conditions.parquet").set_index("condition")
     assert cond.loc["ara-C", "n"] == 3 and cond.loc["DMSO", "n"] == 4
+
+
+def test_condition_names_are_drawn_and_written_literally(tmp_path):
+    """Before: a condition name with a "$" pair was parsed as mathtext, and one such as
+    "ara-C $\\frac{a}{$" failed the figures: no report. Now the figure text and the HTML
+    hold the name as typed."""
+    name = r"ara-C $\frac{a}{$ 5 µM & <b>"
+    layout = {"B/2": "DMSO", "B/3": name, "B/4": "DMSO", "B/5": name}
+    tables = simulate_tables(layout, seed=3, fields=2, null="ara-C")
+    out = tmp_path / "run"
+    (out / "tables").mkdir(parents=True)
+    for k, v in tables.items():
+        v.to_parquet(out / "tables" / f"{k}.parquet")
+    pd.DataFrame({"well": list(layout), "condition": list(layout.values())}).to_csv(
+        out / "platemap.csv", index=False
+    )
+    path = build_report(out, plate_map=out / "platemap.csv", readouts=READ, unit="well")
+    svg = next((out / "figures").glob("bar_*.svg")).read_text(encoding="utf-8")
+    assert r"\frac{a}{" in svg.replace("&amp;", "&")  # the text itself, not a formula
+    page = path.read_text(encoding="utf-8")
+    assert "ara-C $\\frac{a}{$ 5 µM &amp; &lt;b&gt;" in page

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.colors import ListedColormap
@@ -340,6 +341,13 @@ def make_figures(agg: Mapping[str, Any], fig_dir: str | Path) -> list[FigureFile
     list of FigureFile
         Sections ``"bars"``, ``"time"``, ``"plate"`` (and one ``"qc"``), in report order.
     """
+    # condition names and labels are the user's text: drawn literally, never as mathtext
+    # (a "$" pair in a condition name would be parsed, and a stray "\\frac{" fails)
+    with matplotlib.rc_context({"text.parse_math": False}):
+        return _make_figures(agg, fig_dir)
+
+
+def _make_figures(agg: Mapping[str, Any], fig_dir: str | Path) -> list[FigureFile]:
     fig_dir = Path(fig_dir)
     cond, reps, wells = agg["conditions"], agg["replicates"], agg["wells"]
     trends = agg.get("trends")
