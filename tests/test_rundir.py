@@ -66,21 +66,22 @@ def test_ledger_and_status(tmp_path):
 
 
 def test_partial_files_of_killed_writers_are_removed(tmp_path):
-    """A worker killed while writing leaves ``.STEM.PID.tmp[.SUFFIX]``; the next run removes
-    those and nothing else (a user's hidden file stays)."""
+    """A worker killed while writing leaves ``.NAME.PID.tmp``; the next run removes those
+    and nothing else (a user's hidden file stays); no listing of the ledger sees them."""
     rd = RunDir(tmp_path / "out")
     rd.write_ledger("B2_f0", {"status": "ok"})
     rd.write_part("fields", "B2_f0", pd.DataFrame({"a": [1]}))
     left = [
-        rd.ledger_dir / ".B2_f1.2257.tmp.json",
-        rd.part("fields", "B2_f1").with_name(".B2_f1.99.tmp.parquet"),
-        rd.root / ".manifest.31.tmp.json",
+        rd.ledger_dir / ".B2_f1.json.2257.tmp",
+        rd.part("fields", "B2_f1").with_name(".B2_f1.parquet.99.tmp"),
+        rd.root / ".manifest.json.31.tmp",
     ]
     for p in left:
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(b"half")
     keep = rd.root / ".hidden_notes.txt"
     keep.write_text("mine")
+    assert [e["status"] for e in rd.ledger_entries()] == ["ok"]
     assert sorted(rd.remove_partial()) == sorted(left)
     assert not any(p.exists() for p in left)
     assert keep.exists() and rd.read_ledger("B2_f0") == {"status": "ok"}

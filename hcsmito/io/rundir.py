@@ -45,14 +45,16 @@ def field_stem(well: str, field: int) -> str:
     return f"{str(well).replace('/', '')}_f{int(field)}"
 
 
-#: What :func:`_tmp_path` names: ``.STEM.PID.tmp[.SUFFIX]``.
-_TMP_NAME = re.compile(r"\..+\.\d+\.tmp(\.[A-Za-z0-9]+)?")
+#: What :func:`_tmp_path` names: ``.NAME.PID.tmp``.
+_TMP_NAME = re.compile(r"\..+\.\d+\.tmp")
 
 
 def _tmp_path(path: Path) -> Path:
-    """A hidden temporary name beside ``path`` (its folder created)."""
+    """A hidden temporary name beside ``path`` (its folder created). It ends in ``.tmp``,
+    not in the file's own suffix, so that no ``*.json`` / ``*.png`` listing of the folder
+    (the ledger, the report's QC pictures) picks up a file still being written."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    return path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
@@ -180,7 +182,7 @@ class RunDir:
         from matplotlib.image import imsave
 
         tmp = _tmp_path(path)
-        imsave(tmp, rgb)
+        imsave(tmp, rgb, format="png")
         os.replace(tmp, path)
         return path
 
@@ -193,7 +195,7 @@ class RunDir:
         return not self.root.exists() or not any(self.root.iterdir())
 
     def remove_partial(self) -> list[Path]:
-        """Delete the ``.*.tmp*`` files that killed writers left behind (a worker killed
+        """Delete the ``.*.tmp`` files that killed writers left behind (a worker killed
         while writing its ledger entry, say); returns what was removed. Call it before a
         run starts writing, never while another run writes into the same folder."""
         removed = []
@@ -203,7 +205,7 @@ class RunDir:
         for d in dirs:  # not labels.zarr: zarr writes its own chunks
             if not d.is_dir():
                 continue
-            for p in d.glob(".*.tmp*"):
+            for p in d.glob(".*.tmp"):
                 if p.is_file() and _TMP_NAME.fullmatch(p.name):
                     p.unlink()
                     removed.append(p)
@@ -243,7 +245,7 @@ class RunDir:
     def ledger_entries(self) -> list[dict[str, Any]]:
         """Every readable ledger entry, by file name."""
         out = []
-        for p in sorted(self.ledger_dir.glob("*.json")):
+        for p in sorted(self.ledger_dir.glob("[!.]*.json")):  # not a write in progress
             with contextlib.suppress(json.JSONDecodeError):
                 out.append(json.loads(p.read_text()))
         return out
