@@ -611,12 +611,15 @@ def _add_cut_caps(
     (:func:`_drop_haze_and_giants`) drops MSC haze that reaches the top.
     """
     xp = b.xp
+    top = smooth[-1] > thr  # the top plane first: most stacks end above every cell
+    if outside is not None:
+        top &= outside[-1]
+    if not bool(top.any()):
+        return labels
     free = smooth > thr
     if outside is not None:
         free &= outside
-    if not bool(free[-1].any()):
-        return labels
-    top = free[-1] & (labels.max(axis=0) == 0)
+    top &= labels.max(axis=0) == 0
     top = b.ndi.binary_opening(
         top, structure=ellipsoid_footprint([0.15 * diameter / s for s in lateral])
     )
