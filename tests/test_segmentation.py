@@ -244,7 +244,7 @@ def test_msc_red_haze_is_not_jurkat_cells():
 def test_spread_ratio_matches_a_per_label_loop():
     """_drop_concentrated's bincount moments against a plain loop over the labels."""
     from hcsmito.backend import get_backend
-    from hcsmito.stages.segmentation import _drop_concentrated
+    from hcsmito.stages.segmentation.jurkat import _drop_concentrated
 
     rng = np.random.default_rng(4)
     lab = np.zeros((60, 80), np.int32)

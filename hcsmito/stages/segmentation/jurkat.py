@@ -1,31 +1,12 @@
-"""Instance segmentation of the two cell types: MSCs (GFP) and Jurkat donor cells (mito).
-
-Both work the same way on 2-D and 3-D fields, NumPy or CuPy:
-
-1. smooth at a scale in µm and threshold relative to the field's own background and
-   noise (:func:`hcsmito.stages._util.background_level_noise`) and to its foreground
-   intensity, so that no absolute intensity is ever a default;
-2. split touching cells in the *lateral projection* with a seeded watershed (seeds a
-   minimum distance apart, derived from the expected cell diameter), then extend the 2-D
-   instances through z inside the 3-D mask. MSCs are flat adherent cells and Jurkat cells
-   do not stack on each other, so one cell per (y, x) column holds, and the watershed
-   runs on a small 2-D image: on the GPU this is the one host step (cuCIM has no
-   watershed), a ``Y×X`` transfer each way.
-
-MSC seeds are the h-maxima of the cell *height map* (the thickness of each column,
-``sum_z / max_z`` of the background-subtracted signal): the nucleus region is the thickest
-part of a spread MSC, and two touching cells meet where both are thinnest, so the map has
-one hill per cell and a valley at each contact; an h-maximum (a hill standing a fixed
-fraction of the plateau height above its saddle) survives axial blur, which lifts the
-valleys. Jurkat cells are round: their seeds are maxima of the distance transform of the
-projected mask, at least ~0.6 diameters apart.
-"""
+"""Jurkat (donor) cell instances from the mitochondria channel: bright round bodies above
+the MSCs' own red, split at distance-transform seeds; bodies cut to a cap by the top of
+the stack added; haze, giants and concentrated foci dropped; the MSC under each body."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
@@ -42,42 +23,15 @@ from hcsmito.stages._util import (
     spacing,
     touches_border,
 )
+from hcsmito.stages.segmentation._common import (
+    Instances,
+    box,
+    check_image,
+    extend_through_z,
+    watershed_2d,
+)
+from hcsmito.stages.segmentation.msc import ThresholdMethod
 from hcsmito.stages.threshold import threshold as global_threshold
-
-__all__ = [
-    "Instances",
-    "JurkatInstances",
-    "jurkat_threshold_image",
-    "msc_threshold_image",
-    "segment_jurkat",
-    "segment_msc",
-]
-
-ThresholdMethod = Literal["auto", "otsu", "li", "triangle", "yen", "manual"]
-
-
-@dataclass(frozen=True)
-class Instances:
-    """Instance labels of one field.
-
-    Attributes
-    ----------
-    labels : (M, N[, P]) int32 ndarray
-        0 = background, cells numbered 1..n; same backend as the input.
-    touches_border : (n,) bool ndarray (host)
-        Entry ``i`` is True when label ``i + 1`` touches the lateral field border (cut cell).
-    threshold : float
-        Intensity threshold used on the smoothed image.
-    """
-
-    labels: Any
-    touches_border: np.ndarray
-    threshold: float = float("nan")
-
-    @property
-    def n(self) -> int:
-        """Number of instances."""
-        return int(self.touches_border.size)
 
 
 @dataclass(frozen=True)
@@ -106,60 +60,9 @@ class JurkatInstances(Instances):
     flags: tuple[str, ...] = ()
 
 
-def _check_image(image: Any, name: str) -> None:
-    if image.ndim not in (2, 3):
-        raise ValueError(
-            f"{name} must be one channel, 2-D (Y, X) or 3-D (Z, Y, X); got shape "
-            f"{image.shape}: select the channel first (e.g. image[c])"
-        )
-
-
-def _fg_threshold(
-    b: Backend,
-    smooth: Any,
-    *,
-    method: ThresholdMethod,
-    k: float,
-    fraction: float,
-    value: float | None,
-) -> float:
-    """Threshold of a smoothed image.
-
-    ``auto``: ``level + max(k * sigma, fraction * (fg - level))`` with the background
-    level and noise sigma from the histogram mode, and ``fg`` the median of the voxels
-    clearly above background (``level + k sigma``). The noise term keeps empty fields
-    empty; the foreground term puts the boundary of a blurred object near its true edge
-    whatever the brightness.
-    """
-    if method != "auto":
-        return global_threshold(smooth, method=method, value=value)
-    level, sigma = background_level_noise(b, smooth)
-    floor = level + k * sigma
-    above = smooth[smooth > floor]
-    if int(above.size) == 0:
-        return floor
-    fg = float(b.to_host(b.xp.median(above)))  # device->host: one value
-    return level + max(k * sigma, fraction * (fg - level))
-
-
-def msc_threshold_image(
-    gfp: Any, *, voxel_size: VoxelSize, smooth_um: float = 1.0, smooth_z_um: float | None = 0.0
-) -> Any:
-    """The smoothed GFP image (float32) that :func:`segment_msc` thresholds, with its
-    options of the same names: what a plate-level threshold is computed on."""
-    _check_image(gfp, "gfp")
-    b = Backend.of(gfp)
-    sp = spacing(voxel_size, gfp.ndim)
-    sz = smooth_um if smooth_z_um is None else smooth_z_um
-    sigmas = [
-        s_um / s for s_um, s in zip((sz, smooth_um, smooth_um)[3 - gfp.ndim :], sp, strict=True)
-    ]
-    return gaussian(b, as_float32(b, gfp), sigmas)
-
-
 def jurkat_threshold_image(mito: Any, *, voxel_size: VoxelSize, smooth_um: float = 1.5) -> Any:
     """The smoothed mito image (float32) that :func:`segment_jurkat` thresholds."""
-    _check_image(mito, "mito")
+    check_image(mito, "mito")
     b = Backend.of(mito)
     sp = spacing(voxel_size, mito.ndim)
     return gaussian(b, as_float32(b, mito), [smooth_um / s for s in sp])
@@ -172,240 +75,6 @@ def _fill_holes_lateral(b: Backend, mask: Any) -> Any:
     st = np.zeros((3, 3, 3), bool)
     st[1] = [[0, 1, 0], [1, 1, 1], [0, 1, 0]]
     return b.ndi.binary_fill_holes(mask, structure=st)
-
-
-def _watershed_2d(
-    b: Backend,
-    relief: Any,
-    seeds: Any,
-    mask: Any,
-    *,
-    compactness: float = 0.0,
-    h: float | None = None,
-) -> Any:
-    """Seeded watershed of ``-relief`` in ``mask`` (2-D), on the host (cuCIM has none).
-
-    ``seeds=None``: the seeds are the h-maxima of ``relief`` in the mask (maxima at least
-    ``h`` above the saddle to any higher maximum), one label per connected plateau.
-    Components of the mask that hold no seed become labels of their own.
-    """
-    from scipy import ndimage as sp_ndi
-    from skimage.morphology import h_maxima
-    from skimage.segmentation import watershed
-
-    r = b.to_host(relief)  # device->host: one Y×X image
-    m = b.to_host(mask)  # device->host: one Y×X image
-    if seeds is None:
-        tops = h_maxima(np.where(m, r, 0).astype(np.float64), float(h)).astype(bool) & m
-        s, _ = sp_ndi.label(tops, structure=np.ones((3, 3), bool))
-    else:
-        s = b.to_host(seeds)  # device->host: one Y×X image
-    lab = watershed(-r, markers=s, mask=m, compactness=compactness).astype(np.int32)
-    rest, n_rest = sp_ndi.label(m & (lab == 0))
-    if n_rest:
-        lab = np.where(rest > 0, rest + lab.max(), lab).astype(np.int32)
-    return b.asarray(lab)
-
-
-def _box(radius_um: float, sp: tuple[float, ...]) -> tuple[int, ...]:
-    """Box neighbourhood for a minimum separation: half-width 0.8 x the radius.
-
-    A box filter is separable (fast for the large separations of whole cells); its
-    half-width sits between the disc's inscribed (0.71 r) and circumscribed (r) squares.
-    """
-    return tuple(2 * max(1, int(round(0.8 * radius_um / s))) + 1 for s in sp)
-
-
-def _extend_through_z(b: Backend, lab2d: Any, mask: Any) -> Any:
-    if mask.ndim == 2:
-        return b.xp.where(mask, lab2d, 0).astype(b.xp.int32)
-    return b.xp.where(mask, lab2d[None], 0).astype(b.xp.int32)
-
-
-def segment_msc(
-    gfp: Any,
-    *,
-    voxel_size: VoxelSize,
-    msc_diameter_um: float = 50.0,
-    smooth_um: float = 1.0,
-    smooth_z_um: float | None = 0.0,
-    threshold_method: ThresholdMethod = "auto",
-    threshold_k: float = 5.0,
-    threshold_fraction: float = 0.3,
-    threshold_value: float | None = None,
-    split: Literal["auto", "height", "shape", "intensity"] = "auto",
-    seed_dynamics: float = 0.3,
-    seed_smooth_um: float | None = None,
-    min_separation_um: float | None = None,
-    min_area_um2: float | None = None,
-) -> Instances:
-    """MSC instances from the GFP channel.
-
-    Parameters
-    ----------
-    gfp : (M, N) or (P, M, N) ndarray
-        GFP channel of one field (any numeric dtype), NumPy or CuPy.
-    voxel_size : mapping {"z", "y", "x"} -> µm, or sequence
-        Voxel size of ``gfp``.
-    msc_diameter_um : float, µm
-        Expected diameter of a spread MSC (default 50 µm). Sets the seed smoothing
-        (0.1 x), the minimum seed separation (0.4 x) and the minimum size.
-    smooth_um : float, µm
-        Gaussian sigma before thresholding (default 1 µm).
-    smooth_z_um : float, µm, optional
-        Sigma along z (default 0: the mask is as tight in z as the optics allow, so a
-        mitochondrion in a nanotube passing over a cell is not inside it; None: as
-        ``smooth_um``).
-    threshold_method : {"auto", "otsu", "li", "triangle", "yen", "manual"}
-        ``auto`` adapts to the field: ``background + max(k * noise, fraction *
-        (foreground - background))``; the others are global histogram methods on the
-        smoothed image; ``manual`` uses ``threshold_value``.
-    threshold_k : float
-        ``auto``: noise multiple (default 5).
-    threshold_fraction : float
-        ``auto``: fraction of the median foreground above background (default 0.3).
-    threshold_value : float, optional
-        ``manual``: threshold in intensity units of ``gfp``.
-    split : {"auto", "height", "shape", "intensity"}
-        How touching cells are told apart. ``height`` (3-D): from the cell height map,
-        the thickness of each (y, x) column ``sum_z(signal) / max_z(signal) * dz``,
-        which does not depend on brightness or GFP texture: a spread MSC is thickest over
-        its nucleus and thin at its edges, so touching cells meet in a valley; each
-        thickness maximum that rises at least ``seed_dynamics`` × the typical plateau
-        height above the saddle to any higher one (an h-maximum) seeds a watershed of the
-        height map. ``shape``: maxima of the distance to the mask outline at least
-        ``min_separation_um`` apart (necks between round bodies). ``intensity``: maxima
-        of the smoothed intensity at least ``min_separation_um`` apart. ``auto``: height
-        for 3-D images, shape for 2-D.
-    seed_dynamics : float
-        ``height``: the depth of valley, as a fraction of the 75th percentile of the
-        heights in the mask, that separates two cells (default 0.3). Axial blur raises
-        the thin contact zones and the plateau alike but leaves the nucleus standing out:
-        on generated fields cells are counted exactly with axial PSFs up to 2.5x the
-        default width (a threshold at 0.8 x the plateau, used before, merged them from
-        2x on); 0.2 splits some cells 1.5x the default size in two, 0.1 more.
-    seed_smooth_um : float, µm, optional
-        ``intensity``: Gaussian sigma of the projection whose maxima seed the cells
-        (default ``0.06 * msc_diameter_um``).
-    min_separation_um : float, µm, optional
-        ``shape`` and ``intensity``: minimum distance between two seeds (default
-        ``0.3 * msc_diameter_um``).
-    min_area_um2 : float, µm², optional
-        Instances whose footprint (lateral projection) is smaller are dropped (default:
-        a disc of ``0.15 * msc_diameter_um`` diameter, 44 µm² at 50 µm).
-
-    Returns
-    -------
-    Instances
-        ``labels`` (same shape and backend as ``gfp``), ``touches_border`` per label.
-    """
-    _check_image(gfp, "gfp")
-    b = Backend.of(gfp)
-    xp = b.xp
-    sp = spacing(voxel_size, gfp.ndim)
-    if not msc_diameter_um > 0:
-        raise ValueError(f"msc_diameter_um must be > 0 µm, got {msc_diameter_um}")
-    img = as_float32(b, gfp)
-    empty = Instances(xp.zeros(img.shape, xp.int32), np.zeros(0, bool))
-    if img.size == 0:
-        return empty
-    smooth = msc_threshold_image(img, voxel_size=sp, smooth_um=smooth_um, smooth_z_um=smooth_z_um)
-    thr = _fg_threshold(
-        b,
-        smooth,
-        method=threshold_method,
-        k=threshold_k,
-        fraction=threshold_fraction,
-        value=threshold_value,
-    )
-    # no hole filling: a gap in an MSC's footprint (a Jurkat cell on the glass) is real
-    mask = smooth > thr
-    if not bool(mask.any()):
-        return Instances(empty.labels, empty.touches_border, thr)
-
-    mask2d = mask.any(axis=0) if img.ndim == 3 else mask
-    level = float(background_level_noise(b, smooth)[0])
-    if split == "auto":
-        split = "height" if img.ndim == 3 else "shape"
-    if split not in ("height", "shape", "intensity"):
-        raise ValueError(f"unknown split {split!r}: use 'auto', 'height', 'shape' or 'intensity'")
-    if split == "height" and img.ndim == 3:
-        if not seed_dynamics > 0:
-            raise ValueError(f"seed_dynamics must be > 0, got {seed_dynamics}")
-        lab2d = _split_by_height(b, img, mask2d, level, sp, smooth_um, seed_dynamics)
-    elif split == "shape":
-        lab2d = _split_by_shape(b, mask2d, sp[-2:], msc_diameter_um, min_separation_um)
-    else:
-        lab2d = _split_by_intensity(
-            b, smooth, mask2d, level, sp, msc_diameter_um, seed_smooth_um, min_separation_um
-        )
-    if min_area_um2 is None:
-        min_area_um2 = math.pi * (0.075 * msc_diameter_um) ** 2
-    lab2d = remove_small_labels(b, lab2d, min_area_um2 / float(sp[-1] * sp[-2]))
-    labels = _extend_through_z(b, lab2d, mask)
-    return Instances(labels, touches_border(b, labels)[1:], thr)
-
-
-def _split_by_height(
-    b: Backend,
-    img: Any,
-    mask2d: Any,
-    level: float,
-    sp: tuple[float, ...],
-    smooth_um: float,
-    seed_dynamics: float,
-) -> Any:
-    """2-D instances from the height map of a 3-D field (see :func:`segment_msc`)."""
-    xp = b.xp
-    lateral = sp[-2:]
-    # lateral smoothing only: smoothing along z would widen every cell by the kernel
-    sxy = gaussian(b, img, [0.0] + [smooth_um / s for s in lateral])
-    signal = xp.maximum(sxy - level, 0)
-    top = signal.max(axis=0)
-    height = xp.where(mask2d, signal.sum(axis=0) / xp.maximum(top, 1e-6) * sp[0], 0)
-    height = gaussian(b, height, [smooth_um / s for s in lateral]).astype(xp.float32)
-    vals = height[mask2d]
-    plateau = float(b.to_host(xp.percentile(vals, 75.0)))  # device->host: one value
-    return _watershed_2d(b, height, None, mask2d, h=seed_dynamics * plateau)
-
-
-def _split_by_shape(
-    b: Backend,
-    mask2d: Any,
-    lateral: tuple[float, ...],
-    diameter_um: float,
-    min_separation_um: float | None,
-) -> Any:
-    """2-D instances seeded at maxima of the (smoothed) distance to the mask outline."""
-    xp = b.xp
-    dist = b.ndi.distance_transform_edt(mask2d, sampling=lateral).astype(xp.float32)
-    dist = gaussian(b, dist, [0.02 * diameter_um / s for s in lateral])
-    sep = 0.3 * diameter_um if min_separation_um is None else min_separation_um
-    seeds = local_maxima(b, dist, threshold=0.0, size=_box(sep, lateral), mask=mask2d)
-    return _watershed_2d(b, dist, seeds, mask2d)
-
-
-def _split_by_intensity(
-    b: Backend,
-    smooth: Any,
-    mask2d: Any,
-    level: float,
-    sp: tuple[float, ...],
-    msc_diameter_um: float,
-    seed_smooth_um: float | None,
-    min_separation_um: float | None,
-) -> Any:
-    """2-D instances seeded at maxima of the smoothed (summed) intensity."""
-    xp = b.xp
-    lateral = sp[-2:]
-    signal = xp.maximum(smooth - level, 0)
-    proj = signal.sum(axis=0) * sp[0] if smooth.ndim == 3 else signal
-    proj = xp.where(mask2d, proj, 0)
-    seed_sigma = 0.06 * msc_diameter_um if seed_smooth_um is None else seed_smooth_um
-    relief = gaussian(b, proj, [seed_sigma / s for s in lateral])
-    sep = 0.3 * msc_diameter_um if min_separation_um is None else min_separation_um
-    seeds = local_maxima(b, relief, threshold=0.0, size=_box(sep, lateral), mask=mask2d)
-    return _watershed_2d(b, relief, seeds, mask2d)
 
 
 def segment_jurkat(
@@ -500,7 +169,7 @@ def segment_jurkat(
     -------
     JurkatInstances
     """
-    _check_image(mito, "mito")
+    check_image(mito, "mito")
     b = Backend.of(mito)
     xp = b.xp
     sp = spacing(voxel_size, mito.ndim)
@@ -546,8 +215,8 @@ def segment_jurkat(
     dist = gaussian(b, dist, [0.05 * jurkat_diameter_um / s for s in lateral])
     sep = 0.6 * jurkat_diameter_um if min_separation_um is None else min_separation_um
     r_min = 0.5 * min_diameter_fraction * jurkat_diameter_um
-    seeds = local_maxima(b, dist, threshold=0.5 * r_min, size=_box(sep, lateral), mask=mask2d)
-    lab2d = _watershed_2d(b, dist, seeds, mask2d)
+    seeds = local_maxima(b, dist, threshold=0.5 * r_min, size=box(sep, lateral), mask=mask2d)
+    lab2d = watershed_2d(b, dist, seeds, mask2d)
     lab2d = remove_small_labels(b, lab2d, math.pi * r_min**2 / float(np.prod(lateral)))
     if min_spread > 0:
         light = gaussian(b, img, [smooth_um / 3 / s for s in sp])
@@ -557,7 +226,7 @@ def segment_jurkat(
             b, lab2d, light.max(axis=0) if img.ndim == 3 else light, thr, lateral, min_spread
         )
     if img.ndim == 3:
-        labels = _extend_through_z(b, lab2d, mask & (lab2d > 0)[None])
+        labels = extend_through_z(b, lab2d, mask & (lab2d > 0)[None])
         labels = relabel_sequential(b, labels)
         labels = _add_cut_caps(b, labels, smooth, thr, outside, lateral, jurkat_diameter_um)
         lab2d = labels.max(axis=0)
