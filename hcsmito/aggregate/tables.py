@@ -1,33 +1,10 @@
-"""From per-field tables to per-well and per-condition readouts with statistics.
-
-The readouts of the assay (:data:`READOUTS`) are built bottom-up:
-
-- **field**: the row of ``fields.parquet`` (ratios such as % MSC Red+ are
-  ``numerator / denominator`` of that field, NaN when the denominator is 0);
-- **well**: ratios pooled over the well's fields (``sum(numerator) / sum(denominator)``,
-  so that a field with few cells weighs less), per-field quantities averaged over fields;
-- **experiment**: the mean of the well values of one ``(condition, day, replicate)``.
-
-The *replicate unit* (``unit="field" | "well" | "experiment"``) chooses which of these
-levels are the independent samples of the mean ± SEM and of the tests. Fields whose
-``status`` is not ``"ok"`` are left out everywhere and counted (``n_fields_failed``);
-``ok`` fields carrying a QC flag listed in ``exclude_flags`` (:data:`hcsmito.qc.QC_FLAGS`)
-are left out of every well value and statistic too, and counted (``n_fields_excluded``).
-Wells the plate map does not list are kept in the well table (for the plate heatmaps) but
-left out of the statistics.
-
-Tests per readout and day (:func:`hcsmito.stats.compare_conditions`): Welch's t-test of
-each condition against the control, one-way ANOVA over all conditions, Tukey HSD or
-Dunnett against the control; with several days, a linear trend over day per condition.
-"""
+"""From per-field tables to well, replicate and condition tables with statistics: the
+phases of :func:`aggregate_tables`."""
 
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,193 +12,18 @@ import pandas as pd
 
 from hcsmito import schema
 from hcsmito import stats as hs
-from hcsmito.io.rundir import RunDir
-from hcsmito.platemap import normalize_well, read_plate_map
+from hcsmito.aggregate.readouts import COUNTS, KEY, READOUTS, UNITS, Readout
+from hcsmito.aggregate.red_positive import (
+    apply_red_positive,
+    calibrate_red_positive,
+    cells_with_volume,
+)
+from hcsmito.platemap import normalize_well
 from hcsmito.qc import QC_FLAGS, split_flags
-
-__all__ = [
-    "READOUTS",
-    "Readout",
-    "aggregate_tables",
-    "apply_red_positive",
-    "calibrate_red_positive",
-    "read_aggregates",
-    "write_aggregates",
-]
-
-log = logging.getLogger(__name__)
-
-UNITS = ("field", "well", "experiment")
-
-
-@dataclass(frozen=True)
-class Readout:
-    """One readout: a per-field ratio ``scale * num / den`` or a per-field quantity ``num``."""
-
-    name: str
-    label: str
-    num: str
-    den: str | None = None
-    scale: float = 1.0
-
-    @property
-    def is_ratio(self) -> bool:
-        return self.den is not None
-
-
-#: The readouts of the assay, in report order.
-READOUTS: dict[str, Readout] = {
-    r.name: r
-    for r in (
-        Readout("pct_msc_red_positive", "MSC Red+ (%)", "n_msc_red_positive", "n_msc", 100.0),
-        Readout("foci_area_um2", "Red foci area per field (µm²)", "foci_area_um2"),
-        Readout("foci_volume_um3", "Red foci volume per field (µm³)", "foci_volume_um3"),
-        Readout("foci_per_msc", "Red foci per MSC", "n_foci", "n_msc"),
-        Readout(
-            "pct_jurkat_adhered",
-            "Jurkat adhered to MSCs (%)",
-            "n_jurkat_adhered",
-            "n_jurkat",
-            100.0,
-        ),  # fmt: skip
-        Readout("n_tnt", "TNTs per field", "n_tnt"),
-        Readout("n_tnt_with_mito", "TNTs carrying mitochondria per field", "n_tnt_with_mito"),
-    )
-}
-
-_COUNTS = ("n_msc", "n_msc_red_positive", "n_foci", "n_jurkat", "n_jurkat_adhered")
-_KEY = ["plate", "well", "field"]
-
-
-# --------------------------------------------------------------------------- red+ rule
-
-
-def _cells_with_volume(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
-    """The per-MSC table (``cells``, or ``msc`` of synthetic truth) with ``n_foci`` and
-    ``foci_volume_um3``, computed from ``foci`` where the cell table lacks them."""
-    cells = tables.get("cells", tables.get("msc"))
-    if cells is None:
-        raise ValueError("no 'cells' table: the red+ rule needs OUT/tables/cells.parquet")
-    cells = cells.copy()
-    missing = [c for c in ("n_foci", "foci_volume_um3") if c not in cells]
-    if missing:
-        foci = tables.get("foci")
-        if foci is None:
-            raise ValueError(f"the cell table lacks {missing} and there is no 'foci' table")
-        inside = foci[foci["cell_id"] > 0]
-        agg = inside.groupby([*_KEY, "cell_id"], observed=True).agg(
-            n_foci=("cell_id", "size"), foci_volume_um3=("volume_um3", "sum")
-        )
-        cells = cells.drop(columns=[c for c in agg.columns if c in cells]).merge(
-            agg.reset_index(), on=[*_KEY, "cell_id"], how="left"
-        )
-        cells["n_foci"] = cells["n_foci"].fillna(0).astype("int64")
-        cells["foci_volume_um3"] = cells["foci_volume_um3"].fillna(0.0)
-    return cells
-
-
-def calibrate_red_positive(
-    cells: pd.DataFrame,
-    plate_map: pd.DataFrame,
-    *,
-    controls: Sequence[str],
-    max_share: float = 0.05,
-    by: str = "n_foci",
-) -> dict[str, Any]:
-    """The smallest red+ threshold under which at most ``max_share`` of control MSCs are red+.
-
-    Parameters
-    ----------
-    cells : DataFrame
-        Per-MSC table with ``well`` and the column ``by``.
-    plate_map : DataFrame
-        From :func:`hcsmito.platemap.read_plate_map`.
-    controls : sequence of str
-        Negative-control conditions (e.g. MSCs cultured without donor cells).
-    max_share : float
-        Largest share of control MSCs that may be called red+ (0..1).
-    by : {"n_foci", "foci_volume_um3"}
-        The quantity thresholded.
-
-    Returns
-    -------
-    dict
-        ``{"min_foci": k}`` (an integer >= 1) or ``{"min_volume_um3": v}`` (> 0), with
-        ``share`` (the share of control MSCs at or above it), ``n_cells`` and ``controls``.
-    """
-    if by not in ("n_foci", "foci_volume_um3"):
-        raise ValueError(f"by={by!r}: use 'n_foci' or 'foci_volume_um3'")
-    if not 0.0 <= max_share < 1.0:
-        raise ValueError(f"max_share={max_share}: give a share in [0, 1), e.g. 0.05")
-    known = set(plate_map["condition"])
-    unknown = [c for c in controls if c not in known]
-    if not controls or unknown:
-        raise ValueError(
-            f"calibration controls {list(controls)}: {unknown or 'none given'} not in the plate "
-            f"map (conditions: {sorted(known)})"
-        )
-    wells = {
-        normalize_well(w) for w in plate_map.loc[plate_map["condition"].isin(controls), "well"]
-    }
-    v = np.sort(cells.loc[cells["well"].isin(wells), by].to_numpy(np.float64))
-    v = v[np.isfinite(v)]
-    if v.size == 0:
-        raise ValueError(f"no MSCs in the control wells {sorted(wells)}: cannot calibrate red+")
-    floor = 1.0 if by == "n_foci" else np.nextafter(0.0, 1.0)
-    # candidate thresholds: the floor and every observed value above it, plus "above all"
-    cand = np.unique(np.concatenate([[floor], v[v >= floor]]))
-    if by == "n_foci":
-        cand = np.unique(np.ceil(cand))
-        cand = np.append(cand, cand[-1] + 1.0)
-    else:
-        cand = np.append(cand, np.nextafter(v[-1], np.inf))
-    n_at_or_above = v.size - np.searchsorted(v, cand, side="left")
-    allowed = np.floor(max_share * v.size + 1e-9)  # in cells: no rounding surprises
-    t = cand[np.argmax(n_at_or_above <= allowed)]
-    key = "min_foci" if by == "n_foci" else "min_volume_um3"
-    out = {key: int(t) if by == "n_foci" else float(t)}
-    out.update(share=float(np.mean(v >= t)), n_cells=int(v.size), controls=list(controls))
-    return out
-
-
-def apply_red_positive(
-    tables: Mapping[str, pd.DataFrame],
-    *,
-    min_foci: int | None = None,
-    min_volume_um3: float | None = None,
-) -> dict[str, pd.DataFrame]:
-    """Recompute ``red_positive`` per MSC (``n_foci >= min_foci`` or ``foci_volume_um3 >=
-    min_volume_um3``) and ``n_msc_red_positive`` / ``pct_msc_red_positive`` per field.
-
-    Returns a new dict of tables (``cells`` and ``fields`` replaced).
-    """
-    if min_foci is None and min_volume_um3 is None:
-        raise ValueError("give min_foci or min_volume_um3 (both are None)")
-    cells = _cells_with_volume(tables)
-    red = np.zeros(len(cells), bool)
-    if min_foci is not None:
-        red |= cells["n_foci"].to_numpy() >= min_foci
-    if min_volume_um3 is not None:
-        red |= cells["foci_volume_um3"].to_numpy(np.float64) >= min_volume_um3
-    cells["red_positive"] = red
-    counts = cells.groupby(_KEY, observed=True)["red_positive"].sum().rename("_red")
-    fields = tables["fields"].drop(columns=["_red"], errors="ignore")
-    fields = fields.merge(counts.reset_index(), on=_KEY, how="left")
-    fields["n_msc_red_positive"] = fields["_red"].fillna(0).astype("int64")
-    fields = fields.drop(columns="_red")
-    n = fields["n_msc"].to_numpy(np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        fields["pct_msc_red_positive"] = np.where(
-            n > 0, 100.0 * fields["n_msc_red_positive"] / n, np.nan
-        )
-    return {**tables, "cells": cells, "fields": fields}
-
-
-# --------------------------------------------------------------------------- aggregation
 
 
 def _field_values(fields: pd.DataFrame, readouts: Sequence[Readout]) -> pd.DataFrame:
-    out = fields[_KEY].copy()
+    out = fields[KEY].copy()
     for r in readouts:
         num = _num(fields, r.num)
         if r.is_ratio:
@@ -335,7 +137,7 @@ def aggregate_tables(
     fields, ok_mask, excluded_mask, flagged = _field_states(tables, exclude)
     used_mask = ok_mask & ~excluded_mask
     plate_map = _normalized_map(plate_map)
-    failed = fields.loc[~ok_mask, _KEY + [c for c in ("status", "error") if c in fields]]
+    failed = fields.loc[~ok_mask, KEY + [c for c in ("status", "error") if c in fields]]
     notes: list[str] = []
     fields, rule = _red_positive_rule(tables, fields, used_mask, plate_map, red_positive,
                                       calibrate, max_share, calibrate_by)  # fmt: skip
@@ -408,7 +210,7 @@ def _field_states(tables: Mapping[str, pd.DataFrame], exclude: list[str]):
     excluded_mask = ok_mask & np.array([bool(set(c) & set(exclude)) for c in codes], bool)
     fields["_excluded"] = excluded_mask
     flag_text = [",".join(c) for c in codes]
-    flagged = fields.loc[ok_mask & np.array([bool(c) for c in codes], bool), _KEY].assign(
+    flagged = fields.loc[ok_mask & np.array([bool(c) for c in codes], bool), KEY].assign(
         qc_flags=[t for t, m, c in zip(flag_text, ok_mask, codes, strict=True) if m and c]
     )
     return fields, ok_mask, excluded_mask, flagged
@@ -430,9 +232,9 @@ def _red_positive_rule(tables, fields, used_mask, plate_map, red_positive, calib
         if plate_map is None:
             raise ValueError("calibrating red+ needs a plate map naming the control wells")
         ok_t = {**tables, "fields": fields[used_mask]}
-        cells = _cells_with_volume(ok_t)
-        ok_keys = fields.loc[used_mask, _KEY]
-        cells = cells.merge(ok_keys, on=_KEY, how="inner")
+        cells = cells_with_volume(ok_t)
+        ok_keys = fields.loc[used_mask, KEY]
+        cells = cells.merge(ok_keys, on=KEY, how="inner")
         rule = calibrate_red_positive(
             cells, plate_map, controls=calibrate, max_share=max_share, by=calibrate_by
         )
@@ -461,7 +263,7 @@ def _well_table(fields, used_mask, rdefs, plate_map, notes: list[str]):
     wells = counts.reset_index()
     wells["n_fields_ok"] = wells["n_fields"] - wells["n_fields_failed"]
     wells["n_fields_excluded"] = wells.pop("n_fields_excluded").astype("int64")
-    tot = ok.groupby(["plate", "well"], observed=True)[[c for c in _COUNTS if c in ok]].sum()
+    tot = ok.groupby(["plate", "well"], observed=True)[[c for c in COUNTS if c in ok]].sum()
     wells = wells.merge(tot.reset_index(), on=["plate", "well"], how="left")
     wells = wells.merge(_well_values(ok, rdefs), on=["plate", "well"], how="left")
     plates = list(dict.fromkeys(fields["plate"])) or [""]
@@ -482,7 +284,7 @@ def _well_table(fields, used_mask, rdefs, plate_map, notes: list[str]):
         wells["replicate"] = pd.NA
         wells["day"] = np.nan
         notes.append("no plate map: per-well results only, no statistics")
-    for c in _COUNTS:
+    for c in COUNTS:
         if c in wells:
             wells[c] = wells[c].fillna(0).astype("int64")
     wells = _sort_wells(wells)
@@ -573,135 +375,3 @@ def _condition_order(plate_map: pd.DataFrame | None, control: str | None) -> lis
         order.remove(control)
         order.insert(0, control)
     return order
-
-
-# --------------------------------------------------------------------------- files
-
-
-def read_tables(out_dir: str | Path, names: Sequence[str] | None = None) -> dict[str, pd.DataFrame]:
-    """The per-object / per-field tables of a run that exist in ``OUT/tables`` (default:
-    every per-field table of :mod:`hcsmito.schema`)."""
-    rd = RunDir(out_dir)
-    if not rd.has_table("fields"):
-        raise FileNotFoundError(
-            f"{rd.table('fields')} is absent: run 'hcsmito run' into {out_dir} first"
-        )
-    return rd.read_tables(schema.field_tables() if names is None else names)
-
-
-def read_manifest(out_dir: str | Path) -> dict[str, Any]:
-    """``OUT/manifest.json`` as a dict (empty when absent)."""
-    return RunDir(out_dir).read_manifest()
-
-
-def _setting(config: Any, section: str, key: str, default: Any) -> Any:
-    """``config.<section>.<key>`` from a Config model or a plain mapping, else default."""
-    if config is None:
-        return default
-    sec = config.get(section) if isinstance(config, Mapping) else getattr(config, section, None)
-    if sec is None:
-        return default
-    val = sec.get(key, default) if isinstance(sec, Mapping) else getattr(sec, key, default)
-    return default if val is None and default is not None else val
-
-
-def write_aggregates(
-    out_dir: str | Path,
-    *,
-    plate_map: str | Path | pd.DataFrame | None = None,
-    config: Any = None,
-    **options: Any,
-) -> dict[str, Any]:
-    """Aggregate a run folder and write ``OUT/tables/{wells,conditions,replicates,trends}
-    .parquet`` and ``OUT/tables/aggregate.json`` (the summary).
-
-    Parameters
-    ----------
-    out_dir : path
-        The run folder (``OUT/tables/fields.parquet`` must exist).
-    plate_map : path or DataFrame, optional
-        Default: ``manifest["plate_map"]``, else the config's ``plate_map``, else
-        ``OUT/platemap.csv``; without one, per-well results only.
-    config : Config or mapping, optional
-        Default: ``manifest["config"]``. Read: ``plate_map`` and, when present, the
-        ``statistics`` section (``unit``, ``control``, ``posthoc``, ``calibrate``,
-        ``max_share``, ``calibrate_by``, ``readouts``, ``exclude_flags``).
-    **options
-        Keyword arguments of :func:`aggregate_tables`, overriding the config.
-
-    Returns
-    -------
-    dict
-        What :func:`aggregate_tables` returns.
-    """
-    out_dir = Path(out_dir)
-    tables = read_tables(out_dir)
-    manifest = read_manifest(out_dir)
-    if config is None:
-        config = manifest.get("config") or {}
-    if plate_map is None:
-        plate_map = _find_plate_map(out_dir, manifest, config)
-    if plate_map is not None and not isinstance(plate_map, pd.DataFrame):
-        # not checked against the wells with data: a run over some wells is legitimate;
-        # aggregate_tables notes mapped wells without fields and unmapped wells
-        plate_map = read_plate_map(plate_map)
-    kw: dict[str, Any] = {}
-    for key in ("unit", "control", "posthoc", "calibrate", "max_share", "calibrate_by",
-                "readouts", "exclude_flags"):  # fmt: skip
-        val = _setting(config, "statistics", key, None)
-        if val is not None:
-            kw[key] = val
-    kw.update(options)
-    res = aggregate_tables(tables, plate_map, **kw)
-    rd = RunDir(out_dir)
-    for name in schema.aggregate_tables():
-        rd.write_table(name, _string_columns(res[name]))
-    summary = dict(res["summary"])
-    summary["plate_map"] = None if plate_map is None else plate_map.attrs.get("source")
-    res["summary"] = summary
-    rd.write_json(rd.summary_path, summary)
-    return res
-
-
-def _find_plate_map(out_dir: Path, manifest: Mapping[str, Any], config: Any) -> Path | None:
-    """The plate map of a run: ``manifest["plate_map"]``, else the config's ``plate_map``
-    (each as given, then relative to ``OUT``), else ``OUT/platemap.csv``."""
-    cfg_pm = (
-        config.get("plate_map")
-        if isinstance(config, Mapping)
-        else getattr(config, "plate_map", None)
-    )
-    named = [Path(p) for p in (manifest.get("plate_map"), cfg_pm) if p]
-    for p in named:
-        for cand in (p, out_dir / p) if not p.is_absolute() else (p,):
-            if cand.is_file():
-                return cand
-    local = RunDir(out_dir).platemap_path
-    if local.is_file():
-        return local
-    if named:
-        raise FileNotFoundError(
-            f"plate map {named[0]} named by the run in {out_dir} is not found: pass it again "
-            "(hcsmito report OUT --plate-map FILE) or copy it to OUT/platemap.csv"
-        )
-    return None
-
-
-def _string_columns(df: pd.DataFrame) -> pd.DataFrame:
-    df = df.copy()
-    for c in df.columns:
-        if df[c].dtype == object:
-            df[c] = df[c].astype("string")
-    return df
-
-
-def read_aggregates(out_dir: str | Path) -> dict[str, Any]:
-    """The aggregate tables and summary written by :func:`write_aggregates`."""
-    rd = RunDir(out_dir)
-    res: dict[str, Any] = {
-        name: rd.read_table(name) if rd.has_table(name) else pd.DataFrame()
-        for name in schema.aggregate_tables()
-    }
-    p = rd.summary_path
-    res["summary"] = json.loads(p.read_text()) if p.is_file() else {}
-    return res
