@@ -41,8 +41,13 @@ class ConfigError(ValueError):
     """The configuration is invalid; the message names each bad key and what is allowed."""
 
 
+#: Every section: unknown keys are errors, values are frozen, and every number is finite
+#: (``.inf`` or ``.nan`` from YAML or ``--set`` would run and find nothing, without a word).
+_SECTION_CONFIG = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = _SECTION_CONFIG
 
     def stage_kwargs(self, *, exclude: Iterable[str] = ()) -> dict[str, Any]:
         """The section as keyword arguments of its stage function."""
@@ -364,7 +369,7 @@ class Resources(_Section):
 class Config(BaseModel):
     """The whole run configuration (see ``conf/default.yaml``)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = _SECTION_CONFIG
 
     channels: Channels = Field(default_factory=Channels)
     optics: Optics = Field(default_factory=Optics)
@@ -384,6 +389,8 @@ class Config(BaseModel):
 
 
 def _format_errors(exc: ValidationError, source: str) -> str:
+    """One line for one bad key (``invalid configuration (SOURCE): KEY: WHY``), else a
+    line per key under a heading."""
     lines = [f"invalid configuration ({source}):"]
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"]) or "(top level)"
@@ -394,9 +401,11 @@ def _format_errors(exc: ValidationError, source: str) -> str:
             allowed = _allowed_keys(parent)
             if allowed:
                 msg += f"; allowed here: {', '.join(allowed)}"
-        elif err["type"] == "literal_error":
+        elif err["type"] in ("literal_error", "finite_number"):
             msg = f"{msg} (got {err.get('input')!r})"
         lines.append(f"  {key}: {msg}")
+    if len(lines) == 2:
+        return f"{lines[0]} {lines[1].strip()}"
     return "\n".join(lines)
 
 

@@ -782,3 +782,36 @@ def test_memory_error_while_reading_is_not_called_corruption(synth_plates, monke
     msg = str(err.value)
     assert msg.startswith("plate s, well B/2, field 0: not enough memory to read 0.0 GiB of")
     assert "corrupt" not in msg and "more memory" in msg
+
+
+# --------------------------------------------------------------------------- config values
+
+NON_FINITE = {
+    "foci.threshold_k=.inf": "foci.threshold_k",
+    "msc.threshold_value=.nan": "msc.threshold_value",
+    "jurkat.threshold_value=-.inf": "jurkat.threshold_value",
+    "tnt.tube_radius_um=[0.1, .inf]": "tnt.tube_radius_um.1",
+    "optics.emission_um.mito=.nan": "optics.emission_um.mito",
+    "qc.empty_snr=.inf": "qc.empty_snr",
+    "adhesion.min_lift_um=.nan": "adhesion.min_lift_um",
+}
+
+
+@pytest.mark.parametrize("item", sorted(NON_FINITE))
+def test_non_finite_config_values_are_one_line_naming_the_key(item):
+    """Before: `--set foci.threshold_k=.inf` and a NaN manual threshold ran (0 objects)."""
+    from hcsmito.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=[item])
+    msg = str(err.value)
+    assert "\n" not in msg and f"{NON_FINITE[item]}: Input should be a finite number" in msg
+
+
+def test_non_finite_value_in_a_config_file(tmp_path):
+    from hcsmito.config import ConfigError, load_config
+
+    conf = tmp_path / "c.yaml"
+    conf.write_text("msc:\n  threshold_method: manual\n  threshold_value: .nan\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml\): msc\.threshold_value: .*finite"):
+        load_config(conf)
