@@ -80,7 +80,8 @@ def dask_client(
             processes=False,
             n_workers=1,
             threads_per_worker=n,
-            dashboard_address="127.0.0.1:0",  # in-process transport: no port but this one
+            dashboard_address="127.0.0.1:0",  # in-process transport: no port but these
+            worker_dashboard_address="127.0.0.1:0",  # (its default listens on 0.0.0.0)
         )
     elif scheduler == "processes":
         if backend == "gpu":
@@ -96,6 +97,7 @@ def dask_client(
                 n_workers=n,
                 threads_per_worker=1,
                 dashboard_address="127.0.0.1:0",
+                worker_dashboard_address="127.0.0.1:0",
                 host="127.0.0.1",
             )
     elif scheduler == "slurm":

@@ -815,3 +815,34 @@ def test_non_finite_value_in_a_config_file(tmp_path):
     conf.write_text("msc:\n  threshold_method: manual\n  threshold_value: .nan\n")
     with pytest.raises(ConfigError, match=r"c\.yaml\): msc\.threshold_value: .*finite"):
         load_config(conf)
+
+
+# --------------------------------------------------------------------------- listeners
+
+
+def _listeners() -> set[tuple[int, str]]:
+    """(pid, host) of every listening TCP socket of this process and its children."""
+    import psutil
+
+    me = psutil.Process()
+    out = set()
+    for proc in [me, *me.children(recursive=True)]:
+        for conn in proc.net_connections(kind="inet"):
+            if conn.status == psutil.CONN_LISTEN:
+                out.add((proc.pid, conn.laddr.ip))
+    return out
+
+
+def test_threads_cluster_listens_on_localhost_only():
+    """Before: a `threads` run's worker dashboard listened on 0.0.0.0 (and ::). (The
+    ``processes`` cluster binds its scheduler, workers and nannies to 127.0.0.1 too; it
+    takes 5 s to start, and passed before: not repeated here.)"""
+    from hcsmito.cluster import dask_client
+
+    before = _listeners()
+    with dask_client("threads", 1, "cpu", quiet=True) as client:
+        assert client.scheduler.address.startswith("inproc://")  # no TCP scheduler port
+        opened = _listeners() - before
+        assert client.submit(sum, [1, 2]).result() == 3
+    assert opened, "the cluster opened no listener (the dashboards at least)"
+    assert {host for _, host in opened} == {"127.0.0.1"}, opened
