@@ -352,7 +352,7 @@ def test_brightness_psf_and_noise_act_on_the_image():
 def test_background_shot_noise_is_poisson(lam):
     from scipy import stats
 
-    from hcsmito.synth.field import _poisson_constant
+    from hcsmito.synth.render import poisson_constant as _poisson_constant
 
     x = _poisson_constant(np.random.default_rng(0), lam, 200_000)
     # exactly scipy's Poisson inverse CDF of the same uniforms
