@@ -44,114 +44,19 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
-import scipy.fft
 
-from hcsmito.backend import Backend, get_backend
+from hcsmito.backend import Backend
+from hcsmito.stages._rl_transforms import (
+    Pad,
+    Transform,
+    choose_transform,
+    dct_transfer,
+    pad_widths,
+    resolve_backend,
+    transform_grid,
+)
 
 __all__ = ["RLDeconvolver", "richardson_lucy", "richardson_lucy_tiled", "tiled_halo"]
-
-Pad = Literal["auto"] | int | Sequence[int]
-Transform = Literal["auto", "fft", "dct"]
-
-
-def _resolve_backend(backend: Backend | str | None, *arrays: Any) -> Backend:
-    if backend is None:
-        return Backend.of(*arrays)
-    if isinstance(backend, Backend):
-        return backend
-    return get_backend(backend)
-
-
-def _next_fast_len(n: int) -> int:
-    """Fast FFT length >= n: 5-smooth (scipy's rule for real transforms), on both backends,
-    so that the CPU and the GPU pad to the same grid and give the same result (cuFFT is
-    fast on these sizes too)."""
-    return int(scipy.fft.next_fast_len(n, real=True))
-
-
-def _pad_widths(pad: Pad, psf_shape: tuple[int, ...]) -> tuple[int, ...]:
-    if isinstance(pad, str):
-        if pad != "auto":
-            raise ValueError(f"pad={pad!r}: use 'auto' (PSF half-width), an int or one per axis")
-        return tuple(s // 2 for s in psf_shape)
-    if np.ndim(pad) == 0:
-        widths = (int(pad),) * len(psf_shape)
-    else:
-        widths = tuple(int(p) for p in pad)
-    if len(widths) != len(psf_shape) or min(widths) < 0:
-        raise ValueError(f"pad={pad!r} must be 'auto', a non-negative int or one per axis")
-    return widths
-
-
-def _is_mirror_symmetric(psf: Any, xp: Any, rtol: float = 1e-5) -> bool:
-    """Odd size on every axis and ``psf == flip(psf, axis)`` for each axis (within
-    ``rtol`` of its maximum)."""
-    if any(k % 2 == 0 for k in psf.shape):
-        return False
-    top = float(psf.max())  # device->host (scalar)
-    worst = max(float(xp.abs(psf - xp.flip(psf, axis=a)).max()) for a in range(psf.ndim))
-    return worst <= rtol * top  # device->host (scalars above)
-
-
-def _choose_transform(
-    transform: str, psf: Any, pad: Pad, pad_mode: str, xp: Any
-) -> Literal["fft", "dct"]:
-    if transform not in ("auto", "fft", "dct"):
-        raise ValueError(f"transform={transform!r}: use 'auto', 'fft' or 'dct'")
-    if transform == "fft":
-        return "fft"
-    symmetric = _is_mirror_symmetric(psf, xp)
-    if transform == "dct":
-        if not symmetric:
-            raise ValueError(
-                f"transform='dct' needs a PSF that is mirror-symmetric on every axis with an "
-                f"odd size (this one, {tuple(psf.shape)}, is not): use transform='fft'"
-            )
-        if not (isinstance(pad, str) and pad == "auto") or pad_mode != "reflect":
-            raise ValueError(
-                "transform='dct' implies mirror borders: leave pad='auto', pad_mode='reflect'"
-            )
-        return "dct"
-    usable = isinstance(pad, str) and pad == "auto" and pad_mode == "reflect"
-    return "dct" if usable and symmetric else "fft"
-
-
-def _dct_transfer(psf: Any, grid: tuple[int, ...], xp: Any) -> Any:
-    """Eigenvalues of the mirror-boundary convolution with a symmetric, normalised PSF in
-    the type-II DCT basis of ``grid``: ``H[k] = Σ_j psf[j] Π_a cos(π k_a j_a / n_a)``, the
-    offsets ``j_a`` counted from the PSF centre. One small matrix product per axis."""
-    h = psf.astype(xp.float64)
-    for axis, (n, k) in enumerate(zip(grid, psf.shape, strict=True)):
-        offsets = xp.arange(k, dtype=xp.float64) - k // 2
-        cosines = xp.cos(np.pi * xp.arange(n, dtype=xp.float64)[:, None] * offsets[None, :] / n)
-        h = xp.moveaxis(xp.tensordot(h, cosines, axes=([axis], [1])), -1, axis)
-    return h.astype(xp.float32)
-
-
-def _grid(
-    shape: tuple[int, ...], psf_shape: tuple[int, ...], pad: Pad, transform: str
-) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """The transform grid and the image's offset in it. ``'dct'``: the image enlarged only
-    to a fast length; ``'fft'``: plus the margin against wrap-around, then a fast length."""
-    widths = _pad_widths(pad, psf_shape)
-    lo, grid = [], []
-    for n, w, k in zip(shape, widths, psf_shape, strict=True):
-        if transform == "dct":
-            size = _next_fast_len(n)
-            lo.append((size - n) // 2)
-        elif w == 0:
-            if k > n:
-                raise ValueError(
-                    f"pad=0 needs the PSF {psf_shape} to fit in the image {shape}: "
-                    "use pad='auto' or a smaller PSF"
-                )
-            size = n
-            lo.append(0)
-        else:
-            size = _next_fast_len(max(n + 2 * w, k))
-            lo.append(w + (size - n - 2 * w) // 2)
-        grid.append(size)
-    return tuple(grid), tuple(lo)
 
 
 class RLDeconvolver:
@@ -201,7 +106,7 @@ class RLDeconvolver:
         backend: Backend | str | None = None,
         workers: int = -1,
     ) -> None:
-        b = _resolve_backend(backend, psf)
+        b = resolve_backend(backend, psf)
         xp = b.xp
         shape = tuple(int(s) for s in shape)
         if psf.ndim != len(shape) or psf.ndim not in (2, 3):
@@ -218,8 +123,8 @@ class RLDeconvolver:
                 "the PSF must be non-negative, finite and not all zero: build it with "
                 "hcsmito.stages.psf (psf_gaussian, psf_born_wolf, psf_from_beads)"
             )
-        self.transform = _choose_transform(transform, psf, pad, pad_mode, xp)
-        grid, lo = _grid(shape, tuple(psf.shape), pad, self.transform)
+        self.transform = choose_transform(transform, psf, pad, pad_mode, xp)
+        grid, lo = transform_grid(shape, tuple(psf.shape), pad, self.transform)
         self.backend = b
         self.shape = shape
         self.psf_shape = tuple(psf.shape)
@@ -230,7 +135,7 @@ class RLDeconvolver:
         self._fft_kw = {} if b.is_gpu else {"workers": int(workers)}
         if self.transform == "dct":
             # real eigenvalues, and A = Aᵀ: the PSF equals its flip on every axis
-            self.otf = self.otf_conj = _dct_transfer(psf / np.float32(total), self.grid_shape, xp)
+            self.otf = self.otf_conj = dct_transfer(psf / np.float32(total), self.grid_shape, xp)
             return
         # PSF centre moved to index 0 of the grid: A x = IFFT(FFT(x) * OTF) is the convolution
         kernel = xp.zeros(self.grid_shape, dtype=xp.float32)
@@ -462,7 +367,7 @@ def richardson_lucy(
     result independent of a constant start away from the border). To deconvolve many
     fields or channels of one shape, build an :class:`RLDeconvolver` once.
     """
-    b = _resolve_backend(backend, image, psf)
+    b = resolve_backend(backend, image, psf)
     image = b.asarray(image)
     if image.ndim not in (2, 3):
         raise ValueError(f"image has shape {image.shape}: expected (Z, Y, X) or (Y, X)")
@@ -534,7 +439,7 @@ def richardson_lucy_tiled(
     -------
     restored : ndarray of float32, shape of ``image``
     """
-    b = _resolve_backend(backend, image, psf)
+    b = resolve_backend(backend, image, psf)
     xp = b.xp
     image = b.asarray(image)
     psf = b.asarray(psf)
@@ -546,13 +451,15 @@ def richardson_lucy_tiled(
         halo_yx = tiled_halo(psf.shape, iterations)
     else:
         halo_yx = (int(halo),) * 2 if np.ndim(halo) == 0 else tuple(int(h) for h in halo)
-    transform = _choose_transform(transform, psf, pad, "reflect", xp)
-    widths = (0,) * psf.ndim if transform == "dct" else _pad_widths(pad, psf.shape)
+    transform = choose_transform(transform, psf, pad, "reflect", xp)
+    widths = (0,) * psf.ndim if transform == "dct" else pad_widths(pad, psf.shape)
     ny, nx = image.shape[-2:]
     if tile_shape is None:
         if max_voxels is None:
             raise ValueError("give tile_shape=(ty, tx) or a memory budget max_voxels=...")
-        whole = int(np.prod(_grid(tuple(image.shape), tuple(psf.shape), pad, transform)[0]))
+        whole = int(
+            np.prod(transform_grid(tuple(image.shape), tuple(psf.shape), pad, transform)[0])
+        )
         if whole <= max_voxels:
             return richardson_lucy(
                 image,
