@@ -91,7 +91,7 @@ def test_deconvolution_variant_adds_decon_columns(field):
     assert "deconvolve" in res.timings
     # the transform option reaches the stage: padded FFTs give the same image away from
     # the borders (2 · iterations · PSF half-width), another one at them
-    from hcsmito.pipeline import _psf_for
+    from hcsmito.pipeline.prepare import psf_for as _psf_for
     from hcsmito.stages.deconvolution import richardson_lucy
 
     one = ["deconvolution.method=richardson_lucy", "deconvolution.iterations=1"]
@@ -198,7 +198,7 @@ def test_foci_table_equals_scikit_image_with_contract_names():
     from skimage.measure import label, regionprops_table
 
     from hcsmito.measure.morphometry import regionprops_table as ours
-    from hcsmito.pipeline import _foci_table
+    from hcsmito.pipeline.tables import foci_table as _foci_table
 
     rng = np.random.default_rng(4)
     labels = label(rng.random((8, 40, 50)) > 0.93)

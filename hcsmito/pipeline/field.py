@@ -1,0 +1,250 @@
+"""The fused per-field chain: :func:`process_field` and its phases."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from hcsmito.backend import Backend
+from hcsmito.config import Config
+from hcsmito.measure.morphometry import regionprops_table
+from hcsmito.pipeline.prepare import Prepared, prepare
+from hcsmito.pipeline.tables import (
+    cells_table,
+    declared_tables,
+    fields_row,
+    foci_table,
+    jurkat_table,
+    tnt_table,
+    with_qc,
+)
+from hcsmito.qc import check_flags, field_qc
+from hcsmito.schema import empty_table
+
+
+@dataclass
+class FieldResult:
+    """What :func:`process_field` returns (all on the host).
+
+    Attributes
+    ----------
+    labels : dict of str to ndarray
+        ``msc``, ``jurkat``, ``foci`` label images (int32, the field's spatial shape).
+    tables : dict of str to DataFrame
+        ``foci``, ``cells``, ``jurkat`` (one row per object) and ``fields`` (one row).
+    processed : dict of str to ndarray
+        Deconvolved channels by role (float32), where deconvolution ran.
+    timings : dict of str to float
+        Seconds per stage.
+    notes : list of str
+        What the field lacked or how it was handled (e.g. no msc channel).
+    qc_flags : tuple of str
+        The field's QC codes (:data:`hcsmito.qc.QC_FLAGS`), also in ``fields.qc_flags``.
+    qc : dict of str to float
+        The measurements behind the image-level flags (:func:`hcsmito.qc.field_qc`).
+    """
+
+    labels: dict[str, np.ndarray]
+    tables: dict[str, pd.DataFrame]
+    processed: dict[str, np.ndarray] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    qc_flags: tuple[str, ...] = ()
+    qc: dict[str, float] = field(default_factory=dict)
+
+
+def process_field(
+    channels: Mapping[str, Any],
+    *,
+    voxel_size: Mapping[str, float],
+    config: Config,
+    backend: Backend | str | None = None,
+    where: str = "",
+) -> FieldResult:
+    """Run the whole chain on one field.
+
+    Parameters
+    ----------
+    channels : mapping of role to (Y, X) or (Z, Y, X) ndarray
+        The field's channels by role (``mito`` required; ``msc`` and ``actin`` optional),
+        raw intensities of any numeric dtype, all of one shape.
+    voxel_size : mapping {"z", "y", "x"} -> µm
+        Voxel size (no ``z`` for 2-D fields).
+    config : Config
+        The run configuration.
+    backend : Backend or {"auto", "cpu", "gpu"}, optional
+        Where to compute (default: ``config.resources.backend``).
+    where : str
+        Plate / well / field, for messages.
+
+    Returns
+    -------
+    FieldResult
+    """
+    prep = prepare(channels, voxel_size, config, backend, where)
+    obj = _segment_cells(prep, config)
+    _detect_foci(prep, obj, config)
+    _detect_tnts(prep, obj, config)
+    _measure_adhesion(prep, obj, config)
+    qc, qc_flags = _field_qc(prep, obj, config)
+    with prep.timer("morphometry"):
+        tables = _tables(prep, obj, qc_flags, config, where)
+    with prep.timer("to_host"):
+        labels = _labels_to_host(prep, obj)
+    prep.b.free_memory()
+    return FieldResult(
+        labels=labels,
+        tables=declared_tables(tables),
+        processed=prep.processed,
+        timings=prep.timer.t,
+        notes=prep.notes,
+        qc_flags=qc_flags,
+        qc=qc.metrics,
+    )
+
+
+@dataclass
+class _Objects:
+    """The objects of one field, on the device, as the phases find them."""
+
+    msc: Any = None  # MSC labels, None without an msc channel
+    msc_instances: Any = None
+    touches: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    jurkat: Any = None  # JurkatInstances
+    foci: Any = None
+    tnts: Any = None  # None without an actin channel
+    adhesion: pd.DataFrame | None = None  # None without MSCs
+
+
+def _segment_cells(prep: Prepared, config: Config) -> _Objects:
+    """The MSCs (from msc) and the donor cells (from mito, outside the MSCs)."""
+    from hcsmito.stages.segmentation import JurkatInstances, segment_jurkat, segment_msc
+
+    obj = _Objects()
+    det, vox, xp = prep.det, prep.vox, prep.b.xp
+    if "msc" in det:
+        with prep.timer("segment_msc"):
+            obj.msc_instances = segment_msc(det["msc"], voxel_size=vox, **config.msc.stage_kwargs())
+            obj.msc = obj.msc_instances.labels
+            obj.touches = np.asarray(obj.msc_instances.touches_border, bool)
+    else:
+        prep.notes.append("no msc channel: foci measured over the whole field (cell_id 0)")
+    if config.jurkat.enabled:
+        with prep.timer("segment_jurkat"):
+            obj.jurkat = segment_jurkat(
+                det["mito"], voxel_size=vox, msc_labels=obj.msc, **config.jurkat.stage_kwargs()
+            )
+    else:
+        obj.jurkat = JurkatInstances(xp.zeros(prep.shapes["mito"], xp.int32), np.zeros(0, bool))
+        prep.notes.append("jurkat.enabled is false: no donor detection (n_jurkat is 0)")
+    return obj
+
+
+def _detect_foci(prep: Prepared, obj: _Objects, config: Config) -> None:
+    from hcsmito.stages.foci import detect_foci
+
+    kw = config.foci.stage_kwargs()
+    if obj.msc is None:
+        kw["require_parent"] = False
+    with prep.timer("foci"):
+        obj.foci = detect_foci(prep.det["mito"], voxel_size=prep.vox, msc_labels=obj.msc,
+                               jurkat_labels=obj.jurkat.labels, **kw)  # fmt: skip
+
+
+def _detect_tnts(prep: Prepared, obj: _Objects, config: Config) -> None:
+    from hcsmito.stages.glass import GLASS_CUES
+    from hcsmito.stages.tnt import detect_tnts
+
+    det, xp = prep.det, prep.b.xp
+    if "actin" not in det:
+        prep.notes.append("no actin channel: no TNT detection (n_tnt, n_tnt_with_mito are null)")
+        return
+    with prep.timer("tnt"):
+        obj.tnts = detect_tnts(
+            det["actin"],
+            voxel_size=prep.vox,
+            msc_labels=obj.msc if obj.msc is not None else xp.zeros(det["actin"].shape, xp.int32),
+            jurkat_labels=obj.jurkat.labels,
+            foci_labels=obj.foci.labels,
+            mito=det["mito"],
+            # the glass from the raw channels: deconvolution and background
+            # subtraction leave the rising edges where they are, but need not
+            glass_channels={r: prep.raw.get(r) for r in GLASS_CUES},
+            **config.tnt.stage_kwargs(),
+        )
+
+
+def _measure_adhesion(prep: Prepared, obj: _Objects, config: Config) -> None:
+    from hcsmito.stages.adhesion import measure_adhesion
+
+    if obj.msc is None:
+        return
+    with prep.timer("adhesion"):
+        obj.adhesion = measure_adhesion(obj.jurkat.labels, obj.msc, voxel_size=prep.vox,
+                                        **config.adhesion.stage_kwargs())  # fmt: skip
+
+
+def _field_qc(prep: Prepared, obj: _Objects, config: Config):
+    """The image checks and every stage's flags: ``(FieldQC, codes)``."""
+    with prep.timer("qc"):
+        qc = field_qc(
+            prep.raw, voxel_size=prep.vox, msc_labels=obj.msc, jurkat_labels=obj.jurkat.labels,
+            **config.qc.stage_kwargs(),
+        )  # fmt: skip
+        stages = {"segment_msc": obj.msc_instances, "segment_jurkat": obj.jurkat,
+                  "foci": obj.foci, "tnt": obj.tnts}  # fmt: skip
+        return qc, _collect_flags(qc.flags, stages)
+
+
+def _tables(prep: Prepared, obj: _Objects, qc_flags, config: Config, where: str):
+    """The per-object tables and the field's row (morphometry on the device)."""
+    spacing, ndim, msc, foci = prep.spacing, prep.ndim, obj.msc, obj.foci
+    intensity = [prep.raw["mito"]] + ([prep.decon["mito"]] if "mito" in prep.decon else [])
+    ft = regionprops_table(foci.labels, intensity, spacing=spacing,
+                           parents={"parent": msc} if msc is not None else None,
+                           where=where)  # fmt: skip
+    foci_df = foci_table(ft, ndim, decon="mito" in prep.processed)
+    jt = regionprops_table(obj.jurkat.labels, spacing=spacing, where=where)
+    jurkat_df = jurkat_table(jt, obj.adhesion, ndim)
+    tnt_df = tnt_table(obj.tnts)
+    if msc is not None:
+        ct = regionprops_table(msc, spacing=spacing, where=where)
+        cells_df = cells_table(ct, ft, msc, obj.touches, jurkat_df, config)
+        inside = (foci.labels > 0) & (msc > 0)
+    else:
+        cells_df = empty_table("cells")
+        inside = foci.labels > 0
+    proj = inside.any(axis=0) if ndim == 3 else inside
+    area_px = int(proj.sum())  # device→host: one number
+    fields_df = fields_row(foci_df, cells_df, jurkat_df,
+                            tnt_df if obj.tnts is not None else None, msc is not None,
+                            area_px, spacing)  # fmt: skip
+    fields_df = with_qc(fields_df, qc_flags, obj.tnts)
+    return {"foci": foci_df, "cells": cells_df, "jurkat": jurkat_df, "tnt": tnt_df,
+            "fields": fields_df}  # fmt: skip
+
+
+def _labels_to_host(prep: Prepared, obj: _Objects) -> dict[str, np.ndarray]:
+    b = prep.b
+    labels = {
+        "msc": b.to_host(obj.msc) if obj.msc is not None
+        else np.zeros(prep.shapes["mito"], np.int32),
+        "jurkat": b.to_host(obj.jurkat.labels),  # device→host: label images for output
+        "foci": b.to_host(obj.foci.labels),
+    }  # fmt: skip
+    if obj.tnts is not None:
+        labels["tnt"] = b.to_host(obj.tnts.labels)  # device→host: label image for output
+    return labels
+
+
+def _collect_flags(image_flags: tuple[str, ...], stages: Mapping[str, Any]) -> tuple[str, ...]:
+    """The field's QC codes: the image-level ones and every stage result's ``flags``,
+    each checked against :data:`hcsmito.qc.QC_FLAGS` (an unknown code names its stage)."""
+    codes = list(image_flags)
+    for name, result in stages.items():
+        codes += check_flags(getattr(result, "flags", ()) or (), source=f"stage {name}")
+    return check_flags(codes)

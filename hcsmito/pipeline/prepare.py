@@ -1,0 +1,161 @@
+"""The first phase of a field: checks, then the detection images (float32 copies of the
+channels, deconvolved and background-subtracted as the config says), on the backend."""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from hcsmito import schema
+from hcsmito.backend import Backend, get_backend
+from hcsmito.config import Config, RichardsonLucy
+
+
+class Timer:
+    def __init__(self, b: Backend):
+        self.b = b
+        self.t: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.b.synchronize()
+            self.t[name] = self.t.get(name, 0.0) + time.perf_counter() - t0
+
+
+def psf_for(cfg: Config, role: str, voxel: tuple[float, ...]) -> np.ndarray:
+    from hcsmito.stages import psf as psfmod
+
+    dec = cfg.deconvolution
+    assert isinstance(dec, RichardsonLucy)
+    if dec.psf.kind == "file":
+        return load_psf_file(dec.psf.path, dec.psf.voxel_size_um, voxel)
+    wavelength = cfg.optics.emission_um.get(role, 0.6)
+    sz, sxy = psfmod.gaussian_sigmas(
+        na=cfg.optics.na,
+        wavelength_um=wavelength,
+        refractive_index=cfg.optics.refractive_index,
+        confocal=cfg.optics.confocal,
+    )
+    sig = ((sz,) if len(voxel) == 3 else ()) + (sxy, sxy)
+    shape = tuple(2 * max(1, math.ceil(3.0 * s / v)) + 1 for s, v in zip(sig, voxel, strict=True))
+    make = psfmod.psf_born_wolf if dec.psf.kind == "born_wolf" else psfmod.psf_gaussian
+    return make(
+        shape,
+        voxel_size=voxel,
+        na=cfg.optics.na,
+        wavelength_um=wavelength,
+        refractive_index=cfg.optics.refractive_index,
+        confocal=cfg.optics.confocal,
+    )
+
+
+def load_psf_file(path, file_voxel: tuple[float, ...], voxel: tuple[float, ...]) -> np.ndarray:
+    """A measured PSF from .npy or .tif, resampled to the field's voxel size, sum 1."""
+    import scipy.ndimage as ndi
+
+    if str(path).lower().endswith((".tif", ".tiff")):
+        import tifffile
+
+        psf = tifffile.imread(path)
+    else:
+        psf = np.load(path)
+    psf = np.asarray(psf, np.float32)
+    fv = tuple(file_voxel)[-psf.ndim :]
+    if psf.ndim != len(voxel):
+        raise ValueError(
+            f"PSF file {path} is {psf.ndim}-D but the field is {len(voxel)}-D: "
+            "give a PSF with the field's axes"
+        )
+    zoom = [f / v for f, v in zip(fv, voxel, strict=True)]
+    if not np.allclose(zoom, 1.0):
+        psf = ndi.zoom(psf, zoom, order=1)
+    psf = np.clip(psf, 0, None)
+    return (psf / psf.sum()).astype(np.float32)
+
+
+@dataclass
+class Prepared:
+    b: Backend
+    timer: Timer
+    notes: list[str]
+    ndim: int
+    spacing: tuple[float, ...]
+    vox: dict[str, float]
+    shapes: dict[str, tuple[int, ...]]
+    raw: dict[str, Any]
+    det: dict[str, Any]
+    decon: dict[str, Any]
+    processed: dict[str, np.ndarray]
+
+
+def prepare(channels, voxel_size, config: Config, backend, where: str) -> Prepared:
+    """Checks, then the detection images: float32 copies of the channels, deconvolved and
+    background-subtracted as the config says (the stages segment these)."""
+    from hcsmito.stages.background import subtract_background
+    from hcsmito.stages.deconvolution import richardson_lucy, richardson_lucy_tiled
+
+    if "mito" not in channels or channels["mito"] is None:
+        raise ValueError(f"{where}: no 'mito' channel: set channels.mito in the config")
+    shapes = {r: tuple(a.shape) for r, a in channels.items() if a is not None}
+    if len(set(shapes.values())) != 1:
+        raise ValueError(f"{where}: channels differ in shape {shapes}")
+    ndim = len(next(iter(shapes.values())))
+    if ndim not in (2, 3):
+        raise ValueError(f"{where}: channels must be 2-D (Y, X) or 3-D (Z, Y, X), got {shapes}")
+    axes = "zyx"[3 - ndim :]
+    try:
+        spacing = tuple(float(voxel_size[a]) for a in axes)
+    except KeyError as exc:
+        raise ValueError(f"{where}: voxel_size lacks axis {exc}; has {dict(voxel_size)}") from None
+    vox = dict(zip(axes, spacing, strict=True))
+    b = (
+        backend
+        if isinstance(backend, Backend)
+        else get_backend(backend or config.resources.backend)
+    )
+    xp = b.xp
+    timer = Timer(b)
+    notes: list[str] = []
+
+    with timer("load"):
+        raw = {r: b.asarray(a) for r, a in channels.items() if a is not None}  # host→device
+    det = {r: a.astype(xp.float32) for r, a in raw.items()}
+    processed: dict[str, np.ndarray] = {}
+    decon: dict[str, Any] = {}  # deconvolved channels on the device (before background)
+
+    dec = config.deconvolution
+    if isinstance(dec, RichardsonLucy):
+        with timer("deconvolve"):
+            for role in dec.channels:
+                if role not in det:
+                    continue
+                psf = psf_for(config, role, spacing)
+                kw = dict(iterations=dec.iterations, tv=dec.tv, transform=dec.transform, backend=b)
+                if dec.max_voxels is not None and det[role].size > dec.max_voxels:
+                    if dec.acceleration is not None and not any("tiles" in n for n in notes):
+                        notes.append("deconvolution in tiles: acceleration is not applied")
+                    det[role] = richardson_lucy_tiled(
+                        det[role], psf, max_voxels=dec.max_voxels, **kw
+                    )
+                else:
+                    det[role] = richardson_lucy(det[role], psf, acceleration=dec.acceleration, **kw)
+                decon[role] = det[role]
+                processed[role] = b.to_host(det[role])  # device→host: output image
+    if config.background.method != "none":
+        with timer("background"):
+            for role in (r.name for r in schema.ROLES if r.background):
+                if role in det:
+                    det[role] = subtract_background(
+                        det[role], voxel_size=vox, **config.background.stage_kwargs()
+                    )
+
+    return Prepared(b, timer, notes, ndim, spacing, vox, shapes, raw, det, decon, processed)
