@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import typing
 from collections.abc import Iterable, Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import (
@@ -28,6 +30,7 @@ from pydantic import (
 )
 
 from hcsmito import schema
+from hcsmito.stages.threshold import AutoThreshold, HistogramMethod, Threshold
 
 __all__ = [
     "Config",
@@ -35,6 +38,8 @@ __all__ = [
     "config_hash",
     "load_config",
 ]
+
+log = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -50,8 +55,9 @@ class _Section(BaseModel):
     model_config = _SECTION_CONFIG
 
     def stage_kwargs(self, *, exclude: Iterable[str] = ()) -> dict[str, Any]:
-        """The section as keyword arguments of its stage function."""
-        return self.model_dump(exclude={*exclude})
+        """The section as keyword arguments of its stage function (options such as
+        ``threshold`` stay typed)."""
+        return {k: getattr(self, k) for k in type(self).model_fields if k not in exclude}
 
 
 Role = str | int | None
@@ -144,7 +150,57 @@ class RichardsonLucy(_Section):
 
 Deconvolution = Annotated[NoDeconvolution | RichardsonLucy, Field(discriminator="method")]
 
-ThresholdMethod = Literal["auto", "otsu", "li", "triangle", "yen", "manual"]
+#: The flat threshold keys of msc / jurkat before ``threshold:`` (still read, migrated).
+_FLAT_THRESHOLD = {
+    "threshold_method": "method",
+    "threshold_k": "k",
+    "threshold_fraction": "fraction",
+    "threshold_value": "value",
+}
+
+
+def _migrate_threshold(section: str, data: Any) -> Any:
+    """``data`` of section msc / jurkat with its flat threshold keys moved into its
+    ``threshold`` mapping, and a one-line deprecation warning naming them.
+
+    The method is ``threshold_method``, else ``manual`` where only ``threshold_value`` is
+    given (a value alone used to be ignored silently), else the mapping's; the mapping is
+    kept where the method stays, and only the keys of that method are carried over.
+    """
+    if not isinstance(data, Mapping) or not any(k in data for k in _FLAT_THRESHOLD):
+        return data
+    data = dict(data)
+    flat = {new: data.pop(old) for old, new in _FLAT_THRESHOLD.items() if old in data}
+    nested = data.get("threshold")
+    nested = {"method": nested} if isinstance(nested, str) else dict(nested or {})
+    method = flat.get("method")
+    if method is None:
+        method = "manual" if flat.get("value") is not None else nested.get("method", "auto")
+    if method != nested.get("method", "auto"):
+        nested = {}
+    nested["method"] = method
+    keys = {"auto": ("k", "fraction"), "manual": ("value",)}.get(str(method), ())
+    nested.update({k: v for k, v in flat.items() if k in keys and v is not None})
+    data["threshold"] = nested
+    old = ", ".join(f"{section}.{k}" for k, v in _FLAT_THRESHOLD.items() if v in flat)
+    shown = ", ".join(f"{k}: {v}" for k, v in nested.items())
+    log.warning("config: deprecated %s, read as %s.threshold: {%s}", old, section, shown)
+    return data
+
+
+class _ThresholdSection(_Section):
+    """A segmentation section: its threshold is one option (:data:`Threshold`); the flat
+    keys of earlier configs (``threshold_method``, ``threshold_k``...) are migrated."""
+
+    threshold: Threshold = Field(
+        default_factory=AutoThreshold,
+        description="auto (k, fraction) | otsu | li | triangle | yen | manual (value)",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat_threshold_keys(cls, data: Any) -> Any:
+        return _migrate_threshold(cls._section, data)
 
 
 class Background(_Section):
@@ -155,16 +211,14 @@ class Background(_Section):
     sigma_um: float = Field(10.0, gt=0, description="Gaussian sigma, µm")
 
 
-class MscSegmentation(_Section):
+class MscSegmentation(_ThresholdSection):
     """Options of :func:`hcsmito.stages.segmentation.segment_msc` (sizes in µm)."""
+
+    _section: ClassVar[str] = "msc"
 
     msc_diameter_um: float = Field(50.0, gt=0)
     smooth_um: float = Field(1.0, ge=0)
     smooth_z_um: float = Field(0.0, ge=0, description="Gaussian sigma along z, µm")
-    threshold_method: ThresholdMethod = "auto"
-    threshold_k: float = Field(5.0, gt=0)
-    threshold_fraction: float = Field(0.3, ge=0, le=1)
-    threshold_value: float | None = None
     split: Literal["auto", "height", "shape", "intensity"] = Field(
         "auto", description="what separates touching MSCs"
     )
@@ -176,18 +230,16 @@ class MscSegmentation(_Section):
     min_area_um2: float | None = Field(None, ge=0)
 
 
-class JurkatSegmentation(_Section):
+class JurkatSegmentation(_ThresholdSection):
     """Options of :func:`hcsmito.stages.segmentation.segment_jurkat` (sizes in µm)."""
+
+    _section: ClassVar[str] = "jurkat"
 
     enabled: bool = Field(
         True, description="detect donor bodies (false: single-channel plates, no donors)"
     )
     jurkat_diameter_um: float = Field(10.0, gt=0)
     smooth_um: float = Field(1.5, ge=0)
-    threshold_method: ThresholdMethod = "auto"
-    threshold_k: float = Field(5.0, gt=0)
-    threshold_fraction: float = Field(0.3, ge=0, le=1)
-    threshold_value: float | None = None
     min_diameter_fraction: float = Field(0.5, ge=0, le=1)
     min_spread: float = Field(
         0.6, ge=0, le=1, description="light spread over the footprint (foci are ~0.45)"
@@ -350,12 +402,13 @@ class PlateThreshold(_Section):
     HCS practice: cut every field of a plate at the same intensity, so that fields stay
     comparable (a field without cells is not cut at its own noise). For each role listed,
     the runner smooths the channel of ``sample_fields`` fields spread over the plate as the
-    stage does, pools their histograms, and runs every field with ``threshold_method:
-    manual`` at that value. ``roles: []`` (default): each field sets its own thresholds.
+    stage does, pools their histograms, and runs every field with ``threshold: {method:
+    manual, value: ...}`` at that value. ``roles: []`` (default): each field sets its own
+    thresholds.
     """
 
     roles: tuple[Literal["msc", "jurkat"], ...] = ()
-    method: Literal["otsu", "li", "triangle", "yen"] = "otsu"
+    method: HistogramMethod = "otsu"
     sample_fields: int = Field(8, ge=1, description="fields sampled, spread over the plate")
 
 
@@ -388,17 +441,26 @@ class Config(BaseModel):
     plate_map: Path | None = None
 
 
-def _format_errors(exc: ValidationError, source: str) -> str:
+def _format_errors(exc: ValidationError, source: str, data: Any = None) -> str:
     """One line for one bad key (``invalid configuration (SOURCE): KEY: WHY``), else a
-    line per key under a heading."""
+    line per key under a heading. KEY is what the user writes: without the tag of a
+    tagged option, and a migrated flat threshold key as written (``msc.threshold_value``)."""
     lines = [f"invalid configuration ({source}):"]
     for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        loc = _walk(err["loc"])[0]
         msg = err["msg"]
+        if err["type"] == "union_tag_invalid":  # the tag is the bad key
+            ctx = err.get("ctx", {})
+            loc += (str(ctx.get("discriminator", "method")).strip("'"),)
+            msg = f"Input should be {ctx.get('expected_tags')} (got {ctx.get('tag')!r})"
+        key = ".".join(str(p) for p in loc) or "(top level)"
+        if len(loc) == 3 and loc[1] == "threshold" and isinstance(data, Mapping):
+            old = f"threshold_{loc[2]}"
+            if isinstance(data.get(loc[0]), Mapping) and old in data[loc[0]]:
+                key = f"{loc[0]}.{old}"
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
-            parent = err["loc"][:-1]
-            allowed = _allowed_keys(parent)
+            allowed = _allowed_keys(err["loc"][:-1])
             if allowed:
                 msg += f"; allowed here: {', '.join(allowed)}"
         elif err["type"] in ("literal_error", "finite_number"):
@@ -409,17 +471,41 @@ def _format_errors(exc: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-def _allowed_keys(loc: tuple) -> list[str]:
+def _tagged(annotation: Any) -> dict[str, type[BaseModel]]:
+    """``{tag: model}`` of a tagged union of sections (on ``method`` or ``kind``)."""
+    out: dict[str, type[BaseModel]] = {}
+    for member in typing.get_args(annotation):
+        if isinstance(member, type) and issubclass(member, BaseModel):
+            for name in ("method", "kind"):
+                if name in member.model_fields:
+                    tags = typing.get_args(member.model_fields[name].annotation)
+                    out.update(dict.fromkeys(tags, member))
+    return out
+
+
+def _walk(loc: tuple) -> tuple[tuple, Any, dict[str, type[BaseModel]]]:
+    """An error location without the tags of tagged options
+    (``deconvolution.richardson_lucy.iterations`` -> ``deconvolution.iterations``), the
+    model it ends in (None where it leaves the models or ends in a tagged option) and the
+    members of that tagged option by tag (empty for anything else)."""
     model: Any = Config
+    keys: list = []
+    members: dict[str, type[BaseModel]] = {}
     for part in loc:
+        if part in members:  # the tag pydantic puts in the location
+            model, members = members[part], {}
+            continue
+        keys.append(part)
         field = getattr(model, "model_fields", {}).get(part)
-        if field is None:
-            return []
-        ann = field.annotation
+        ann = None if field is None else field.annotation
+        members = _tagged(ann)
         model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
-        if model is None:
-            return []
-    return list(model.model_fields)
+    return tuple(keys), None if members else model, members
+
+
+def _allowed_keys(loc: tuple) -> list[str]:
+    model = _walk(loc)[1]
+    return [] if model is None else list(model.model_fields)
 
 
 def _parse_override(item: str) -> tuple[list[str], Any]:
@@ -438,6 +524,8 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
 
 def _apply(data: dict, path: list[str], value: Any) -> None:
     node = data
+    # a tagged option given another tag starts afresh (as in a file: see _merge)
+    fresh = path[-1] in ("method", "kind") and bool(_walk(tuple(path[:-1]))[2])
     for part in path[:-1]:
         nxt = node.get(part)
         if nxt is None:
@@ -445,6 +533,8 @@ def _apply(data: dict, path: list[str], value: Any) -> None:
         if not isinstance(nxt, dict):
             raise ConfigError(f"--set {'.'.join(path)}: {part!r} is not a section")
         node = nxt
+    if fresh and node.get(path[-1]) != value:
+        node.clear()
     node[path[-1]] = value
 
 
@@ -510,7 +600,7 @@ def load_config(
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(exc, source)) from None
+        raise ConfigError(_format_errors(exc, source, data)) from None
 
 
 def config_hash(config: Config) -> str:

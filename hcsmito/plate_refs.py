@@ -64,7 +64,7 @@ def plate_thresholds(
     Returns
     -------
     config : Config
-        ``config`` with ``threshold_method: manual`` and the value set for those roles.
+        ``config`` with ``threshold: {method: manual, value: ...}`` for those roles.
     info : dict
         Per role: ``value``, ``method`` and the ``fields`` sampled (for the manifest).
     """

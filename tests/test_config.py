@@ -9,6 +9,12 @@ from hcsmito.config import Config, ConfigError, config_hash, load_config
 from hcsmito.stages.adhesion import measure_adhesion
 from hcsmito.stages.foci import detect_foci
 from hcsmito.stages.segmentation import segment_jurkat, segment_msc
+from hcsmito.stages.threshold import (
+    AutoThreshold,
+    HistogramThreshold,
+    ManualThreshold,
+    as_threshold,
+)
 from hcsmito.stages.tnt import detect_tnts
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,7 +56,11 @@ def test_stage_sections_match_stage_signatures(section, func):
         if name == "enabled":  # whether the pipeline runs the stage at all
             continue
         assert name in params, f"{section}.{name} is not an option of {func.__name__}"
-        assert params[name].default == f.default, f"{section}.{name} default differs"
+        stage_default = params[name].default
+        if name == "threshold":  # the stage reads "auto" as the option with its defaults
+            stage_default = as_threshold(stage_default)
+        default = f.get_default(call_default_factory=True)
+        assert stage_default == default, f"{section}.{name} default differs"
     # every option of the stage is in the config (the arrays are passed by the pipeline)
     arrays = {"voxel_size", "msc_labels", "jurkat_labels", "foci_labels", "mito", "glass_channels"}
     options = {n for n, p in params.items() if p.kind is p.KEYWORD_ONLY} - arrays
@@ -73,7 +83,14 @@ def test_tagged_union_switch_by_override():
         ("foci.thresh=3", r"foci\.thresh: unknown key; allowed here: .*threshold_k"),
         ("msc.threshold_method=mean", r"msc\.threshold_method: .*'otsu'.*got 'mean'"),
         ("foci.threshold_k=-1", r"foci\.threshold_k: .*greater than 0"),
-        ("deconvolution.method=wiener", r"deconvolution: .*'none', 'richardson_lucy'"),
+        ("deconvolution.method=wiener", r"deconvolution\.method: .*'none', 'richardson_lucy'"),
+        (
+            "deconvolution.iterations=0",
+            r"deconvolution\.iterations: unknown key; allowed here: method$",
+        ),
+        ("msc.threshold.method=mean", r"msc\.threshold\.method: .*'otsu'.*got 'mean'"),
+        ("msc.threshold.value=3", r"msc\.threshold\.value: unknown key; allowed here: method, k"),
+        ("jurkat.threshold.k=0", r"jurkat\.threshold\.k: .*greater than 0"),
         ("bogus.key=1", r"bogus: unknown key; allowed here: channels"),
         ("resources.slurm.walltime=2h", r"resources\.slurm\.walltime"),
         ("foci.threshold_k", r"expected key\.path=value"),
@@ -82,6 +99,53 @@ def test_tagged_union_switch_by_override():
 def test_errors_name_the_key_and_allowed_values(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config(overrides=[override])
+
+
+def test_threshold_is_one_tagged_option():
+    cfg = load_config()
+    assert cfg.msc.threshold == AutoThreshold(k=5.0, fraction=0.3)
+    assert cfg.msc.stage_kwargs()["threshold"] is cfg.msc.threshold  # typed, to the stage
+    # a new method starts afresh: the k and fraction of auto do not follow it
+    cfg = load_config(overrides=["msc.threshold.method=manual", "msc.threshold.value=120"])
+    assert cfg.msc.threshold == ManualThreshold(value=120.0)
+    cfg = load_config(overrides=["jurkat.threshold.method=li"])
+    assert cfg.jurkat.threshold == HistogramThreshold(method="li")
+    assert cfg.msc.threshold == AutoThreshold()
+    with pytest.raises(ConfigError, match=r"msc\.threshold\.value: Field required"):
+        load_config(overrides=["msc.threshold.method=manual"])
+
+
+@pytest.mark.parametrize(
+    ("flat", "nested"),
+    [
+        (["msc.threshold_k=7"], {"method": "auto", "k": 7.0, "fraction": 0.3}),
+        (["msc.threshold_method=otsu", "msc.threshold_k=7"], {"method": "otsu"}),
+        (
+            ["msc.threshold_method=manual", "msc.threshold_value=9"],
+            {"method": "manual", "value": 9},
+        ),
+        (["msc.threshold_value=9"], {"method": "manual", "value": 9}),  # was ignored silently
+    ],
+)
+def test_flat_threshold_keys_are_migrated_with_a_warning(flat, nested, caplog):
+    with caplog.at_level("WARNING", logger="hcsmito.config"):
+        cfg = load_config(overrides=flat)
+    assert cfg.msc.threshold == as_threshold(nested)
+    (rec,) = caplog.records
+    assert "\n" not in rec.getMessage() and "deprecated msc.threshold_" in rec.getMessage()
+
+
+def test_flat_threshold_keys_in_a_file(tmp_path, caplog):
+    conf = tmp_path / "old.yaml"
+    conf.write_text("jurkat:\n  threshold_method: manual\n  threshold_value: 300\n")
+    with caplog.at_level("WARNING", logger="hcsmito.config"):
+        cfg = load_config(conf)
+    assert cfg.jurkat.threshold == ManualThreshold(value=300.0)
+    assert cfg.msc.threshold == AutoThreshold()
+    assert "jurkat.threshold_method, jurkat.threshold_value" in caplog.text
+    conf.write_text("jurkat:\n  threshold_method: manual\n  threshold_value: -.inf\n")
+    with pytest.raises(ConfigError, match=r"old\.yaml\): jurkat\.threshold_value: .*finite"):
+        load_config(conf)
 
 
 def test_file_errors(tmp_path):

@@ -135,7 +135,7 @@ def test_speckles_foci_inside_nuclei(shared_data):
     hoechst = tifffile.imread(d / "1-162hrhoe2.tif")
     h2ax = tifffile.imread(d / "1-162hrh2ax2.tif")
     vs = (0.1, 0.1)
-    nuclei = segment_msc(hoechst, voxel_size=vs, msc_diameter_um=15.0, threshold_method="otsu")
+    nuclei = segment_msc(hoechst, voxel_size=vs, msc_diameter_um=15.0, threshold="otsu")
     # 6 whole nuclei, and two cut by the left border (one a sliver) are visible
     assert nuclei.n == 8 and nuclei.touches_border.sum() == 2
     areas = np.bincount(nuclei.labels.ravel())[1:] * 0.01

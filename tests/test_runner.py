@@ -347,9 +347,11 @@ def test_plate_threshold_cuts_every_field_alike(plate, tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     info = manifest["plate_thresholds"]
     assert info["msc"]["fields"] == ["B/2/0", "B/3/0", "B/3/1"]  # 3 of 4, both wells
-    assert manifest["config"]["msc"]["threshold_method"] == "manual"
-    assert manifest["config"]["msc"]["threshold_value"] == info["msc"]["value"]
-    assert manifest["config"]["jurkat"]["threshold_value"] == info["jurkat"]["value"]
+    for role in ("msc", "jurkat"):
+        assert manifest["config"][role]["threshold"] == {
+            "method": "manual",
+            "value": info[role]["value"],
+        }
 
     p = open_plate(plate)
     refs = {f"{r.well}/{r.field}": r for r in p.fields}
@@ -373,10 +375,10 @@ def test_plate_threshold_cuts_every_field_alike(plate, tmp_path):
     # thresholds gives the same tables
     manual = load_config(
         overrides=[
-            "msc.threshold_method=manual",
-            f"msc.threshold_value={info['msc']['value']!r}",
-            "jurkat.threshold_method=manual",
-            f"jurkat.threshold_value={info['jurkat']['value']!r}",
+            "msc.threshold.method=manual",
+            f"msc.threshold.value={info['msc']['value']!r}",
+            "jurkat.threshold.method=manual",
+            f"jurkat.threshold.value={info['jurkat']['value']!r}",
         ]
     )
     out2 = tmp_path / "manual"

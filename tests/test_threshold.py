@@ -116,3 +116,32 @@ def test_gpu_matches_cpu(gpu, method):
     assert plate_threshold([gpu.asarray(img), gpu.asarray(img * 2)], method=method) == (
         pytest.approx(plate_threshold([img, img * 2], method=method), rel=1e-6)
     )
+
+
+def test_threshold_option_is_one_tagged_union():
+    from pydantic import ValidationError
+
+    from hcsmito.stages.threshold import (
+        AutoThreshold,
+        HistogramThreshold,
+        ManualThreshold,
+        as_threshold,
+    )
+
+    img = _bimodal(1)
+    assert as_threshold("auto") == AutoThreshold(k=5.0, fraction=0.3)
+    assert as_threshold({"method": "yen"}) == HistogramThreshold(method="yen")
+    assert as_threshold(ManualThreshold(value=3)) == ManualThreshold(value=3.0)
+    # a histogram option is the global threshold of that method; manual, its value
+    assert HistogramThreshold(method="li").of(img) == threshold(img, method="li")
+    assert ManualThreshold(value=12.5).of(img) == 12.5
+    for bad in (
+        "mean",
+        {"method": "manual"},
+        {"method": "otsu", "k": 3},
+        {"method": "auto", "k": 0},
+    ):
+        with pytest.raises(ValidationError):
+            as_threshold(bad)
+    with pytest.raises(ValidationError, match="finite"):
+        as_threshold({"method": "manual", "value": float("nan")})

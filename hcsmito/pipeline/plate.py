@@ -11,6 +11,7 @@ import numpy as np
 from hcsmito.backend import Backend
 from hcsmito.config import Config
 from hcsmito.pipeline.prepare import prepare
+from hcsmito.stages.threshold import ManualThreshold
 
 #: Voxels of one sampled field that enter a plate-level threshold histogram (a regular
 #: subsample of larger fields: the histogram of 4 M voxels is the field's to ~0.1 %).
@@ -71,11 +72,9 @@ def plate_thresholds(
 
 def with_thresholds(config: Config, values: Mapping[str, float]) -> Config:
     """``config`` with each mask role's segmentation cut at its fixed value
-    (``threshold_method: manual``)."""
+    (``threshold: {method: manual, value: ...}``)."""
     update: dict[str, Any] = {}
     for role, value in values.items():
         section = config.msc if role == "msc" else config.jurkat
-        update[role] = section.model_copy(
-            update={"threshold_method": "manual", "threshold_value": value}
-        )
+        update[role] = section.model_copy(update={"threshold": ManualThreshold(value=value)})
     return config.model_copy(update=update)

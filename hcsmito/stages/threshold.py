@@ -9,26 +9,46 @@ images as in scikit-image, within one bin width for float images).
 
 :func:`plate_threshold` pools the histograms of a sample of fields (one shared range) and
 returns one threshold, so that every field of a plate is cut at the same intensity.
+
+A segmentation's threshold is one option, a tagged union on ``method``
+(:data:`Threshold`), shared by the stages and the configuration:
+
+- :class:`AutoThreshold` (``auto``, with ``k`` and ``fraction``): adapted to each field's
+  own background, noise and foreground; each segmentation says how it combines them;
+- :class:`HistogramThreshold` (``otsu``, ``li``, ``triangle``, ``yen``): a global search on
+  the field's histogram;
+- :class:`ManualThreshold` (``manual``, with ``value``): a fixed intensity, e.g. a
+  plate-level threshold.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any, Literal
+from collections.abc import Iterable, Mapping
+from typing import Annotated, Any, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from hcsmito.backend import Backend
 
 __all__ = [
     "THRESHOLD_METHODS",
+    "AutoThreshold",
+    "HistogramMethod",
+    "HistogramThreshold",
+    "ManualThreshold",
+    "Threshold",
+    "ThresholdLike",
+    "as_threshold",
     "histogram",
     "plate_threshold",
     "threshold",
     "threshold_from_histogram",
 ]
 
-ThresholdMethod = Literal["otsu", "li", "triangle", "yen"]
+#: The histogram search methods.
+HistogramMethod = Literal["otsu", "li", "triangle", "yen"]
+#: The methods of :func:`threshold` and :func:`plate_threshold`.
 THRESHOLD_METHODS: tuple[str, ...] = ("otsu", "li", "triangle", "yen", "manual")
 
 
@@ -166,7 +186,7 @@ _METHODS = {"otsu": _otsu, "li": _li, "triangle": _triangle, "yen": _yen}
 
 
 def threshold_from_histogram(
-    counts: np.ndarray, centers: np.ndarray, *, method: ThresholdMethod = "otsu"
+    counts: np.ndarray, centers: np.ndarray, *, method: HistogramMethod = "otsu"
 ) -> float:
     """Threshold of a (host) histogram by ``method``; NaN for an empty histogram.
 
@@ -189,7 +209,7 @@ def threshold_from_histogram(
 def threshold(
     image: Any,
     *,
-    method: Literal["otsu", "li", "triangle", "yen", "manual"] = "otsu",
+    method: HistogramMethod | Literal["manual"] = "otsu",
     nbins: int = 256,
     value: float | None = None,
     mask: Any = None,
@@ -225,7 +245,7 @@ def threshold(
 def plate_threshold(
     samples: Iterable[Any],
     *,
-    method: Literal["otsu", "li", "triangle", "yen", "manual"] = "otsu",
+    method: HistogramMethod | Literal["manual"] = "otsu",
     nbins: int = 1024,
     value: float | None = None,
 ) -> float:
@@ -269,3 +289,70 @@ def plate_threshold(
         if counts.size == nbins:
             total += counts
     return threshold_from_histogram(total, centers, method=method)
+
+
+# --------------------------------------------------------------------------- the option
+
+#: Unknown keys are errors, values are frozen and finite (as every config section).
+_OPTION = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class AutoThreshold(BaseModel):
+    """Adaptive threshold: from the field's own background level and noise sigma (``k``
+    sigmas above background at least) and from its foreground (``fraction`` of the way
+    from background to it). :func:`hcsmito.stages.segmentation.segment_msc` and
+    :func:`~hcsmito.stages.segmentation.segment_jurkat` each say how they combine them."""
+
+    model_config = _OPTION
+
+    method: Literal["auto"] = "auto"
+    k: float = Field(5.0, gt=0, description="noise sigmas above background")
+    fraction: float = Field(
+        0.3, ge=0, le=1, description="share of the way from background to the foreground"
+    )
+
+
+class HistogramThreshold(BaseModel):
+    """A global search on the histogram of the smoothed image (:func:`threshold`)."""
+
+    model_config = _OPTION
+
+    method: HistogramMethod = "otsu"
+
+    def of(self, image: Any) -> float:
+        """The threshold of ``image`` (NumPy or CuPy)."""
+        return threshold(image, method=self.method)
+
+
+class ManualThreshold(BaseModel):
+    """A fixed threshold in the intensity units of the channel (e.g. a plate threshold)."""
+
+    model_config = _OPTION
+
+    method: Literal["manual"] = "manual"
+    value: float = Field(description="threshold, in intensity units of the channel")
+
+    def of(self, image: Any) -> float:
+        """``value`` (the image is not looked at)."""
+        return float(self.value)
+
+
+#: A segmentation's threshold: adaptive, a histogram method or a manual value.
+Threshold = Annotated[
+    AutoThreshold | HistogramThreshold | ManualThreshold, Field(discriminator="method")
+]
+
+#: What a stage takes as its threshold: an option, or a mapping or method name read as one.
+ThresholdLike = AutoThreshold | HistogramThreshold | ManualThreshold | Mapping[str, Any] | str
+
+_THRESHOLD = TypeAdapter(Threshold)
+
+
+def as_threshold(spec: ThresholdLike) -> AutoThreshold | HistogramThreshold | ManualThreshold:
+    """The threshold option ``spec``: an option, a mapping (``{"method": "manual", "value":
+    120}``) or a method name (``"auto"``, ``"otsu"``...: the method with its defaults)."""
+    if isinstance(spec, AutoThreshold | HistogramThreshold | ManualThreshold):
+        return spec
+    if isinstance(spec, str):
+        spec = {"method": spec}
+    return _THRESHOLD.validate_python(dict(spec))

@@ -30,7 +30,7 @@ from hcsmito.stages.segmentation._common import (
     extend_through_z,
     watershed_2d,
 )
-from hcsmito.stages.segmentation.msc import ThresholdMethod
+from hcsmito.stages.threshold import AutoThreshold, ThresholdLike, as_threshold
 from hcsmito.stages.threshold import threshold as global_threshold
 
 
@@ -84,10 +84,7 @@ def segment_jurkat(
     msc_labels: Any = None,
     jurkat_diameter_um: float = 10.0,
     smooth_um: float = 1.5,
-    threshold_method: ThresholdMethod = "auto",
-    threshold_k: float = 5.0,
-    threshold_fraction: float = 0.3,
-    threshold_value: float | None = None,
+    threshold: ThresholdLike = "auto",
     min_diameter_fraction: float = 0.5,
     min_spread: float = 0.6,
     min_separation_um: float | None = None,
@@ -120,19 +117,13 @@ def segment_jurkat(
         footprint diameter and the seed separation.
     smooth_um : float, µm
         Gaussian sigma before thresholding (default 1.5 µm).
-    threshold_method : {"auto", "otsu", "li", "triangle", "yen", "manual"}
-        ``auto``: Otsu on the *log* of the smoothed signal above ``background + k *
-        noise``, which separates the bright bodies from dimmer stained structures (MSC
-        autofluorescence, haze) whatever the brightness, kept at least ``fraction`` of
-        the way from background to the 99.9th percentile. Others as in
-        :func:`segment_msc`.
-    threshold_k : float
-        ``auto``: noise multiple of the signal floor (default 5).
-    threshold_fraction : float
-        ``auto``: lower bound of the threshold, as a fraction of the brightest signal
-        above background (default 0.3).
-    threshold_value : float, optional
-        ``manual``: threshold in intensity units of ``mito``.
+    threshold : AutoThreshold, HistogramThreshold, ManualThreshold, mapping or str
+        :data:`hcsmito.stages.threshold.Threshold` (a mapping or a method name is read as
+        one). ``auto`` (default: ``k=5``, ``fraction=0.3``): Otsu on the *log* of the
+        smoothed signal above ``background + k * noise``, which separates the bright
+        bodies from dimmer stained structures (MSC autofluorescence, haze) whatever the
+        brightness, kept at least ``fraction`` of the way from background to the 99.9th
+        percentile. The others as in :func:`segment_msc`, in intensity units of ``mito``.
     min_diameter_fraction : float
         Instances whose footprint is smaller than a disc of this fraction of the expected
         diameter are dropped (default 0.5).
@@ -192,12 +183,13 @@ def segment_jurkat(
     outside = None
     if msc_labels is not None and img.ndim == 3:
         outside = b.asarray(msc_labels) == 0
-    if threshold_method == "auto":
+    threshold = as_threshold(threshold)
+    if isinstance(threshold, AutoThreshold):
         thr = _bright_threshold(
-            b, smooth, k=threshold_k, fraction=threshold_fraction, where=outside
+            b, smooth, k=threshold.k, fraction=threshold.fraction, where=outside
         )
     else:
-        thr = global_threshold(smooth, method=threshold_method, value=threshold_value)
+        thr = threshold.of(smooth)
     mask = smooth > thr
     if outside is not None:
         mask &= outside

@@ -27,19 +27,17 @@ from hcsmito.stages.segmentation._common import (
     extend_through_z,
     watershed_2d,
 )
-from hcsmito.stages.threshold import threshold as global_threshold
-
-ThresholdMethod = Literal["auto", "otsu", "li", "triangle", "yen", "manual"]
+from hcsmito.stages.threshold import (
+    AutoThreshold,
+    HistogramThreshold,
+    ManualThreshold,
+    ThresholdLike,
+    as_threshold,
+)
 
 
 def _fg_threshold(
-    b: Backend,
-    smooth: Any,
-    *,
-    method: ThresholdMethod,
-    k: float,
-    fraction: float,
-    value: float | None,
+    b: Backend, smooth: Any, threshold: AutoThreshold | HistogramThreshold | ManualThreshold
 ) -> float:
     """Threshold of a smoothed image.
 
@@ -49,8 +47,9 @@ def _fg_threshold(
     empty; the foreground term puts the boundary of a blurred object near its true edge
     whatever the brightness.
     """
-    if method != "auto":
-        return global_threshold(smooth, method=method, value=value)
+    if not isinstance(threshold, AutoThreshold):
+        return threshold.of(smooth)
+    k, fraction = threshold.k, threshold.fraction
     level, sigma = background_level_noise(b, smooth)
     floor = level + k * sigma
     above = smooth[smooth > floor]
@@ -82,10 +81,7 @@ def segment_msc(
     msc_diameter_um: float = 50.0,
     smooth_um: float = 1.0,
     smooth_z_um: float | None = 0.0,
-    threshold_method: ThresholdMethod = "auto",
-    threshold_k: float = 5.0,
-    threshold_fraction: float = 0.3,
-    threshold_value: float | None = None,
+    threshold: ThresholdLike = "auto",
     split: Literal["auto", "height", "shape", "intensity"] = "auto",
     seed_dynamics: float = 0.3,
     seed_smooth_um: float | None = None,
@@ -109,16 +105,12 @@ def segment_msc(
         Sigma along z (default 0: the mask is as tight in z as the optics allow, so a
         mitochondrion in a nanotube passing over a cell is not inside it; None: as
         ``smooth_um``).
-    threshold_method : {"auto", "otsu", "li", "triangle", "yen", "manual"}
-        ``auto`` adapts to the field: ``background + max(k * noise, fraction *
-        (foreground - background))``; the others are global histogram methods on the
-        smoothed image; ``manual`` uses ``threshold_value``.
-    threshold_k : float
-        ``auto``: noise multiple (default 5).
-    threshold_fraction : float
-        ``auto``: fraction of the median foreground above background (default 0.3).
-    threshold_value : float, optional
-        ``manual``: threshold in intensity units of ``gfp``.
+    threshold : AutoThreshold, HistogramThreshold, ManualThreshold, mapping or str
+        :data:`hcsmito.stages.threshold.Threshold` (a mapping or a method name is read as
+        one). ``auto`` (default: ``k=5``, ``fraction=0.3``) adapts to the field:
+        ``background + max(k * noise, fraction * (foreground - background))``; ``otsu``,
+        ``li``, ``triangle``, ``yen`` are global histogram methods on the smoothed image;
+        ``manual`` cuts at ``value``, in intensity units of ``gfp``.
     split : {"auto", "height", "shape", "intensity"}
         How touching cells are told apart. ``height`` (3-D): from the cell height map,
         the thickness of each (y, x) column ``sum_z(signal) / max_z(signal) * dz``,
@@ -163,14 +155,7 @@ def segment_msc(
     if img.size == 0:
         return empty
     smooth = msc_threshold_image(img, voxel_size=sp, smooth_um=smooth_um, smooth_z_um=smooth_z_um)
-    thr = _fg_threshold(
-        b,
-        smooth,
-        method=threshold_method,
-        k=threshold_k,
-        fraction=threshold_fraction,
-        value=threshold_value,
-    )
+    thr = _fg_threshold(b, smooth, as_threshold(threshold))
     # no hole filling: a gap in an MSC's footprint (a Jurkat cell on the glass) is real
     mask = smooth > thr
     if not bool(mask.any()):
