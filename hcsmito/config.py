@@ -35,6 +35,7 @@ from hcsmito.stages.threshold import AutoThreshold, HistogramMethod, Threshold
 __all__ = [
     "Config",
     "ConfigError",
+    "FieldConfig",
     "config_hash",
     "load_config",
 ]
@@ -439,6 +440,32 @@ class Config(BaseModel):
     statistics: Statistics = Field(default_factory=Statistics)
     resources: Resources = Field(default_factory=Resources)
     plate_map: Path | None = None
+
+
+class FieldConfig(BaseModel):
+    """The sections that one field's computation reads
+    (:func:`hcsmito.pipeline.process_field`): not the channels, plate map, statistics or
+    resources of the run (the caller chooses the backend)."""
+
+    model_config = _SECTION_CONFIG
+
+    optics: Optics = Field(default_factory=Optics)
+    deconvolution: Deconvolution = Field(default_factory=NoDeconvolution)
+    background: Background = Field(default_factory=Background)
+    msc: MscSegmentation = Field(default_factory=MscSegmentation)
+    jurkat: JurkatSegmentation = Field(default_factory=JurkatSegmentation)
+    foci: FociDetection = Field(default_factory=FociDetection)
+    tnt: TntDetection = Field(default_factory=TntDetection)
+    adhesion: Adhesion = Field(default_factory=Adhesion)
+    readouts: Readouts = Field(default_factory=Readouts)
+    qc: QualityControl = Field(default_factory=QualityControl)
+
+    @classmethod
+    def of(cls, config: Config | FieldConfig) -> FieldConfig:
+        """The field sections of a run configuration (the same section objects)."""
+        if isinstance(config, FieldConfig):
+            return config
+        return cls(**{name: getattr(config, name) for name in cls.model_fields})
 
 
 def _format_errors(exc: ValidationError, source: str, data: Any = None) -> str:

@@ -32,7 +32,7 @@ import pandas as pd
 
 from hcsmito import __version__, schema
 from hcsmito.cluster import dask_client
-from hcsmito.config import Config, config_hash, load_config
+from hcsmito.config import Config, FieldConfig, config_hash, load_config
 from hcsmito.io.rundir import FieldOutcome, RunDir, field_stem
 from hcsmito.plate_refs import plate_glass, plate_thresholds, read_channels, select_fields
 from hcsmito.platemap import validate_plate_map
@@ -166,7 +166,7 @@ def run_field(task: FieldTask) -> dict:
         res = process_field(
             channels,
             voxel_size=img.voxel_size,
-            config=config,
+            config=FieldConfig.of(config),  # the sections a field reads
             backend=task.backend,
             where=where,
         )

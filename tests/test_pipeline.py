@@ -91,7 +91,7 @@ def test_deconvolution_variant_adds_decon_columns(field):
     assert "deconvolve" in res.timings
     # the transform option reaches the stage: padded FFTs give the same image away from
     # the borders (2 · iterations · PSF half-width), another one at them
-    from hcsmito.pipeline.prepare import psf_for as _psf_for
+    from hcsmito.pipeline.prepare import psf_for
     from hcsmito.stages.deconvolution import richardson_lucy
 
     one = ["deconvolution.method=richardson_lucy", "deconvolution.iterations=1"]
@@ -101,7 +101,7 @@ def test_deconvolution_variant_adds_decon_columns(field):
         out[transform] = process_field(
             _channels(field), voxel_size=field.voxel_size, config=c, backend="cpu"
         ).processed["mito"]
-    psf = _psf_for(c, "mito", tuple(field.voxel_size[a] for a in "zyx"))
+    psf = psf_for(c.deconvolution, c.optics, "mito", tuple(field.voxel_size[a] for a in "zyx"))
     direct = richardson_lucy(field.image[1], psf, iterations=1, transform="fft")
     np.testing.assert_array_equal(out["fft"], direct)
     inner = tuple(
@@ -306,3 +306,19 @@ def test_unknown_stage_flag_is_a_programming_error(small_field, monkeypatch):
     _with_flags(monkeypatch, "hcsmito.stages.foci", "detect_foci", ("bogus",))
     with pytest.raises(ValueError, match=r"'bogus'.*stage foci"):
         process_field(_channels(f), voxel_size=f.voxel_size, config=load_config(), backend="cpu")
+
+
+def test_every_deconvolution_option_has_an_implementation():
+    """The pipeline dispatches on the option's type: adding an option to the config's
+    union without its implementation fails here, not in a run."""
+    import typing
+
+    from hcsmito.config import Config
+    from hcsmito.pipeline.prepare import deconvolve
+
+    options = typing.get_args(Config.model_fields["deconvolution"].annotation)
+    assert options and all(
+        deconvolve.dispatch(o) is not deconvolve.dispatch(object) for o in options
+    )
+    with pytest.raises(TypeError, match="no deconvolution for str"):
+        deconvolve("wiener", {})

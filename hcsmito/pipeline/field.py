@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from hcsmito.backend import Backend
-from hcsmito.config import Config
+from hcsmito.config import Config, FieldConfig
 from hcsmito.measure.morphometry import regionprops_table
 from hcsmito.pipeline.prepare import Prepared, prepare
 from hcsmito.pipeline.tables import (
@@ -61,8 +61,8 @@ def process_field(
     channels: Mapping[str, Any],
     *,
     voxel_size: Mapping[str, float],
-    config: Config,
-    backend: Backend | str | None = None,
+    config: FieldConfig | Config,
+    backend: Backend | str = "auto",
     where: str = "",
 ) -> FieldResult:
     """Run the whole chain on one field.
@@ -74,10 +74,11 @@ def process_field(
         raw intensities of any numeric dtype, all of one shape.
     voxel_size : mapping {"z", "y", "x"} -> µm
         Voxel size (no ``z`` for 2-D fields).
-    config : Config
-        The run configuration.
-    backend : Backend or {"auto", "cpu", "gpu"}, optional
-        Where to compute (default: ``config.resources.backend``).
+    config : FieldConfig
+        The sections the chain reads (a whole :class:`~hcsmito.config.Config` is narrowed
+        to them: :meth:`FieldConfig.of <hcsmito.config.FieldConfig.of>`).
+    backend : Backend or {"auto", "cpu", "gpu"}
+        Where to compute (default ``auto``); the caller's choice, not the config's.
     where : str
         Plate / well / field, for messages.
 
@@ -85,6 +86,7 @@ def process_field(
     -------
     FieldResult
     """
+    config = FieldConfig.of(config)
     prep = prepare(channels, voxel_size, config, backend, where)
     obj = _segment_cells(prep, config)
     _detect_foci(prep, obj, config)
@@ -120,7 +122,7 @@ class _Objects:
     adhesion: pd.DataFrame | None = None  # None without MSCs
 
 
-def _segment_cells(prep: Prepared, config: Config) -> _Objects:
+def _segment_cells(prep: Prepared, config: FieldConfig) -> _Objects:
     """The MSCs (from msc) and the donor cells (from mito, outside the MSCs)."""
     from hcsmito.stages.segmentation import JurkatInstances, segment_jurkat, segment_msc
 
@@ -144,7 +146,7 @@ def _segment_cells(prep: Prepared, config: Config) -> _Objects:
     return obj
 
 
-def _detect_foci(prep: Prepared, obj: _Objects, config: Config) -> None:
+def _detect_foci(prep: Prepared, obj: _Objects, config: FieldConfig) -> None:
     from hcsmito.stages.foci import detect_foci
 
     kw = config.foci.stage_kwargs()
@@ -155,7 +157,7 @@ def _detect_foci(prep: Prepared, obj: _Objects, config: Config) -> None:
                                jurkat_labels=obj.jurkat.labels, **kw)  # fmt: skip
 
 
-def _detect_tnts(prep: Prepared, obj: _Objects, config: Config) -> None:
+def _detect_tnts(prep: Prepared, obj: _Objects, config: FieldConfig) -> None:
     from hcsmito.stages.glass import GLASS_CUES
     from hcsmito.stages.tnt import detect_tnts
 
@@ -178,7 +180,7 @@ def _detect_tnts(prep: Prepared, obj: _Objects, config: Config) -> None:
         )
 
 
-def _measure_adhesion(prep: Prepared, obj: _Objects, config: Config) -> None:
+def _measure_adhesion(prep: Prepared, obj: _Objects, config: FieldConfig) -> None:
     from hcsmito.stages.adhesion import measure_adhesion
 
     if obj.msc is None:
@@ -188,7 +190,7 @@ def _measure_adhesion(prep: Prepared, obj: _Objects, config: Config) -> None:
                                         **config.adhesion.stage_kwargs())  # fmt: skip
 
 
-def _field_qc(prep: Prepared, obj: _Objects, config: Config):
+def _field_qc(prep: Prepared, obj: _Objects, config: FieldConfig):
     """The image checks and every stage's flags: ``(FieldQC, codes)``."""
     with prep.timer("qc"):
         qc = field_qc(
@@ -200,7 +202,7 @@ def _field_qc(prep: Prepared, obj: _Objects, config: Config):
         return qc, _collect_flags(qc.flags, stages)
 
 
-def _tables(prep: Prepared, obj: _Objects, qc_flags, config: Config, where: str):
+def _tables(prep: Prepared, obj: _Objects, qc_flags, config: FieldConfig, where: str):
     """The per-object tables and the field's row (morphometry on the device)."""
     spacing, ndim, msc, foci = prep.spacing, prep.ndim, obj.msc, obj.foci
     intensity = [prep.raw["mito"]] + ([prep.decon["mito"]] if "mito" in prep.decon else [])
@@ -213,7 +215,7 @@ def _tables(prep: Prepared, obj: _Objects, qc_flags, config: Config, where: str)
     tnt_df = tnt_table(obj.tnts)
     if msc is not None:
         ct = regionprops_table(msc, spacing=spacing, where=where)
-        cells_df = cells_table(ct, ft, msc, obj.touches, jurkat_df, config)
+        cells_df = cells_table(ct, ft, msc, obj.touches, jurkat_df, config.readouts)
         inside = (foci.labels > 0) & (msc > 0)
     else:
         cells_df = empty_table("cells")

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from hcsmito.backend import Backend
-from hcsmito.config import Config
+from hcsmito.config import Config, FieldConfig
 from hcsmito.pipeline.prepare import prepare
 from hcsmito.stages.threshold import ManualThreshold
 
@@ -22,9 +22,9 @@ def threshold_sample(
     channels: Mapping[str, Any],
     *,
     voxel_size: Mapping[str, float],
-    config: Config,
+    config: FieldConfig | Config,
     roles: Sequence[str],
-    backend: Backend | str | None = None,
+    backend: Backend | str = "auto",
     where: str = "",
 ) -> dict[str, np.ndarray]:
     """One field's share of a plate-level threshold: per mask role (``msc``, ``jurkat``),
@@ -38,6 +38,7 @@ def threshold_sample(
             f"{where}: plate_threshold.roles lists msc but the field has no msc "
             "channel: set channels.msc or remove msc from plate_threshold.roles"
         )
+    config = FieldConfig.of(config)
     prep = prepare(channels, voxel_size, config, backend, where)
     det, b = prep.det, prep.b
     out: dict[str, np.ndarray] = {}

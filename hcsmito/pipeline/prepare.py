@@ -7,13 +7,14 @@ import math
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import singledispatch
 from typing import Any
 
 import numpy as np
 
 from hcsmito import schema
 from hcsmito.backend import Backend, get_backend
-from hcsmito.config import Config, RichardsonLucy
+from hcsmito.config import FieldConfig, NoDeconvolution, Optics, RichardsonLucy
 
 
 class Timer:
@@ -31,19 +32,19 @@ class Timer:
             self.t[name] = self.t.get(name, 0.0) + time.perf_counter() - t0
 
 
-def psf_for(cfg: Config, role: str, voxel: tuple[float, ...]) -> np.ndarray:
+def psf_for(dec: RichardsonLucy, optics: Optics, role: str, voxel: tuple[float, ...]) -> np.ndarray:
+    """The PSF of channel ``role`` at the field's voxel size: the file of ``dec.psf``, or a
+    theoretical one from ``optics``."""
     from hcsmito.stages import psf as psfmod
 
-    dec = cfg.deconvolution
-    assert isinstance(dec, RichardsonLucy)
     if dec.psf.kind == "file":
         return load_psf_file(dec.psf.path, dec.psf.voxel_size_um, voxel)
-    wavelength = cfg.optics.emission_um.get(role, 0.6)
+    wavelength = optics.emission_um.get(role, 0.6)
     sz, sxy = psfmod.gaussian_sigmas(
-        na=cfg.optics.na,
+        na=optics.na,
         wavelength_um=wavelength,
-        refractive_index=cfg.optics.refractive_index,
-        confocal=cfg.optics.confocal,
+        refractive_index=optics.refractive_index,
+        confocal=optics.confocal,
     )
     sig = ((sz,) if len(voxel) == 3 else ()) + (sxy, sxy)
     shape = tuple(2 * max(1, math.ceil(3.0 * s / v)) + 1 for s, v in zip(sig, voxel, strict=True))
@@ -51,10 +52,10 @@ def psf_for(cfg: Config, role: str, voxel: tuple[float, ...]) -> np.ndarray:
     return make(
         shape,
         voxel_size=voxel,
-        na=cfg.optics.na,
+        na=optics.na,
         wavelength_um=wavelength,
-        refractive_index=cfg.optics.refractive_index,
-        confocal=cfg.optics.confocal,
+        refractive_index=optics.refractive_index,
+        confocal=optics.confocal,
     )
 
 
@@ -97,11 +98,12 @@ class Prepared:
     processed: dict[str, np.ndarray]
 
 
-def prepare(channels, voxel_size, config: Config, backend, where: str) -> Prepared:
+def prepare(
+    channels, voxel_size, config: FieldConfig, backend: Backend | str, where: str
+) -> Prepared:
     """Checks, then the detection images: float32 copies of the channels, deconvolved and
     background-subtracted as the config says (the stages segment these)."""
     from hcsmito.stages.background import subtract_background
-    from hcsmito.stages.deconvolution import richardson_lucy, richardson_lucy_tiled
 
     if "mito" not in channels or channels["mito"] is None:
         raise ValueError(f"{where}: no 'mito' channel: set channels.mito in the config")
@@ -117,11 +119,7 @@ def prepare(channels, voxel_size, config: Config, backend, where: str) -> Prepar
     except KeyError as exc:
         raise ValueError(f"{where}: voxel_size lacks axis {exc}; has {dict(voxel_size)}") from None
     vox = dict(zip(axes, spacing, strict=True))
-    b = (
-        backend
-        if isinstance(backend, Backend)
-        else get_backend(backend or config.resources.backend)
-    )
+    b = backend if isinstance(backend, Backend) else get_backend(backend)
     xp = b.xp
     timer = Timer(b)
     notes: list[str] = []
@@ -130,26 +128,12 @@ def prepare(channels, voxel_size, config: Config, backend, where: str) -> Prepar
         raw = {r: b.asarray(a) for r, a in channels.items() if a is not None}  # host→device
     det = {r: a.astype(xp.float32) for r, a in raw.items()}
     processed: dict[str, np.ndarray] = {}
-    decon: dict[str, Any] = {}  # deconvolved channels on the device (before background)
 
-    dec = config.deconvolution
-    if isinstance(dec, RichardsonLucy):
-        with timer("deconvolve"):
-            for role in dec.channels:
-                if role not in det:
-                    continue
-                psf = psf_for(config, role, spacing)
-                kw = dict(iterations=dec.iterations, tv=dec.tv, transform=dec.transform, backend=b)
-                if dec.max_voxels is not None and det[role].size > dec.max_voxels:
-                    if dec.acceleration is not None and not any("tiles" in n for n in notes):
-                        notes.append("deconvolution in tiles: acceleration is not applied")
-                    det[role] = richardson_lucy_tiled(
-                        det[role], psf, max_voxels=dec.max_voxels, **kw
-                    )
-                else:
-                    det[role] = richardson_lucy(det[role], psf, acceleration=dec.acceleration, **kw)
-                decon[role] = det[role]
-                processed[role] = b.to_host(det[role])  # device→host: output image
+    decon = deconvolve(config.deconvolution, det, optics=config.optics, spacing=spacing,
+                       backend=b, timer=timer, notes=notes)  # fmt: skip
+    for role, image in decon.items():
+        det[role] = image
+        processed[role] = b.to_host(image)  # device→host: output image
     if config.background.method != "none":
         with timer("background"):
             for role in (r.name for r in schema.ROLES if r.background):
@@ -159,3 +143,48 @@ def prepare(channels, voxel_size, config: Config, backend, where: str) -> Prepar
                     )
 
     return Prepared(b, timer, notes, ndim, spacing, vox, shapes, raw, det, decon, processed)
+
+
+@singledispatch
+def deconvolve(options, det: dict[str, Any], **kw: Any) -> dict[str, Any]:
+    """The deconvolved channels by role, on the device, as the type of ``options`` says
+    (one implementation per option of :data:`hcsmito.config.Deconvolution`)."""
+    raise TypeError(f"no deconvolution for {type(options).__name__}: register one")
+
+
+@deconvolve.register(NoDeconvolution)
+def _no_deconvolution(options: NoDeconvolution, det: dict[str, Any], **kw: Any) -> dict:
+    return {}
+
+
+@deconvolve.register(RichardsonLucy)
+def _richardson_lucy(
+    options: RichardsonLucy,
+    det: dict[str, Any],
+    *,
+    optics: Optics,
+    spacing: tuple[float, ...],
+    backend: Backend,
+    timer: Timer,
+    notes: list[str],
+) -> dict[str, Any]:
+    """Richardson-Lucy of the listed roles; in tiles above ``max_voxels``."""
+    from hcsmito.stages.deconvolution import richardson_lucy, richardson_lucy_tiled
+
+    dec, out = options, {}
+    with timer("deconvolve"):
+        for role in dec.channels:
+            if role not in det:
+                continue
+            psf = psf_for(dec, optics, role, spacing)
+            kw = dict(
+                iterations=dec.iterations, tv=dec.tv, transform=dec.transform, backend=backend
+            )
+            image = out.get(role, det[role])  # a role listed twice: deconvolved twice
+            if dec.max_voxels is not None and image.size > dec.max_voxels:
+                if dec.acceleration is not None and not any("tiles" in n for n in notes):
+                    notes.append("deconvolution in tiles: acceleration is not applied")
+                out[role] = richardson_lucy_tiled(image, psf, max_voxels=dec.max_voxels, **kw)
+            else:
+                out[role] = richardson_lucy(image, psf, acceleration=dec.acceleration, **kw)
+    return out

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from hcsmito import schema
-from hcsmito.config import Config
+from hcsmito.config import Readouts
 from hcsmito.measure.morphometry import aggregate_by_parent
 from hcsmito.qc import join_flags
 from hcsmito.schema import empty_table
@@ -113,7 +113,7 @@ def tnt_table(tnts) -> pd.DataFrame:
     return df.astype({k: v for k, v in dtypes("tnt").items()})
 
 
-def cells_table(ct, ft, msc, touches, jurkat_df, cfg: Config) -> pd.DataFrame:
+def cells_table(ct, ft, msc, touches, jurkat_df, rules: Readouts) -> pd.DataFrame:
     n = len(ct["label"])
     if n == 0:
         return empty_table("cells")
@@ -130,7 +130,6 @@ def cells_table(ct, ft, msc, touches, jurkat_df, cfg: Config) -> pd.DataFrame:
         area[pos] = agg["area_projected"] if "area_projected" in agg else agg["area"]
         key = "intensity_sum" if "intensity_sum" in agg else "intensity_sum-0"
         isum[pos] = agg[key]
-    rules = cfg.readouts
     red = np.zeros(n, bool)
     if rules.red_positive_min_foci is not None:
         red |= n_foci >= rules.red_positive_min_foci
