@@ -1,11 +1,10 @@
 """Connected-component labelling of a mask, on the backend of the mask.
 
-CPU: ``cc3d.connected_components`` (the optional package connected-components-3d) where
-it is installed, else :func:`scipy.ndimage.label` (int32 output, no copy): on 3-D foci
-masks cc3d is the fastest of the three, scipy and :func:`skimage.measure.label` close to
-each other (``benchmarks/bench_label.py``; numbers in ``benchmarks/RESULTS.md``). GPU:
-:func:`cupyx.scipy.ndimage.label`. Labels are 1..n; their order depends on the
-implementation (compare label images up to renumbering).
+:func:`scipy.ndimage.label` on the CPU (int32 output, no copy), its cupyx twin on the GPU,
+with the connectivity convention of :func:`skimage.measure.label`.
+Labels are 1..n, numbered in raster order as the stages' own ``ndi.label`` calls number
+them. (``benchmarks/bench_label.py`` also times cc3d, faster on the CPU but not used: see
+``benchmarks/RESULTS.md``.)
 """
 
 from __future__ import annotations
@@ -49,22 +48,7 @@ def label(mask, *, connectivity: int | None = None, where: str = ""):
     b = Backend.of(mask)
     if mask.dtype != bool:
         mask = mask != 0
-    if not b.is_gpu:
-        cc3d = _cc3d()
-        if cc3d is not None and ndim in (2, 3):
-            cc_conn = {2: {1: 4, 2: 8}, 3: {1: 6, 2: 18, 3: 26}}[ndim][int(connectivity)]
-            out = cc3d.connected_components(mask, connectivity=cc_conn, out_dtype=np.uint32)
-            return out.view(np.int32)
     structure = b.ndi.generate_binary_structure(ndim, int(connectivity))
     out = b.xp.empty(mask.shape, dtype=np.int32)
     b.ndi.label(mask, structure=structure, output=out)
     return out
-
-
-def _cc3d():
-    """The optional connected-components-3d module, or None."""
-    try:
-        import cc3d
-    except ImportError:
-        return None
-    return cc3d
