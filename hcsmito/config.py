@@ -442,30 +442,35 @@ class Config(BaseModel):
     plate_map: Path | None = None
 
 
-class FieldConfig(BaseModel):
-    """The sections that one field's computation reads
-    (:func:`hcsmito.pipeline.process_field`): not the channels, plate map, statistics or
-    resources of the run (the caller chooses the backend)."""
+#: The sections of :class:`Config` that one field's computation reads.
+FIELD_SECTIONS = ("optics", "deconvolution", "background", "msc", "jurkat", "foci", "tnt",
+                  "adhesion", "readouts", "qc")  # fmt: skip
 
+
+class _FieldSections(BaseModel):
     model_config = _SECTION_CONFIG
-
-    optics: Optics = Field(default_factory=Optics)
-    deconvolution: Deconvolution = Field(default_factory=NoDeconvolution)
-    background: Background = Field(default_factory=Background)
-    msc: MscSegmentation = Field(default_factory=MscSegmentation)
-    jurkat: JurkatSegmentation = Field(default_factory=JurkatSegmentation)
-    foci: FociDetection = Field(default_factory=FociDetection)
-    tnt: TntDetection = Field(default_factory=TntDetection)
-    adhesion: Adhesion = Field(default_factory=Adhesion)
-    readouts: Readouts = Field(default_factory=Readouts)
-    qc: QualityControl = Field(default_factory=QualityControl)
 
     @classmethod
     def of(cls, config: Config | FieldConfig) -> FieldConfig:
         """The field sections of a run configuration (the same section objects)."""
-        if isinstance(config, FieldConfig):
+        if isinstance(config, cls):
             return config
         return cls(**{name: getattr(config, name) for name in cls.model_fields})
+
+
+FieldConfig = create_model(
+    "FieldConfig",
+    __base__=_FieldSections,
+    __doc__="The sections that one field's computation reads "
+    "(:func:`hcsmito.pipeline.process_field`, :data:`FIELD_SECTIONS`), declared by "
+    ":class:`Config`: not the channels, plate map, statistics or resources of the run (the "
+    "caller chooses the backend).",
+    __module__=__name__,
+    **{
+        name: (Config.model_fields[name].annotation, Config.model_fields[name])
+        for name in FIELD_SECTIONS
+    },  # fmt: skip
+)
 
 
 def _format_errors(exc: ValidationError, source: str, data: Any = None) -> str:
