@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -47,6 +48,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         fields=args.fields,
         shape=args.shape,
         ngff=args.ngff,
+        overwrite=args.overwrite,
     )
     print(f"wrote {out}")
     return 0
@@ -121,8 +123,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print("failed fields:", file=sys.stderr)
         for key, err in s.failed.items():
             print(f"  {key}: {err}", file=sys.stderr)
-        return 1
-    return 0
+    if s.report_error:
+        print(
+            f"hcsmito run: error: the report could not be built: {s.report_error} (the tables "
+            f"are written; `hcsmito report {s.out}` builds it again)",
+            file=sys.stderr,
+        )
+    return 0 if s.ok else 1
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -140,7 +147,10 @@ def _cmd_status(args: argparse.Namespace) -> int:
     flagged = format_flag_counts(df.loc[df["status"] == "ok", "qc_flags"])
     if flagged:
         print(flagged)
-    return 1 if counts.get("failed") else 0
+    if counts.get("redo"):
+        n = counts["redo"]
+        print(f"{n} field{'' if n == 1 else 's'} (redo) will be processed again by the next run")
+    return 1 if counts.get("failed") or counts.get("redo") else 0
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
@@ -208,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--fields", type=int, default=2, help="fields per well")
     s.add_argument("--shape", type=_shape, help="field shape Z,Y,X (or Y,X for 2-D)")
     s.add_argument("--ngff", choices=["0.5", "0.4"], default="0.5", help="NGFF version")
+    s.add_argument(
+        "--overwrite", action="store_true", help="replace the plate, its truth and plate map"
+    )
     s.set_defaults(func=_cmd_synth)
 
     i = sub.add_parser("import", help="turn TIFF / OME-TIFF stacks + a CSV into an NGFF plate")
@@ -282,9 +295,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileExistsError, FileNotFoundError, RuntimeError) as exc:
-        # input and environment errors: one clear line, no traceback
-        print(f"hcsmito {args.command}: error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"hcsmito {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        # one clear line, no traceback (with -v: the traceback first)
+        if args.verbose:
+            traceback.print_exc()
+        # input and environment errors say what is wrong in their message; anything else
+        # is named by its type too
+        user = isinstance(exc, (ValueError, OSError, RuntimeError))
+        text = str(exc) if user and str(exc) else f"{type(exc).__name__}: {exc}"
+        hint = "" if user or args.verbose else " (-v shows the traceback)"
+        print(f"hcsmito {args.command}: error: {text}{hint}", file=sys.stderr)
         return 2
 
 

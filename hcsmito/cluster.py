@@ -7,9 +7,56 @@ import logging
 import os
 from collections.abc import Iterator
 
-__all__ = ["dask_client", "slurm_cluster"]
+__all__ = ["CONNECT_TIMEOUT_S", "check_scheduler", "dask_client", "slurm_cluster"]
 
 log = logging.getLogger(__name__)
+
+#: Seconds to reach a scheduler ``ADDRESS`` before the run is refused (distributed's
+#: default is 30 s, and then a traceback).
+CONNECT_TIMEOUT_S = 5.0
+_NEEDS_JOBQUEUE = "scheduler 'slurm' needs dask-jobqueue: pip install 'hcsmito[slurm]'"
+
+
+def check_scheduler(scheduler: str, *, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Refuse, in one line and before anything is written, a scheduler the run cannot use:
+    ``slurm`` without ``sbatch`` on PATH or without dask-jobqueue, an ``ADDRESS`` where
+    nothing accepts a connection within ``timeout`` seconds (a TCP connect, no Dask
+    handshake: :func:`dask_client` then times out after as long)."""
+    import shutil
+    import socket
+    from importlib.util import find_spec
+
+    if scheduler in ("threads", "processes"):
+        return
+    if scheduler == "slurm":
+        if shutil.which("sbatch") is None:
+            raise ValueError(
+                "scheduler 'slurm' needs sbatch, which is not on PATH: run on a Slurm login "
+                "node, or choose --scheduler threads | processes | ADDRESS"
+            )
+        if find_spec("dask_jobqueue") is None:
+            raise ValueError(_NEEDS_JOBQUEUE)
+        return
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    try:
+        protocol, loc = parse_address(scheduler)
+        if protocol not in ("tcp", "tls"):
+            return  # inproc, ucx...: nothing to dial here
+        host, port = parse_host_port(loc, default_port=8786)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(
+            f"--scheduler {scheduler!r}: not threads, processes, slurm or a scheduler address "
+            f"such as tcp://HOST:8786 ({exc})"
+        ) from None
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as exc:
+        why = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+        raise ConnectionError(
+            f"--scheduler {scheduler}: no scheduler answers at {host}:{port} ({why}, "
+            f"{timeout:g} s at most): start it, or run with --scheduler threads"
+        ) from None
 
 
 def _dashboard_link(client, *, local: bool) -> str:
@@ -30,9 +77,8 @@ def slurm_cluster(slurm):
     try:
         from dask_jobqueue import SLURMCluster
     except ImportError:
-        raise ValueError(
-            "scheduler 'slurm' needs dask-jobqueue: pip install 'hcsmito[slurm]'"
-        ) from None
+        raise ValueError(_NEEDS_JOBQUEUE) from None
+
     extra = list(slurm.job_extra_directives)
     if slurm.gpus:
         extra.append(f"--gres=gpu:{slurm.gpus}")
@@ -103,7 +149,13 @@ def dask_client(
     elif scheduler == "slurm":
         cluster = slurm_cluster(slurm)
         cluster.scale(jobs=slurm.jobs)
-    client = Client(cluster) if cluster is not None else Client(scheduler)
+    if cluster is not None:
+        client = Client(cluster)
+    else:
+        try:
+            client = Client(scheduler, timeout=f"{CONNECT_TIMEOUT_S}s")
+        except OSError as exc:  # distributed: "Timed out trying to connect to ..."
+            raise ConnectionError(f"--scheduler {scheduler}: {exc}") from None
     try:
         if not quiet:
             print(f"dask dashboard: {_dashboard_link(client, local=cluster is not None)}")

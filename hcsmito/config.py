@@ -91,6 +91,23 @@ Channels = _channels_model()
 RoleName = Literal[schema.role_names()]  # type: ignore[valid-type]
 
 
+class Input(_Section):
+    """What becomes of a field whose stored voxels are not all there or not all numbers
+    (:mod:`hcsmito.io.plate`). By default such a field fails, named, and the others finish;
+    a field of several time points is always refused before any field runs."""
+
+    missing_chunks: Literal["fail", "fill"] = Field(
+        "fail",
+        description="a chunk missing from the store: fail the field, or read it as the fill "
+        "value and flag the field (QC flag missing_chunks)",
+    )
+    nonfinite: Literal["fail", "flag"] = Field(
+        "fail",
+        description="NaN / Inf voxels of a float channel: fail the field, or set them to the "
+        "channel's smallest finite value and flag the field (QC flag nonfinite_voxels)",
+    )
+
+
 class Optics(_Section):
     """Objective and dyes, for the theoretical PSF when the plate does not carry one."""
 
@@ -426,6 +443,7 @@ class Config(BaseModel):
     model_config = _SECTION_CONFIG
 
     channels: Channels = Field(default_factory=Channels)
+    input: Input = Field(default_factory=Input)
     optics: Optics = Field(default_factory=Optics)
     deconvolution: Deconvolution = Field(default_factory=NoDeconvolution)
     background: Background = Field(default_factory=Background)

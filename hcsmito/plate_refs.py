@@ -15,20 +15,44 @@ import numpy as np
 from hcsmito import schema
 from hcsmito.config import Config
 
-__all__ = ["plate_glass", "plate_thresholds", "read_channels", "select_fields"]
+__all__ = ["plate_glass", "plate_thresholds", "read_channels", "reader_flags", "select_fields"]
 
 log = logging.getLogger(__name__)
 
 
 def read_channels(plate, well_path: str, field: int, config: Config):
-    """One field's channels by role, read now: ``(image, roles, {role: ndarray})``."""
-    img = plate.read_field(well_path, field)
+    """One field's channels by role, read now: ``(image, roles, {role: ndarray})``.
+
+    NaN / Inf voxels and missing chunks fail the field with a message naming them, unless
+    ``config.input`` lets them through: then ``image.missing_chunks`` and
+    ``image.nonfinite`` list what was filled or replaced (:func:`reader_flags`)."""
+    opts = config.input
+    missing = "fill" if opts.missing_chunks == "fill" else "error"
+    nonfinite = "replace" if opts.nonfinite == "flag" else "error"
+    img = plate.read_field(well_path, field, missing_chunks=missing)
     required = [r.name for r in schema.ROLES if r.required]
     roles = img.resolve_roles(config.channels.roles(), required=required)
-    # read in this task, not as new tasks of the cluster it runs on; NaN / Inf voxels,
-    # missing or crafted chunks fail this field with a message naming them
-    channels = {r: img.read_channel(i) for r, i in roles.items() if i is not None}
+    # read in this task, not as new tasks of the cluster it runs on; crafted chunks always
+    # fail this field with a message naming them
+    channels = {
+        r: img.read_channel(i, nonfinite=nonfinite) for r, i in roles.items() if i is not None
+    }
     return img, roles, channels
+
+
+def reader_flags(img) -> tuple[list[str], dict[str, float]]:
+    """The QC codes and measures of what the reader let through (``config.input``):
+    ``missing_chunks`` (chunks read as the fill value) and ``nonfinite_voxels`` (NaN / Inf
+    voxels replaced)."""
+    flags: list[str] = []
+    qc: dict[str, float] = {}
+    if img.missing_chunks:
+        flags.append("missing_chunks")
+        qc["missing_chunks"] = float(len(img.missing_chunks))
+    if img.nonfinite:
+        flags.append("nonfinite_voxels")
+        qc["nonfinite_voxels"] = float(sum(img.nonfinite.values()))
+    return flags, qc
 
 
 def select_fields(plate, wells: Iterable[str] | None):

@@ -7,8 +7,10 @@ joined by ``","`` in declaration order (:func:`join_flags`), ``""`` when none; a
 field is still ``ok``: its numbers are written, and the statistics leave it out only when
 asked (``statistics.exclude_flags`` / ``hcsmito report --exclude-flags``).
 
-Codes come from two places:
+Codes come from three places:
 
+- the reader: ``missing_chunks`` and ``nonfinite_voxels``, where the ``input:`` section of
+  the config lets such a field through instead of failing it (the runner adds them);
 - the stages: a stage result may carry ``flags: tuple[str, ...]`` (e.g. the TNT stage's
   ``glass_implausible``, the Jurkat segmentation's ``donor_covers_field``); the pipeline
   collects ``getattr(result, "flags", ())`` from every stage result;
@@ -52,6 +54,14 @@ __all__ = [
 
 #: The QC codes, in the order a field lists them, with what each means (one line).
 QC_FLAGS: dict[str, str] = {
+    "missing_chunks": (
+        "chunks of the field were missing from the store and read as the fill value "
+        "(input.missing_chunks: fill): the counts cover only what was stored"
+    ),
+    "nonfinite_voxels": (
+        "NaN / Inf voxels were set to their channel's smallest finite value "
+        "(input.nonfinite: flag): objects there are not measured"
+    ),
     "glass_implausible": (
         "the glass-plane estimate is not trusted: the plate or fallback value was used for "
         "heights above the glass"

@@ -31,11 +31,18 @@ import numpy as np
 import pandas as pd
 
 from hcsmito import __version__, schema
-from hcsmito.cluster import dask_client
+from hcsmito.cluster import check_scheduler, dask_client
 from hcsmito.config import Config, FieldConfig, config_hash, load_config
 from hcsmito.io.rundir import FieldOutcome, RunDir, field_stem
-from hcsmito.plate_refs import plate_glass, plate_thresholds, read_channels, select_fields
+from hcsmito.plate_refs import (
+    plate_glass,
+    plate_thresholds,
+    read_channels,
+    reader_flags,
+    select_fields,
+)
 from hcsmito.platemap import validate_plate_map
+from hcsmito.qc import check_flags, join_flags
 
 __all__ = [
     "FieldTask",
@@ -84,10 +91,12 @@ class RunSummary:
     flagged: dict[str, list[str]] = field(default_factory=dict)
     """QC codes of every flagged field of the run (processed or up to date), by
     ``well/field``."""
+    report_error: str | None = None
+    """Why the report could not be built (None when it was, or was not asked for)."""
 
     @property
     def ok(self) -> bool:
-        return not self.failed
+        return not self.failed and self.report_error is None
 
     def flag_summary(self) -> str:
         """``"3 fields flagged: saturated 2, vignetting 1"``, or ``""``."""
@@ -170,18 +179,22 @@ def run_field(task: FieldTask) -> dict:
             backend=task.backend,
             where=where,
         )
+        read_flags, read_qc = reader_flags(img)  # what config.input let through
+        flags = check_flags([*read_flags, *res.qc_flags], source="the reader")
         t_w = time.perf_counter()
         labels = {r: img.channel_labels[i] for r, i in roles.items() if i is not None}
-        _write_field_outputs(rd, task, img.voxel_size, labels, channels, res)
+        _write_field_outputs(rd, task, img.voxel_size, labels, channels, res, flags)
         timings = {"read": t_read, **res.timings, "write": time.perf_counter() - t_w}
         entry.update(
             status="ok",
             error=None,
             notes=res.notes,
             timings=timings,
-            qc_flags=list(res.qc_flags),
+            qc_flags=list(flags),
             # JSON has no inf / NaN: a measure that could not be made is null
-            qc={k: (float(v) if np.isfinite(v) else None) for k, v in res.qc.items()},
+            qc={
+                k: (float(v) if np.isfinite(v) else None) for k, v in {**read_qc, **res.qc}.items()
+            },
         )
     except Exception as exc:  # one bad field never loses the others
         log.error("%s failed: %s", where, exc)
@@ -197,13 +210,17 @@ def run_field(task: FieldTask) -> dict:
     return entry
 
 
-def _write_field_outputs(rd: RunDir, task: FieldTask, voxel_size, labels, channels, res) -> None:
+def _write_field_outputs(
+    rd: RunDir, task: FieldTask, voxel_size, labels, channels, res, flags
+) -> None:
     from hcsmito.io.writer import write_image, write_labels
     from hcsmito.report.overlay import qc_overlay
 
     tables = dict(res.tables)
     for name, df in tables.items():
         df = df.copy()
+        if name == "fields":  # the stages' codes and the reader's
+            df["qc_flags"] = join_flags(flags)
         df.insert(0, "field", np.int32(task.field))
         df.insert(0, "well", task.well)
         df.insert(0, "plate", task.plate_name)
@@ -236,10 +253,17 @@ def _write_field_outputs(rd: RunDir, task: FieldTask, voxel_size, labels, channe
 
 
 def _done(rd: RunDir, task: FieldTask) -> bool:
+    """Whether a field is done with this input and config; a field whose ledger entry or
+    part tables are damaged (empty, torn, unreadable) is not, and a warning says why."""
     entry = rd.read_ledger(task.stem)
-    if not entry or entry.get("status") != "ok" or entry.get("key") != task.key:
-        return False
-    return rd.has_parts(task.stem)
+    problem = rd.ledger_problem(task.stem)
+    if entry and entry.get("status") == "ok" and entry.get("key") == task.key:
+        problem = rd.parts_problem(task.stem)
+        if problem is None:
+            return True
+    if problem:
+        log.warning("well %s, field %d is redone: %s", task.well, task.field, problem)
+    return False
 
 
 def _check_apart(out: Path, plate_path: str | Path) -> None:
@@ -255,24 +279,20 @@ def _check_apart(out: Path, plate_path: str | Path) -> None:
 
 
 def _prepare_out(rd: RunDir, plate, overwrite: bool) -> None:
+    """Under ``OUT``'s lock: refuse results of another plate, clear (``--overwrite``), mark
+    ``OUT`` as this plate's (the first write), remove what killed writers left, create
+    the label plate."""
     from hcsmito.io.writer import create_plate
 
-    if not rd.is_empty():
-        if overwrite:
-            rd.clear()
-        elif not rd.is_run_folder():
-            raise FileExistsError(
-                f"{rd.root} exists and is not an hcsmito output folder: choose another --out "
-                "or pass --overwrite"
-            )
-        else:
-            old = rd.read_manifest()
-            if old.get("plate_path") not in (None, str(Path(plate.path).resolve())):
-                raise FileExistsError(
-                    f"{rd.root} holds results of another plate ({old.get('plate_path')}): "
-                    "choose another --out or pass --overwrite"
-                )
-    rd.root.mkdir(parents=True, exist_ok=True)
+    plate_path = str(Path(plate.path).resolve())
+    if overwrite:
+        rd.clear()
+    elif rd.plate_path() not in (None, plate_path):
+        raise FileExistsError(
+            f"{rd.root} holds results of another plate ({rd.plate_path()}): "
+            "choose another --out or pass --overwrite"
+        )
+    rd.mark(plate_path)
     for p in rd.remove_partial():
         log.info("removed %s, left by a writer killed in an earlier run", rd.relative(p))
     if not rd.labels.exists():
@@ -334,43 +354,49 @@ def run_plate(
     workers = workers or config.resources.workers
     if plate_map is None and config.plate_map is not None:
         plate_map = config.plate_map
-    plate = open_plate(plate_path)  # validates all metadata before any computation
+    # everything the user gave is checked before anything is written or computed:
+    # all metadata (a field of several time points is refused, not read at t = 0 alone)
+    plate = open_plate(plate_path, time_points="refuse")
     refs = select_fields(plate, wells)
     if plate_map is not None:  # before any field runs, not after all of them
         validate_plate_map(plate_map, plate.wells)
     out = Path(out)
     _check_apart(out, plate_path)
+    b = get_backend(backend)  # "gpu" without a device fails here
+    check_scheduler(scheduler)  # a few seconds at most, before OUT exists
     rd = RunDir(out)
-    _prepare_out(rd, plate, overwrite)
-    config, thresholds = plate_thresholds(plate, config, backend)
-    config, glass = plate_glass(plate, config, backend)
-    tasks, fingerprints = _field_tasks(plate, refs, rd, config, backend)
-    todo = [t for t in tasks if not _done(rd, t)]
-    b = get_backend(backend)  # "gpu" without a device fails here, before any field runs
-    if todo:
-        _run_tasks(todo, scheduler, workers, backend, progress, config.resources.slurm)
-    entries = _collect(rd, tasks)
-    for note in sorted({n for e in entries.values() for n in e.get("notes") or []}):
-        log.warning("%s: %s", plate.name, note)  # once per run, not once per field
-    wall = time.perf_counter() - t0
-    if plate_map is not None:
-        # keep the plate map with the results: `hcsmito report OUT` works after it moves
-        rd.write_bytes(rd.platemap_path, Path(plate_map).read_bytes())
-    run = {
-        "plate_map": rd.relative(rd.platemap_path) if plate_map is not None else None,
-        "plate_thresholds": thresholds,
-        "plate_glass": glass,
-        "backend": b,
-        "scheduler": scheduler,
-        "workers": workers,
-        "started": started,
-        "finished": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "wall_s": wall,
-    }
-    rd.write_manifest(_manifest(plate, config, run, tasks, todo, entries, fingerprints))
-    if report:
-        _build_report(out)
-    return _summary(out, tasks, todo, entries, wall)
+    rd.check_target(overwrite=overwrite)  # a file, another tool's folder, not writable
+    with rd.lock():  # a second run into OUT is refused while this one lives
+        _prepare_out(rd, plate, overwrite)
+        config, thresholds = plate_thresholds(plate, config, backend)
+        config, glass = plate_glass(plate, config, backend)
+        tasks, fingerprints = _field_tasks(plate, refs, rd, config, backend)
+        todo = [t for t in tasks if not _done(rd, t)]
+        if todo:
+            _run_tasks(todo, scheduler, workers, backend, progress, config.resources.slurm)
+        entries = _collect(rd, tasks)
+        for note in sorted({n for e in entries.values() for n in e.get("notes") or []}):
+            log.warning("%s: %s", plate.name, note)  # once per run, not once per field
+        wall = time.perf_counter() - t0
+        if plate_map is not None:
+            # keep the plate map with the results: `hcsmito report OUT` works after it moves
+            rd.write_bytes(rd.platemap_path, Path(plate_map).read_bytes())
+        run = {
+            "plate_map": rd.relative(rd.platemap_path) if plate_map is not None else None,
+            "plate_thresholds": thresholds,
+            "plate_glass": glass,
+            "backend": b,
+            "scheduler": scheduler,
+            "workers": workers,
+            "started": started,
+            "finished": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+            "wall_s": wall,
+        }
+        rd.write_manifest(_manifest(plate, config, run, tasks, todo, entries, fingerprints))
+        summary = _summary(out, tasks, todo, entries, wall)
+        if report:
+            summary.report_error = _build_report(out)
+    return summary
 
 
 def _field_tasks(plate, refs, rd: RunDir, config: Config, backend: str | None):
@@ -462,14 +488,17 @@ def _summary(out: Path, tasks, todo, entries, wall: float) -> RunSummary:
     )
 
 
-def _build_report(out: Path) -> None:
-    """Aggregates and report.html; a failure here is logged, never fails a finished run."""
+def _build_report(out: Path) -> str | None:
+    """Aggregates and report.html; None, or why they could not be built (the fields'
+    results stay written: `hcsmito report OUT` builds the report again)."""
     from hcsmito.report import build_report
 
     try:
         build_report(out)
     except Exception as exc:
-        log.error("report for %s could not be built: %s (run `hcsmito report %s`)", out, exc, out)
+        log.debug("report for %s failed", out, exc_info=True)
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
 
 def _run_tasks(todo, scheduler, workers, backend, progress, slurm) -> None:

@@ -19,6 +19,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -846,3 +847,310 @@ def test_threads_cluster_listens_on_localhost_only():
         assert client.submit(sum, [1, 2]).result() == 3
     assert opened, "the cluster opened no listener (the dashboards at least)"
     assert {host for _, host in opened} == {"127.0.0.1"}, opened
+
+
+# --------------------------------------------------------------------------- runs: resume, lock
+
+
+def _cli(argv, capsys) -> tuple[int, str, str]:
+    """``hcsmito ARGV`` in-process: exit code, stdout, stderr."""
+    from hcsmito.cli import main
+
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _one_error_line(err: str, command: str = "run") -> str:
+    """The single error line of a refused command (no traceback, no second error)."""
+    assert "Traceback" not in err, err
+    lines = [ln for ln in err.splitlines() if ln.startswith(f"hcsmito {command}: error")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+RUN = ["--backend", "cpu", "--no-progress", "--workers", "1"]
+
+
+@pytest.fixture(scope="module")
+def reference_out(synth_plates, tmp_path_factory) -> Path:
+    """One finished run of the 0.5 plate (both fields, no report)."""
+    from hcsmito.runner import run_plate
+
+    out = tmp_path_factory.mktemp("ref") / "out"
+    s = run_plate(synth_plates["0.5"], out, backend="cpu", scheduler="threads", workers=1,
+                  progress=False, report=False)  # fmt: skip
+    assert s.ok and len(s.processed) == 2
+    return out
+
+
+def _copy_out(reference_out: Path, tmp_path: Path) -> Path:
+    out = tmp_path / "out"
+    shutil.copytree(reference_out, out)
+    return out
+
+
+LEDGER_DAMAGE = {
+    "ledger empty": ("ledger/B3_f0.json", b"", "ledger/B3_f0.json is empty"),
+    "ledger torn": ("ledger/B3_f0.json", b'{"well": "B/3", "sta', "is not JSON"),
+    "ledger a list": ("ledger/B3_f0.json", b"[1, 2]", "is not a ledger entry"),
+    "ledger no status": ("ledger/B3_f0.json", b'{"well": "B/3"}', "is not a ledger entry"),
+    "part empty": ("tables/parts/foci/B3_f0.parquet", b"", "is empty (0 bytes)"),
+    "part not parquet": ("tables/parts/cells/B3_f0.parquet", b"PAR1 no", "is unreadable"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(LEDGER_DAMAGE))
+def test_status_names_damaged_fields_as_redone(reference_out, tmp_path, capsys, case):
+    """Before: a corrupt ledger entry was left out of `status` (exit 0), a 0-byte part
+    file counted as done."""
+    out = _copy_out(reference_out, tmp_path)
+    rel, data, why = LEDGER_DAMAGE[case]
+    (out / rel).write_bytes(data)
+    code, text, _ = _cli(["status", out], capsys)
+    assert code == 1
+    row = next(ln for ln in text.splitlines() if ln.split()[:1] == ["B/3"])
+    assert row.split()[2] == "redo" and why in row and "the field will be redone" in row
+    assert "1 field (redo) will be processed again by the next run" in text
+    assert next(ln for ln in text.splitlines() if ln.split()[:1] == ["B/2"]).split()[2] == "ok"
+
+
+def test_damaged_out_is_redone_and_a_dead_runs_lock_taken_over(
+    synth_plates, reference_out, tmp_path, capsys, caplog, untouched
+):
+    """Before: a 0-byte part file made the re-run exit 2 after the work; a torn ledger entry
+    vanished; a lock file did not exist. Now both fields are redone, exit 0, and the lock a
+    killed run left is taken over with a warning."""
+    plate = untouched(synth_plates["0.5"])
+    out = _copy_out(reference_out, tmp_path)
+    (out / "tables/parts/foci/B2_f0.parquet").write_bytes(b"")
+    (out / "ledger/B3_f0.json").write_bytes(b'{"well": "B/3", "sta')
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    lock = {"pid": int(dead.stdout), "host": os.uname().nodename, "started": "earlier"}
+    (out / ".hcsmito.lock").write_text(json.dumps(lock))
+    with caplog.at_level("WARNING"):
+        code, text, err = _cli(["run", "--plate", plate, "--out", out, *RUN], capsys)
+    assert code == 0, err
+    assert "2 fields processed, 0 up to date, 0 failed" in text
+    assert f"took over the stale lock of hcsmito run PID {lock['pid']}" in caplog.text
+    assert "well B/2, field 0 is redone: tables/parts/foci/B2_f0.parquet is empty" in caplog.text
+    assert "well B/3, field 0 is redone: ledger/B3_f0.json is not JSON" in caplog.text
+    assert not (out / ".hcsmito.lock").exists()
+    assert _cli(["status", out], capsys)[0] == 0
+    import pandas as pd
+
+    cols = ["well", "field", "n_msc", "n_foci", "n_jurkat", "status"]
+    got = pd.read_parquet(out / "tables/fields.parquet")[cols]
+    want = pd.read_parquet(reference_out / "tables/fields.parquet")[cols]
+    pd.testing.assert_frame_equal(got, want)
+
+
+def test_second_run_into_a_locked_out_is_one_line_naming_the_holder(
+    synth_plates, tmp_path, capsys, untouched
+):
+    """Before: no lock: a second run wrote into the same folder (or was refused for a
+    misleading reason)."""
+    plate = untouched(synth_plates["0.5"])
+    out = tmp_path / "out"
+    code = (
+        "import sys, time\nfrom hcsmito.io.rundir import RunDir\n"
+        "with RunDir(sys.argv[1]).lock():\n    print('locked', flush=True)\n    time.sleep(120)\n"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code, str(out)], stdout=subprocess.PIPE,
+                              text=True)  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        rc, _, err = _cli(["run", "--plate", plate, "--out", out, *RUN], capsys)
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+    assert rc == 2
+    line = _one_error_line(err)
+    assert f"is in use by another hcsmito run (PID {holder.pid} on {os.uname().nodename}" in line
+    assert sorted(p.name for p in out.iterdir()) == [".hcsmito.lock"]  # nothing else written
+
+
+def test_run_killed_before_its_first_field_is_resumed(synth_plates, tmp_path, untouched):
+    """Before: a run killed before its first field finished left labels.zarr alone, and the
+    re-run refused the folder ("not an hcsmito output folder")."""
+    from hcsmito.runner import run_plate
+
+    plate = untouched(synth_plates["0.5"])
+    out = tmp_path / "out"
+    code = (
+        "import sys\nfrom hcsmito.runner import run_plate\n"
+        "run_plate(sys.argv[1], sys.argv[2], backend='cpu', scheduler='threads', workers=1,"
+        " progress=False, report=False)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code, str(plate), str(out)],
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    try:  # killed at its first write into OUT
+        deadline = time.monotonic() + 60
+        while not (out.is_dir() and any(out.iterdir())) and proc.poll() is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.002)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not list((out / "ledger").glob("*.json")) if (out / "ledger").exists() else True
+    s = run_plate(plate, out, wells=["B2"], backend="cpu", scheduler="threads", workers=1,
+                  progress=False, report=False)  # fmt: skip
+    assert s.ok and s.processed == ["B/2/0"]
+
+
+# --------------------------------------------------------------------------- runs: input options
+
+
+def test_missing_chunks_and_nan_fail_their_fields_or_are_flagged(
+    synth_plates, tmp_path, capsys, untouched
+):
+    """Before: the reader's fill / replace options were not reachable from a run (a missing
+    chunk or NaN voxel failed its field, with no way to keep it, flagged). A run fails such
+    fields by default (tests/test_runner.py runs that for NaN)."""
+    plate = _copy(synth_plates, tmp_path, "0.5")
+    _chunk(plate, "0.5").unlink()  # B/2: the mito channel's only chunk
+    grp = zarr.open_group(LocalStore(plate), mode="r+")["B/03/0"]
+    img = grp["0"][...].astype(np.float32)
+    img[1, 3, :2, :2] = np.nan  # B/3: 4 NaN voxels in the mito channel
+    arr = grp.create_array("0", shape=img.shape, dtype=img.dtype, chunks=img.shape,
+                           dimension_names=list("czyx"), overwrite=True)  # fmt: skip
+    arr[...] = img
+    untouched(plate)
+    field = open_plate(plate).read_field("B2", 0)  # by default (a run's too) each fails, named
+    with pytest.raises(PlateError, match=r"chunk 's\.zarr/B/02/0/0/c/1/0/0/0' is missing"):
+        field.read_channel(1)
+    with pytest.raises(PlateError, match=r"channel 'MitoTracker Red' has 4 non-finite voxels"):
+        open_plate(plate).read_field("B3", 0).read_channel(1)
+    sets = ["--set", "input.missing_chunks=fill", "--set", "input.nonfinite=flag"]
+    code, text, err = _cli(["run", "--plate", plate, "--out", tmp_path / "b", *RUN, *sets],
+                           capsys)  # fmt: skip
+    assert code == 0, err
+    assert "missing_chunks 1" in text and "nonfinite_voxels 1" in text
+    import pandas as pd
+
+    fields = pd.read_parquet(tmp_path / "b" / "tables" / "fields.parquet")
+    flags = dict(zip(fields["well"], fields["qc_flags"].str.split(","), strict=True))
+    assert "missing_chunks" in flags["B/2"] and "nonfinite_voxels" not in flags["B/2"]
+    assert "nonfinite_voxels" in flags["B/3"] and "missing_chunks" not in flags["B/3"]
+    ledger = json.loads((tmp_path / "b" / "ledger" / "B3_f0.json").read_text())
+    assert ledger["qc"]["nonfinite_voxels"] == 4 and ledger["qc_flags"][0] == "nonfinite_voxels"
+
+
+def test_time_points_are_refused_before_any_field_runs(tmp_path, capsys, untouched):
+    """Before: a field with a t axis of length 2 was analysed at t = 0 alone, exit 0."""
+    path = tmp_path / "t.zarr"
+    create_plate(path, wells=["B3"], fields_per_well=1)
+    img = np.ones((2, 2, 3, 8, 8), dtype=np.uint16)
+    write_image(path, "B3", 0, img, axes="tczyx", voxel_size={"z": 1, "y": 0.2, "x": 0.2},
+                channel_labels=["GFP", "Mito"])  # fmt: skip
+    untouched(path)
+    code, _, err = _cli(["run", "--plate", path, "--out", tmp_path / "o", *RUN], capsys)
+    assert code == 2
+    line = _one_error_line(err)
+    assert "well B/3, field 0 has 2 time points" in line and "time_points='fields'" in line
+    assert not (tmp_path / "o").exists()
+
+
+# --------------------------------------------------------------------------- one line per error
+
+
+def test_out_that_is_a_file_is_one_line(synth_plates, tmp_path, capsys, untouched):
+    """Before: a NotADirectoryError traceback."""
+    plate = untouched(synth_plates["0.5"])
+    out = tmp_path / "out"
+    out.write_text("keep me")
+    code, _, err = _cli(["run", "--plate", plate, "--out", out, *RUN], capsys)
+    assert code == 2 and "is a file, not a folder" in _one_error_line(err)
+    assert out.read_text() == "keep me"
+
+
+def test_read_only_out_is_one_line_before_any_field(synth_plates, tmp_path, capsys, untouched):
+    """Before: a PermissionError traceback from the first write. (Root writes through
+    permissions: there, a read-only file system stands in for a read-only folder.)"""
+    plate = untouched(synth_plates["0.5"])
+    if os.geteuid() != 0:
+        out = tmp_path / "ro"
+        out.mkdir(mode=0o555)
+    elif os.path.isdir("/sys") and not os.access("/sys/hcsmito-out", os.F_OK):
+        out = Path("/sys/hcsmito-out")  # sysfs: no one creates files there
+    else:
+        pytest.skip("no read-only place to write to")
+    code, _, err = _cli(["run", "--plate", plate, "--out", out, *RUN], capsys)
+    assert code == 2 and f"--out {out} is not writable" in _one_error_line(err)
+
+
+def test_unreachable_scheduler_is_one_line_and_leaves_no_out(
+    synth_plates, tmp_path, capsys, untouched
+):
+    """Before: a traceback after 30 s, and an OUT the retry refused."""
+    import socket
+
+    plate = untouched(synth_plates["0.5"])
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "out"
+    t0 = time.monotonic()
+    argv = ["run", "--plate", plate, "--out", out, *RUN, "--scheduler", f"tcp://127.0.0.1:{port}"]
+    code, _, err = _cli(argv, capsys)
+    assert code == 2 and time.monotonic() - t0 < 10
+    assert f"no scheduler answers at 127.0.0.1:{port}" in _one_error_line(err)
+    assert not out.exists()
+
+
+def test_scheduler_that_does_not_answer_times_out_in_seconds():
+    from hcsmito.cluster import check_scheduler
+
+    t0 = time.monotonic()
+    with pytest.raises(ConnectionError, match=r"no scheduler answers at 192\.0\.2\.1:8786"):
+        check_scheduler("tcp://192.0.2.1:8786", timeout=0.5)  # TEST-NET-1: no one answers
+    assert time.monotonic() - t0 < 3
+    with pytest.raises(ValueError, match="not threads, processes, slurm or a scheduler address"):
+        check_scheduler("tcp://host:port")
+
+
+def test_slurm_without_sbatch_is_one_line(synth_plates, tmp_path, capsys, monkeypatch, untouched):
+    """Before: a traceback (or a hang waiting for jobs that never start)."""
+    plate = untouched(synth_plates["0.5"])
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch there
+    out = tmp_path / "out"
+    code, _, err = _cli(["run", "--plate", plate, "--out", out, *RUN, "--scheduler", "slurm"],
+                        capsys)  # fmt: skip
+    assert code == 2 and "needs sbatch, which is not on PATH" in _one_error_line(err)
+    assert not out.exists()
+
+
+def test_refused_synth_suggests_the_overwrite_flag(tmp_path, capsys):
+    """Before: the message suggested `overwrite=True`, which `hcsmito synth` does not take."""
+    out = tmp_path / "p.zarr"
+    argv = ["synth", "--out", out, "--wells", "B/2", "--fields", "1", "--shape", "14,32,32"]
+    assert _cli(argv, capsys)[0] == 0
+    code, _, err = _cli(argv, capsys)
+    line = _one_error_line(err, "synth")
+    assert code == 2 and "pass --overwrite" in line and "overwrite=True" not in line
+    code, text, _ = _cli([*argv, "--overwrite", "--seed", "3"], capsys)
+    assert code == 0 and "wrote" in text
+
+
+def test_failed_report_is_a_non_zero_exit(synth_plates, reference_out, tmp_path, capsys):
+    """Before: a run whose report failed exited 0 (the error only logged)."""
+    plate = synth_plates["0.5"]
+    out = _copy_out(reference_out, tmp_path)
+    (out / "tables" / "wells.parquet").mkdir()  # the report's first table cannot be written
+    code, text, err = _cli(["run", "--plate", plate, "--out", out, *RUN], capsys)
+    assert code == 1 and "0 fields processed, 2 up to date, 0 failed" in text
+    assert "the report could not be built: IsADirectoryError" in _one_error_line(err)
+    code, _, err = _cli(["report", out], capsys)
+    assert code == 2 and "wells.parquet" in _one_error_line(err, "report")
+
+
+def test_unexpected_error_is_one_line_and_its_traceback_is_behind_v(tmp_path, capsys):
+    """Any exception reaching the command line is one line; -v prints its traceback."""
+    bad = tmp_path / "c.yaml"
+    bad.write_text("msc: [1, 2]\n")  # validated: one line, not a TypeError deep inside
+    code, _, err = _cli(["config", "--config", bad], capsys)
+    assert code == 2 and "msc" in _one_error_line(err, "config")
+    code, _, err = _cli(["-v", "report", tmp_path / "none"], capsys)
+    assert code == 2 and "Traceback" in err and "none" in err

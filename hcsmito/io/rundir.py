@@ -14,6 +14,11 @@ Layout::
     platemap.csv                   the plate map the statistics used
     manifest.json                  config, versions, backend, fingerprints, per-field status
     report.html                    the report
+    .hcsmito                       the mark of an hcsmito output folder (plate, version),
+                                   written first: a run killed at once leaves a folder the
+                                   re-run recognises
+    .hcsmito.lock                  held (``flock``) by the run writing into ``OUT``, with its
+                                   PID and host: a second run is refused while it lives
 
 Every file is written to a temporary name in its folder and renamed (readers never see
 half a file; a killed writer leaves only a ``.*.tmp`` file behind). Only this module
@@ -23,11 +28,15 @@ spells a path inside ``OUT``.
 from __future__ import annotations
 
 import contextlib
+import datetime as _dt
+import errno
 import json
+import logging
 import os
+import platform
 import re
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,12 +46,34 @@ import pandas as pd
 
 from hcsmito import schema
 
-__all__ = ["FieldOutcome", "RunDir", "atomic_write_bytes", "field_stem", "sort_wells"]
+__all__ = [
+    "FieldOutcome",
+    "RunDir",
+    "RunDirLocked",
+    "atomic_write_bytes",
+    "field_stem",
+    "sort_wells",
+]
+
+log = logging.getLogger(__name__)
+
+
+class RunDirLocked(RuntimeError):
+    """Another live run holds ``OUT``'s lock; the message names its PID and host."""
 
 
 def field_stem(well: str, field: int) -> str:
     """The file stem of one field's outputs: ``B/3``, 0 -> ``B3_f0``."""
     return f"{str(well).replace('/', '')}_f{int(field)}"
+
+
+_STEM = re.compile(r"([A-Za-z]+)(\d+)_f(\d+)")
+
+
+def _stem_field(stem: str) -> tuple[str, int | None]:
+    """``B3_f0`` -> (``B/3``, 0); a stem of another shape -> (stem, None)."""
+    m = _STEM.fullmatch(stem)
+    return (f"{m[1]}/{int(m[2])}", int(m[3])) if m else (stem, None)
 
 
 #: What :func:`_tmp_path` names: ``.NAME.PID.tmp``.
@@ -94,7 +125,7 @@ class RunDir:
 
     #: What a run writes at the top of ``OUT`` (removed by ``--overwrite``).
     OUTPUTS = ("labels.zarr", "tables", "ledger", "qc", "figures", "manifest.json",
-               "report.html", "platemap.csv")  # fmt: skip
+               "report.html", "platemap.csv", ".hcsmito")  # fmt: skip
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
@@ -135,6 +166,14 @@ class RunDir:
     @property
     def platemap_path(self) -> Path:
         return self.root / "platemap.csv"
+
+    @property
+    def marker_path(self) -> Path:
+        return self.root / ".hcsmito"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.root / ".hcsmito.lock"
 
     @property
     def summary_path(self) -> Path:
@@ -189,10 +228,112 @@ class RunDir:
     # ----------------------------------------------------------------------- the folder
 
     def is_run_folder(self) -> bool:
-        return self.manifest_path.exists() or self.ledger_dir.exists()
+        """Whether ``OUT`` is hcsmito's: marked by a run's first write (or, from runs before
+        the mark, a manifest or a ledger)."""
+        marks = (self.marker_path, self.lock_path, self.manifest_path, self.ledger_dir)
+        return any(p.exists() for p in marks)
+
+    def mark(self, plate_path: str | Path) -> Path:
+        """Mark ``OUT`` as hcsmito's output of ``plate_path`` (a run's first write)."""
+        from hcsmito import __version__
+
+        info = {"hcsmito": __version__, "plate_path": str(plate_path)}
+        return self.write_json(self.marker_path, info)
+
+    def plate_path(self) -> str | None:
+        """The plate ``OUT`` holds results of, from the mark or the manifest (None: unknown)."""
+        for p in (self.marker_path, self.manifest_path):
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                found = json.loads(p.read_text()).get("plate_path")
+                if found:
+                    return str(found)
+        return None
+
+    def check_target(self, *, overwrite: bool = False) -> None:
+        """Refuse, before anything is written, an ``OUT`` that is a file, a folder that is
+        not hcsmito's (unless ``overwrite``), or a place this process cannot write; create
+        the folder. Each error is one line that names ``OUT``."""
+        root = self.root
+        if root.exists() and not root.is_dir():
+            raise FileExistsError(f"--out {root} is a file, not a folder: choose a folder")
+        if not self.is_empty() and not overwrite and not self.is_run_folder():
+            raise FileExistsError(
+                f"{root} exists and is not an hcsmito output folder: choose another --out "
+                "or pass --overwrite"
+            )
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            probe = root / f".hcsmito.probe.{os.getpid()}.tmp"
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            os.close(fd)
+            probe.unlink()
+        except NotADirectoryError:
+            above = next(p for p in root.parents if p.exists() and not p.is_dir())
+            msg = f"--out {root}: {above} is a file, not a folder: choose another --out"
+            raise FileExistsError(msg) from None
+        except OSError as exc:
+            why = exc.strerror or type(exc).__name__
+            msg = f"--out {root} is not writable ({why}): choose another --out"
+            raise PermissionError(msg) from None
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[dict[str, Any]]:
+        """Hold ``OUT``'s lock for the block: an ``flock`` on ``.hcsmito.lock``, which the
+        kernel drops when this process dies, and in the file this process's PID, host and
+        start. Yields what the file held before (empty when the folder was free).
+
+        Raises
+        ------
+        RunDirLocked
+            While another live process holds it (named by its PID and host).
+
+        A lock file left by a run that died (its PID no longer holds the ``flock``) is
+        stale: it is taken over, with a warning that names the dead run.
+        """
+        path = self.lock_path
+        self.root.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                _flock(fd, path)
+                same = os.fstat(fd).st_ino == os.stat(path).st_ino
+            except FileNotFoundError:  # the holder released (removed) it meanwhile
+                same = False
+            except BaseException:
+                os.close(fd)
+                raise
+            if same:
+                break
+            os.close(fd)  # locked a file its holder had just removed: lock the new one
+        try:
+            previous = _read_lock(fd)
+            if previous.get("pid") not in (None, os.getpid()):
+                log.warning(
+                    "%s: took over the stale lock of hcsmito run %s (it is no longer running)",
+                    self.root,
+                    _holder(previous),
+                )
+            mine = {
+                "pid": os.getpid(),
+                "host": platform.node(),
+                "started": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+            }
+            data = json.dumps(mine).encode()
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, data, 0)
+            os.fsync(fd)
+            yield previous
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            os.close(fd)
 
     def is_empty(self) -> bool:
-        return not self.root.exists() or not any(self.root.iterdir())
+        """Whether ``OUT`` holds nothing (but, maybe, what a run killed at once left: a
+        lock or write probe, named ``.hcsmito*``)."""
+        if not self.root.is_dir():
+            return not self.root.exists()
+        return all(p.name.startswith(".hcsmito") for p in self.root.iterdir())
 
     def remove_partial(self) -> list[Path]:
         """Delete the ``.*.tmp`` files that killed writers left behind (a worker killed
@@ -237,18 +378,21 @@ class RunDir:
         return self.write_json(self.ledger(stem), entry)
 
     def read_ledger(self, stem: str) -> dict[str, Any] | None:
-        try:
-            return json.loads(self.ledger(stem).read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            return None
+        """A field's ledger entry; None when it is absent or cannot be trusted (see
+        :meth:`ledger_problem`): the field is then redone."""
+        return _load_entry(self.ledger(stem))[0]
+
+    def ledger_problem(self, stem: str) -> str | None:
+        """Why a field's ledger entry cannot be used (None when it can, or is absent)."""
+        return _load_entry(self.ledger(stem))[1]
 
     def ledger_entries(self) -> list[dict[str, Any]]:
         """Every readable ledger entry, by file name."""
-        out = []
-        for p in sorted(self.ledger_dir.glob("[!.]*.json")):  # not a write in progress
-            with contextlib.suppress(json.JSONDecodeError):
-                out.append(json.loads(p.read_text()))
-        return out
+        found = (_load_entry(p)[0] for p in self._ledger_files())
+        return [e for e in found if e is not None]
+
+    def _ledger_files(self) -> list[Path]:
+        return sorted(self.ledger_dir.glob("[!.]*.json"))  # not a write in progress
 
     # ----------------------------------------------------------------------- tables
 
@@ -256,8 +400,26 @@ class RunDir:
         return self.write_parquet(self.part(name, stem), df)
 
     def has_parts(self, stem: str) -> bool:
-        """Whether a field's part of every per-field table is written."""
-        return all(self.part(n, stem).exists() for n in schema.field_tables())
+        """Whether a field's part of every per-field table is written and readable."""
+        return self.parts_problem(stem) is None
+
+    def parts_problem(self, stem: str) -> str | None:
+        """Why a field's parts cannot be used: the first part that is missing, empty
+        (0 bytes) or not a Parquet file (None when every part reads)."""
+        import pyarrow.parquet as pq
+
+        for name in schema.field_tables():
+            p = self.part(name, stem)
+            rel = self.relative(p) if p.is_relative_to(self.root) else str(p)
+            try:
+                if p.stat().st_size == 0:
+                    return f"{rel} is empty (0 bytes)"
+                pq.read_metadata(p)
+            except FileNotFoundError:
+                return f"{rel} is missing"
+            except Exception as exc:  # torn, truncated, not Parquet, unreadable
+                return f"{rel} is unreadable ({type(exc).__name__}: {exc})"
+        return None
 
     def write_table(self, name: str, df: pd.DataFrame) -> Path:
         return self.write_parquet(self.table(name), df)
@@ -299,18 +461,29 @@ class RunDir:
 
     def status(self) -> pd.DataFrame:
         """Per-field state from the ledger: well, field, status, seconds, QC flags (codes
-        joined by ","; empty for none and for failed fields), error."""
-        rows = [
-            {
-                "well": e.get("well"),
-                "field": e.get("field"),
-                "status": e.get("status"),
-                "seconds": round(float(e.get("wall_s") or 0.0), 2),
-                "qc_flags": ",".join(e.get("qc_flags") or []),
-                "error": e.get("error") or "",
-            }
-            for e in self.ledger_entries()
-        ]
+        joined by ","; empty for none and for failed fields), error.
+
+        A field whose ledger entry is torn or not an entry, or whose entry says ``ok`` but
+        whose part tables are missing, empty or unreadable, has status ``redo`` and the
+        reason as its error: the next run processes it again."""
+        rows = []
+        for p in self._ledger_files():
+            e, problem = _load_entry(p)
+            well, field = _stem_field(p.stem)
+            if e is not None and e.get("status") == "ok":
+                problem = self.parts_problem(p.stem)
+            if e is None or problem:
+                e = {"status": "redo", "error": f"{problem}: the field will be redone"}
+            rows.append(
+                {
+                    "well": e.get("well", well),
+                    "field": e.get("field", field),
+                    "status": e.get("status"),
+                    "seconds": round(float(e.get("wall_s") or 0.0), 2),
+                    "qc_flags": ",".join(e.get("qc_flags") or []),
+                    "error": e.get("error") or "",
+                }
+            )
         if not rows and not self.root.exists():
             raise FileNotFoundError(
                 f"{self.root} does not exist: run `hcsmito run --out {self.root}` first"
@@ -318,6 +491,74 @@ class RunDir:
         cols = ["well", "field", "status", "seconds", "qc_flags", "error"]
         df = pd.DataFrame(rows, columns=cols)
         return sort_wells(df, ["well", "field"]) if len(df) else df
+
+
+def _load_entry(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """A ledger entry and None, or None and why it cannot be used (None, None: absent)."""
+    rel = f"ledger/{path.name}"
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None, None
+    except OSError as exc:
+        return None, f"{rel} is unreadable ({exc.strerror or type(exc).__name__})"
+    if not raw.strip():
+        return None, f"{rel} is empty"
+    try:
+        entry = json.loads(raw)
+    except ValueError as exc:
+        return None, f"{rel} is not JSON ({exc})"
+    if not isinstance(entry, dict) or entry.get("status") not in ("ok", "failed"):
+        return None, f"{rel} is not a ledger entry (no status ok / failed)"
+    return entry, None
+
+
+def _flock(fd: int, path: Path) -> None:
+    """Take the ``flock`` of an open lock file, or raise :class:`RunDirLocked` naming the
+    live holder. Where the file system has no ``flock`` (some network mounts), a holder
+    whose PID runs on this host, or that runs on another host, counts as live."""
+    import fcntl
+
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return
+    except BlockingIOError:
+        holder = _read_lock(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+            raise
+        holder = _read_lock(fd)
+        if not holder or (holder.get("host") == platform.node() and not _alive(holder["pid"])):
+            return
+    raise RunDirLocked(
+        f"{path.parent} is in use by another hcsmito run ({_holder(holder)}): wait for it to "
+        f"finish or choose another --out (if that run is gone, delete {path.name})"
+    )
+
+
+def _read_lock(fd: int) -> dict[str, Any]:
+    """What a lock file says (empty when it is new, torn or not ours)."""
+    try:
+        info = json.loads(os.pread(fd, 4096, 0) or b"{}")
+    except ValueError:
+        return {}
+    return info if isinstance(info, dict) and isinstance(info.get("pid"), int) else {}
+
+
+def _holder(info: dict[str, Any]) -> str:
+    if not info:
+        return "its PID is not written yet"
+    return f"PID {info['pid']} on {info.get('host') or '?'}, started {info.get('started') or '?'}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _with_failed_rows(df: pd.DataFrame, failed: Sequence[FieldOutcome]) -> pd.DataFrame:

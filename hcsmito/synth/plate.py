@@ -140,9 +140,8 @@ def write_synth_plate(
         for path in targets:
             if path.exists() or path.is_symlink():
                 raise FileExistsError(
-                    f"{path} exists: choose another --out, or delete {path.name} (and its "
-                    f"{stem}_truth / {stem}_platemap.csv) first; hcsmito synth does not "
-                    "overwrite (in Python: write_synth_plate(..., overwrite=True))"
+                    f"{path} exists: choose another --out, or pass --overwrite to replace "
+                    f"{stem}.zarr, {stem}_truth and {stem}_platemap.csv"
                 )
     elif out.exists() and not ((out / "zarr.json").exists() or (out / ".zgroup").exists()):
         raise FileExistsError(f"{out} exists and is not a zarr store: not overwriting it")
