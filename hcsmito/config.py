@@ -305,6 +305,7 @@ class TntDetection(_Section):
     min_height_um: float = Field(0.5, ge=0, description="above the glass (stress fibres below)")
     min_clearance_um: float = Field(1.0, ge=0)
     max_pass_um: float = Field(3.0, ge=0)
+    max_steepness: float = Field(2.0, gt=0, description="rise per lateral run, end to end")
     glass_z_um: float | None = Field(None, description="glass height, µm (null: per field)")
     glass_reference_um: float | None = Field(
         None, description="plate glass height, µm (null: the runner's sample of the plate)"
@@ -316,6 +317,9 @@ class TntDetection(_Section):
     mito_threshold_k: float = Field(6.0, gt=0)
     mito_diameter_um: float = Field(0.6, gt=0)
     jurkat_halo_um: float = Field(1.0, ge=0)
+    tighten_cells: bool = Field(
+        True, description="free space against cell masks cut back to their own signal"
+    )
 
 
 class Adhesion(_Section):

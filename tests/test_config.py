@@ -62,7 +62,15 @@ def test_stage_sections_match_stage_signatures(section, func):
         default = f.get_default(call_default_factory=True)
         assert stage_default == default, f"{section}.{name} default differs"
     # every option of the stage is in the config (the arrays are passed by the pipeline)
-    arrays = {"voxel_size", "msc_labels", "jurkat_labels", "foci_labels", "mito", "glass_channels"}
+    arrays = {
+        "voxel_size",
+        "msc_labels",
+        "jurkat_labels",
+        "foci_labels",
+        "mito",
+        "glass_channels",
+        "msc_signal",
+    }
     options = {n for n, p in params.items() if p.kind is p.KEYWORD_ONLY} - arrays
     assert options <= set(fields), f"not in config section {section}: {options - set(fields)}"
 

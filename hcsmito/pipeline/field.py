@@ -173,6 +173,7 @@ def _detect_tnts(prep: Prepared, obj: _Objects, config: FieldConfig) -> None:
             jurkat_labels=obj.jurkat.labels,
             foci_labels=obj.foci.labels,
             mito=det["mito"],
+            msc_signal=det.get("msc"),  # free space against MSCs cut back to their GFP
             # the glass from the raw channels: deconvolution and background
             # subtraction leave the rising edges where they are, but need not
             glass_channels={r: prep.raw.get(r) for r in GLASS_CUES},

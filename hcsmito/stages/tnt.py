@@ -456,6 +456,15 @@ def _surface_point(pts: np.ndarray, gap_um: float, back_um: float = 2.0) -> np.n
     return pts[0] if n == 0 else pts[0] + u * (gap_um / n)
 
 
+def _inside_stack(p: np.ndarray, gl: Glass | None, depth_um: float) -> np.ndarray:
+    """An end point (z, y, x µm) extrapolated along a steep path, put back between the
+    glass under it and the top of the stack: a tube meets no cell below the glass."""
+    z = float(p[0])
+    if gl is not None and np.isfinite(gl.z_um):
+        z = max(z, float(gl.at(np.asarray([p[1]]), np.asarray([p[2]]))[0]))
+    return np.r_[min(max(z, 0.0), depth_um), p[1:]]
+
+
 def _path(pred: np.ndarray, start: int, end: int) -> list[int]:
     out = [end]
     while out[-1] != start:
@@ -486,6 +495,7 @@ def detect_tnts(
     min_height_um: float = 0.5,
     min_clearance_um: float = 1.0,
     max_pass_um: float = 3.0,
+    max_steepness: float = 2.0,
     glass_z_um: float | Glass | None = None,
     glass_channels: Mapping[str, Any] | None = None,
     glass_reference_um: float | None = None,
@@ -494,6 +504,8 @@ def detect_tnts(
     mito_threshold_k: float = 6.0,
     mito_diameter_um: float = 0.6,
     jurkat_halo_um: float = 1.0,
+    msc_signal: Any = None,
+    tighten_cells: bool = True,
 ) -> TNTs:
     """Tunneling nanotubes of one field, with the cells they bridge and their cargo.
 
@@ -529,6 +541,11 @@ def detect_tnts(
     max_pass_um : float, µm
         A tube may pass within ``contact_um`` of a third cell (over a thin MSC edge) for at
         most this skeleton length without being cut there (default 3 µm).
+    max_steepness : float
+        Largest rise of a TNT per unit of lateral run, end to end (default 2: 63°).
+        Nanotubes run level or slope gently above the substrate; a bridge standing nearly
+        upright between an MSC and a cell resting on it is that cell's cortex. Not
+        applied in 2-D.
     glass_z_um : float (µm) or Glass, optional
         Height of the glass (``index * dz``; source ``given``), or a plane already found;
         default: estimated with :func:`hcsmito.stages.glass.estimate_glass` from
@@ -549,6 +566,14 @@ def detect_tnts(
         ``mito`` spot response threshold in robust noise sigmas (default 6).
     mito_diameter_um : float, µm
         Spot size for the ``mito`` response (default 0.6 µm).
+    msc_signal : ndarray of ``actin``'s shape, optional
+        The GFP image the MSCs were segmented from (see ``tighten_cells``).
+    tighten_cells : bool
+        Measure free space against cell masks cut back to their own signal (default
+        True): MSC labels where ``msc_signal``, Jurkat labels where ``mito`` stays bright
+        (:func:`hcsmito.stages.cell_surface.tighten_labels`). Segmented masks reach past
+        the true cells and close the gap a short tube crosses. Without the signal, a
+        cell's mask is used as it is.
     jurkat_halo_um : float, µm
         Path voxels this close to a Jurkat body are not searched for cargo (default 1 µm).
 
@@ -595,6 +620,8 @@ def detect_tnts(
         if jurkat_labels is not None
         else empty_labels
     )
+    if tighten_cells:
+        msc, jur = _tight_cells(msc, jur, msc_signal, mito, sp)
     n_msc = int(msc.max()) if msc.size else 0
     cells = xp.where(jur > 0, jur + n_msc, msc).astype(xp.int32)
     gl = None
@@ -721,6 +748,11 @@ def detect_tnts(
         if s_cell[ends[0]] > s_cell[ends[1]]:
             ends = ends[::-1]
             p_end = p_end[::-1]
+        if nd == 3:
+            p_end = [_inside_stack(p, gl, actin.shape[0] * sp[0]) for p in p_end]
+            rise = abs(float(p_end[1][0] - p_end[0][0]))
+            if rise > max_steepness * float(np.linalg.norm(p_end[1][1:] - p_end[0][1:])):
+                continue  # upright: the cortex under a cell resting on another
         p0, p1 = p_end
         if nd == 2:
             p0, p1 = np.r_[np.nan, p0], np.r_[np.nan, p1]
@@ -768,6 +800,29 @@ def detect_tnts(
         {"tnt_id": np.int32, "from_id": np.int32, "to_id": np.int32, "carries_mito": "boolean"}
     )
     return result(labels, table, thr_hi)
+
+
+def _tight_cells(msc: Any, jur: Any, msc_signal: Any, mito: Any, sp: tuple[float, ...]):
+    """MSC and Jurkat labels cut back to their own signal (see ``tighten_cells``).
+
+    MSCs: GFP fills the cytoplasm to the membrane, so the label keeps the voxels where
+    the GFP smoothed at 0.4 µm (in the plane: the masks are as tight in z as the optics
+    allow already) stays above 0.3 of the way to the cell's mean, the fraction that
+    segmentation uses on its 1 µm smoothed image. Jurkat cells: MitoTracker smoothed at
+    0.5 µm above half the cell's mean, holes filled, the largest piece, and 1 µm of the
+    label given back above and below (the cortex is cell too). Tried on the variation
+    grid (benchmarks/bench_variations.py): 0.2-0.6 µm and fractions 0.2-0.5 behave alike.
+    """
+    from hcsmito.stages.cell_surface import tighten_labels
+
+    if msc_signal is not None and bool((msc > 0).any()):
+        msc = tighten_labels(msc, msc_signal, voxel_size=sp, sigma_um=(0.0, 0.4, 0.4),
+                             fraction=0.3)  # fmt: skip
+    if mito is not None and bool((jur > 0).any()):
+        jur = tighten_labels(jur, mito, voxel_size=sp, sigma_um=(0.5, 0.5, 0.5),
+                             fraction=0.5, fill_holes=True, main_body=True,
+                             keep_z_um=1.0)  # fmt: skip
+    return msc, jur
 
 
 def _field_glass(
