@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hcsmito.stages.adhesion import ADHESION_COLUMNS, bincount, measure_adhesion
+from hcsmito.stages._util import bincount
+from hcsmito.stages.adhesion import ADHESION_COLUMNS, measure_adhesion
 from hcsmito.stages.segmentation import segment_jurkat, segment_msc
 from hcsmito.synth import SynthParams, generate_field
 

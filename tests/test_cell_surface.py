@@ -11,7 +11,8 @@ from scipy import ndimage as ndi
 
 from hcsmito.stages.cell_surface import tighten_labels
 from hcsmito.stages.segmentation import segment_jurkat, segment_msc
-from hcsmito.stages.tnt import _inside_stack, detect_tnts, match_tnts
+from hcsmito.stages.tnt import detect_tnts, match_tnts
+from hcsmito.stages.tnt._geometry import inside_stack
 from hcsmito.synth import SynthParams, generate_field, variation_params
 
 BASE = SynthParams(shape=(24, 256, 256), n_msc=3, n_jurkat=5)
@@ -98,10 +99,10 @@ def test_end_points_stay_between_glass_and_stack_top():
     from hcsmito.stages.glass import Glass
 
     gl = Glass(1.0, "given", True, (0.0, 0.1), (10.0, 10.0))
-    p = _inside_stack(np.array([-0.7, 10.0, 20.0]), gl, 12.0)
+    p = inside_stack(np.array([-0.7, 10.0, 20.0]), gl, 12.0)
     assert p[0] == pytest.approx(2.0) and tuple(p[1:]) == (10.0, 20.0)
-    assert _inside_stack(np.array([15.0, 1.0, 1.0]), None, 12.0)[0] == 12.0
-    assert _inside_stack(np.array([5.0, 1.0, 1.0]), gl, 12.0)[0] == 5.0
+    assert inside_stack(np.array([15.0, 1.0, 1.0]), None, 12.0)[0] == 12.0
+    assert inside_stack(np.array([5.0, 1.0, 1.0]), gl, 12.0)[0] == 5.0
 
 
 def test_upright_bridge_under_a_resting_cell_is_no_tnt():

@@ -9,18 +9,15 @@ import numpy as np
 import pytest
 
 from hcsmito.backend import get_backend
-from hcsmito.stages.tnt import (
-    TNT_COLUMNS,
-    _bbox,
-    _far_from,
-    _feature_distance,
-    _feature_transform,
-    _path_length,
-    _sym_eigvals3,
-    detect_tnts,
-    match_tnts,
-    tubeness,
+from hcsmito.stages.tnt import TNT_COLUMNS, detect_tnts, match_tnts, tubeness
+from hcsmito.stages.tnt._geometry import (
+    bbox,
+    far_from,
+    feature_distance,
+    feature_transform,
+    path_length,
 )
+from hcsmito.stages.tnt.hessian import _sym_eigvals3
 from hcsmito.synth import SynthParams, generate_field
 
 SHAPE = (20, 192, 192)
@@ -330,7 +327,7 @@ def test_tubeness_prefers_lines_to_sheets():
 def test_tubeness_in_slabs_equals_the_whole_image(monkeypatch):
     """The Hessian stage runs in slabs of rows with a 2-row margin: bit for bit the same
     response and radius as on the whole image (slabs of 1 row to all rows)."""
-    import hcsmito.stages.tnt as tnt
+    import hcsmito.stages.tnt.hessian as tnt
     from hcsmito.synth import SynthParams, generate_field
 
     f = generate_field(SynthParams(shape=(14, 96, 80)), "DMSO", seed=2)
@@ -357,7 +354,7 @@ def test_path_length_of_digital_lines(slope):
     # make it 26-connected where the slope exceeds 1 (fill the y gaps)
     if slope > 1:
         pts = np.stack([np.round(t / slope * 0.1), t, np.round(t / slope)], 1) * [0.6, 0.3, 0.3]
-    assert _path_length(pts) == pytest.approx(np.linalg.norm(pts[-1] - pts[0]), rel=0.02)
+    assert path_length(pts) == pytest.approx(np.linalg.norm(pts[-1] - pts[0]), rel=0.02)
 
 
 def test_match_tnts():
@@ -381,14 +378,14 @@ def test_cropped_distance_transforms_match_full(backend, sp):
     d_full, ft_full = ndi.distance_transform_edt(~feat, sampling=sp, return_indices=True)
     dev = backend.asarray(feat)
     for r in (0.3, 0.6, 0.9, 1.0, 2.5):  # lattice distances among them
-        far = backend.to_host(_far_from(backend, dev, r, sp))
+        far = backend.to_host(far_from(backend, dev, r, sp))
         np.testing.assert_array_equal(far, d_full > r)
-    box = _bbox(backend, dev)
+    box = bbox(backend, dev)
     assert box == tuple(slice(int(a.min()), int(a.max()) + 1) for a in np.nonzero(feat))
-    assert _bbox(backend, backend.asarray(np.zeros((3, 4, 5), bool))) is None
-    ft_box = _feature_transform(backend, ~dev[box], sp)
+    assert bbox(backend, backend.asarray(np.zeros((3, 4, 5), bool))) is None
+    ft_box = feature_transform(backend, ~dev[box], sp)
     at = tuple(backend.asarray(a) for a in np.nonzero(np.ones(ft_box.shape[1:], bool)))
-    d_box = _feature_distance(backend, tuple(f[at] for f in ft_box), at, sp)
+    d_box = feature_distance(backend, tuple(f[at] for f in ft_box), at, sp)
     want = d_full[box].reshape(-1)
     if backend.is_gpu:
         np.testing.assert_allclose(backend.to_host(d_box), want, rtol=1e-12)

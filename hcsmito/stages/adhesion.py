@@ -33,9 +33,9 @@ import numpy as np
 import pandas as pd
 
 from hcsmito.backend import Backend
-from hcsmito.stages._util import VoxelSize, spacing
+from hcsmito.stages._util import VoxelSize, bincount, spacing
 
-__all__ = ["ADHESION_COLUMNS", "bincount", "measure_adhesion"]
+__all__ = ["ADHESION_COLUMNS", "measure_adhesion"]
 
 ADHESION_COLUMNS = ["jurkat_id", "adhered", "msc_id", "contact_area_um2"]
 
@@ -177,13 +177,6 @@ def _as_index(b: Backend, labels: Any) -> Any:
         if top > np.iinfo(np.int32).max:
             return lab.astype(xp.int64)
     return lab.astype(xp.int32)
-
-
-def bincount(b: Backend, values: Any, minlength: int) -> Any:
-    """``xp.bincount`` that also takes an empty array (CuPy's takes the max of its input)."""
-    if int(values.size) == 0:
-        return b.xp.zeros(minlength, dtype=b.xp.int64)
-    return b.xp.bincount(values, minlength=minlength)
 
 
 def _table(

@@ -25,7 +25,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,9 +33,8 @@ import numpy as np
 from hcsmito.backend import Backend
 from hcsmito.stages._util import (
     VoxelSize,
-    as_float32,
     ellipsoid_footprint,
-    gaussian,
+    enhance_spots,
     local_maxima,
     relabel_sequential,
     remove_small_labels,
@@ -76,41 +74,6 @@ class Foci:
     def n(self) -> int:
         """Number of foci."""
         return int(self.parent.size)
-
-
-def enhance_spots(
-    image: Any,
-    *,
-    voxel_size: VoxelSize,
-    foci_diameter_um: float = 0.6,
-    psf_sigma_um: tuple[float, float] | None = None,
-    dog_ratio: float = 3.0,
-) -> Any:
-    """Difference-of-Gaussians spot response (float32, same shape and backend).
-
-    Parameters
-    ----------
-    image : (M, N) or (P, M, N) ndarray
-    voxel_size : mapping {"z", "y", "x"} -> µm, or sequence
-    foci_diameter_um : float, µm
-        Typical focus diameter (default 0.6 µm).
-    psf_sigma_um : (sigma_z, sigma_xy), µm, optional
-        Gaussian PSF widths; default ``(0.5, 0.15)``, a high-NA confocal.
-    dog_ratio : float
-        Outer / inner sigma (default 3).
-    """
-    b = Backend.of(image)
-    sp = spacing(voxel_size, image.ndim)
-    psf_z, psf_xy = (0.5, 0.15) if psf_sigma_um is None else psf_sigma_um
-    psf = (psf_z, psf_xy, psf_xy)[3 - image.ndim :]
-    r = 0.5 * foci_diameter_um
-    inner = [
-        max(math.sqrt(r * r / image.ndim + p * p), 0.5 * s) for p, s in zip(psf, sp, strict=True)
-    ]
-    img = as_float32(b, image)
-    g1 = gaussian(b, img, [s_um / s for s_um, s in zip(inner, sp, strict=True)])
-    g2 = gaussian(b, img, [dog_ratio * s_um / s for s_um, s in zip(inner, sp, strict=True)])
-    return g1 - g2
 
 
 def detect_foci(

@@ -1,0 +1,142 @@
+"""Distances, skeleton graphs and paths in µm shared by the TNT rules (host and device)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from hcsmito.backend import Backend
+from hcsmito.stages.glass import Glass
+
+
+def bbox(b: Backend, mask: Any, margin: tuple[int, ...] | None = None) -> tuple[slice, ...] | None:
+    """Slices of the bounding box of ``mask``, grown by ``margin`` voxels and clipped to the
+    array; None when ``mask`` is empty."""
+    xp = b.xp
+    nd = mask.ndim
+    out = []
+    for ax in range(nd):
+        other = tuple(i for i in range(nd) if i != ax)
+        hit = np.flatnonzero(b.to_host(xp.any(mask, axis=other)))  # device->host: one row
+        if hit.size == 0:
+            return None
+        m = 0 if margin is None else margin[ax]
+        out.append(slice(max(int(hit[0]) - m, 0), min(int(hit[-1]) + m + 1, mask.shape[ax])))
+    return tuple(out)
+
+
+def feature_distance(b: Backend, ft: tuple[Any, ...], at: tuple[Any, ...], sp) -> Any:
+    """µm from the voxels ``at`` to their features ``ft`` (index arrays of a feature
+    transform), float64, with the arithmetic of scipy's ``distance_transform_edt``."""
+    xp = b.xp
+    acc = None
+    for f, c, s in zip(ft, at, sp, strict=True):
+        t = (f - c).astype(xp.float64) * s
+        t *= t
+        acc = t if acc is None else acc + t
+    return xp.sqrt(acc)
+
+
+def feature_transform(b: Backend, background: Any, sp) -> Any:
+    """Index arrays (ndim, ...) of the nearest ``False`` voxel of ``background``."""
+    return b.ndi.distance_transform_edt(
+        background, sampling=sp, return_distances=False, return_indices=True
+    )
+
+
+def far_from(b: Backend, features: Any, min_um: float, sp) -> Any:
+    """Voxels farther than ``min_um`` from every voxel of ``features`` (bool, same shape):
+    ``distance_transform_edt(~features) > min_um``, computed on the features' box."""
+    xp = b.xp
+    out = xp.ones(features.shape, dtype=bool)
+    # beyond this margin every voxel is farther than min_um (by at least one voxel)
+    box = bbox(b, features, tuple(int(math.floor(min_um / s)) + 1 for s in sp))
+    if box is None:
+        return out
+    sub = features[box]
+    ft = feature_transform(b, ~sub, sp)
+    at = xp.ogrid[tuple(slice(0, n) for n in sub.shape)]
+    out[box] = feature_distance(b, tuple(ft), tuple(at), sp) > min_um
+    return out
+
+
+# -- skeleton graph -----------------------------------------------------------------------
+
+
+def skeleton_graph(coords: np.ndarray, shape: tuple[int, ...], sp: tuple[float, ...]):
+    """Sparse graph (µm edge weights) joining 26- (8-) connected skeleton voxels (host)."""
+    from scipy import sparse
+
+    n = len(coords)
+    index = np.full(shape, -1, dtype=np.int64)
+    index[tuple(coords.T)] = np.arange(n)
+    rows, cols, w = [], [], []
+    nd = len(shape)
+    for off in np.ndindex(*(3,) * nd):
+        d = np.asarray(off) - 1
+        if not any(d) or tuple(d) < (0,) * nd:
+            continue  # each undirected edge once
+        nb = coords + d
+        ok = np.all((nb >= 0) & (nb < np.asarray(shape)), axis=1)
+        j = np.full(n, -1, dtype=np.int64)
+        j[ok] = index[tuple(nb[ok].T)]
+        hit = j >= 0
+        rows.append(np.flatnonzero(hit))
+        cols.append(j[hit])
+        w.append(np.full(int(hit.sum()), math.sqrt(float(np.sum((d * np.asarray(sp)) ** 2)))))
+    r = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+    c = np.concatenate(cols) if cols else np.zeros(0, np.int64)
+    ww = np.concatenate(w) if w else np.zeros(0)
+    g = sparse.coo_matrix((ww, (r, c)), shape=(n, n)).tocsr()
+    return g + g.T
+
+
+def path_length(pts: np.ndarray, window: int = 5) -> float:
+    """Length (µm) of a voxel path (N, ndim) µm, smoothed by a moving average of ``window``
+    points (ends kept) so that the staircase of a digital line does not add length."""
+    if len(pts) < 2:
+        return 0.0
+    w = min(window, len(pts))
+    if w >= 3:
+        kernel = np.ones(w) / w
+        pad = np.pad(pts, ((w // 2, w // 2), (0, 0)), mode="edge")
+        smooth = np.stack([np.convolve(pad[:, k], kernel, "valid") for k in range(pts.shape[1])], 1)
+        smooth[0], smooth[-1] = pts[0], pts[-1]
+        pts = smooth
+    return float(np.linalg.norm(np.diff(pts, axis=0), axis=1).sum())
+
+
+def surface_point(pts: np.ndarray, gap_um: float, back_um: float = 2.0) -> np.ndarray:
+    """Where a tube whose path (N, ndim) µm starts at ``pts[0]`` meets its cell: ``gap_um``
+    before that end, along the direction of the last ``back_um`` of the path."""
+    if len(pts) < 2 or not gap_um > 0:
+        return pts[0]
+    along = np.cumsum(np.r_[0.0, np.linalg.norm(np.diff(pts, axis=0), axis=1)])
+    k = int(min(np.searchsorted(along, back_um), len(pts) - 1))
+    u = pts[0] - pts[k]
+    n = float(np.linalg.norm(u))
+    return pts[0] if n == 0 else pts[0] + u * (gap_um / n)
+
+
+def inside_stack(p: np.ndarray, gl: Glass | None, depth_um: float) -> np.ndarray:
+    """An end point (z, y, x µm) extrapolated along a steep path, put back between the
+    glass under it and the top of the stack: a tube meets no cell below the glass."""
+    z = float(p[0])
+    if gl is not None and np.isfinite(gl.z_um):
+        z = max(z, float(gl.at(np.asarray([p[1]]), np.asarray([p[2]]))[0]))
+    return np.r_[min(max(z, 0.0), depth_um), p[1:]]
+
+
+def trace_path(pred: np.ndarray, start: int, end: int) -> list[int]:
+    out = [end]
+    while out[-1] != start:
+        nxt = int(pred[out[-1]])
+        if nxt < 0:
+            return []
+        out.append(nxt)
+    return out[::-1]
+
+
+# -- detection ----------------------------------------------------------------------------

@@ -1,0 +1,549 @@
+"""Tunneling nanotubes of one field: :func:`detect_tnts` (see :mod:`hcsmito.stages.tnt`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from hcsmito.backend import Backend
+from hcsmito.stages._util import (
+    VoxelSize,
+    bincount,
+    enhance_spots,
+    robust_sigma,
+    spacing,
+)
+from hcsmito.stages.glass import Glass, estimate_glass, resolve_glass
+from hcsmito.stages.tnt._geometry import (
+    bbox,
+    far_from,
+    feature_distance,
+    feature_transform,
+    inside_stack,
+    path_length,
+    skeleton_graph,
+    surface_point,
+)
+from hcsmito.stages.tnt.bridges import find_bridges
+from hcsmito.stages.tnt.hessian import tubeness
+
+__all__ = ["TNT_COLUMNS", "TNTs", "detect_tnts"]
+
+
+TNT_COLUMNS = [
+    "tnt_id",
+    "length_um",
+    "from_id",
+    "from_kind",
+    "to_id",
+    "to_kind",
+    "thickness_um",
+    "height_um",
+    "carries_mito",
+    "z0_um",
+    "y0_um",
+    "x0_um",
+    "z1_um",
+    "y1_um",
+    "x1_um",
+]
+
+
+@dataclass(frozen=True)
+class TNTs:
+    """Nanotubes of one field.
+
+    Attributes
+    ----------
+    labels : (M, N[, P]) int32 ndarray
+        0 = background, TNT ``i`` = the free (outside-cell) voxels of its tube; same shape
+        and backend as the actin channel.
+    table : pandas.DataFrame
+        One row per TNT: ``tnt_id, length_um, from_id, from_kind ('msc'|'jurkat'), to_id,
+        to_kind, thickness_um, height_um, carries_mito, z0_um, y0_um, x0_um, z1_um, y1_um,
+        x1_um`` (endpoints where the tube leaves each cell, µm as ``index * voxel size``;
+        ``z*_um`` and ``height_um`` NaN in 2-D; ``carries_mito`` is a nullable boolean, NA
+        when neither foci labels nor the mito channel were given). ``from`` is the cell of
+        the lower combined id (MSCs before Jurkats).
+    glass_z_um : float
+        Glass height used for heights, at the field centre (µm; NaN in 2-D or unknown).
+    threshold : float
+        Tubeness threshold (core of the hysteresis pair).
+    glass : Glass or None
+        The glass plane (tilt, source, plausibility: :mod:`hcsmito.stages.glass`).
+    flags : tuple of str
+        QC codes (``glass_implausible`` when the glass could not be trusted).
+    """
+
+    labels: Any
+    table: pd.DataFrame
+    glass_z_um: float = float("nan")
+    threshold: float = float("nan")
+    glass: Glass | None = None
+    flags: tuple[str, ...] = ()
+
+    @property
+    def glass_source(self) -> str:
+        """Where the glass came from (``gfp_edge``, ``actin_rise``, ``mito_rise``,
+        ``given``, ``plate``; ``none`` when there is none)."""
+        return "none" if self.glass is None else self.glass.source
+
+    @property
+    def n(self) -> int:
+        """Number of TNTs."""
+        return len(self.table)
+
+
+def _empty_table() -> pd.DataFrame:
+    t = pd.DataFrame({c: [] for c in TNT_COLUMNS})
+    return t.astype(
+        {
+            "tnt_id": np.int32,
+            "from_id": np.int32,
+            "to_id": np.int32,
+            "from_kind": object,
+            "to_kind": object,
+            "carries_mito": "boolean",
+        }
+    )
+
+
+# -- tubeness -----------------------------------------------------------------------------
+
+
+def detect_tnts(
+    actin: Any,
+    *,
+    voxel_size: VoxelSize,
+    msc_labels: Any,
+    jurkat_labels: Any,
+    foci_labels: Any = None,
+    mito: Any = None,
+    tube_radius_um: tuple[float, ...] = (0.1, 0.2, 0.35),
+    psf_sigma_um: tuple[float, float] | None = None,
+    threshold_k: float = 7.0,
+    threshold_low_k: float = 2.5,
+    contact_um: float = 1.0,
+    min_length_um: float = 2.0,
+    min_height_um: float = 0.5,
+    min_clearance_um: float = 1.0,
+    max_pass_um: float = 3.0,
+    max_steepness: float = 2.0,
+    glass_z_um: float | Glass | None = None,
+    glass_channels: Mapping[str, Any] | None = None,
+    glass_reference_um: float | None = None,
+    glass_tolerance_um: float = 1.5,
+    mito_tolerance_um: float = 0.6,
+    mito_threshold_k: float = 6.0,
+    mito_diameter_um: float = 0.6,
+    jurkat_halo_um: float = 1.0,
+    msc_signal: Any = None,
+    tighten_cells: bool = True,
+) -> TNTs:
+    """Tunneling nanotubes of one field, with the cells they bridge and their cargo.
+
+    Parameters
+    ----------
+    actin : (M, N) or (P, M, N) ndarray
+        Phalloidin (F-actin) channel of one field, NumPy or CuPy.
+    voxel_size : mapping {"z", "y", "x"} -> µm, or sequence
+    msc_labels, jurkat_labels : int ndarray of ``actin``'s shape
+        Cell instances (0 = background); ids are reported as ``from_id`` / ``to_id``.
+    foci_labels : int ndarray of ``actin``'s shape, optional
+        Mitochondria foci; one within ``mito_tolerance_um`` of the path marks cargo.
+    mito : ndarray of ``actin``'s shape, optional
+        Mitochondria channel: a spot on the path marks cargo (see ``mito_threshold_k``).
+        Without ``foci_labels`` and ``mito``, ``carries_mito`` is NA.
+    tube_radius_um : tuple of float, µm
+        Tube radii the enhancement is tuned to (default 0.1, 0.2, 0.35 µm).
+    psf_sigma_um : (sigma_z, sigma_xy), µm, optional
+        Gaussian PSF of the actin channel (default (0.5, 0.15)).
+    threshold_k, threshold_low_k : float
+        Hysteresis thresholds on the tubeness, in robust noise sigmas (defaults 7 and 2.5).
+    contact_um : float, µm
+        Largest gap between a path end and the cell it attaches to (default 1 µm).
+    min_length_um : float, µm
+        Shortest TNT, cell surface to cell surface (default 2 µm: segmented cells, a little
+        larger than the true ones, shorten the free part by 1-2 µm).
+    min_height_um : float, µm
+        Lowest median height of the path above the glass (default 0.5 µm): excludes the
+        basal stress fibres. Not applied in 2-D.
+    min_clearance_um : float, µm
+        The path must get this far from every cell somewhere (default 1 µm): excludes
+        cortex running along a cell outline.
+    max_pass_um : float, µm
+        A tube may pass within ``contact_um`` of a third cell (over a thin MSC edge) for at
+        most this skeleton length without being cut there (default 3 µm).
+    max_steepness : float
+        Largest rise of a TNT per unit of lateral run, end to end (default 2: 63°).
+        Nanotubes run level or slope gently above the substrate; a bridge standing nearly
+        upright between an MSC and a cell resting on it is that cell's cortex. Not
+        applied in 2-D.
+    glass_z_um : float (µm) or Glass, optional
+        Height of the glass (``index * dz``; source ``given``), or a plane already found;
+        default: estimated with :func:`hcsmito.stages.glass.estimate_glass` from
+        ``glass_channels``. The height rule uses the plane's height under each path voxel
+        (a tilted plate).
+    glass_channels : mapping of role -> ndarray, optional
+        Raw channels by role (``msc`` GFP, ``actin``, ``mito``) for the glass estimate
+        (default: ``actin``, and ``mito`` when given).
+    glass_reference_um : float, µm, optional
+        The plate's glass height: a field whose own estimate is implausible or further than
+        ``glass_tolerance_um`` from it uses it instead (source ``plate``, flagged
+        ``glass_implausible``).
+    glass_tolerance_um : float, µm
+        Largest distance of a field's glass from the plate's reference (default 1.5 µm).
+    mito_tolerance_um : float, µm
+        Distance from the path within which a focus counts as cargo (default 0.6 µm).
+    mito_threshold_k : float
+        ``mito`` spot response threshold in robust noise sigmas (default 6).
+    mito_diameter_um : float, µm
+        Spot size for the ``mito`` response (default 0.6 µm).
+    msc_signal : ndarray of ``actin``'s shape, optional
+        The GFP image the MSCs were segmented from (see ``tighten_cells``).
+    tighten_cells : bool
+        Measure free space against cell masks cut back to their own signal (default
+        True): MSC labels where ``msc_signal``, Jurkat labels where ``mito`` stays bright
+        (:func:`hcsmito.stages.cell_surface.tighten_labels`). Segmented masks reach past
+        the true cells and close the gap a short tube crosses. Without the signal, a
+        cell's mask is used as it is.
+    jurkat_halo_um : float, µm
+        Path voxels this close to a Jurkat body are not searched for cargo (default 1 µm).
+
+    Returns
+    -------
+    TNTs
+        ``labels`` and ``table`` (see :class:`TNTs`), the glass and its QC ``flags``; 2-D
+        fields get ``height_um`` NaN and no height rule. Without a usable glass (none found,
+        no reference) the height rule is not applied and the result is flagged.
+    """
+    if actin.ndim not in (2, 3):
+        raise ValueError(
+            f"actin must be one channel, 2-D (Y, X) or 3-D (Z, Y, X); got shape {actin.shape}: "
+            "select the channel first (e.g. image[c])"
+        )
+    for name, arr in (
+        ("msc_labels", msc_labels),
+        ("jurkat_labels", jurkat_labels),
+        ("foci_labels", foci_labels),
+        ("mito", mito),
+    ):
+        if arr is not None and tuple(arr.shape) != tuple(actin.shape):
+            raise ValueError(
+                f"{name} has shape {tuple(arr.shape)}, actin {tuple(actin.shape)}: "
+                "pass the arrays of the same field"
+            )
+    if not (min_length_um >= 0 and contact_um >= 0 and min_clearance_um >= 0):
+        raise ValueError("min_length_um, contact_um and min_clearance_um must be >= 0 µm")
+    b = Backend.of(actin)
+    xp = b.xp
+    nd = actin.ndim
+    sp = spacing(voxel_size, nd)
+    empty_labels = xp.zeros(actin.shape, xp.int32)
+    if actin.size == 0:
+        return TNTs(empty_labels, _empty_table())
+
+    msc = (
+        b.asarray(msc_labels).astype(xp.int32, copy=False)
+        if msc_labels is not None
+        else empty_labels
+    )
+    jur = (
+        b.asarray(jurkat_labels).astype(xp.int32, copy=False)
+        if jurkat_labels is not None
+        else empty_labels
+    )
+    if tighten_cells:
+        msc, jur = _tight_cells(msc, jur, msc_signal, mito, sp)
+    n_msc = int(msc.max()) if msc.size else 0
+    cells = xp.where(jur > 0, jur + n_msc, msc).astype(xp.int32)
+    gl = None
+    if nd == 3:
+        gl = _field_glass(
+            actin, mito, sp, glass_z_um, glass_channels, glass_reference_um, glass_tolerance_um
+        )
+    glass = float("nan") if gl is None else gl.z_um
+
+    def result(labels: Any, table: pd.DataFrame, thr: float = float("nan")) -> TNTs:
+        return TNTs(labels, table, glass, thr, gl, () if gl is None else gl.flags)
+
+    if not bool((cells > 0).any()):  # no cells, no TNTs: the glass does not matter
+        return TNTs(empty_labels, _empty_table(), glass, glass=gl)
+
+    resp, radius = tubeness(
+        actin, voxel_size=sp, tube_radius_um=tube_radius_um, psf_sigma_um=psf_sigma_um
+    )
+    pos = resp[resp > 0]
+    if int(pos.size) < 16:
+        return result(empty_labels, _empty_table())
+    med = float(b.to_host(xp.median(pos)))  # device->host: one value
+    noise = robust_sigma(b, pos)
+    if not noise > 0:
+        return result(empty_labels, _empty_table())
+    thr_hi = med + threshold_k * noise
+    thr_lo = med + threshold_low_k * noise
+
+    free = cells == 0
+    low = (resp > thr_lo) & free
+    ones = xp.ones((3,) * nd, dtype=bool)
+    comp, n_comp = b.ndi.label(low, structure=ones)
+    if n_comp == 0:
+        return result(empty_labels, _empty_table(), thr_hi)
+    core = bincount(b, comp[(resp > thr_hi) & low].reshape(-1), n_comp + 1) > 0
+    core[0] = False
+    comp = xp.where(core[comp], comp, 0).astype(xp.int32)
+    mask = comp > 0
+    if not bool(mask.any()):
+        return result(empty_labels, _empty_table(), thr_hi)
+
+    # nearest cell (feature transform of the free space); distances only where read
+    ft = tuple(feature_transform(b, free, sp))
+
+    from skimage.morphology import skeletonize
+
+    mask_h = b.to_host(mask)  # device->host: one bool volume (cuCIM has no 3-D skeleton)
+    skel = skeletonize(mask_h)
+    coords = np.argwhere(skel)
+    if len(coords) == 0:
+        return result(empty_labels, _empty_table(), thr_hi)
+    cidx = tuple(b.asarray(coords[:, i]) for i in range(nd))
+    s_ft = tuple(f[cidx] for f in ft)
+    s_dist = b.to_host(feature_distance(b, s_ft, cidx, sp))  # device->host
+    s_cell = b.to_host(cells[s_ft])  # device->host
+    s_rad = b.to_host(radius[cidx]).astype(np.float64)  # device->host
+    # which cells each tube component reaches within contact_um (a skeleton retracts from
+    # a thick end, the mask does not)
+    n_cells = int(cells.max())
+    m_idx = xp.nonzero(mask)
+    m_ft = tuple(f[m_idx] for f in ft)
+    del ft
+    reach = feature_distance(b, m_ft, m_idx, sp) <= contact_um
+    pair = comp[m_idx][reach].astype(xp.int64) * (n_cells + 1) + cells[m_ft][reach]
+    touch = bincount(b, pair, (n_comp + 1) * (n_cells + 1)) > 0
+    touch = b.to_host(touch.reshape(n_comp + 1, n_cells + 1))  # device->host: small table
+    s_comp = b.to_host(comp[cidx])  # device->host
+    s_reach = touch[s_comp, s_cell]
+
+    graph = skeleton_graph(coords, tuple(actin.shape), sp)
+    paths = find_bridges(
+        graph,
+        s_dist,
+        s_cell,
+        s_reach,
+        coords * np.asarray(sp),
+        (s_cell > 0) & (s_cell <= n_msc),
+        contact_um=contact_um,
+        max_pass_um=max_pass_um,
+        step_um=min(sp),
+    )
+    # cargo where it is read: on the paths of the bridges
+    cargo = None
+    if paths:
+        on_path = np.unique(np.concatenate([path for path, *_ in paths]))
+        hit = _cargo_response(
+            b, foci_labels, mito, jur, free,
+            tuple(b.asarray(coords[on_path, i]) for i in range(nd)), sp, nd,
+            mito_tolerance_um=mito_tolerance_um,
+            mito_threshold_k=mito_threshold_k,
+            mito_diameter_um=mito_diameter_um,
+            jurkat_halo_um=jurkat_halo_um,
+            psf_sigma_um=psf_sigma_um,
+        )  # fmt: skip
+        if hit is not None:
+            cargo = np.zeros(len(coords), bool)
+            cargo[on_path] = hit
+    rows = []
+    kept = []
+    path_img = np.zeros(actin.shape, np.int32)
+    spa = np.asarray(sp)
+    for path, _, narrow in paths:
+        length = path_length(coords[path] * spa) + s_dist[path[0]] + s_dist[path[-1]]
+        # a bridge over a narrow gap never gets contact_um clear: three quarters will do (a
+        # cortex or a junction between two cells runs at a voxel or two from them), and it
+        # must be twice min_length_um long (shorter, it is where two cells nearly touch: a
+        # Jurkat's cortex on its MSC)
+        clear, shortest = min_clearance_um, min_length_um
+        if narrow:
+            clear, shortest = min(min_clearance_um, 0.75 * contact_um), 2 * min_length_um
+        if length < shortest or s_dist[path].max() < clear:
+            continue
+        height = float("nan")
+        if nd == 3 and gl is not None and np.isfinite(gl.z_um):
+            # height above the glass under each path voxel (a tilted plate), median
+            pz = coords[path] * spa
+            height = float(np.median(pz[:, 0] - gl.at(pz[:, 1], pz[:, 2])))
+            if height < min_height_um:
+                continue
+        ends = [int(path[0]), int(path[-1])]
+        pts = coords[path] * spa
+        # the tube meets each cell its contact gap beyond the path's end, along the path
+        p_end = [surface_point(pts, s_dist[path[0]]), surface_point(pts[::-1], s_dist[path[-1]])]
+        if s_cell[ends[0]] > s_cell[ends[1]]:
+            ends = ends[::-1]
+            p_end = p_end[::-1]
+        if nd == 3:
+            p_end = [inside_stack(p, gl, actin.shape[0] * sp[0]) for p in p_end]
+            rise = abs(float(p_end[1][0] - p_end[0][0]))
+            if rise > max_steepness * float(np.linalg.norm(p_end[1][1:] - p_end[0][1:])):
+                continue  # upright: the cortex under a cell resting on another
+        p0, p1 = p_end
+        if nd == 2:
+            p0, p1 = np.r_[np.nan, p0], np.r_[np.nan, p1]
+        ca, cb = int(s_cell[ends[0]]), int(s_cell[ends[1]])
+        kind_a, id_a = ("jurkat", ca - n_msc) if ca > n_msc else ("msc", ca)
+        kind_b, id_b = ("jurkat", cb - n_msc) if cb > n_msc else ("msc", cb)
+        rows.append(
+            {
+                "tnt_id": len(rows) + 1,
+                "length_um": float(length),
+                "from_id": id_a,
+                "from_kind": kind_a,
+                "to_id": id_b,
+                "to_kind": kind_b,
+                "thickness_um": float(2 * np.mean(s_rad[path])),
+                "height_um": height,
+                "carries_mito": None if cargo is None else bool(cargo[path].any()),
+                "z0_um": float(p0[0]),
+                "y0_um": float(p0[1]),
+                "x0_um": float(p0[2]),
+                "z1_um": float(p1[0]),
+                "y1_um": float(p1[1]),
+                "x1_um": float(p1[2]),
+            }
+        )
+        path_img[tuple(coords[path].T)] = len(rows)
+        kept.append(path)
+    if not rows:
+        return result(empty_labels, _empty_table(), thr_hi)
+    # each tube voxel goes to the TNT whose path is nearest, within its own component: only
+    # the components of the TNTs get labels; on their box, which holds every path voxel (the
+    # feature transform there is exact)
+    on_path = np.concatenate(kept)
+    has_tnt = xp.zeros(n_comp + 1, dtype=bool)
+    has_tnt[comp[tuple(b.asarray(coords[on_path, i]) for i in range(nd))]] = True
+    tubes = has_tnt[comp]
+    box = bbox(b, tubes)
+    paths_d = b.asarray(path_img[box])
+    comp_b = comp[box]
+    near_idx = tuple(feature_transform(b, paths_d == 0, sp))
+    same = comp_b[near_idx] == comp_b
+    labels = xp.zeros(actin.shape, xp.int32)
+    labels[box] = xp.where(tubes[box] & same, paths_d[near_idx], 0)
+    table = pd.DataFrame(rows, columns=TNT_COLUMNS).astype(
+        {"tnt_id": np.int32, "from_id": np.int32, "to_id": np.int32, "carries_mito": "boolean"}
+    )
+    return result(labels, table, thr_hi)
+
+
+def _tight_cells(msc: Any, jur: Any, msc_signal: Any, mito: Any, sp: tuple[float, ...]):
+    """MSC and Jurkat labels cut back to their own signal (see ``tighten_cells``).
+
+    MSCs: GFP fills the cytoplasm to the membrane, so the label keeps the voxels where
+    the GFP smoothed at 0.4 µm (in the plane: the masks are as tight in z as the optics
+    allow already) stays above 0.3 of the way to the cell's mean, the fraction that
+    segmentation uses on its 1 µm smoothed image. Jurkat cells: MitoTracker smoothed at
+    0.5 µm above half the cell's mean, holes filled, the largest piece, and 1 µm of the
+    label given back above and below (the cortex is cell too). Tried on the variation
+    grid (benchmarks/bench_variations.py): 0.2-0.6 µm and fractions 0.2-0.5 behave alike.
+    """
+    from hcsmito.stages.cell_surface import tighten_labels
+
+    if msc_signal is not None and bool((msc > 0).any()):
+        msc = tighten_labels(msc, msc_signal, voxel_size=sp, sigma_um=(0.0, 0.4, 0.4),
+                             fraction=0.3)  # fmt: skip
+    if mito is not None and bool((jur > 0).any()):
+        jur = tighten_labels(jur, mito, voxel_size=sp, sigma_um=(0.5, 0.5, 0.5),
+                             fraction=0.5, fill_holes=True, main_body=True,
+                             keep_z_um=1.0)  # fmt: skip
+    return msc, jur
+
+
+def _field_glass(
+    actin: Any,
+    mito: Any,
+    sp: tuple[float, ...],
+    given: float | Glass | None,
+    channels: Mapping[str, Any] | None,
+    reference_um: float | None,
+    tolerance_um: float,
+) -> Glass:
+    """The glass plane of a 3-D field: given, estimated, or the plate's reference."""
+    if isinstance(given, Glass):
+        est = given
+    elif given is not None:
+        return Glass(float(given), "given", True, (0.0, 0.0), (0.0, 0.0))
+    else:
+        chans = dict(channels) if channels is not None else {"actin": actin, "mito": mito}
+        est = estimate_glass(chans, voxel_size=sp)
+    return resolve_glass(est, reference_um=reference_um, tolerance_um=tolerance_um)
+
+
+def _cargo_response(
+    b: Backend,
+    foci_labels: Any,
+    mito: Any,
+    jur: Any,
+    free: Any,
+    cidx: tuple[Any, ...],
+    sp: tuple[float, ...],
+    nd: int,
+    *,
+    mito_tolerance_um: float,
+    mito_threshold_k: float,
+    mito_diameter_um: float,
+    jurkat_halo_um: float,
+    psf_sigma_um: tuple[float, float] | None,
+) -> np.ndarray | None:
+    """Per voxel ``cidx`` of the paths (host bool): cargo within tolerance; None without
+    foci or mito."""
+    xp = b.xp
+    if foci_labels is None and mito is None:
+        return None
+    hit = xp.zeros(cidx[0].shape, dtype=bool)
+    # box of the path voxels
+    lo = [int(b.to_host(c.min())) for c in cidx]  # device->host: one value per axis
+    hi = [int(b.to_host(c.max())) + 1 for c in cidx]  # device->host: one value per axis
+    if foci_labels is not None:
+        foci = b.asarray(foci_labels) > 0
+        box = bbox(b, foci)
+        if box is not None:
+            # distance to the nearest focus on the path, on the box of the foci and the path
+            box = tuple(
+                slice(min(s.start, a), max(s.stop, z)) for s, a, z in zip(box, lo, hi, strict=True)
+            )
+            ft = feature_transform(b, ~foci[box], sp)
+            at = tuple(c - s.start for c, s in zip(cidx, box, strict=True))
+            d = feature_distance(b, tuple(f[at] for f in ft), at, sp)
+            hit |= d <= mito_tolerance_um
+    if mito is not None:
+        spots = enhance_spots(
+            mito, voxel_size=sp, foci_diameter_um=mito_diameter_um, psf_sigma_um=psf_sigma_um
+        )
+        region = free
+        if bool((jur > 0).any()):
+            region = region & far_from(b, jur > 0, jurkat_halo_um, sp)
+        vals = spots[region]
+        if int(vals.size) >= 16:
+            med = float(b.to_host(xp.median(vals)))  # device->host: one value
+            sig = robust_sigma(b, vals)
+            if sig > 0:
+                # largest response within the tolerance of each path voxel: the filter on
+                # the path's box grown by its radius (clipped: same edge mode)
+                rad = [max(int(round(mito_tolerance_um / s)), 0) for s in sp]
+                box = tuple(
+                    slice(max(a - r, 0), min(z + r, n))
+                    for a, z, r, n in zip(lo, hi, rad, free.shape, strict=True)
+                )
+                local = b.ndi.maximum_filter(
+                    xp.where(region[box], spots[box], -xp.inf), size=tuple(2 * r + 1 for r in rad)
+                )
+                at = tuple(c - s.start for c, s in zip(cidx, box, strict=True))
+                hit |= local[at] > med + mito_threshold_k * sig
+    return b.to_host(hit)  # device->host: one bool per skeleton voxel
+
+
+# -- evaluation ---------------------------------------------------------------------------

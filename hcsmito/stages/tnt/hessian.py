@@ -1,0 +1,208 @@
+"""Tubeness: a Sato-like line response from the closed-form Hessian eigenvalues, at the
+scales of a blurred tube (step 1 of :mod:`hcsmito.stages.tnt`)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from hcsmito.backend import Backend
+from hcsmito.stages._util import VoxelSize, as_float32, gaussian, spacing
+
+__all__ = ["tubeness"]
+
+#: Voxels per slab of the Hessian stage of :func:`tubeness` (CPU: cache-sized; GPU: large
+#: enough that kernel launches do not dominate, ~1 GiB of temporaries).
+_SLAB_VOXELS = 1 << 20
+_SLAB_VOXELS_GPU = 1 << 24
+
+
+def _sym_eigvals3(b: Backend, h: dict[tuple[int, int], Any]) -> tuple[Any, Any, Any]:
+    """Eigenvalues (ascending) of symmetric 3×3 matrices given by their 6 entries.
+
+    Closed form (trigonometric solution of the characteristic cubic), elementwise, so it
+    runs as array arithmetic on either backend. Temporaries are updated in place (the same
+    operations in the same order as the plain expressions in the comments).
+    """
+    xp = b.xp
+    a11, a22, a33 = h[0, 0], h[1, 1], h[2, 2]
+    a12, a13, a23 = h[0, 1], h[0, 2], h[1, 2]
+    q = a11 + a22  # q = (a11 + a22 + a33) / 3
+    q += a33
+    q /= 3
+    p1 = a12 * a12  # p1 = a12² + a13² + a23²
+    p1 += a13 * a13
+    p1 += a23 * a23
+    b11, b22, b33 = a11 - q, a22 - q, a33 - q
+    p = b11 * b11  # p = sqrt((b11² + b22² + b33² + 2 p1) / 6)
+    p += b22 * b22
+    p += b33 * b33
+    p1 *= 2
+    p += p1
+    p /= 6
+    xp.sqrt(p, out=p)
+    # det = b11 (b22 b33 - a23²) - a12 (a12 b33 - a23 a13) + a13 (a12 a23 - b22 a13)
+    det = b22 * b33
+    det -= a23 * a23
+    det *= b11
+    t = a12 * b33
+    t -= a23 * a13
+    t *= a12
+    det -= t
+    xp.multiply(a12, a23, out=t)
+    t -= b22 * a13
+    t *= a13
+    det += t
+    # r = clip(det / (2 safe³), -1, 1) with safe = p, or 1 where p is 0 (p >= 0; a NaN p
+    # comes with a NaN det, so the NaN safe that p + 0 gives there changes nothing)
+    safe = (p + (p == 0)) ** 3
+    safe *= 2
+    det /= safe
+    r = xp.clip(det, -1, 1, out=det)
+    phi = xp.arccos(r, out=r)  # phi = arccos(r) / 3
+    phi /= 3
+    p *= 2  # e_hi = q + 2 p cos(phi)
+    e_hi = xp.cos(phi)
+    e_hi *= p
+    e_hi += q
+    phi += np.float32(2 * math.pi / 3)  # e_lo = q + 2 p cos(phi + 2π/3)
+    e_lo = xp.cos(phi, out=phi)
+    e_lo *= p
+    e_lo += q
+    e_mid = q  # e_mid = 3 q - e_hi - e_lo
+    e_mid *= 3
+    e_mid -= e_hi
+    e_mid -= e_lo
+    return e_lo, e_mid, e_hi
+
+
+def _gradient(b: Backend, a: Any, axis: int) -> Any:
+    """``xp.gradient(a, axis=axis)`` (unit spacing, one-sided edges) without temporaries."""
+    xp = b.xp
+    n = a.shape[axis]
+    if n < 2:
+        return xp.zeros_like(a)
+
+    def at(sl: slice) -> tuple[slice, ...]:
+        return (slice(None),) * axis + (sl,)
+
+    out = xp.empty_like(a)
+    xp.subtract(a[at(slice(1, 2))], a[at(slice(0, 1))], out=out[at(slice(0, 1))])
+    xp.subtract(a[at(slice(n - 1, n))], a[at(slice(n - 2, n - 1))], out=out[at(slice(n - 1, n))])
+    if n > 2:
+        inner = out[at(slice(1, n - 1))]
+        xp.subtract(a[at(slice(2, n))], a[at(slice(0, n - 2))], out=inner)
+        inner /= 2
+    return out
+
+
+def _hessian(b: Backend, smooth: Any, scale_px: tuple[float, ...]) -> dict[tuple[int, int], Any]:
+    """Second derivatives of ``smooth`` in units of each axis' scale (central differences)."""
+    nd = smooth.ndim
+    grads = [_gradient(b, smooth, i) for i in range(nd)]
+    out = {}
+    for i in range(nd):
+        for j in range(i, nd):
+            d = _gradient(b, grads[i], j)
+            d *= np.float32(scale_px[i] * scale_px[j])
+            out[i, j] = d
+    return out
+
+
+def tubeness(
+    image: Any,
+    *,
+    voxel_size: VoxelSize,
+    tube_radius_um: tuple[float, ...] = (0.1, 0.2, 0.35),
+    psf_sigma_um: tuple[float, float] | None = None,
+    alpha: float = 0.5,
+) -> tuple[Any, Any]:
+    """Multi-scale bright-line response (Sato-like) of a 2-D or 3-D image.
+
+    Parameters
+    ----------
+    image : (M, N) or (P, M, N) ndarray
+        One channel (any numeric dtype), NumPy or CuPy.
+    voxel_size : mapping {"z", "y", "x"} -> µm, or sequence
+    tube_radius_um : tuple of float, µm
+        Tube radii to match (default 0.1, 0.2, 0.35 µm): one scale each.
+    psf_sigma_um : (sigma_z, sigma_xy), µm, optional
+        Gaussian PSF widths of the channel (default (0.5, 0.15), as the foci stage).
+    alpha : float
+        Tolerance on the axial curvature relative to the cross-section one (Sato's
+        ``alpha_1``, default 0.5): smaller rejects blobs harder.
+
+    Returns
+    -------
+    response : ndarray, float32, same shape and backend
+        Maximum over scales of the normalised line response (intensity units).
+    radius : ndarray, float32
+        Tube radius (µm) of the scale that gave the maximum.
+    """
+    b = Backend.of(image)
+    xp = b.xp
+    sp = spacing(voxel_size, image.ndim)
+    psf_z, psf_xy = (0.5, 0.15) if psf_sigma_um is None else psf_sigma_um
+    psf = (psf_z, psf_xy, psf_xy)[3 - image.ndim :]
+    img = as_float32(b, image)
+    best = xp.zeros(img.shape, xp.float32)
+    best_r = xp.zeros(img.shape, xp.float32)
+    # the Hessian and its eigenvalues (~15 float32 temporaries per voxel) are computed in
+    # slabs of rows (y), each with the 2 rows on either side that two central differences
+    # read: the same numbers as on the whole image, in a bounded working set
+    rows = img.shape[-2]
+    plane = max(int(np.prod(img.shape)) // max(rows, 1), 1)
+    step = max(1, (_SLAB_VOXELS_GPU if b.is_gpu else _SLAB_VOXELS) // plane)
+    for r in tube_radius_um:
+        sig_um = [math.sqrt(ps * ps + r * r / 4) for ps in psf]
+        sig_px = tuple(s_um / s for s_um, s in zip(sig_um, sp, strict=True))
+        smooth = gaussian(b, img, sig_px)
+        for y0 in range(0, rows, step):
+            y1 = min(y0 + step, rows)
+            a0, a1 = max(y0 - 2, 0), min(y1 + 2, rows)
+            resp = _line_response(b, smooth[..., a0:a1, :], sig_px, alpha)
+            resp = resp[..., y0 - a0 : y1 - a0, :]
+            out, out_r = best[..., y0:y1, :], best_r[..., y0:y1, :]
+            # resp and best are finite or NaN and never -0: fmax is where(resp > best, ...)
+            out_r[...] = xp.where(resp > out, np.float32(r), out_r)
+            xp.fmax(out, resp, out=out)
+        del smooth
+    return best, best_r
+
+
+def _line_response(b: Backend, smooth: Any, sig_px: tuple[float, ...], alpha: float) -> Any:
+    """Normalised bright-line response of one scale from the smoothed image."""
+    xp = b.xp
+    h = _hessian(b, smooth, sig_px)
+    if smooth.ndim == 3:
+        e_lo, e_mid, e_hi = _sym_eigvals3(b, h)
+    else:
+        tr = h[0, 0] + h[1, 1]
+        disc = xp.sqrt(((h[0, 0] - h[1, 1]) / 2) ** 2 + h[0, 1] ** 2)
+        e_lo, e_hi = tr / 2 - disc, tr / 2 + disc
+        e_mid = e_lo
+    del h
+    # cross-section curvature: e_mid (3-D) / e_lo (2-D), negative on a bright tube;
+    # axial curvature e_hi near zero
+    lam = -e_mid
+    tube = lam > 0
+    width = xp.where(e_hi <= 0, np.float32(alpha), np.float32(4 * alpha))
+    # resp = lam exp(-((e_hi / lam) / width)² / 2) where lam > 0, else 0
+    ratio = e_hi / xp.where(tube, lam, 1)
+    ratio /= width
+    xp.square(ratio, out=ratio)
+    ratio *= -0.5
+    resp = xp.exp(ratio, out=ratio)
+    resp *= lam
+    return xp.where(tube, resp, 0)
+
+
+# -- cropped distance transforms ----------------------------------------------------------
+#
+# The exact feature transform (scipy's and cuCIM's ``distance_transform_edt``) of a crop that
+# holds *every* feature voxel is the full one, shifted, on the crop: lines outside the
+# features' bounding box carry no candidate features, and the arithmetic only uses
+# coordinate differences. The stages below crop to such boxes and take distances only
+# where they are read.
