@@ -219,8 +219,10 @@ def _write_field_outputs(
     tables = dict(res.tables)
     for name, df in tables.items():
         df = df.copy()
-        if name == "fields":  # the stages' codes and the reader's
-            df["qc_flags"] = join_flags(flags)
+        if name == "fields":  # the stages' codes and the reader's, in the schema's dtype
+            df["qc_flags"] = pd.Series(join_flags(flags), index=df.index).astype(
+                df["qc_flags"].dtype
+            )
         df.insert(0, "field", np.int32(task.field))
         df.insert(0, "well", task.well)
         df.insert(0, "plate", task.plate_name)

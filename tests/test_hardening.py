@@ -878,9 +878,11 @@ def reference_out(synth_plates, tmp_path_factory) -> Path:
     from hcsmito.runner import run_plate
 
     out = tmp_path_factory.mktemp("ref") / "out"
+    before = _checksums(synth_plates["0.5"])
     s = run_plate(synth_plates["0.5"], out, backend="cpu", scheduler="threads", workers=1,
                   progress=False, report=False)  # fmt: skip
     assert s.ok and len(s.processed) == 2
+    assert _checksums(synth_plates["0.5"]) == before
     return out
 
 
@@ -1134,9 +1136,9 @@ def test_refused_synth_suggests_the_overwrite_flag(tmp_path, capsys):
     assert code == 0 and "wrote" in text
 
 
-def test_failed_report_is_a_non_zero_exit(synth_plates, reference_out, tmp_path, capsys):
+def test_failed_report_is_a_non_zero_exit(synth_plates, reference_out, tmp_path, capsys, untouched):
     """Before: a run whose report failed exited 0 (the error only logged)."""
-    plate = synth_plates["0.5"]
+    plate = untouched(synth_plates["0.5"])
     out = _copy_out(reference_out, tmp_path)
     (out / "tables" / "wells.parquet").mkdir()  # the report's first table cannot be written
     code, text, err = _cli(["run", "--plate", plate, "--out", out, *RUN], capsys)
