@@ -1,50 +1,59 @@
-"""The run configuration: pydantic models, YAML loading and ``--set`` overrides.
+"""The sections of the run configuration: one pydantic model per stage, and :class:`Config`.
 
 Every stage option lives here with its unit, default and allowed values; the stage
 functions take the same names as keyword arguments, so a section of the config is passed
 on as ``**section.stage_kwargs()``. Unknown keys and wrong types are errors that name the
-key and what is allowed. ``conf/default.yaml`` (the MSC/T-ALL co-culture assay) is what
-runs without ``--config``.
+key and what is allowed (:mod:`hcsmito.config.load` formats them).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import logging
-import typing
-from collections.abc import Iterable, Mapping
-from importlib import resources
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
     create_model,
     field_validator,
     model_validator,
 )
 
 from hcsmito import schema
+from hcsmito.config.migrate import migrate_threshold
 from hcsmito.stages.threshold import AutoThreshold, HistogramMethod, Threshold
 
 __all__ = [
+    "Adhesion",
+    "Background",
+    "Channels",
     "Config",
-    "ConfigError",
+    "Deconvolution",
+    "FIELD_SECTIONS",
     "FieldConfig",
-    "config_hash",
-    "load_config",
+    "FociDetection",
+    "Input",
+    "JurkatSegmentation",
+    "MscSegmentation",
+    "NoDeconvolution",
+    "Optics",
+    "PlateThreshold",
+    "Psf",
+    "PsfBornWolf",
+    "PsfFile",
+    "PsfGaussian",
+    "QualityControl",
+    "Readouts",
+    "Resources",
+    "RichardsonLucy",
+    "Role",
+    "RoleName",
+    "Slurm",
+    "Statistics",
+    "TntDetection",
 ]
-
-log = logging.getLogger(__name__)
-
-
-class ConfigError(ValueError):
-    """The configuration is invalid; the message names each bad key and what is allowed."""
 
 
 #: Every section: unknown keys are errors, values are frozen, and every number is finite
@@ -168,43 +177,6 @@ class RichardsonLucy(_Section):
 
 Deconvolution = Annotated[NoDeconvolution | RichardsonLucy, Field(discriminator="method")]
 
-#: The flat threshold keys of msc / jurkat before ``threshold:`` (still read, migrated).
-_FLAT_THRESHOLD = {
-    "threshold_method": "method",
-    "threshold_k": "k",
-    "threshold_fraction": "fraction",
-    "threshold_value": "value",
-}
-
-
-def _migrate_threshold(section: str, data: Any) -> Any:
-    """``data`` of section msc / jurkat with its flat threshold keys moved into its
-    ``threshold`` mapping, and a one-line deprecation warning naming them.
-
-    The method is ``threshold_method``, else ``manual`` where only ``threshold_value`` is
-    given (a value alone used to be ignored silently), else the mapping's; the mapping is
-    kept where the method stays, and only the keys of that method are carried over.
-    """
-    if not isinstance(data, Mapping) or not any(k in data for k in _FLAT_THRESHOLD):
-        return data
-    data = dict(data)
-    flat = {new: data.pop(old) for old, new in _FLAT_THRESHOLD.items() if old in data}
-    nested = data.get("threshold")
-    nested = {"method": nested} if isinstance(nested, str) else dict(nested or {})
-    method = flat.get("method")
-    if method is None:
-        method = "manual" if flat.get("value") is not None else nested.get("method", "auto")
-    if method != nested.get("method", "auto"):
-        nested = {}
-    nested["method"] = method
-    keys = {"auto": ("k", "fraction"), "manual": ("value",)}.get(str(method), ())
-    nested.update({k: v for k, v in flat.items() if k in keys and v is not None})
-    data["threshold"] = nested
-    old = ", ".join(f"{section}.{k}" for k, v in _FLAT_THRESHOLD.items() if v in flat)
-    shown = ", ".join(f"{k}: {v}" for k, v in nested.items())
-    log.warning("config: deprecated %s, read as %s.threshold: {%s}", old, section, shown)
-    return data
-
 
 class _ThresholdSection(_Section):
     """A segmentation section: its threshold is one option (:data:`Threshold`); the flat
@@ -218,7 +190,7 @@ class _ThresholdSection(_Section):
     @model_validator(mode="before")
     @classmethod
     def _flat_threshold_keys(cls, data: Any) -> Any:
-        return _migrate_threshold(cls._section, data)
+        return migrate_threshold(cls._section, data)
 
 
 class Background(_Section):
@@ -493,171 +465,3 @@ FieldConfig = create_model(
         for name in FIELD_SECTIONS
     },  # fmt: skip
 )
-
-
-def _format_errors(exc: ValidationError, source: str, data: Any = None) -> str:
-    """One line for one bad key (``invalid configuration (SOURCE): KEY: WHY``), else a
-    line per key under a heading. KEY is what the user writes: without the tag of a
-    tagged option, and a migrated flat threshold key as written (``msc.threshold_value``)."""
-    lines = [f"invalid configuration ({source}):"]
-    for err in exc.errors():
-        loc = _walk(err["loc"])[0]
-        msg = err["msg"]
-        if err["type"] == "union_tag_invalid":  # the tag is the bad key
-            ctx = err.get("ctx", {})
-            loc += (str(ctx.get("discriminator", "method")).strip("'"),)
-            msg = f"Input should be {ctx.get('expected_tags')} (got {ctx.get('tag')!r})"
-        key = ".".join(str(p) for p in loc) or "(top level)"
-        if len(loc) == 3 and loc[1] == "threshold" and isinstance(data, Mapping):
-            old = f"threshold_{loc[2]}"
-            if isinstance(data.get(loc[0]), Mapping) and old in data[loc[0]]:
-                key = f"{loc[0]}.{old}"
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key"
-            allowed = _allowed_keys(err["loc"][:-1])
-            if allowed:
-                msg += f"; allowed here: {', '.join(allowed)}"
-        elif err["type"] in ("literal_error", "finite_number"):
-            msg = f"{msg} (got {err.get('input')!r})"
-        lines.append(f"  {key}: {msg}")
-    if len(lines) == 2:
-        return f"{lines[0]} {lines[1].strip()}"
-    return "\n".join(lines)
-
-
-def _tagged(annotation: Any) -> dict[str, type[BaseModel]]:
-    """``{tag: model}`` of a tagged union of sections (on ``method`` or ``kind``)."""
-    out: dict[str, type[BaseModel]] = {}
-    for member in typing.get_args(annotation):
-        if isinstance(member, type) and issubclass(member, BaseModel):
-            for name in ("method", "kind"):
-                if name in member.model_fields:
-                    tags = typing.get_args(member.model_fields[name].annotation)
-                    out.update(dict.fromkeys(tags, member))
-    return out
-
-
-def _walk(loc: tuple) -> tuple[tuple, Any, dict[str, type[BaseModel]]]:
-    """An error location without the tags of tagged options
-    (``deconvolution.richardson_lucy.iterations`` -> ``deconvolution.iterations``), the
-    model it ends in (None where it leaves the models or ends in a tagged option) and the
-    members of that tagged option by tag (empty for anything else)."""
-    model: Any = Config
-    keys: list = []
-    members: dict[str, type[BaseModel]] = {}
-    for part in loc:
-        if part in members:  # the tag pydantic puts in the location
-            model, members = members[part], {}
-            continue
-        keys.append(part)
-        field = getattr(model, "model_fields", {}).get(part)
-        ann = None if field is None else field.annotation
-        members = _tagged(ann)
-        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
-    return tuple(keys), None if members else model, members
-
-
-def _allowed_keys(loc: tuple) -> list[str]:
-    model = _walk(loc)[1]
-    return [] if model is None else list(model.model_fields)
-
-
-def _parse_override(item: str) -> tuple[list[str], Any]:
-    if "=" not in item:
-        raise ConfigError(f"--set {item!r}: expected key.path=value, e.g. foci.threshold_k=5")
-    key, _, raw = item.partition("=")
-    path = [p for p in key.strip().split(".") if p]
-    if not path:
-        raise ConfigError(f"--set {item!r}: empty key")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {item!r}: value is not valid YAML ({exc})") from None
-    return path, value
-
-
-def _apply(data: dict, path: list[str], value: Any) -> None:
-    node = data
-    # a tagged option given another tag starts afresh (as in a file: see _merge)
-    fresh = path[-1] in ("method", "kind") and bool(_walk(tuple(path[:-1]))[2])
-    for part in path[:-1]:
-        nxt = node.get(part)
-        if nxt is None:
-            nxt = node[part] = {}
-        if not isinstance(nxt, dict):
-            raise ConfigError(f"--set {'.'.join(path)}: {part!r} is not a section")
-        node = nxt
-    if fresh and node.get(path[-1]) != value:
-        node.clear()
-    node[path[-1]] = value
-
-
-def _merge(base: dict, over: Mapping) -> dict:
-    out = dict(base)
-    for key, value in over.items():
-        # a tagged section that changes its tag is replaced whole, not merged
-        same_tag = not (
-            isinstance(value, Mapping)
-            and isinstance(out.get(key), Mapping)
-            and any(t in value and value[t] != out[key].get(t) for t in ("method", "kind"))
-        )
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping) and same_tag:
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-def default_config_text() -> str:
-    """The text of the packaged ``default.yaml``."""
-    return resources.files("hcsmito").joinpath("conf/default.yaml").read_text()
-
-
-def load_config(
-    path: str | Path | None = None, overrides: Iterable[str] = (), *, base: Mapping | None = None
-) -> Config:
-    """Read a YAML config (default: the packaged co-culture assay) and apply ``--set`` items.
-
-    Parameters
-    ----------
-    path : path, optional
-        A YAML file; keys not given keep the defaults of :class:`Config`.
-    overrides : iterable of str
-        ``section.key=value`` items (values parsed as YAML, e.g. ``foci.threshold_k=5``).
-    base : mapping, optional
-        Starting values instead of a file (for tests and the Python API).
-    """
-    if base is not None:
-        data, source = json.loads(json.dumps(dict(base), default=str)), "mapping"
-    elif path is None:
-        data, source = yaml.safe_load(default_config_text()) or {}, "default.yaml"
-    else:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {p} does not exist")
-        try:
-            user = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {p} is not valid YAML: {exc}") from None
-        if not isinstance(user, dict):
-            raise ConfigError(f"config {p}: the top level must be a mapping of sections")
-        # a variant file changes the default assay only where it says so
-        data = _merge(yaml.safe_load(default_config_text()) or {}, user)
-        source = str(p)
-    if not isinstance(data, dict):
-        raise ConfigError(f"config {source}: the top level must be a mapping of sections")
-    overrides = list(overrides)
-    for item in overrides:
-        _apply(data, *_parse_override(item))
-    if overrides:
-        source += " with --set " + " ".join(overrides)
-    try:
-        return Config.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(_format_errors(exc, source, data)) from None
-
-
-def config_hash(config: Config) -> str:
-    """A stable hash of the effective configuration (for the resume ledger)."""
-    text = json.dumps(config.model_dump(mode="json"), sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
