@@ -62,7 +62,7 @@ class FieldTask:
     plate_path: str
     plate_name: str
     well: str  # "B/3"
-    well_path: str  # "B/03"
+    well_path: str  # the plate's own path: "B/03" or "B/3"
     field: int
     out: str
     key: str
@@ -298,10 +298,14 @@ def _prepare_out(rd: RunDir, plate, overwrite: bool) -> None:
     for p in rd.remove_partial():
         log.info("removed %s, left by a writer killed in an earlier run", rd.relative(p))
     if not rd.labels.exists():
-        counts: dict[str, int] = {}
+        # the input's own well and field paths (B/2/0 stays B/2/0, a field "f3" stays f3):
+        # a field opened in the plate opens at the same path in the results
+        images: dict[str, list[str]] = {}
         for r in plate.fields:
-            counts[r.well_path] = counts.get(r.well_path, 0) + 1
-        create_plate(rd.labels, wells=list(counts), fields_per_well=counts, name=plate.name)
+            images.setdefault(r.well_path, []).append(r.path.rsplit("/", 1)[-1])
+        create_plate(
+            rd.labels, wells=list(images), fields_per_well=images, name=plate.name, pad=None
+        )
 
 
 def run_plate(

@@ -163,6 +163,44 @@ def test_create_plate_layout_and_overwrite(tmp_path):
     assert json.loads((path / ".zattrs").read_text())["plate"]["wells"][0]["path"] == "C/05"
 
 
+@pytest.mark.parametrize("version", ["0.5", "0.4"])
+def test_create_plate_keeps_given_well_and_field_paths(tmp_path, version):
+    """Issue 14.3: a plate that mirrors another's paths (labels.zarr): before, every well
+    became ``B/02`` and every field was renamed by its index."""
+    models = pytest.importorskip("ome_zarr_models")
+    del models
+    if version == "0.5":
+        from ome_zarr_models.v05.hcs import HCS
+        from ome_zarr_models.v05.image_label import ImageLabel
+    else:
+        from ome_zarr_models.v04.hcs import HCS
+        from ome_zarr_models.v04.image_label import ImageLabel
+    path = tmp_path / "mirror.zarr"
+    images = {"B/2": ["f1", "f7"], "B/10": ["0"], "C/02": ["A3"]}
+    create_plate(path, wells=list(images), fields_per_well=images, version=version, pad=None)
+    root = zarr.open_group(LocalStore(path, read_only=True), mode="r")
+    plate = HCS.from_zarr(root).ome_attributes.plate
+    assert [w.path for w in plate.wells] == ["B/2", "B/10", "C/02"]
+    assert [c.name for c in plate.columns] == ["02", "2", "10"]
+    assert plate.field_count == 2
+    img = _image("czyx")
+    write_image(path, "B/2", 1, img, axes="czyx", voxel_size=VOXEL, channel_labels=LABELS)
+    write_labels(path, "B/2", 1, "msc", np.ones((4, 33, 47), np.int32), axes="zyx",
+                 voxel_size=VOXEL)  # fmt: skip
+    np.testing.assert_array_equal(zarr.open_group(path, mode="r")["B/2/f7/0"][...], img)
+    ImageLabel.from_zarr(
+        zarr.open_group(LocalStore(path, read_only=True), mode="r")["B/2/f7/labels/msc"]
+    )
+    write_image(path, "C/02", 0, img, axes="czyx", voxel_size=VOXEL, channel_labels=LABELS)
+    assert (path / "C" / "02" / "A3").is_dir()
+    with pytest.raises(PlateError, match="field path"):
+        create_plate(tmp_path / "x.zarr", wells=["B/2"], fields_per_well={"B/2": ["a/b"]},
+                     pad=None)  # fmt: skip
+    with pytest.raises(PlateError, match="distinct field paths"):
+        create_plate(tmp_path / "y.zarr", wells=["B/2"], fields_per_well={"B/2": ["a", "a"]},
+                     pad=None)  # fmt: skip
+
+
 @pytest.mark.parametrize("well", ["../B03", "B/../03", "/B03", "B\\03", "B 03x", "B-3"])
 def test_create_plate_refuses_bad_well_names_before_writing(tmp_path, well):
     path = tmp_path / "bad.zarr"

@@ -458,3 +458,35 @@ def test_nan_voxels_fail_their_field_by_name_and_the_others_finish(tmp_path):
     err = s.failed["B/2/1"]
     assert "MitoTracker" in err and "NaN" in err, err
     assert field_status(tmp_path / "out")["status"].tolist() == ["ok", "failed"]
+
+
+def test_labels_zarr_mirrors_the_input_paths(plate, tmp_path):
+    """Issue 14.3: labels.zarr holds each field at the input's own path. Before, input well
+    ``B/2`` became ``B/02`` and fields were renamed by index (``f7`` -> ``1``)."""
+    import zarr
+
+    from hcsmito.io.writer import create_plate, write_image
+
+    src = open_plate(plate)
+    mine = tmp_path / "mine.zarr"
+    images = {"B/2": ["f3", "f7"]}
+    create_plate(mine, wells=["B/2"], fields_per_well=images, pad=None)
+    for i in range(FIELDS):
+        img = src.read_field("B/2", i)
+        write_image(mine, "B/2", i, np.asarray(img.data), axes=img.axes,
+                    voxel_size=img.voxel_size, channel_labels=img.channel_labels)  # fmt: skip
+    out = tmp_path / "out"
+    s = run_plate(
+        mine, out, scheduler="threads", workers=2, backend="cpu", progress=False, report=False
+    )
+    assert s.ok and s.processed == ["B/2/0", "B/2/1"]
+    lp = open_plate(out / "labels.zarr")
+    assert [r.path for r in lp.fields] == [r.path for r in open_plate(mine).fields]
+    assert [r.path for r in lp.fields] == ["B/2/f3", "B/2/f7"]
+    grp = zarr.open_group(out / "labels.zarr", mode="r")
+    for name in ("msc", "jurkat", "foci"):
+        assert grp[f"B/2/f7/labels/{name}/0"].shape == SHAPE
+    assert not (out / "labels.zarr" / "B" / "02").exists()
+    # the tables name the field by its index in the well, as before
+    fields = pd.read_parquet(out / "tables" / "fields.parquet")
+    assert fields[["well", "field"]].values.tolist() == [["B/2", 0], ["B/2", 1]]

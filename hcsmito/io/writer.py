@@ -32,7 +32,7 @@ from zarr.storage import LocalStore
 
 from hcsmito import schema
 from hcsmito.io.errors import PlateError
-from hcsmito.io.names import check_name, parse_well, row_sort_key, well_path
+from hcsmito.io.names import check_name, check_well_path, parse_well, row_sort_key, well_path
 from hcsmito.io.ngff import ImageLabel, ImageMeta, LabelsMeta, PlateMeta, WellMeta, parse
 from hcsmito.io.store import Store, detect_version
 
@@ -54,10 +54,11 @@ def create_plate(
     path: str | Path,
     *,
     wells: Sequence[str],
-    fields_per_well: int | Mapping[str, int],
+    fields_per_well: int | Mapping[str, int | Sequence[str]],
     name: str | None = None,
     version: str = "0.5",
     overwrite: bool = False,
+    pad: int | None = 2,
 ) -> None:
     """Create an empty OME-NGFF HCS plate: plate metadata, row and well groups.
 
@@ -66,16 +67,22 @@ def create_plate(
     path : str or Path
         The plate store to create (``PLATE.zarr``).
     wells : sequence of str
-        Wells as ``"B03"``, ``"B3"``, ``"B/3"`` or ``"B/03"``; stored as ``"B/03"``.
+        Wells as ``"B03"``, ``"B3"``, ``"B/3"`` or ``"B/03"``; stored as ``"B/03"`` (see
+        ``pad``).
     fields_per_well : int or mapping
-        Number of fields in every well, or a mapping well -> number (every well listed).
-        Fields are stored as ``well/0``, ``well/1``...
+        Number of fields in every well, or a mapping well -> number or -> the fields' image
+        paths (every well listed). Counted fields are stored as ``well/0``, ``well/1``...;
+        named ones under their names (ASCII letters and digits, as NGFF requires).
     name : str, optional
         The plate name (default: the store's name without ``.zarr``).
     version : {"0.5", "0.4"}
         NGFF version: 0.5 writes zarr v3, 0.4 zarr v2.
     overwrite : bool
         Replace an existing store at ``path``.
+    pad : int or None
+        Digits the column number is zero-padded to (``"B3"`` -> ``"B/03"``). None keeps a
+        well written ``ROW/COLUMN`` exactly as given (``"B/2"`` stays ``"B/2"``): a plate
+        that mirrors another plate's paths (hcsmito's ``labels.zarr``).
 
     Raises
     ------
@@ -87,23 +94,31 @@ def create_plate(
     path = Path(path)
     if version not in ("0.4", "0.5"):
         raise PlateError(f"NGFF version {version!r} cannot be written: use '0.5' or '0.4'.")
-    paths = [well_path(w) for w in wells]
+    paths = [_well_node(w, pad) for w in wells]
     if not paths:
         raise PlateError(f"{path.name}: a plate needs at least one well")
     if len(set(paths)) != len(paths):
         dup = sorted({p for p in paths if paths.count(p) > 1})
         raise PlateError(f"{path.name}: wells {dup} are listed more than once")
     if isinstance(fields_per_well, Mapping):
-        counts_by = {well_path(w): n for w, n in fields_per_well.items()}
+        counts_by = {_well_node(w, pad): n for w, n in fields_per_well.items()}
         missing = [p for p in paths if p not in counts_by]
         if missing:
             raise PlateError(f"{path.name}: fields_per_well has no count for wells {missing}")
         counts = [counts_by[p] for p in paths]
     else:
         counts = [fields_per_well] * len(paths)
+    images: list[list[str]] = []
     for p, n in zip(paths, counts, strict=True):
+        if isinstance(n, Sequence) and not isinstance(n, str):
+            names = [check_name(im, "field path", where=f"{path.name}/{p}") for im in n]
+            if not names or len(set(names)) != len(names):
+                raise PlateError(f"{path.name}: well {p} needs distinct field paths, not {n!r}")
+            images.append(names)
+            continue
         if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
             raise PlateError(f"{path.name}: well {p} needs an int number of fields >= 1, not {n!r}")
+        images.append([str(i) for i in range(int(n))])
     if path.exists():
         if not overwrite:
             raise FileExistsError(f"{path} exists: choose another path or set overwrite=True")
@@ -112,7 +127,7 @@ def create_plate(
         shutil.rmtree(path)
 
     rows = sorted({p.split("/")[0] for p in paths}, key=row_sort_key)
-    cols = sorted({p.split("/")[1] for p in paths}, key=int)
+    cols = sorted({p.split("/")[1] for p in paths}, key=_column_sort_key)
     plate: dict[str, Any] = {
         "name": name or (path.name[:-5] if path.name.endswith(".zarr") else path.name),
         "rows": [{"name": r} for r in rows],
@@ -125,7 +140,7 @@ def create_plate(
             }
             for p in paths
         ],
-        "field_count": int(max(counts)),
+        "field_count": max(len(im) for im in images),
     }
     # 0.4: a SHOULD; 0.5: the spec text says MUST (its JSON examples leave it out)
     plate["version"] = version
@@ -136,8 +151,8 @@ def create_plate(
     root = zarr.open_group(store=store, mode="w", zarr_format=fmt)
     for r in rows:
         root.require_group(r)
-    for p, n in zip(paths, counts, strict=True):
-        well = {"images": [{"path": str(i)} for i in range(int(n))], "version": version}
+    for p, names in zip(paths, images, strict=True):
+        well = {"images": [{"path": im} for im in names], "version": version}
         parse(WellMeta, well, node=f"{path.name}/{p}", what="well")
         grp = zarr.open_group(store=store, path=p, mode="w", zarr_format=fmt)
         grp.attrs.put(_wrap({"well": well}, version))
@@ -381,6 +396,23 @@ def default_chunks(shape: Sequence[int], axes: str, itemsize: int) -> tuple[int,
     return tuple(out)
 
 
+def _well_node(name: str, pad: int | None) -> str:
+    """The path a well is stored under: padded (``B3`` -> ``B/03``), or with ``pad`` None a
+    ``ROW/COLUMN`` name as given (checked), another spelling as ``B/3``."""
+    if pad is not None:
+        return well_path(name, pad=pad)
+    if isinstance(name, str) and "/" in name:
+        row, col = check_well_path(name)
+        return f"{row}/{col}"
+    row, col = parse_well(name)
+    return f"{row}/{col}"
+
+
+def _column_sort_key(col: str) -> tuple[int, int, str]:
+    """Columns by number (``2 < 10``), names that are not numbers after them."""
+    return (0, int(col), col) if col.isdigit() else (1, 0, col)
+
+
 def _zarr_format(version: str) -> int:
     return 3 if version == "0.5" else 2
 
@@ -439,13 +471,15 @@ def _field_node(plate: Path, well: str, field: int) -> tuple[Path, str, str]:
     if "plate" not in attrs:
         raise PlateError(f"{plate.name}: not a plate: create it with create_plate first")
     meta: PlateMeta = parse(PlateMeta, attrs["plate"], node=plate.name, what="plate")
-    row, col = parse_well(well)
-    found = [
-        w.path
-        for w in meta.wells
-        if w.path.split("/")[0] == row
-        and (w.path.split("/")[1] == str(col) or w.path.split("/")[1].lstrip("0") == str(col))
-    ]
+    found = [w.path for w in meta.wells if w.path == well]  # the plate's own path first
+    if not found:
+        row, col = parse_well(well)
+        found = [
+            w.path
+            for w in meta.wells
+            if w.path.split("/")[0] == row
+            and (w.path.split("/")[1] == str(col) or w.path.split("/")[1].lstrip("0") == str(col))
+        ]
     if not found:
         raise PlateError(
             f"{plate.name}: well {well!r} is not in the plate (wells: "
