@@ -15,7 +15,6 @@ import pytest
 import zarr
 from zarr.storage import LocalStore
 
-import hcsmito.io.plate as plate_module
 from hcsmito.io.plate import PlateError, open_image, open_plate
 from hcsmito.io.writer import create_plate, write_image
 
@@ -272,8 +271,8 @@ def test_traversal_names_refused_before_touching_paths(tmp_path, monkeypatch, ve
         opened.append(kwargs.get("path", ""))
         return real_array(*args, **kwargs)
 
-    monkeypatch.setattr(plate_module.zarr, "open_group", spy_group)
-    monkeypatch.setattr(plate_module.zarr, "open_array", spy_array)
+    monkeypatch.setattr(zarr, "open_group", spy_group)
+    monkeypatch.setattr(zarr, "open_array", spy_array)
     with pytest.raises(PlateError, match=pattern):
         open_plate(path)
     assert opened, "the spy saw nothing: it is not wired"

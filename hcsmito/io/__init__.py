@@ -1,6 +1,8 @@
 """Plates in and out: OME-NGFF HCS readers and writers, name rules, TIFF import.
 
-- :mod:`hcsmito.io.plate` -- ``open_plate``, ``open_image`` (validated metadata, lazy pixels)
+- :mod:`hcsmito.io.plate` -- ``open_plate``: a plate, all its metadata validated up front
+- :mod:`hcsmito.io.image` -- ``open_image``: one image group validated, its pixels lazy
+- :mod:`hcsmito.io.field` -- ``FieldRef``, ``FieldImage`` (lazy channels), ``check_finite``
 - :mod:`hcsmito.io.roles` -- ``resolve_channel_roles``: channel roles from channel labels
 - :mod:`hcsmito.io.writer` -- ``create_plate``, ``write_image``, ``write_labels``
 - :mod:`hcsmito.io.tiff_import` -- ``import_tiffs``
