@@ -70,6 +70,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
         base_dir=Path(args.base_dir) if args.base_dir else None,
         voxel_size=voxel,
         channel_labels=labels,
+        axes=args.axes,
         version=args.ngff,
         overwrite=args.overwrite,
     )
@@ -229,6 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--base-dir", help="folder the CSV's file paths are relative to")
     i.add_argument("--voxel-size", help="Z,Y,X in µm (overrides the files' metadata)")
     i.add_argument("--channel-labels", help="comma-separated channel labels")
+    i.add_argument(
+        "--axes", help="axes of files that do not name them (plain TIFF), e.g. CZYX or ZYX"
+    )
     i.add_argument("--ngff", choices=["0.5", "0.4"], default="0.5")
     i.add_argument("--overwrite", action="store_true")
     i.set_defaults(func=_cmd_import)

@@ -114,9 +114,6 @@ def test_plain_tiffs_need_voxel_size(tmp_path):
 def test_voxel_size_argument_overrides_metadata(tmp_path):
     st = _stack()
     _imagej(tmp_path / "a.tif", st, dz=0.5, dxy=0.1)
-    csv = _csv(tmp_path / "a.csv", "file,well,field", ["a.tif,B2,0"])
-    with pytest.raises(PlateError, match="no channel axis|no C"):
-        import_tiffs(csv, tmp_path / "x.zarr")
     csv = _csv(tmp_path / "a.csv", "file,well,field,channel", ["a.tif,B2,0,Mito"])
     out = import_tiffs(csv, tmp_path / "a.zarr", voxel_size={"z": 1.0})
     assert open_plate(out).read_field("B2", 0).voxel_size == pytest.approx(
@@ -161,3 +158,103 @@ def test_refusals_name_the_file(tmp_path):
     csv = _csv(tmp_path / "m.csv", header, ["m.tif,B2,0,x"])
     with pytest.raises(PlateError, match=r"m\.tif: holds 2 channels"):
         import_tiffs(csv, tmp_path / "m.zarr")
+
+
+# ------------------------------------------------------------- issue 14.2: what Fiji users have
+
+
+def test_imagej_hyperstack_labels_become_channel_labels(tmp_path, caplog):
+    """Before: an ImageJ hyperstack's channel names (its ``Labels``) were dropped, the
+    channels became c0, c1, c2 without a word, and every field then failed at run time."""
+    names = ["GFP", "MitoTracker Red", "Phalloidin"]
+    zcyx = _stack((4, 3, 16, 20))
+    for name, labels in (("per_channel", names), ("per_plane", names * 4)):
+        tifffile.imwrite(tmp_path / f"{name}.tif", zcyx, imagej=True, resolution=(10, 10),
+                         metadata={"axes": "ZCYX", "spacing": 0.5, "unit": "um",
+                                   "Labels": labels})  # fmt: skip
+    csv = _csv(
+        tmp_path / "h.csv", "file,well,field", ["per_channel.tif,B2,0", "per_plane.tif,B2,1"]
+    )
+    plate = open_plate(import_tiffs(csv, tmp_path / "h.zarr"))
+    for field in (0, 1):
+        img = plate.read_field("B2", field)
+        assert img.channel_labels == names
+        np.testing.assert_array_equal(img.data.compute(), zcyx.transpose(1, 0, 2, 3))
+    assert img.resolve_roles()["mito"] == 1
+    # no names anywhere: c0, c1, c2 still, but said, with the fix
+    _imagej(tmp_path / "bare.tif", zcyx, axes="ZCYX")
+    csv = _csv(tmp_path / "b.csv", "file,well,field", ["bare.tif,B2,0"])
+    with caplog.at_level("WARNING", logger="hcsmito.io.tiff_import"):
+        plate = open_plate(import_tiffs(csv, tmp_path / "b.zarr"))
+    assert plate.read_field("B2", 0).channel_labels == ["c0", "c1", "c2"]
+    assert "bare.tif: no channel names" in caplog.text and "--channel-labels" in caplog.text
+
+
+def test_plain_4d_tiff_imports_with_axes(tmp_path):
+    """Before: a TIFF without metadata read as one sequence of planes (IYX) or unnamed axes
+    (QQYX) and could not be imported."""
+    czyx = _stack((3, 5, 16, 20))
+    tifffile.imwrite(tmp_path / "flat.tif", czyx, metadata=None)  # 15 planes, axes IYX
+    tifffile.imwrite(tmp_path / "shaped.tif", czyx)  # tifffile's own shape: QQYX
+    labels = ["GFP", "Mito", "Phalloidin"]
+    csv = _csv(tmp_path / "p.csv", "file,well,field", ["flat.tif,C3,0", "shaped.tif,C3,1"])
+    with pytest.raises(PlateError, match="cannot be imported|no voxel size"):
+        import_tiffs(csv, tmp_path / "none.zarr", voxel_size=(0.5, 0.1, 0.1))
+    out = import_tiffs(csv, tmp_path / "p.zarr", axes="CZYX", channel_labels=labels,
+                       voxel_size=(0.5, 0.1, 0.1))  # fmt: skip
+    plate = open_plate(out)
+    for field in (0, 1):
+        img = plate.read_field("C3", field)
+        assert img.axes == "czyx" and img.channel_labels == labels
+        np.testing.assert_array_equal(img.data.compute(), czyx)
+    # one flat sequence needs the number of channels
+    csv = _csv(tmp_path / "f.csv", "file,well,field", ["flat.tif,C3,0"])
+    with pytest.raises(PlateError, match=r"flat\.tif: holds 15 planes .*--channel-labels"):
+        import_tiffs(csv, tmp_path / "f.zarr", axes="CZYX", voxel_size=(0.5, 0.1, 0.1))
+    with pytest.raises(PlateError, match="axes 'CZQX'"):
+        import_tiffs(csv, tmp_path / "f.zarr", axes="CZQX", voxel_size=(0.5, 0.1, 0.1))
+    # the command line
+    from hcsmito.cli import main
+
+    csv = _csv(tmp_path / "s.csv", "file,well,field", ["shaped.tif,C3,0"])
+    args = ["--axes", "CZYX", "--voxel-size", "0.5,0.1,0.1", "--channel-labels", "G,M,P"]
+    rc = main(["import", str(csv), "--out", str(tmp_path / "cli.zarr"), *args])
+    assert rc == 0
+    img = open_plate(tmp_path / "cli.zarr").read_field("C3", 0)
+    np.testing.assert_array_equal(img.data.compute(), czyx)
+
+
+def test_single_channel_stacks_need_no_channel_column(tmp_path):
+    """Before: without a 'channel' column every file had to hold a C axis."""
+    a, b = _stack((3, 16, 20)), _stack((3, 16, 20))
+    tifffile.imwrite(tmp_path / "a.tif", a, imagej=True, resolution=(10, 10),
+                     metadata={"axes": "ZYX", "spacing": 0.5, "unit": "um",
+                               "Labels": ["MitoTracker"] * 3})  # fmt: skip
+    _imagej(tmp_path / "b.tif", b)
+    csv = _csv(tmp_path / "s.csv", "file,well,field", ["a.tif,B2,0", "b.tif,B2,1"])
+    plate = open_plate(import_tiffs(csv, tmp_path / "s.zarr"))
+    img = plate.read_field("B2", 0)
+    assert img.axes == "czyx" and img.channel_labels == ["MitoTracker"]
+    np.testing.assert_array_equal(img.data.compute(), a[np.newaxis])
+    np.testing.assert_array_equal(plate.read_field("B2", 1).data.compute(), b[np.newaxis])
+
+
+def test_fields_of_different_depth_make_one_plate(tmp_path):
+    """Before: every stack had to have the shape of the first (z-depth included)."""
+    stacks = {0: _stack((2, 3, 16, 20)), 1: _stack((2, 7, 16, 20))}
+    rows = []
+    for field, czyx in stacks.items():
+        for c, ch in enumerate(("GFP", "Mito")):
+            _imagej(tmp_path / f"f{field}_{ch}.tif", czyx[c])
+            rows.append(f"f{field}_{ch}.tif,B2,{field},{ch}")
+    csv = _csv(tmp_path / "d.csv", "file,well,field,channel", rows)
+    plate = open_plate(import_tiffs(csv, tmp_path / "d.zarr"))
+    for field, czyx in stacks.items():
+        np.testing.assert_array_equal(plate.read_field("B2", field).data.compute(), czyx)
+    # the channels of one field still share their planes
+    _imagej(tmp_path / "deep.tif", _stack((7, 16, 20)))
+    rows = ["f0_GFP.tif,B2,0,GFP", "deep.tif,B2,0,Mito"]
+    csv = _csv(tmp_path / "bad.csv", "file,well,field,channel", rows)
+    with pytest.raises(PlateError, match=r"well B/02 field 0: its channels' stacks differ"):
+        import_tiffs(csv, tmp_path / "bad.zarr")
+    assert not (tmp_path / "bad.zarr").exists()

@@ -7,6 +7,7 @@ then read and written one field at a time.
 
 from __future__ import annotations
 
+import logging
 import math
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
@@ -22,6 +23,8 @@ from hcsmito.io.names import well_path
 from hcsmito.io.writer import create_plate, write_image
 
 __all__ = ["import_tiffs", "read_tiff_info"]
+
+log = logging.getLogger(__name__)
 
 # micrometres per unit, for units as OME-XML and ImageJ write them
 _UNIT_UM = {
@@ -105,29 +108,85 @@ def _imagej_voxel(tif: tifffile.TiffFile) -> dict[str, float]:
     return out
 
 
-def read_tiff_info(path: str | Path) -> TiffInfo:
+def _imagej_channel_names(meta: Mapping, axes: str, shape: tuple[int, ...]) -> list[str]:
+    """Channel names of an ImageJ (hyper)stack: its ``Labels`` (the slice labels; Fiji's
+    channel names). One label per channel, or one per plane in ImageJ's order (channel
+    fastest): the first plane's label of each channel. [] when there are none."""
+    labels = meta.get("Labels")
+    if isinstance(labels, str):
+        labels = [labels]
+    if not isinstance(labels, list | tuple) or not labels:
+        return []
+    labels = [str(lab).strip() for lab in labels]
+    n_c = shape[axes.index("C")] if "C" in axes else 1
+    if len(labels) < n_c or len(labels) % n_c:
+        return []
+    names = labels[:n_c]
+    if n_c == 1 and len(set(labels)) != 1:  # per-plane labels of a single-channel stack
+        return []
+    return names if all(names) else []
+
+
+def read_tiff_info(
+    path: str | Path, *, axes: str | None = None, n_channels: int | None = None
+) -> TiffInfo:
     """Shape, axes, dtype, voxel size (µm) and channel names of a TIFF, pixels unread.
 
     Voxel sizes come from OME-XML (``PhysicalSizeX/Y/Z`` with their units) or, for ImageJ
     files, from the resolution tags and the ``spacing`` / ``unit`` entries. Plain TIFF
     resolution tags are not trusted (most writers fill them with a screen resolution).
+    Channel names come from OME-XML or from an ImageJ stack's ``Labels``.
+
+    ``axes`` (e.g. ``"CZYX"``) names the axes of a file that does not say them (a plain
+    TIFF); a file that stores its planes as one flat sequence is split into its ``C`` and
+    ``Z`` with ``n_channels``.
     """
     path = Path(path)
     try:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
-            axes, shape, dtype = series.axes, tuple(series.shape), np.dtype(series.dtype)
+            found, shape, dtype = series.axes, tuple(series.shape), np.dtype(series.dtype)
             voxel: dict[str, float] = {}
             names: list[str] = []
             if tif.is_ome and tif.ome_metadata:
                 voxel, names = _ome_voxel(tif.ome_metadata)
             elif tif.is_imagej:
                 voxel = _imagej_voxel(tif)
+                names = _imagej_channel_names(tif.imagej_metadata or {}, found, shape)
     except (OSError, ValueError, tifffile.TiffFileError) as exc:
         raise PlateError(f"{path}: cannot read it as a TIFF ({exc})") from exc
+    if axes is not None:
+        found, shape = _given_axes(path, axes, found, shape, n_channels)
     # leading "I"/"Q" (an unspecified image sequence) of a plain stack is its z axis
-    axes = axes.replace("I", "Z").replace("Q", "Z")
-    return TiffInfo(path, axes, shape, dtype, voxel, names)
+    found = found.replace("I", "Z").replace("Q", "Z")
+    return TiffInfo(path, found, shape, dtype, voxel, names)
+
+
+def _given_axes(
+    path: Path, axes: str, found: str, shape: tuple[int, ...], n_channels: int | None
+) -> tuple[str, tuple[int, ...]]:
+    """The file's axes and shape as ``axes`` names them (``--axes CZYX``)."""
+    axes = axes.strip().upper()
+    if not (len(set(axes)) == len(axes) and set(axes) <= set("TCZYX") and axes.endswith("YX")):
+        raise PlateError(
+            f"axes {axes!r}: name each axis once, from T, C, Z, Y, X, ending in YX (e.g. CZYX)"
+        )
+    if len(axes) == len(shape):
+        return axes, shape
+    planes = int(np.prod(shape[:-2]))
+    lead = axes[:-2]
+    if lead in ("CZ", "ZC") and len(shape) == 3:
+        if not n_channels or planes % n_channels:
+            raise PlateError(
+                f"{path}: holds {planes} planes in one sequence (axes {found!r}): to read them "
+                f"as {axes}, name the channels (--channel-labels) so their number is known"
+            )
+        n_c, n_z = n_channels, planes // n_channels
+        return axes, ((n_c, n_z) if lead == "CZ" else (n_z, n_c)) + tuple(shape[-2:])
+    raise PlateError(
+        f"{path}: axes {axes!r} do not fit its shape {shape} (axes {found!r}): give as many "
+        "axes as the stack has dimensions"
+    )
 
 
 def _czyx(info: TiffInfo, data: np.ndarray) -> np.ndarray:
@@ -150,12 +209,6 @@ def _check_layout(info: TiffInfo, multichannel: bool) -> None:
             f"{info.path}: axes {info.axes!r} {info.shape} cannot be imported: hcsmito takes "
             "(C,)(Z,)Y,X stacks (one time point, no RGB samples). Save it as grey-scale "
             "ImageJ hyperstack or OME-TIFF."
-        )
-    if multichannel and "C" not in info.axes:
-        raise PlateError(
-            f"{info.path}: the CSV has no 'channel' column, so every file must hold all "
-            f"channels, but this one has axes {info.axes!r} (no C). Add a 'channel' column "
-            "(one file per channel) or save the stacks with their channels."
         )
     if not multichannel and info.size("C") != 1:
         raise PlateError(
@@ -198,6 +251,7 @@ def import_tiffs(
     base_dir: str | Path | None = None,
     voxel_size: Mapping[str, float] | Sequence[float] | None = None,
     channel_labels: Sequence[str] | None = None,
+    axes: str | None = None,
     version: str = "0.5",
     overwrite: bool = False,
 ) -> Path:
@@ -221,8 +275,13 @@ def import_tiffs(
     channel_labels : sequence of str, optional
         Channel labels in channel order. With a ``channel`` column, they also fix the order
         (and must be exactly the column's values); otherwise they name the file's channels.
-        Default: the ``channel`` values in order of appearance, else OME-XML channel names,
-        else ``c0``, ``c1``...
+        Default: the ``channel`` values in order of appearance, else the files' channel
+        names (OME-XML, or an ImageJ hyperstack's ``Labels``), else ``c0``, ``c1``... (with
+        a warning: no role finds such channels).
+    axes : str, optional
+        The axes of files that do not name them (a plain TIFF), e.g. ``"CZYX"``; a file of
+        one flat sequence of planes is split by the number of ``channel_labels``. Without a
+        ``channel`` column a file without ``C`` is one channel; fields may differ in depth.
     version : {"0.5", "0.4"}
         NGFF version of the plate.
     overwrite : bool
@@ -251,7 +310,10 @@ def import_tiffs(
     _number_fields(table, csv_path, multichannel)
     seen = None if multichannel else _channel_order(table, csv_path, channel_labels)
     override = _voxel_override(voxel_size)
-    infos, ref, ref_vs = _file_infos(table, base, csv_path, multichannel, override)
+    n_channels = (len(channel_labels) if channel_labels else None) if multichannel else 1
+    infos, ref, ref_vs = _file_infos(
+        table, base, csv_path, multichannel, override, axes=axes, n_channels=n_channels
+    )
     labels = _labels(ref, seen, channel_labels)
     wells, counts, field_index = _field_index(table)
     create_plate(out, wells=wells, fields_per_well=counts, version=version, overwrite=overwrite)
@@ -316,7 +378,9 @@ def _voxel_override(voxel_size) -> dict[str, float]:
     return override
 
 
-def _file_infos(table, base: Path, csv_path: Path, multichannel: bool, override):
+def _file_infos(
+    table, base: Path, csv_path: Path, multichannel: bool, override, *, axes, n_channels
+):
     """Every file's metadata, checked against the first one's before anything is
     written: ``(infos, first, its voxel size)``."""
     infos: list[TiffInfo] = []
@@ -326,7 +390,7 @@ def _file_infos(table, base: Path, csv_path: Path, multichannel: bool, override)
         f = Path(name) if Path(name).is_absolute() else base / name
         if not f.is_file():
             raise PlateError(f"{csv_path}: line {i + 2}: file {f} does not exist")
-        info = read_tiff_info(f)
+        info = read_tiff_info(f, axes=axes, n_channels=n_channels)
         _check_layout(info, multichannel)
         spatial = "ZYX" if "Z" in info.axes else "YX"
         vs = {**info.voxel_size, **override}
@@ -340,13 +404,14 @@ def _file_infos(table, base: Path, csv_path: Path, multichannel: bool, override)
         if ref is None:
             ref, ref_vs = info, vs
         else:
-            shape = {ax: info.size(ax) for ax in "CZYX"}
-            ref_shape = {ax: ref.size(ax) for ax in "CZYX"}
+            # fields may differ in depth (z); channels, planes and 2-D / 3-D may not
+            shape = {ax: info.size(ax) for ax in "CYX"}
+            ref_shape = {ax: ref.size(ax) for ax in "CYX"}
             if shape != ref_shape or ("Z" in info.axes) != ("Z" in ref.axes):
                 raise PlateError(
                     f"{f}: stack of shape {info.shape} (axes {info.axes}) disagrees with "
                     f"{ref.path.name}'s {ref.shape} (axes {ref.axes}): every stack of a plate "
-                    "must have the same size"
+                    "must have the same channels and plane size (fields may differ in depth)"
                 )
             if info.dtype != ref.dtype:
                 raise PlateError(
@@ -359,6 +424,15 @@ def _file_infos(table, base: Path, csv_path: Path, multichannel: bool, override)
                 )
         infos.append(info)
     assert ref is not None
+    if not multichannel:  # the channels of one field: one depth
+        table = table.assign(_depth=[info.size("Z") for info in infos])
+        for (wp, fn), grp in table.groupby(["well_path", "field_n"], sort=False):
+            if grp["_depth"].nunique() > 1:
+                depths = dict(zip(grp["channel"], grp["_depth"], strict=True))
+                raise PlateError(
+                    f"{csv_path}: well {wp} field {fn}: its channels' stacks differ in depth "
+                    f"({depths} planes): every channel of a field needs the same z planes"
+                )
     return infos, ref, ref_vs
 
 
@@ -375,6 +449,13 @@ def _labels(ref: TiffInfo, seen: list[str] | None, channel_labels) -> list[str]:
             labels = list(ref.channel_names)
         else:
             labels = [f"c{i}" for i in range(n_c)]
+            log.warning(
+                "%s: no channel names in the file (OME-XML or ImageJ Labels): the channels "
+                "are named %s, which no channel role finds; pass --channel-labels (e.g. "
+                "GFP,MitoTracker,Phalloidin) or map the roles by index in the config",
+                ref.path.name,
+                ",".join(labels),
+            )
     else:
         labels = list(seen) if not all(c.isdigit() for c in seen) else [f"c{c}" for c in seen]
         if channel_labels is not None:
@@ -401,9 +482,14 @@ def _field_data(grp: pd.DataFrame, order: dict[str, int] | None) -> np.ndarray:
     """One field's (C, [Z,] Y, X) stack from its file(s)."""
     if order is None:
         info = grp["info"].iloc[0]
-        return _czyx(info, tifffile.imread(info.path, series=0))
+        return _czyx(info, _read(info))
     planes = [None] * len(order)
     for _, row in grp.iterrows():
         info = row["info"]
-        planes[order[row["channel"]]] = _czyx(info, tifffile.imread(info.path, series=0))[0]
+        planes[order[row["channel"]]] = _czyx(info, _read(info))[0]
     return np.stack(planes)
+
+
+def _read(info: TiffInfo) -> np.ndarray:
+    """A file's pixels in the shape its info gives (``axes`` may split a flat sequence)."""
+    return tifffile.imread(info.path, series=0).reshape(info.shape)
