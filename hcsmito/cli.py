@@ -240,7 +240,11 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="process a plate: labels, tables, QC, manifest (resumable)")
     r.add_argument("--plate", required=True, help="OME-NGFF HCS plate (0.4 or 0.5)")
     r.add_argument("--out", required=True, help="output folder")
-    r.add_argument("--config", help="YAML config (default: the packaged conf/default.yaml)")
+    r.add_argument(
+        "--config",
+        help="YAML config, or a shipped one by name: deconvolve, mito-only (default: "
+        "the packaged conf/default.yaml)",
+    )
     r.add_argument("--plate-map", help="CSV well,condition[,replicate,day,...]")
     r.add_argument(
         "--set", action="append", metavar="KEY=VALUE", help="override, e.g. foci.threshold_k=5"
@@ -273,7 +277,11 @@ def build_parser() -> argparse.ArgumentParser:
     rp.set_defaults(func=_cmd_report)
 
     c = sub.add_parser("config", help="print the effective config (or its JSON schema)")
-    c.add_argument("--config", help="YAML config (default: conf/default.yaml)")
+    c.add_argument(
+        "--config",
+        help="YAML config, or a shipped one by name: deconvolve, mito-only (default: "
+        "conf/default.yaml)",
+    )
     c.add_argument("--set", action="append", metavar="KEY=VALUE")
     c.add_argument("--schema", action="store_true", help="print the JSON schema instead")
     c.set_defaults(func=_cmd_config)

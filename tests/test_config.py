@@ -171,3 +171,112 @@ def test_file_errors(tmp_path):
 def test_config_hash_follows_content():
     assert config_hash(load_config()) == config_hash(Config())
     assert config_hash(load_config(overrides=["foci.threshold_k=7"])) != config_hash(Config())
+
+
+# --------------------------------------------------------------------------- shipped configs
+
+
+def test_shipped_config_by_name_from_any_folder(tmp_path, monkeypatch, capsys):
+    """Before: ``--config deconvolve`` was a file name: 'config file deconvolve does not
+    exist' outside the repository's conf/ folder."""
+    from hcsmito.cli import main
+
+    monkeypatch.chdir(tmp_path)  # no conf/ here
+    for name in ("deconvolve", "mito-only", "default"):
+        assert load_config(name) == load_config(ROOT / "conf" / f"{name}.yaml")
+    assert load_config("deconvolve").deconvolution.method == "richardson_lucy"
+    assert main(["config", "--config", "deconvolve"]) == 0
+    assert "richardson_lucy" in capsys.readouterr().out
+    # a file of that name in the working folder is still the file
+    (tmp_path / "deconvolve").write_text("foci: {threshold_k: 9}\n")
+    assert load_config("deconvolve").foci.threshold_k == 9
+
+
+def test_unknown_config_name_is_one_line_listing_the_shipped_ones(tmp_path, monkeypatch, capsys):
+    from hcsmito.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as err:
+        load_config("deconvolved")
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert "'deconvolved' is neither a file nor a shipped config" in msg
+    assert "deconvolve, default, mito-only" in msg
+    assert main(["config", "--config", "nope"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "one of deconvolve, default, mito-only" in lines[0]
+    # a path (a suffix or a folder) stays a missing file, and says what the names are
+    with pytest.raises(ConfigError, match=r"config file nope\.yaml does not exist \(shipped"):
+        load_config("nope.yaml")
+
+
+# --------------------------------------------------------------------------- documented options
+
+
+def _section_models(annotation) -> list[type]:
+    """The pydantic models inside an annotation (a section, a tagged union, Optional...)."""
+    import typing
+
+    from pydantic import BaseModel
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in typing.get_args(annotation) for m in _section_models(arg)]
+
+
+def _options(model, path=()):
+    """``(path, field)`` of every option of the schema; the options of each member of a
+    tagged union (a deconvolution, a threshold method, a PSF) under the union's key."""
+    for name, field in model.model_fields.items():
+        yield (*path, name), field
+        for sub in _section_models(field.annotation):
+            yield from _options(sub, (*path, name))
+
+
+OPTIONS = sorted({".".join(p): f for p, f in _options(Config)}.items())
+
+
+def test_the_walk_sees_every_kind_of_option():
+    keys = {k for k, _ in OPTIONS}
+    assert {"plate_map", "tnt.tighten_cells", "resources.slurm.walltime"} <= keys
+    assert {"deconvolution.iterations", "deconvolution.psf.voxel_size_um"} <= keys
+    assert {"msc.threshold.value", "jurkat.threshold.fraction", "channels.actin"} <= keys
+    assert len(keys) > 100
+
+
+@pytest.mark.parametrize(("key", "field"), OPTIONS, ids=[k for k, _ in OPTIONS])
+def test_every_option_has_a_description_with_its_unit(key, field):
+    """Before: 74 options of the schema had no description (``hcsmito config --schema``)."""
+    assert field.description and len(field.description) > 8, f"{key}: no description"
+    name = key.rsplit(".", 1)[-1]
+    for suffix, unit in (("_um", "µm"), ("_um2", "µm²"), ("_um3", "µm³")):
+        if name.endswith(suffix):
+            assert unit in field.description, f"{key}: the description names no {unit}"
+
+
+def _top_blocks(text: str) -> dict[str, str]:
+    """default.yaml's text per top-level section (its key's line and what follows)."""
+    blocks: dict[str, str] = {}
+    key = None
+    for line in text.splitlines():
+        if line and not line[0].isspace() and not line.startswith("#"):
+            key = line.split(":", 1)[0]
+        if key is not None:
+            blocks[key] = blocks.get(key, "") + line + "\n"
+    return blocks
+
+
+@pytest.mark.parametrize(("key", "field"), OPTIONS, ids=[k for k, _ in OPTIONS])
+def test_default_yaml_lists_every_option_with_a_comment(key, field):
+    """Before: conf/default.yaml listed 60 of the schema's options. Each is there, with a
+    comment (unit and meaning) on its line; an option of a choice not taken (the
+    Richardson-Lucy options, a manual threshold's value) is listed commented out."""
+    import re
+
+    from hcsmito.config import default_config_text
+
+    blocks = _top_blocks(default_config_text())
+    top, name = key.split(".")[0], key.split(".")[-1]
+    assert top in blocks, f"{top}: no section in conf/default.yaml"
+    line = re.compile(rf"^\s*(?:#\s*)?{re.escape(name)}:[^#\n]*#\s*\S", re.M)
+    assert line.search(blocks[top]), f"{key}: not in conf/default.yaml with a comment"

@@ -11,7 +11,13 @@ runs without ``--config``; ``--config NAME`` picks another shipped variant by na
 - :mod:`hcsmito.config.migrate` -- earlier configs' keys, still read
 """
 
-from hcsmito.config.load import ConfigError, config_hash, default_config_text, load_config
+from hcsmito.config.load import (
+    ConfigError,
+    config_hash,
+    default_config_text,
+    load_config,
+    shipped_configs,
+)
 from hcsmito.config.migrate import FLAT_THRESHOLD, migrate_threshold
 from hcsmito.config.sections import (
     FIELD_SECTIONS,
@@ -77,4 +83,5 @@ __all__ = [
     "default_config_text",
     "load_config",
     "migrate_threshold",
+    "shipped_configs",
 ]

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from hcsmito.config.sections import Config
 
-__all__ = ["ConfigError", "config_hash", "default_config_text", "load_config"]
+__all__ = ["ConfigError", "config_hash", "default_config_text", "load_config", "shipped_configs"]
 
 
 class ConfigError(ValueError):
@@ -141,6 +141,32 @@ def default_config_text() -> str:
     return resources.files("hcsmito").joinpath("conf/default.yaml").read_text()
 
 
+def shipped_configs() -> list[str]:
+    """The names of the shipped configs (``hcsmito/conf/NAME.yaml``), for ``--config NAME``."""
+    conf = resources.files("hcsmito").joinpath("conf")
+    return sorted(e.name[: -len(".yaml")] for e in conf.iterdir() if e.name.endswith(".yaml"))
+
+
+def _config_text(path: str | Path) -> tuple[str, str]:
+    """The text of ``--config PATH`` and its name for messages: an existing file, or a
+    shipped config by name (no ``.yaml``, no folder: ``deconvolve``), from any folder."""
+    p = Path(path)
+    if p.is_file():
+        return p.read_text(), str(p)
+    names = shipped_configs()
+    if p.suffix or len(p.parts) != 1:  # a file name or a path: the user meant a file
+        raise ConfigError(
+            f"config file {p} does not exist (shipped configs, by name: {', '.join(names)})"
+        )
+    if p.name not in names:
+        raise ConfigError(
+            f"config {p.name!r} is neither a file nor a shipped config: give a YAML file or "
+            f"one of {', '.join(names)}"
+        )
+    conf = resources.files("hcsmito").joinpath(f"conf/{p.name}.yaml")
+    return conf.read_text(), f"{p.name} (shipped conf/{p.name}.yaml)"
+
+
 def load_config(
     path: str | Path | None = None, overrides: Iterable[str] = (), *, base: Mapping | None = None
 ) -> Config:
@@ -148,8 +174,10 @@ def load_config(
 
     Parameters
     ----------
-    path : path, optional
-        A YAML file; keys not given keep the defaults of :class:`Config`.
+    path : path or str, optional
+        A YAML file, or the name of a shipped config (:func:`shipped_configs`:
+        ``deconvolve``, ``mito-only``...); keys not given keep the defaults of
+        ``conf/default.yaml``.
     overrides : iterable of str
         ``section.key=value`` items (values parsed as YAML, e.g. ``foci.threshold_k=5``).
     base : mapping, optional
@@ -160,18 +188,15 @@ def load_config(
     elif path is None:
         data, source = yaml.safe_load(default_config_text()) or {}, "default.yaml"
     else:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {p} does not exist")
+        text, source = _config_text(path)
         try:
-            user = yaml.safe_load(p.read_text()) or {}
+            user = yaml.safe_load(text) or {}
         except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {p} is not valid YAML: {exc}") from None
+            raise ConfigError(f"config file {source} is not valid YAML: {exc}") from None
         if not isinstance(user, dict):
-            raise ConfigError(f"config {p}: the top level must be a mapping of sections")
+            raise ConfigError(f"config {source}: the top level must be a mapping of sections")
         # a variant file changes the default assay only where it says so
         data = _merge(yaml.safe_load(default_config_text()) or {}, user)
-        source = str(p)
     if not isinstance(data, dict):
         raise ConfigError(f"config {source}: the top level must be a mapping of sections")
     overrides = list(overrides)

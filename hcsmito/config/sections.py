@@ -122,7 +122,7 @@ class Optics(_Section):
 
     na: float = Field(1.4, gt=0, le=1.7, description="numerical aperture")
     refractive_index: float = Field(1.518, ge=1.0, le=2.0, description="immersion medium")
-    confocal: bool = True
+    confocal: bool = Field(True, description="confocal (pinhole) PSF, else widefield")
     emission_um: dict[str, float] = Field(
         default_factory=lambda: {r.name: r.emission_um for r in schema.ROLES},
         description="emission wavelength per role, µm (GFP, MitoTracker Red, phalloidin-647); "
@@ -136,37 +136,43 @@ class Optics(_Section):
 
 
 class PsfGaussian(_Section):
-    kind: Literal["gaussian"] = "gaussian"
+    kind: Literal["gaussian"] = Field("gaussian", description="a Gaussian fit of the optics' PSF")
 
 
 class PsfBornWolf(_Section):
-    kind: Literal["born_wolf"] = "born_wolf"
+    kind: Literal["born_wolf"] = Field(
+        "born_wolf", description="Born & Wolf scalar PSF of the optics"
+    )
 
 
 class PsfFile(_Section):
     """A measured PSF (e.g. from ``hcsmito.stages.psf.psf_from_beads``) saved as .npy/.tif."""
 
-    kind: Literal["file"] = "file"
-    path: Path
-    voxel_size_um: tuple[float, float, float] = Field(description="(dz, dy, dx) of the file")
+    kind: Literal["file"] = Field("file", description="a measured PSF read from path")
+    path: Path = Field(description="the PSF file (.npy or .tif, z, y, x)")
+    voxel_size_um: tuple[float, float, float] = Field(description="(dz, dy, dx) of the file, µm")
 
 
 Psf = Annotated[PsfGaussian | PsfBornWolf | PsfFile, Field(discriminator="kind")]
 
 
 class NoDeconvolution(_Section):
-    method: Literal["none"] = "none"
+    method: Literal["none"] = Field("none", description="no deconvolution")
 
 
 class RichardsonLucy(_Section):
     """Richardson-Lucy deconvolution of the listed channel roles before detection."""
 
-    method: Literal["richardson_lucy"] = "richardson_lucy"
-    iterations: int = Field(10, ge=1, le=500)
-    acceleration: Literal["biggs"] | None = None
+    method: Literal["richardson_lucy"] = Field("richardson_lucy", description="Richardson-Lucy")
+    iterations: int = Field(10, ge=1, le=500, description="RL iterations")
+    acceleration: Literal["biggs"] | None = Field(
+        None, description="biggs: Biggs-Andrews extrapolation (fewer iterations); null: off"
+    )
     tv: float = Field(0.0, ge=0.0, description="total-variation weight (0 = off)")
-    channels: tuple[RoleName, ...] = ("mito",)
-    psf: Psf = Field(default_factory=PsfGaussian)
+    channels: tuple[RoleName, ...] = Field(("mito",), description="the roles deconvolved")
+    psf: Psf = Field(
+        default_factory=PsfGaussian, description="kind: gaussian | born_wolf | file (path)"
+    )
     max_voxels: int | None = Field(
         None, gt=0, description="tile fields larger than this many voxels (memory budget)"
     )
@@ -196,7 +202,9 @@ class _ThresholdSection(_Section):
 class Background(_Section):
     """Background subtraction of the detection channels (after deconvolution)."""
 
-    method: Literal["none", "tophat", "gaussian"] = "none"
+    method: Literal["none", "tophat", "gaussian"] = Field(
+        "none", description="none | tophat (flat rolling ball) | gaussian (a wide blur)"
+    )
     radius_um: float = Field(10.0, gt=0, description="top-hat ball radius, µm")
     sigma_um: float = Field(10.0, gt=0, description="Gaussian sigma, µm")
 
@@ -206,8 +214,10 @@ class MscSegmentation(_ThresholdSection):
 
     _section: ClassVar[str] = "msc"
 
-    msc_diameter_um: float = Field(50.0, gt=0)
-    smooth_um: float = Field(1.0, ge=0)
+    msc_diameter_um: float = Field(50.0, gt=0, description="expected MSC diameter, µm")
+    smooth_um: float = Field(
+        1.0, ge=0, description="lateral Gaussian sigma before thresholding, µm"
+    )
     smooth_z_um: float = Field(0.0, ge=0, description="Gaussian sigma along z, µm")
     split: Literal["auto", "height", "shape", "intensity"] = Field(
         "auto", description="what separates touching MSCs"
@@ -215,9 +225,15 @@ class MscSegmentation(_ThresholdSection):
     seed_dynamics: float = Field(
         0.3, gt=0, description="height split: valley depth between cells / plateau height"
     )
-    seed_smooth_um: float | None = Field(None, gt=0)
-    min_separation_um: float | None = Field(None, gt=0)
-    min_area_um2: float | None = Field(None, ge=0)
+    seed_smooth_um: float | None = Field(
+        None, gt=0, description="intensity split: seed blur, µm (null: 0.06 x diameter)"
+    )
+    min_separation_um: float | None = Field(
+        None, gt=0, description="shape/intensity split: seed distance, µm (null: 0.3 x diameter)"
+    )
+    min_area_um2: float | None = Field(
+        None, ge=0, description="smallest footprint kept, µm² (null: disc of 0.15 x diameter)"
+    )
 
 
 class JurkatSegmentation(_ThresholdSection):
@@ -228,14 +244,20 @@ class JurkatSegmentation(_ThresholdSection):
     enabled: bool = Field(
         True, description="detect donor bodies (false: single-channel plates, no donors)"
     )
-    jurkat_diameter_um: float = Field(10.0, gt=0)
-    smooth_um: float = Field(1.5, ge=0)
-    min_diameter_fraction: float = Field(0.5, ge=0, le=1)
+    jurkat_diameter_um: float = Field(10.0, gt=0, description="expected body diameter, µm")
+    smooth_um: float = Field(1.5, ge=0, description="Gaussian sigma before thresholding, µm")
+    min_diameter_fraction: float = Field(
+        0.5, ge=0, le=1, description="smallest footprint: a disc of this share of the diameter"
+    )
     min_spread: float = Field(
         0.6, ge=0, le=1, description="light spread over the footprint (foci are ~0.45)"
     )
-    min_separation_um: float | None = Field(None, gt=0)
-    overlap_min: float = Field(0.5, ge=0, le=1)
+    min_separation_um: float | None = Field(
+        None, gt=0, description="seed distance, µm (null: 0.6 x diameter)"
+    )
+    overlap_min: float = Field(
+        0.5, ge=0, le=1, description="footprint share over an MSC that puts a body on it"
+    )
     min_contrast: float = Field(
         1.0, ge=0, description="a body's red over the MSCs' own red (MSC haze is no body)"
     )
@@ -251,15 +273,19 @@ class JurkatSegmentation(_ThresholdSection):
 class FociDetection(_Section):
     """Options of :func:`hcsmito.stages.foci.detect_foci` (sizes in µm)."""
 
-    foci_diameter_um: float = Field(0.6, gt=0)
-    psf_sigma_um: tuple[float, float] | None = None
-    dog_ratio: float = Field(3.0, gt=1)
+    foci_diameter_um: float = Field(0.6, gt=0, description="expected focus diameter, µm")
+    psf_sigma_um: tuple[float, float] | None = Field(
+        None, description="(z, xy) Gaussian PSF sigmas, µm (null: 0.5, 0.15)"
+    )
+    dog_ratio: float = Field(3.0, gt=1, description="outer / inner sigma of the DoG")
     threshold_k: float = Field(6.0, gt=0, description="threshold in robust noise sigmas")
-    halo_um: float = Field(2.0, ge=0, description="exclusion margin around Jurkat bodies")
-    edge_margin_um: float = Field(1.0, ge=0, description="margin inside the MSC outline")
-    min_separation_um: float = Field(1.0, ge=0)
-    min_volume_um3: float | None = Field(None, ge=0)
-    require_parent: bool = True
+    halo_um: float = Field(2.0, ge=0, description="exclusion margin around Jurkat bodies, µm")
+    edge_margin_um: float = Field(1.0, ge=0, description="margin inside the MSC outline, µm")
+    min_separation_um: float = Field(1.0, ge=0, description="distance between two peaks, µm")
+    min_volume_um3: float | None = Field(
+        None, ge=0, description="smallest focus, µm³ (µm² in 2-D; null: 2 voxels)"
+    )
+    require_parent: bool = Field(True, description="drop foci whose peak is in no MSC")
     extent_fraction: float = Field(
         0.5, ge=0, lt=1, description="focus outline at this fraction of its peak (0: threshold)"
     )
@@ -268,27 +294,41 @@ class FociDetection(_Section):
 class TntDetection(_Section):
     """Options of :func:`hcsmito.stages.tnt.detect_tnts` (sizes in µm). Needs ``actin``."""
 
-    tube_radius_um: tuple[float, ...] = (0.1, 0.2, 0.35)
-    psf_sigma_um: tuple[float, float] | None = None
+    tube_radius_um: tuple[float, ...] = Field(
+        (0.1, 0.2, 0.35), description="tube radii matched, one scale each, µm"
+    )
+    psf_sigma_um: tuple[float, float] | None = Field(
+        None, description="(z, xy) Gaussian PSF sigmas, µm (null: 0.5, 0.15)"
+    )
     threshold_k: float = Field(7.0, gt=0, description="tubeness core threshold, noise sigmas")
     threshold_low_k: float = Field(2.5, gt=0, description="hysteresis low threshold")
-    contact_um: float = Field(1.0, ge=0, description="an end this close to a cell touches it")
-    min_length_um: float = Field(2.0, ge=0)
-    min_height_um: float = Field(0.5, ge=0, description="above the glass (stress fibres below)")
-    min_clearance_um: float = Field(1.0, ge=0)
-    max_pass_um: float = Field(3.0, ge=0)
+    contact_um: float = Field(1.0, ge=0, description="an end this close to a cell touches it, µm")
+    min_length_um: float = Field(2.0, ge=0, description="shortest TNT, cell to cell, µm")
+    min_height_um: float = Field(
+        0.5, ge=0, description="above the glass, µm (stress fibres lie lower)"
+    )
+    min_clearance_um: float = Field(
+        1.0, ge=0, description="the path gets this far from every cell somewhere, µm"
+    )
+    max_pass_um: float = Field(
+        3.0, ge=0, description="longest pass near a third cell before a cut, µm"
+    )
     max_steepness: float = Field(2.0, gt=0, description="rise per lateral run, end to end")
     glass_z_um: float | None = Field(None, description="glass height, µm (null: per field)")
     glass_reference_um: float | None = Field(
         None, description="plate glass height, µm (null: the runner's sample of the plate)"
     )
     glass_tolerance_um: float = Field(
-        1.5, gt=0, description="a field's glass this far from the plate's falls back to it"
+        1.5, gt=0, description="a field's glass this far from the plate's falls back to it, µm"
     )
-    mito_tolerance_um: float = Field(0.6, ge=0)
-    mito_threshold_k: float = Field(6.0, gt=0)
-    mito_diameter_um: float = Field(0.6, gt=0)
-    jurkat_halo_um: float = Field(1.0, ge=0)
+    mito_tolerance_um: float = Field(
+        0.6, ge=0, description="a focus this close to the path is cargo, µm"
+    )
+    mito_threshold_k: float = Field(6.0, gt=0, description="cargo spot threshold, noise sigmas")
+    mito_diameter_um: float = Field(0.6, gt=0, description="cargo spot diameter, µm")
+    jurkat_halo_um: float = Field(
+        1.0, ge=0, description="no cargo searched this close to a Jurkat body, µm"
+    )
     tighten_cells: bool = Field(
         True, description="free space against cell masks cut back to their own signal"
     )
@@ -297,17 +337,29 @@ class TntDetection(_Section):
 class Adhesion(_Section):
     """Options of :func:`hcsmito.stages.adhesion.measure_adhesion` (sizes in µm)."""
 
-    contact_distance_um: float = Field(1.0, ge=0)
-    min_contact_area_um2: float = Field(2.0, ge=0)
-    min_lift_um: float = Field(3.0, ge=0)
-    overlap_min: float = Field(0.5, ge=0, le=1)
+    contact_distance_um: float = Field(
+        1.0, ge=0, description="largest gap between a Jurkat and the MSC below it, µm"
+    )
+    min_contact_area_um2: float = Field(
+        2.0, ge=0, description="smallest contact area of an adhered Jurkat, µm²"
+    )
+    min_lift_um: float = Field(
+        3.0, ge=0, description="contact counts this far above the glass only, µm (0: off)"
+    )
+    overlap_min: float = Field(
+        0.5, ge=0, le=1, description="share of the Jurkat footprint over its MSC"
+    )
 
 
 class Readouts(_Section):
     """When an MSC counts as Red+ (either rule suffices; ``None`` disables a rule)."""
 
-    red_positive_min_foci: int | None = Field(1, ge=1)
-    red_positive_min_volume_um3: float | None = Field(None, gt=0)
+    red_positive_min_foci: int | None = Field(
+        1, ge=1, description="Red+ from this many foci (null: rule off)"
+    )
+    red_positive_min_volume_um3: float | None = Field(
+        None, gt=0, description="Red+ from this foci volume, µm³ (null: rule off)"
+    )
 
     @model_validator(mode="after")
     def _one_rule(self) -> Readouts:
@@ -322,15 +374,19 @@ class Slurm(_Section):
     """Workers as Slurm jobs through dask-jobqueue (``--scheduler slurm``)."""
 
     queue: str | None = Field(None, description="partition (#SBATCH -p)")
-    account: str | None = None
+    account: str | None = Field(None, description="account charged (#SBATCH -A)")
     cores: int = Field(8, ge=1, description="cores per job")
     processes: int = Field(1, ge=1, description="Dask worker processes per job")
     memory: str = Field("32GB", description="memory per job, e.g. 64GB")
-    walltime: str = Field("02:00:00", pattern=r"^(\d+-)?\d{1,2}:\d{2}:\d{2}$")
+    walltime: str = Field(
+        "02:00:00", pattern=r"^(\d+-)?\d{1,2}:\d{2}:\d{2}$", description="per job, [D-]HH:MM:SS"
+    )
     gpus: int = Field(0, ge=0, description="GPUs per job (#SBATCH --gres=gpu:N)")
     jobs: int = Field(1, ge=1, description="number of jobs to start")
-    job_extra_directives: tuple[str, ...] = ()
-    local_directory: str | None = None
+    job_extra_directives: tuple[str, ...] = Field(
+        (), description='more #SBATCH lines, e.g. ["--constraint=a100"]'
+    )
+    local_directory: str | None = Field(None, description="worker scratch folder on the nodes")
 
 
 class QualityControl(_Section):
@@ -373,13 +429,19 @@ class Statistics(_Section):
         "well", description="the replicate unit that mean ± SEM and the tests run over"
     )
     control: str = Field("DMSO", description="the condition every other is compared to")
-    posthoc: Literal["tukey", "dunnett", "none"] = "tukey"
+    posthoc: Literal["tukey", "dunnett", "none"] = Field(
+        "tukey", description="post-hoc test after the ANOVA"
+    )
     calibrate: tuple[str, ...] | None = Field(
         None, description="negative-control conditions that calibrate red_positive"
     )
     max_share: float = Field(0.05, ge=0, le=1, description="Red+ share allowed in controls")
-    calibrate_by: Literal["n_foci", "foci_volume_um3"] = "n_foci"
-    readouts: tuple[str, ...] | None = None
+    calibrate_by: Literal["n_foci", "foci_volume_um3"] = Field(
+        "n_foci", description="the cell readout calibrated (a count, or µm³)"
+    )
+    readouts: tuple[str, ...] | None = Field(
+        None, description="readouts tested (names of hcsmito.aggregate.READOUTS; null: all)"
+    )
     exclude_flags: tuple[str, ...] = Field(
         (), description="fields carrying any of these QC flags are left out of the statistics"
     )
@@ -401,16 +463,22 @@ class PlateThreshold(_Section):
     thresholds.
     """
 
-    roles: tuple[Literal["msc", "jurkat"], ...] = ()
-    method: HistogramMethod = "otsu"
+    roles: tuple[Literal["msc", "jurkat"], ...] = Field(
+        (), description="masks cut at one plate threshold ([]: each field its own)"
+    )
+    method: HistogramMethod = Field("otsu", description="otsu | li | triangle | yen")
     sample_fields: int = Field(8, ge=1, description="fields sampled, spread over the plate")
 
 
 class Resources(_Section):
-    backend: Literal["auto", "cpu", "gpu"] = "auto"
+    backend: Literal["auto", "cpu", "gpu"] = Field(
+        "auto", description="auto: the GPU where there is one, else the CPU"
+    )
     scheduler: str = Field("threads", description="threads | processes | ADDRESS | slurm")
-    workers: int | None = Field(None, ge=1)
-    slurm: Slurm = Field(default_factory=Slurm)
+    workers: int | None = Field(
+        None, ge=1, description="Dask workers (null: the CPU count, at most 4)"
+    )
+    slurm: Slurm = Field(default_factory=Slurm, description="Slurm jobs (--scheduler slurm)")
 
 
 class Config(BaseModel):
@@ -418,22 +486,56 @@ class Config(BaseModel):
 
     model_config = _SECTION_CONFIG
 
-    channels: Channels = Field(default_factory=Channels)
-    input: Input = Field(default_factory=Input)
-    optics: Optics = Field(default_factory=Optics)
-    deconvolution: Deconvolution = Field(default_factory=NoDeconvolution)
-    background: Background = Field(default_factory=Background)
-    msc: MscSegmentation = Field(default_factory=MscSegmentation)
-    jurkat: JurkatSegmentation = Field(default_factory=JurkatSegmentation)
-    foci: FociDetection = Field(default_factory=FociDetection)
-    tnt: TntDetection = Field(default_factory=TntDetection)
-    adhesion: Adhesion = Field(default_factory=Adhesion)
-    plate_threshold: PlateThreshold = Field(default_factory=PlateThreshold)
-    readouts: Readouts = Field(default_factory=Readouts)
-    qc: QualityControl = Field(default_factory=QualityControl)
-    statistics: Statistics = Field(default_factory=Statistics)
-    resources: Resources = Field(default_factory=Resources)
-    plate_map: Path | None = None
+    channels: Channels = Field(
+        default_factory=Channels, description="which channel plays which role (label or index)"
+    )
+    input: Input = Field(
+        default_factory=Input,
+        description="what a field with missing chunks or NaN / Inf voxels does",
+    )
+    optics: Optics = Field(
+        default_factory=Optics,
+        description="objective and emission wavelengths, for the theoretical PSF",
+    )
+    deconvolution: Deconvolution = Field(
+        default_factory=NoDeconvolution,
+        description="method: none | richardson_lucy, before detection",
+    )
+    background: Background = Field(
+        default_factory=Background, description="background subtraction of the detection channels"
+    )
+    msc: MscSegmentation = Field(
+        default_factory=MscSegmentation, description="MSC segmentation (GFP channel)"
+    )
+    jurkat: JurkatSegmentation = Field(
+        default_factory=JurkatSegmentation,
+        description="donor-cell (Jurkat) bodies from the mito channel",
+    )
+    foci: FociDetection = Field(
+        default_factory=FociDetection, description="transferred mitochondria (red foci) inside MSCs"
+    )
+    tnt: TntDetection = Field(
+        default_factory=TntDetection, description="tunneling nanotubes in the actin channel"
+    )
+    adhesion: Adhesion = Field(
+        default_factory=Adhesion, description="Jurkat bodies adhered to MSCs"
+    )
+    plate_threshold: PlateThreshold = Field(
+        default_factory=PlateThreshold, description="one threshold per plate for the cell masks"
+    )
+    readouts: Readouts = Field(default_factory=Readouts, description="when an MSC counts as Red+")
+    qc: QualityControl = Field(
+        default_factory=QualityControl, description="thresholds of the per-field QC flags"
+    )
+    statistics: Statistics = Field(
+        default_factory=Statistics, description="per-condition statistics (unit, control, tests)"
+    )
+    resources: Resources = Field(
+        default_factory=Resources, description="backend, scheduler and workers"
+    )
+    plate_map: Path | None = Field(
+        None, description="plate map CSV: well,condition[,replicate,...]; --plate-map wins"
+    )
 
 
 #: The sections of :class:`Config` that one field's computation reads.

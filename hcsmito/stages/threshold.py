@@ -305,7 +305,7 @@ class AutoThreshold(BaseModel):
 
     model_config = _OPTION
 
-    method: Literal["auto"] = "auto"
+    method: Literal["auto"] = Field("auto", description="background + k noise sigmas")
     k: float = Field(5.0, gt=0, description="noise sigmas above background")
     fraction: float = Field(
         0.3, ge=0, le=1, description="share of the way from background to the foreground"
@@ -317,7 +317,7 @@ class HistogramThreshold(BaseModel):
 
     model_config = _OPTION
 
-    method: HistogramMethod = "otsu"
+    method: HistogramMethod = Field("otsu", description="otsu | li | triangle | yen")
 
     def of(self, image: Any) -> float:
         """The threshold of ``image`` (NumPy or CuPy)."""
@@ -329,7 +329,7 @@ class ManualThreshold(BaseModel):
 
     model_config = _OPTION
 
-    method: Literal["manual"] = "manual"
+    method: Literal["manual"] = Field("manual", description="a fixed intensity (value)")
     value: float = Field(description="threshold, in intensity units of the channel")
 
     def of(self, image: Any) -> float:
