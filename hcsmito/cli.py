@@ -6,6 +6,7 @@ The CLI only parses arguments and reports; the work is done by library functions
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 import traceback
@@ -170,6 +171,7 @@ def _cmd_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    from hcsmito.io.rundir import RunDir
     from hcsmito.report import build_report
 
     options = {
@@ -181,7 +183,11 @@ def _cmd_report(args: argparse.Namespace) -> int:
         options["calibrate"] = [c.strip() for c in args.calibrate.split(",") if c.strip()]
     if args.exclude_flags is not None:
         options["exclude_flags"] = [c.strip() for c in args.exclude_flags.split(",") if c.strip()]
-    path = build_report(args.out, plate_map=args.plate_map, **options)
+    rd = RunDir(args.out)
+    # under OUT's lock: a run writing into OUT refuses the report, and a run started while
+    # the report is built is refused (a folder that is not there is build_report's error)
+    with rd.lock() if rd.root.is_dir() else contextlib.nullcontext():
+        path = build_report(args.out, plate_map=args.plate_map, **options)
     print(f"wrote {path}")
     return 0
 

@@ -974,6 +974,36 @@ def test_second_run_into_a_locked_out_is_one_line_naming_the_holder(
     assert sorted(p.name for p in out.iterdir()) == [".hcsmito.lock"]  # nothing else written
 
 
+def test_report_takes_outs_lock(reference_out, tmp_path, capsys):
+    """Before: ``hcsmito report OUT`` took no lock: it rewrote tables/*.parquet, the figures
+    and report.html while a run into OUT was writing them."""
+    out = tmp_path / "out"
+    shutil.copytree(reference_out, out)
+    code = (
+        "import sys, time\nfrom hcsmito.io.rundir import RunDir\n"
+        "with RunDir(sys.argv[1]).lock():\n    print('locked', flush=True)\n    time.sleep(120)\n"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code, str(out)], stdout=subprocess.PIPE,
+                              text=True)  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        before = _checksums(out)
+        rc, _, err = _cli(["report", out], capsys)
+        assert _checksums(out) == before  # nothing written, the holder's lock untouched
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+    assert rc == 2
+    line = _one_error_line(err, "report")
+    assert f"is in use by another hcsmito run (PID {holder.pid} on {os.uname().nodename}" in line
+    assert not (out / "report.html").exists()
+    # the holder gone, the report is built, and the lock is released
+    rc, stdout, _ = _cli(["report", out], capsys)
+    assert rc == 0 and (out / "report.html").is_file()
+    assert not (out / ".hcsmito.lock").exists()
+
+
 def test_run_killed_before_its_first_field_is_resumed(synth_plates, tmp_path, untouched):
     """Before: a run killed before its first field finished left labels.zarr alone, and the
     re-run refused the folder ("not an hcsmito output folder")."""
