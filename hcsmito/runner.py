@@ -268,6 +268,29 @@ def _done(rd: RunDir, task: FieldTask) -> bool:
     return False
 
 
+def _done_earlier(rd: RunDir, task: FieldTask) -> bool:
+    """Whether a field outside this run's ``--wells`` was run before into ``OUT`` with this
+    input and config (ok with its parts intact, or failed): its results join this run's.
+    One done with another input or config, or damaged, is left out, with a warning."""
+    entry = rd.read_ledger(task.stem)
+    if entry is None:
+        return False
+    if entry.get("key") == task.key:
+        if entry.get("status") == "failed" or rd.parts_problem(task.stem) is None:
+            return True
+        why = rd.parts_problem(task.stem)
+    else:
+        why = "it was run with another input, config or hcsmito version"
+    log.warning(
+        "well %s, field %d is left out of the tables: %s; run it again (--wells %s)",
+        task.well,
+        task.field,
+        why,
+        task.well,
+    )
+    return False
+
+
 def _check_apart(out: Path, plate_path: str | Path) -> None:
     """Refuse an OUT that is, holds or lies inside the input plate (links resolved): the
     plate is never written to, with or without ``--overwrite``."""
@@ -376,11 +399,16 @@ def run_plate(
         _prepare_out(rd, plate, overwrite)
         config, thresholds = plate_thresholds(plate, config, backend)
         config, glass = plate_glass(plate, config, backend)
-        tasks, fingerprints = _field_tasks(plate, refs, rd, config, backend)
+        every, fingerprints = _field_tasks(plate, plate.fields, rd, config, backend)
+        chosen = {(r.well, r.field) for r in refs}
+        tasks = [t for t in every if (t.well, t.field) in chosen]
         todo = [t for t in tasks if not _done(rd, t)]
         if todo:
             _run_tasks(todo, scheduler, workers, backend, progress, config.resources.slurm)
-        entries = _collect(rd, tasks)
+        # the tables, manifest and report hold every field done so far with this input and
+        # config: `--wells B/3` then `--wells B/2` add up
+        kept = [t for t in every if (t.well, t.field) in chosen or _done_earlier(rd, t)]
+        entries = _collect(rd, kept)
         for note in sorted({n for e in entries.values() for n in e.get("notes") or []}):
             log.warning("%s: %s", plate.name, note)  # once per run, not once per field
         wall = time.perf_counter() - t0
@@ -398,7 +426,7 @@ def run_plate(
             "finished": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             "wall_s": wall,
         }
-        rd.write_manifest(_manifest(plate, config, run, tasks, todo, entries, fingerprints))
+        rd.write_manifest(_manifest(plate, config, run, kept, todo, entries, fingerprints))
         summary = _summary(out, tasks, todo, entries, wall)
         if report:
             summary.report_error = _build_report(out)

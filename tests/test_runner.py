@@ -490,3 +490,40 @@ def test_labels_zarr_mirrors_the_input_paths(plate, tmp_path):
     # the tables name the field by its index in the well, as before
     fields = pd.read_parquet(out / "tables" / "fields.parquet")
     assert fields[["well", "field"]].values.tolist() == [["B/2", 0], ["B/2", 1]]
+
+
+def test_partial_runs_add_up(plate, reference, tmp_path, caplog):
+    """Issue 14.4: ``--wells B/3`` then ``--wells B/2`` into one OUT: the tables, manifest
+    and report hold every field done so far. Before, only the last run's fields."""
+    out = tmp_path / "out"
+    run = dict(
+        plate_map=plate.parent / "p_platemap.csv",
+        scheduler="threads",
+        workers=2,
+        backend="cpu",
+        progress=False,
+    )
+    first = run_plate(plate, out, wells=["B/3"], **run)
+    assert first.ok and first.processed == ["B/3/0", "B/3/1"]
+    second = run_plate(plate, out, wells=["B/2"], **run)
+    assert second.ok and second.processed == ["B/2/0", "B/2/1"] and second.skipped == []
+    _assert_same_tables(reference, out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [(f["well"], f["field"]) for f in manifest["fields"]] == [
+        (w, f) for w in WELLS for f in range(FIELDS)
+    ]
+    assert manifest["processed_this_run"] == ["B/2/0", "B/2/1"]
+    conditions = pd.read_parquet(out / "tables" / "conditions.parquet")
+    assert set(conditions["condition"]) == set(WELLS.values())
+    html = (out / "report.html").read_text()
+    assert "DMSO" in html and "cytochalasin D" in html
+
+    # fields done with another config are left out, by name, not mixed in
+    cfg = load_config(overrides=["foci.threshold_k=7"])
+    with caplog.at_level("WARNING", logger="hcsmito.runner"):
+        third = run_plate(plate, out, config=cfg, wells=["B/2"], report=False,
+                          **{k: v for k, v in run.items() if k != "plate_map"})  # fmt: skip
+    assert third.processed == ["B/2/0", "B/2/1"]
+    fields = pd.read_parquet(out / "tables" / "fields.parquet")
+    assert sorted(set(fields["well"])) == ["B/2"]
+    assert "well B/3, field 0 is left out of the tables" in caplog.text
