@@ -322,3 +322,27 @@ def test_every_deconvolution_option_has_an_implementation():
     )
     with pytest.raises(TypeError, match="no deconvolution for str"):
         deconvolve("wiener", {})
+
+
+def test_stage_peaks_only_under_tracemalloc():
+    """Per-stage host memory peaks (benchmarks/bench_field.py) are recorded while
+    tracemalloc traces, for every timed stage, and at least one float32 copy of a channel
+    for the stages that smooth one; without tracing nothing is recorded."""
+    import tracemalloc
+
+    f = generate_field(SynthParams(shape=(14, 96, 96)), condition="ara-C", seed=4)
+    roles = {"msc": f.image[0], "mito": f.image[1], "actin": f.image[2]}
+    plain = process_field(roles, voxel_size=f.voxel_size, config=load_config(), backend="cpu")
+    assert plain.peak_bytes == {}
+    tracemalloc.start()
+    try:
+        traced = process_field(roles, voxel_size=f.voxel_size, config=load_config(),
+                               backend="cpu")  # fmt: skip
+    finally:
+        tracemalloc.stop()
+    assert set(traced.peak_bytes) == set(traced.timings)
+    one_copy = f.image[0].size * 4
+    for stage in ("segment_msc", "foci", "tnt"):
+        assert traced.peak_bytes[stage] >= one_copy, stage
+    for name, table in plain.tables.items():
+        pd.testing.assert_frame_equal(table, traced.tables[name])

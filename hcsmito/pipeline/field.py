@@ -40,6 +40,9 @@ class FieldResult:
         Deconvolved channels by role (float32), where deconvolution ran.
     timings : dict of str to float
         Seconds per stage.
+    peak_bytes : dict of str to int
+        Peak host memory per stage above its start, bytes, when :mod:`tracemalloc` traces
+        (else empty).
     notes : list of str
         What the field lacked or how it was handled (e.g. no msc channel).
     qc_flags : tuple of str
@@ -52,6 +55,7 @@ class FieldResult:
     tables: dict[str, pd.DataFrame]
     processed: dict[str, np.ndarray] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    peak_bytes: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     qc_flags: tuple[str, ...] = ()
     qc: dict[str, float] = field(default_factory=dict)
@@ -103,6 +107,7 @@ def process_field(
         tables=declared_tables(tables),
         processed=prep.processed,
         timings=prep.timer.t,
+        peak_bytes=prep.timer.peak,
         notes=prep.notes,
         qc_flags=qc_flags,
         qc=qc.metrics,

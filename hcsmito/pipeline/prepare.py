@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import time
+import tracemalloc
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import singledispatch
@@ -18,18 +19,30 @@ from hcsmito.config import FieldConfig, NoDeconvolution, Optics, RichardsonLucy
 
 
 class Timer:
+    """Seconds per phase of a field (summed over repeats); with :mod:`tracemalloc` tracing,
+    also each phase's peak of host memory above what was allocated when it started (bytes,
+    ``peak``: NumPy's arrays included; the benchmarks turn tracing on)."""
+
     def __init__(self, b: Backend):
         self.b = b
         self.t: dict[str, float] = {}
+        self.peak: dict[str, int] = {}
 
     @contextmanager
     def __call__(self, name: str):
+        tracing = tracemalloc.is_tracing()
+        if tracing:
+            base = tracemalloc.get_traced_memory()[0]
+            tracemalloc.reset_peak()
         t0 = time.perf_counter()
         try:
             yield
         finally:
             self.b.synchronize()
             self.t[name] = self.t.get(name, 0.0) + time.perf_counter() - t0
+            if tracing:
+                peak = tracemalloc.get_traced_memory()[1] - base
+                self.peak[name] = max(self.peak.get(name, 0), peak)
 
 
 def psf_for(dec: RichardsonLucy, optics: Optics, role: str, voxel: tuple[float, ...]) -> np.ndarray:
