@@ -83,6 +83,9 @@ CI_ROWS = (
     "bleed_through",
     "vignetting",
     "tilted_glass",
+    "cell_size x1.5",
+    "density x1.5",
+    "voxel x1.5",
 )
 
 
