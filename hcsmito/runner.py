@@ -68,6 +68,7 @@ class FieldTask:
     key: str
     config: dict
     backend: str | None
+    condition: str | None = None  # from the plate map, for the QC picture's caption
 
     @property
     def stem(self) -> str:
@@ -214,7 +215,7 @@ def _write_field_outputs(
     rd: RunDir, task: FieldTask, voxel_size, labels, channels, res, flags
 ) -> None:
     from hcsmito.io.writer import write_image, write_labels
-    from hcsmito.report.overlay import qc_overlay
+    from hcsmito.report.overlay import qc_caption, qc_picture
 
     tables = dict(res.tables)
     for name, df in tables.items():
@@ -248,7 +249,9 @@ def _write_field_outputs(
     )
     for name, lab in res.labels.items():
         write_labels(lab_plate, task.well_path, task.field, name, lab, axes=axes, voxel_size=vox)
-    rd.write_png(rd.qc_png(task.stem), qc_overlay(channels, res.labels))
+    caption = qc_caption(task.plate_name, task.well, task.field, task.condition)
+    picture = qc_picture(channels, res.labels, voxel_size=voxel_size, caption=caption)
+    rd.write_png(rd.qc_png(task.stem), picture, title=caption)
 
 
 # --------------------------------------------------------------------------- driver
@@ -387,8 +390,10 @@ def run_plate(
     # all metadata (a field of several time points is refused, not read at t = 0 alone)
     plate = open_plate(plate_path, time_points="refuse")
     refs = select_fields(plate, wells)
+    conditions: dict[str, str] = {}
     if plate_map is not None:  # before any field runs, not after all of them
-        validate_plate_map(plate_map, plate.wells)
+        pm = validate_plate_map(plate_map, plate.wells)
+        conditions = {str(w): str(c) for w, c in zip(pm["well"], pm["condition"], strict=True)}
     out = Path(out)
     _check_apart(out, plate_path)
     b = get_backend(backend)  # "gpu" without a device fails here
@@ -399,7 +404,7 @@ def run_plate(
         _prepare_out(rd, plate, overwrite)
         config, thresholds = plate_thresholds(plate, config, backend)
         config, glass = plate_glass(plate, config, backend)
-        every, fingerprints = _field_tasks(plate, plate.fields, rd, config, backend)
+        every, fingerprints = _field_tasks(plate, plate.fields, rd, config, backend, conditions)
         chosen = {(r.well, r.field) for r in refs}
         tasks = [t for t in every if (t.well, t.field) in chosen]
         todo = [t for t in tasks if not _done(rd, t)]
@@ -433,7 +438,7 @@ def run_plate(
     return summary
 
 
-def _field_tasks(plate, refs, rd: RunDir, config: Config, backend: str | None):
+def _field_tasks(plate, refs, rd: RunDir, config: Config, backend: str | None, conditions=None):
     """One task per selected field, keyed by the field's fingerprint, the config hash and
     the hcsmito version; and the fingerprints by ``well/field``."""
     chash = config_hash(config)
@@ -455,6 +460,7 @@ def _field_tasks(plate, refs, rd: RunDir, config: Config, backend: str | None):
                 key=key,
                 config=cfg_json,
                 backend=backend,
+                condition=(conditions or {}).get(r.well),
             )
         )
     return tasks, fingerprints

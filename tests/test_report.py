@@ -299,3 +299,80 @@ def test_condition_names_are_drawn_and_written_literally(tmp_path):
     assert r"\frac{a}{" in svg.replace("&amp;", "&")  # the text itself, not a formula
     page = path.read_text(encoding="utf-8")
     assert "ara-C $\\frac{a}{$ 5 µM &amp; &lt;b&gt;" in page
+
+
+# ------------------------------------------------------------- issue 14.8: QC pictures people read
+
+
+def _qc_field(z=6, y=40, x=60):
+    """A small field: one MSC, one Jurkat, two foci and one TNT."""
+    rng = np.random.default_rng(1)
+    mito, msc = rng.random((z, y, x)) * 50, rng.random((z, y, x)) * 50
+    lab = {k: np.zeros((z, y, x), np.int32) for k in ("msc", "jurkat", "foci", "tnt")}
+    lab["msc"][:, 5:30, 5:30] = 1
+    lab["jurkat"][:, 10:20, 42:55] = 1
+    lab["foci"][3, 10:12, 10:12] = 1
+    lab["foci"][3, 20:22, 20:22] = 2
+    lab["tnt"][3, 15, 30:42] = 1
+    return {"mito": mito, "msc": msc}, lab
+
+
+def test_qc_picture_scale_bar_legend_caption_tnt_upscaled():
+    """Before: the QC picture was the field's max projection at one pixel per voxel (a
+    160 px field gave a 160 px PNG), with contours only: no scale, legend, caption or TNTs."""
+    from hcsmito.report.overlay import (
+        LEGEND,
+        TNT_COLOR,
+        qc_caption,
+        qc_overlay,
+        qc_picture,
+        scale_bar_um,
+    )
+
+    channels, labels = _qc_field()
+    caption = qc_caption("p", "B/3", 1, "cytochalasin $D$")  # '$' drawn literally
+    assert caption == "plate p · well B/3 · field 1 · cytochalasin $D$"
+    assert qc_caption("p", "B/3", 0) == "plate p · well B/3 · field 0"
+    pic = qc_picture(channels, labels, voxel_size={"z": 0.4, "y": 0.2, "x": 0.2}, caption=caption)
+    f = 512 // 60 + 1  # whole voxels: 60 px -> 540 px
+    h, w = 40 * f, 60 * f
+    assert pic.shape[1] == w and pic.shape[0] > h and pic.dtype == np.float32
+    top, bottom = pic[:26], pic[26 : 26 + h]
+    legend = pic[26 + h :]
+    # the image itself: the overlay, upscaled (contours drawn one pixel wide after upscaling)
+    core = qc_overlay(channels, labels, upscale=f)
+    assert core.shape[:2] == (h, w)
+    # TNT path drawn, where the TNT is
+    tnt = np.all(np.isclose(bottom, TNT_COLOR, atol=0.02), axis=-1)
+    ys, xs = np.nonzero(tnt)
+    assert len(ys) > 10 * f and (ys // f == 15).all() and (30 <= xs // f).all()
+    # the legend strip holds each colour it names
+    for name, color in LEGEND:
+        assert np.all(np.isclose(legend, color, atol=0.02), axis=-1).sum() > 20, name
+    # a caption: text in the strip above
+    assert (top.max(axis=-1) > 0.8).sum() > 100
+    # a scale bar: 12 µm field / 5 -> 2 µm = 10 voxels = 10 * f white pixels, lower right
+    assert scale_bar_um(12.0) == 2.0 and scale_bar_um(300.0) == 50.0
+    rows = np.all(bottom[h // 2 :, w // 2 :] > 0.98, axis=-1)
+    assert abs(rows.sum(axis=1).max() - 10 * f) <= 2
+    # a large field is not upscaled
+    big_ch = {k: np.tile(v, (1, 15, 10)) for k, v in channels.items()}
+    big_lab = {k: np.tile(v, (1, 15, 10)) for k, v in labels.items()}
+    assert qc_picture(big_ch, big_lab, voxel_size={"x": 0.2}).shape[1] == 600
+
+
+def test_qc_picture_in_the_report_links_to_the_full_picture(tmp_path):
+    """The report's QC thumbnail opens the full picture."""
+    from hcsmito.io.rundir import RunDir
+    from hcsmito.report.html import _qc_html
+    from hcsmito.report.overlay import qc_picture
+
+    channels, labels = _qc_field()
+    rd = RunDir(tmp_path)
+    rd.write_png(rd.qc_png("B3_f0"), qc_picture(channels, labels, voxel_size={"x": 0.2}),
+                 title="plate p · well B/3 · field 0")  # fmt: skip
+    from PIL import Image
+
+    assert Image.open(rd.qc_png("B3_f0")).text["Title"] == "plate p · well B/3 · field 0"
+    section = _qc_html(tmp_path, pd.DataFrame())
+    assert re.search(r'<a href="qc/B3_f0.png"><img src="data:image/png;base64,', section)

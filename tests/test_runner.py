@@ -527,3 +527,13 @@ def test_partial_runs_add_up(plate, reference, tmp_path, caplog):
     fields = pd.read_parquet(out / "tables" / "fields.parquet")
     assert sorted(set(fields["well"])) == ["B/2"]
     assert "well B/3, field 0 is left out of the tables" in caplog.text
+
+
+def test_qc_pictures_are_readable(reference):
+    """Issue 14.8: a 160-voxel field's QC picture is upscaled (640 px wide) and captioned
+    with plate, well, field and the plate map's condition (also the PNG's Title)."""
+    from PIL import Image
+
+    pic = Image.open(reference / "qc" / "B3_f1.png")
+    assert pic.size[0] == SHAPE[2] * 4 and pic.size[1] > SHAPE[1] * 4
+    assert pic.text["Title"] == "plate p · well B/3 · field 1 · cytochalasin D"

@@ -213,15 +213,16 @@ class RunDir:
         os.replace(tmp, path)
         return path
 
-    def write_png(self, path: Path, rgb: np.ndarray) -> Path:
-        """An (M, N, 3) float image in [0, 1] as PNG."""
+    def write_png(self, path: Path, rgb: np.ndarray, *, title: str | None = None) -> Path:
+        """An (M, N, 3) float image in [0, 1] as PNG; ``title`` goes into its ``Title``
+        text chunk."""
         import matplotlib
 
         matplotlib.use("Agg", force=False)
         from matplotlib.image import imsave
 
         tmp = _tmp_path(path)
-        imsave(tmp, rgb, format="png")
+        imsave(tmp, rgb, format="png", metadata={"Title": title} if title else None)
         os.replace(tmp, path)
         return path
 
