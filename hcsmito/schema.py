@@ -18,6 +18,7 @@ roles when it is imported; every other reader reads the declaration when it is c
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import pandas as pd
@@ -30,6 +31,8 @@ __all__ = [
     "Table",
     "TABLES",
     "aggregate_tables",
+    "column_units",
+    "conform",
     "empty_table",
     "field_tables",
     "role",
@@ -244,3 +247,33 @@ def empty_table(name: str, *, keys: bool = False) -> pd.DataFrame:
     :data:`KEY_COLUMNS` first when ``keys``)."""
     cols = (KEY_COLUMNS if keys else ()) + TABLES[name].columns
     return pd.DataFrame({c.name: pd.Series(dtype=c.dtype) for c in cols})
+
+
+def column_units(name: str, columns: Iterable[str]) -> dict[str, str]:
+    """The unit of each of ``columns`` of table ``name`` that has one (its Parquet field
+    metadata ``unit``): the declared columns' units; in ``wells``, a per-field readout
+    and its SEM over fields (``<col>_sem``) take the unit of ``fields``' column ``<col>``.
+
+    >>> column_units("wells", ["well", "foci_area_um2", "foci_area_um2_sem", "n_msc"])
+    {'foci_area_um2': 'µm²', 'foci_area_um2_sem': 'µm²'}
+    """
+    declared = (TABLES[name].units if name in TABLES else {}) | {c.name: "" for c in KEY_COLUMNS}
+    per_field = TABLES["fields"].units if name == "wells" else {}
+    out = {}
+    for col in columns:
+        unit = declared.get(col) or per_field.get(col.removesuffix("_sem"), "")
+        if unit:
+            out[col] = unit
+    return out
+
+
+def conform(name: str, df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` as table ``name`` is written: when it has no rows, its declared columns
+    (and :data:`KEY_COLUMNS`) take their declared dtypes, so that an empty table's
+    Parquet schema still types every column (not ``null``, nor text for numbers)."""
+    if len(df) or name not in TABLES:
+        return df
+    cols = KEY_COLUMNS + TABLES[name].columns
+    # an empty object column would be Arrow's null type: text columns are strings
+    return df.astype({c.name: "string" if c.dtype == "object" else c.dtype for c in cols
+                      if c.name in df})

@@ -261,6 +261,7 @@ def _well_table(fields, used_mask, rdefs, plate_map, notes: list[str]):
     )
     fields = fields.drop(columns="_excluded")
     wells = counts.reset_index()
+    wells["n_fields_failed"] = wells["n_fields_failed"].astype("int64")  # text when no field
     wells["n_fields_ok"] = wells["n_fields"] - wells["n_fields_failed"]
     wells["n_fields_excluded"] = wells.pop("n_fields_excluded").astype("int64")
     tot = ok.groupby(["plate", "well"], observed=True)[[c for c in COUNTS if c in ok]].sum()

@@ -207,9 +207,25 @@ class RunDir:
     def write_json(self, path: Path, obj: Any) -> Path:
         return self.write_bytes(path, json.dumps(obj, indent=1, default=str).encode())
 
-    def write_parquet(self, path: Path, df: pd.DataFrame) -> Path:
+    def write_parquet(self, path: Path, df: pd.DataFrame, *, table: str | None = None) -> Path:
+        """``df`` as Parquet; as ``table`` (a name of :data:`hcsmito.schema.TABLES`): an
+        empty one keeps its declared column types and each column's unit is its Arrow
+        field metadata (``{b"unit": "µm".encode()}``)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if table is not None:
+            df = schema.conform(table, df)
+        at = pa.Table.from_pandas(df, preserve_index=False)
+        if table is not None:
+            units = schema.column_units(table, at.column_names)
+            fields = [
+                f.with_metadata({b"unit": units[f.name].encode()}) if f.name in units else f
+                for f in at.schema
+            ]
+            at = at.cast(pa.schema(fields, metadata=at.schema.metadata))
         tmp = _tmp_path(path)
-        df.to_parquet(tmp, index=False)
+        pq.write_table(at, tmp)
         os.replace(tmp, path)
         return path
 
@@ -398,7 +414,7 @@ class RunDir:
     # ----------------------------------------------------------------------- tables
 
     def write_part(self, name: str, stem: str, df: pd.DataFrame) -> Path:
-        return self.write_parquet(self.part(name, stem), df)
+        return self.write_parquet(self.part(name, stem), df, table=name)
 
     def has_parts(self, stem: str) -> bool:
         """Whether a field's part of every per-field table is written and readable."""
@@ -423,7 +439,7 @@ class RunDir:
         return None
 
     def write_table(self, name: str, df: pd.DataFrame) -> Path:
-        return self.write_parquet(self.table(name), df)
+        return self.write_parquet(self.table(name), df, table=name)
 
     def has_table(self, name: str) -> bool:
         return self.table(name).is_file()
