@@ -8,7 +8,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import re
 import sys
+import time
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,9 +41,11 @@ def _shape(text: str) -> tuple[int, ...]:
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
+    from hcsmito.io.names import plate_well
     from hcsmito.synth import write_synth_plate
 
-    wells = args.wells.split(",") if args.wells else None
+    # wells of a real plate (rows A-P, columns 1-24 on 384 wells; at most 1536 wells)
+    wells = [plate_well(w) for w in args.wells.split(",") if w.strip()] if args.wells else None
     out = write_synth_plate(
         Path(args.out),
         seed=args.seed,
@@ -91,6 +95,7 @@ def _quiet_dask(verbose: int) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()  # the last line times the whole command, report included
     from hcsmito.config import load_config
 
     _quiet_dask(args.verbose)
@@ -109,16 +114,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
         workers=args.workers,
         overwrite=args.overwrite,
         progress=not args.no_progress,
+        report=False,  # built here, after a line that says so
     )
     done = len(s.processed) - len(s.failed)
 
     def fields(n: int) -> str:
         return f"{n} field" + ("" if n == 1 else "s")
 
-    print(
-        f"{fields(done)} processed, {len(s.skipped)} up to date, "
-        f"{len(s.failed)} failed in {s.wall_s:.1f} s -> {s.out}"
-    )
+    n_kept = len(s.processed) + len(s.skipped)
+    print(f"building the report ({fields(n_kept)}) ...", flush=True)
+    s.report_error = _report_after_run(s.out)
     if s.flagged:
         print(s.flag_summary())
     if s.failed:
@@ -131,7 +136,30 @@ def _cmd_run(args: argparse.Namespace) -> int:
             f"are written; `hcsmito report {s.out}` builds it again)",
             file=sys.stderr,
         )
+    from hcsmito.io.rundir import RunDir
+
+    report = RunDir(s.out).report_path
+    where = report if s.report_error is None else f"{s.out} (no report)"
+    print(
+        f"{fields(done)} processed, {len(s.skipped)} up to date, {len(s.failed)} failed "
+        f"in {time.perf_counter() - t0:.1f} s -> {where}",
+        flush=True,
+    )
     return 0 if s.ok else 1
+
+
+def _report_after_run(out: Path) -> str | None:
+    """Build ``OUT/report.html`` under OUT's lock; None, or why it could not be built."""
+    from hcsmito.io.rundir import RunDir
+    from hcsmito.report import build_report
+
+    try:
+        with RunDir(out).lock():
+            build_report(out)
+    except Exception as exc:
+        logging.getLogger("hcsmito.cli").debug("report for %s failed", out, exc_info=True)
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -209,21 +237,58 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Help(argparse.HelpFormatter):
+    """Help that shows each option's default (when it has one and its help does not say)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (
+            action.option_strings
+            and not any(default is v for v in (None, False, argparse.SUPPRESS))
+            and "default" not in text
+            and not isinstance(action, argparse._VersionAction | argparse._HelpAction)
+        ):
+            text += (" " if text else "") + "(default: %(default)s)"
+        return text
+
+
+_VERBOSE_HELP = "more log output and, on an error, its traceback (-vv: Dask's log too)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="hcsmito",
         description="Batch processing of high-content confocal co-culture plates (OME-Zarr HCS).",
+        formatter_class=_Help,
     )
     p.add_argument("--version", action="version", version=f"hcsmito {__version__}")
-    p.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    p.add_argument("-v", "--verbose", action="count", default=0, help=_VERBOSE_HELP)
     sub = p.add_subparsers(dest="command", required=True)
+    add_parser = sub.add_parser
+
+    def _sub(name: str, **kw) -> argparse.ArgumentParser:
+        # every command takes -v after its name too (added to the -v before it)
+        sp = add_parser(name, formatter_class=_Help, **kw)
+        sp.add_argument(
+            "-v", "--verbose", dest="verbose_sub", action="count", default=0, help=_VERBOSE_HELP
+        )
+        return sp
+
+    sub.add_parser = _sub  # type: ignore[method-assign]
 
     s = sub.add_parser("synth", help="generate a synthetic co-culture plate with ground truth")
     s.add_argument("--out", required=True, help="plate to write, e.g. demo.zarr")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--wells", help="comma-separated wells, e.g. B/2,B/3 (default: a small layout)")
+    s.add_argument("--seed", type=int, default=0, help="random seed")
+    s.add_argument(
+        "--wells",
+        help="comma-separated wells of a standard plate, e.g. B/2,B/3 (at most 1536 wells: rows "
+        "A-AF, columns 1-48; default: a 10-well layout of five conditions)",
+    )
     s.add_argument("--fields", type=int, default=2, help="fields per well")
-    s.add_argument("--shape", type=_shape, help="field shape Z,Y,X (or Y,X for 2-D)")
+    s.add_argument(
+        "--shape", type=_shape, help="field shape Z,Y,X (or Y,X for 2-D; default: 24,384,384)"
+    )
     s.add_argument("--ngff", choices=["0.5", "0.4"], default="0.5", help="NGFF version")
     s.add_argument(
         "--overwrite", action="store_true", help="replace the plate, its truth and plate map"
@@ -239,8 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument(
         "--axes", help="axes of files that do not name them (plain TIFF), e.g. CZYX or ZYX"
     )
-    i.add_argument("--ngff", choices=["0.5", "0.4"], default="0.5")
-    i.add_argument("--overwrite", action="store_true")
+    i.add_argument("--ngff", choices=["0.5", "0.4"], default="0.5", help="NGFF version")
+    i.add_argument("--overwrite", action="store_true", help="replace the plate")
     i.set_defaults(func=_cmd_import)
 
     r = sub.add_parser("run", help="process a plate: labels, tables, QC, manifest (resumable)")
@@ -255,24 +320,45 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--set", action="append", metavar="KEY=VALUE", help="override, e.g. foci.threshold_k=5"
     )
-    r.add_argument("--backend", choices=["auto", "cpu", "gpu"], default=None)
-    r.add_argument("--scheduler", help="threads | processes | ADDRESS of a running dask scheduler")
-    r.add_argument("--workers", type=int, help="workers (threads or processes)")
+    r.add_argument("--backend", choices=["auto", "cpu", "gpu"], default=None, help=_BACKEND_HELP)
+    r.add_argument(
+        "--scheduler",
+        help="threads: one process | processes: worker processes (one per GPU with "
+        "dask-cuda) | ADDRESS: a running Dask scheduler, e.g. tcp://HOST:8786 | slurm: workers as "
+        "Slurm jobs (resources.slurm) (default: resources.scheduler of the config, threads)",
+    )
+    r.add_argument(
+        "--workers",
+        type=int,
+        help="workers (default: resources.workers of the config, else the CPU count, at most 4)",
+    )
     r.add_argument("--wells", help="comma-separated wells to process, e.g. B/3,C/4")
     r.add_argument("--overwrite", action="store_true", help="delete previous outputs first")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.set_defaults(func=_cmd_run)
 
     st = sub.add_parser("status", help="per-field state of an output folder")
-    st.add_argument("out")
+    st.add_argument("out", help="output folder of `hcsmito run`")
     st.set_defaults(func=_cmd_status)
 
     rp = sub.add_parser("report", help="rebuild OUT/report.html from the tables (no reprocessing)")
     rp.add_argument("out", help="output folder of `hcsmito run`")
     rp.add_argument("--plate-map", help="CSV well,condition[,replicate,day,...]")
-    rp.add_argument("--unit", choices=["well", "field", "experiment"], help="replicate unit")
-    rp.add_argument("--control", help="control condition (default: from the config, DMSO)")
-    rp.add_argument("--posthoc", choices=["tukey", "dunnett", "none"])
+    rp.add_argument(
+        "--unit",
+        choices=["well", "field", "experiment"],
+        help="replicate unit (default: statistics.unit of the run's config, well)",
+    )
+    rp.add_argument(
+        "--control",
+        help="control condition, one of the plate map's (default: statistics.control of the "
+        "run's config, DMSO)",
+    )
+    rp.add_argument(
+        "--posthoc",
+        choices=["tukey", "dunnett", "none"],
+        help="post-hoc test (default: statistics.posthoc of the run's config, tukey)",
+    )
     rp.add_argument("--calibrate", help="negative-control conditions for red_positive, e.g. DMSO")
     rp.add_argument(
         "--exclude-flags",
@@ -288,25 +374,50 @@ def build_parser() -> argparse.ArgumentParser:
         help="YAML config, or a shipped one by name: deconvolve, mito-only (default: "
         "conf/default.yaml)",
     )
-    c.add_argument("--set", action="append", metavar="KEY=VALUE")
+    c.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="override, e.g. foci.threshold_k=5"
+    )
     c.add_argument("--schema", action="store_true", help="print the JSON schema instead")
     c.set_defaults(func=_cmd_config)
 
     d = sub.add_parser("demo", help="generate a small demo plate and run everything on it")
     d.add_argument("--out", default="hcsmito-demo", help="output folder (default: hcsmito-demo)")
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--backend", choices=["auto", "cpu", "gpu"], default=None)
+    d.add_argument("--seed", type=int, default=0, help="random seed of the plate")
+    d.add_argument("--backend", choices=["auto", "cpu", "gpu"], default=None, help=_BACKEND_HELP)
     d.set_defaults(func=_cmd_demo)
 
     n = sub.add_parser("info", help="version and the backend that would run")
-    n.add_argument("--backend", choices=["auto", "cpu", "gpu"], default=None)
+    n.add_argument("--backend", choices=["auto", "cpu", "gpu"], default=None, help=_BACKEND_HELP)
     n.set_defaults(func=_cmd_info)
+    sub.add_parser = add_parser  # type: ignore[method-assign]
     return p
+
+
+_BACKEND_HELP = "auto: the GPU when usable (default: HCSMITO_BACKEND, resources.backend, auto)"
+
+
+def _cli_names(parser: argparse.ArgumentParser, command: str, text: str) -> str:
+    """``text`` in the command line's terms: Python keywords (``overwrite=True``,
+    ``voxel_size``, ``fields=0``) become the command's flags (``--overwrite``,
+    ``--voxel-size``, ``--fields 0``)."""
+    subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for action in subs.choices[command]._actions:
+        flag = next((o for o in action.option_strings if o.startswith("--")), None)
+        if flag is None or action.dest in ("help", "verbose_sub"):
+            continue
+        dest = re.escape(action.dest)
+        if isinstance(action, argparse._StoreTrueAction):
+            text = re.sub(rf"\b(?:set |pass )?{dest}=True\b", f"pass {flag}", text)
+        text = re.sub(rf"(?<![\w.-]){dest}=(?!=)", f"{flag} ", text)
+        if "_" in action.dest:  # voxel_size, channel_labels: not a word of a sentence
+            text = re.sub(rf"(?<![\w.-]){dest}\b", flag, text)
+    return text
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.verbose += getattr(args, "verbose_sub", 0)  # hcsmito -v run ... or hcsmito run -v ...
     logging.basicConfig(
         level=logging.WARNING - 10 * min(args.verbose, 2),
         format="%(levelname)s %(name)s: %(message)s",
@@ -324,6 +435,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # is named by its type too
         user = isinstance(exc, (ValueError, OSError, RuntimeError))
         text = str(exc) if user and str(exc) else f"{type(exc).__name__}: {exc}"
+        text = _cli_names(parser, args.command, text)
         hint = "" if user or args.verbose else " (-v shows the traceback)"
         print(f"hcsmito {args.command}: error: {text}{hint}", file=sys.stderr)
         return 2

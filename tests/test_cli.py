@@ -4,6 +4,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -161,3 +162,113 @@ def test_config_documents_the_qc_thresholds_and_checks_flag_codes(capsys):
     assert main(["config", "--set", "statistics.exclude_flags=[saturated, nope]"]) == 2
     err = capsys.readouterr().err
     assert "statistics.exclude_flags" in err and "nope" in err and "out_of_focus" in err
+
+
+# --------------------------------------------------------------------------- issue 14.7
+
+
+def _fake_run(monkeypatch, calls):
+    import time
+
+    import hcsmito.report
+    import hcsmito.runner
+    from hcsmito.runner import RunSummary
+
+    def run_plate(plate, out, **kw):
+        calls.append(("run", kw.get("report")))
+        time.sleep(0.3)  # before the runner's clock: setting up, reading the config...
+        return RunSummary(out=Path(out), processed=["B/2/0"], skipped=[], failed={}, wall_s=0.0)
+
+    def build_report(out, **kw):
+        calls.append(("report", str(out)))
+        time.sleep(0.2)
+        return Path(out) / "report.html"
+
+    monkeypatch.setattr(hcsmito.runner, "run_plate", run_plate)
+    monkeypatch.setattr(hcsmito.report, "build_report", build_report)
+
+
+def test_run_last_line_times_the_whole_command_and_names_the_report(tmp_path, monkeypatch, capsys):
+    calls = []
+    _fake_run(monkeypatch, calls)
+    out = tmp_path / "out"
+    out.mkdir()
+    assert main(["run", "--plate", "p.zarr", "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert calls == [("run", False), ("report", str(out))]
+    assert lines[0].startswith("building the report (1 field)")
+    last = lines[-1]
+    assert last.startswith("1 field processed, 0 up to date, 0 failed in ")
+    assert last.endswith(f"-> {out / 'report.html'}")
+    seconds = float(last.split(" in ")[1].split(" s ")[0])
+    assert seconds >= 0.5  # the runner's 0 s plus the set-up and the report
+
+
+def test_help_shows_defaults_and_every_scheduler(capsys):
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for scheduler in ("threads", "processes", "ADDRESS", "slurm"):
+        assert scheduler in text.split("--scheduler SCHEDULER")[-1].split("--workers")[0]
+    assert "(default: resources.scheduler of the config, threads)" in text
+    with pytest.raises(SystemExit):
+        main(["synth", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "random seed (default: 0)" in text and "(default: 2)" in text
+
+
+def test_verbose_after_the_subcommand(capsys):
+    assert main(["config", "-v", "--set", "foci.nope=1"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "foci.nope: unknown key" in err
+    assert main(["-v", "config", "--set", "foci.nope=1"]) == 2
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_report_control_not_in_the_plate_map_names_the_conditions(tmp_path, capsys):
+    from hcsmito.io.rundir import FieldOutcome, RunDir
+
+    rd = RunDir(tmp_path / "out")
+    rd.compact([FieldOutcome("p", "B/2", 0, "failed")])
+    pm = tmp_path / "map.csv"
+    pd.DataFrame({"well": ["B/2", "B/3"], "condition": ["DMSO", "CytoD"]}).to_csv(pm, index=False)
+    code = main(["report", str(rd.root), "--plate-map", str(pm), "--control", "dmso2"])
+    err = capsys.readouterr().err
+    assert code == 2 and "'dmso2' is not a condition" in err and "DMSO, CytoD" in err
+    assert main(["report", str(rd.root), "--plate-map", str(pm), "--control", "CytoD"]) == 0
+
+
+@pytest.mark.parametrize("well", ["AH/3", "AG/1", "B/0", "B/49"])
+def test_synth_wells_must_be_on_a_standard_plate(tmp_path, capsys, well):
+    plate = tmp_path / "s.zarr"
+    code = main(["synth", "--out", str(plate), "--wells", f"B/2,{well}", "--shape", "8,32,32"])
+    err = capsys.readouterr().err
+    assert code == 2 and "on no standard plate" in err and "rows A-P, columns 1-24" in err
+    assert not list(tmp_path.iterdir())
+
+
+def test_messages_use_the_cli_flag_names(tmp_path, capsys):
+    from hcsmito.cli import _cli_names, build_parser
+
+    code = main(["synth", "--out", str(tmp_path / "s.zarr"), "--fields", "0"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--fields 0" in err and "fields=" not in err
+    p = build_parser()
+    msg = _cli_names(p, "import", "x.zarr exists: choose another path or set overwrite=True")
+    assert msg.endswith("pass --overwrite")
+    msg = _cli_names(p, "import", "voxel_size {'z': 0.0}: give positive µm; 2 channel_labels")
+    assert msg.startswith("--voxel-size {") and "2 --channel-labels" in msg
+    # a real import into an existing plate
+    out = tmp_path / "s.zarr"
+    out.mkdir()
+    (out / "zarr.json").write_text('{"zarr_format": 3, "node_type": "group"}')
+    import numpy as np
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "a.tif", np.zeros((2, 8, 8), np.uint16))
+    pd.DataFrame([{"file": "a.tif", "well": "B2", "field": 0}]).to_csv(tmp_path / "f.csv")
+    capsys.readouterr()
+    assert main(["import", str(tmp_path / "f.csv"), "--out", str(out), "--channel-labels",
+                 "MitoTracker", "--voxel-size", "1,0.2,0.2"]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert "--overwrite" in err and "overwrite=" not in err

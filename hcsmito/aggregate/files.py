@@ -65,7 +65,9 @@ def write_aggregates(
         ``statistics`` section (``unit``, ``control``, ``posthoc``, ``calibrate``,
         ``max_share``, ``calibrate_by``, ``readouts``, ``exclude_flags``).
     **options
-        Keyword arguments of :func:`aggregate_tables`, overriding the config.
+        Keyword arguments of :func:`aggregate_tables`, overriding the config. A
+        ``control`` given here must be a condition of the plate map (ValueError naming
+        the conditions); the config's may be absent (no comparisons, with a note).
 
     Returns
     -------
@@ -83,6 +85,15 @@ def write_aggregates(
         # not checked against the wells with data: a run over some wells is legitimate;
         # aggregate_tables notes mapped wells without fields and unmapped wells
         plate_map = read_plate_map(plate_map)
+    control = options.get("control")
+    if control is not None and plate_map is not None:
+        conditions = list(dict.fromkeys(str(c) for c in plate_map["condition"].dropna()))
+        if str(control) not in conditions:
+            raise ValueError(
+                f"control {control!r} is not a condition of the plate map "
+                f"({plate_map.attrs.get('source', 'given')}): its conditions are "
+                f"{', '.join(conditions)}"
+            )
     kw: dict[str, Any] = {}
     for key in ("unit", "control", "posthoc", "calibrate", "max_share", "calibrate_by",
                 "readouts", "exclude_flags"):  # fmt: skip

@@ -93,6 +93,41 @@ def parse_well(name: str) -> tuple[str, int]:
     return m.group(1).upper(), int(m.group(2))
 
 
+#: Standard plate formats (rows, columns), smallest first: 6 to 1536 wells.
+PLATE_FORMATS = ((2, 3), (3, 4), (4, 6), (6, 8), (8, 12), (16, 24), (32, 48))
+
+
+def _row_name(i: int) -> str:
+    """Row letters of the 1-based row ``i`` (1 -> A, 27 -> AA)."""
+    name = ""
+    while i:
+        i, r = divmod(i - 1, 26)
+        name = chr(65 + r) + name
+    return name
+
+
+def plate_well(name: str) -> str:
+    """The ``B/3`` form of a well that exists on a standard plate (:data:`PLATE_FORMATS`:
+    the largest, 1536 wells, has rows A-AF and columns 1-48; a 384-well plate A-P, 1-24).
+
+    Raises
+    ------
+    PlateError
+        If ``name`` is not a well name, or lies off every standard plate.
+    """
+    row, col = parse_well(name)
+    index = 0
+    for ch in row:
+        index = index * 26 + ord(ch) - 64
+    formats = ", ".join(
+        f"{r * c} wells: rows A-{_row_name(r)}, columns 1-{c}" for r, c in PLATE_FORMATS[-3:]
+    )
+    nr, nc = PLATE_FORMATS[-1]
+    if not (1 <= index <= nr and 1 <= col <= nc):
+        raise PlateError(f"well {name!r} is on no standard plate ({formats})")
+    return f"{row}/{col}"
+
+
 def normalize_well(name: str) -> str:
     """The ``B/3`` form (as in every table) of a well written ``B03``, ``B3``, ``B/3``, ``b/03``."""
     row, col = parse_well(name)

@@ -23,6 +23,7 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
 from hcsmito.aggregate import READOUTS
+from hcsmito.io.names import PLATE_FORMATS  # standard plate formats, smallest first
 from hcsmito.io.rundir import atomic_write_bytes
 
 __all__ = [
@@ -35,9 +36,6 @@ __all__ = [
     "save_figure",
     "time_course",
 ]
-
-#: Standard plate formats (rows, columns), smallest first.
-PLATE_FORMATS = ((2, 3), (3, 4), (4, 6), (6, 8), (8, 12), (16, 24), (32, 48))
 
 _PALETTE = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3",
             "#8c8c8c", "#ccb974", "#64b5cd")  # fmt: skip
