@@ -1,13 +1,26 @@
-"""Dask cluster set-up for the runner: local threads or processes, an address, Slurm."""
+"""Dask cluster set-up for the runner: local threads or processes, an address, Slurm;
+and how many fields a cluster's memory holds at once."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
-__all__ = ["CONNECT_TIMEOUT_S", "check_scheduler", "dask_client", "slurm_cluster"]
+__all__ = [
+    "CONNECT_TIMEOUT_S",
+    "PEAK_WORKING_BYTES",
+    "FieldSlots",
+    "check_scheduler",
+    "dask_client",
+    "field_peak_bytes",
+    "fields_at_once",
+    "plan_fields",
+    "slurm_cluster",
+]
 
 log = logging.getLogger(__name__)
 
@@ -15,6 +28,160 @@ log = logging.getLogger(__name__)
 #: default is 30 s, and then a traceback).
 CONNECT_TIMEOUT_S = 5.0
 _NEEDS_JOBQUEUE = "scheduler 'slurm' needs dask-jobqueue: pip install 'hcsmito[slurm]'"
+
+#: Host bytes a field holds at its peak per voxel of one channel, besides the stored voxel
+#: itself (its dtype's size). Measured by ``benchmarks/bench_field.py`` (benchmarks/RESULTS.md,
+#: "Cost of each stage of one field", commit b13181b): one 3 x 40 x 1024^2 uint16 field, default
+#: config, CPU, peaked at 4.43 GiB RSS, 113 bytes per field voxel, 37.7 per channel voxel: the
+#: 2 stored bytes and ~36 of float32 working copies (TNT detection holds the most). On a GPU the
+#: host holds less; the estimate stays on the safe side there.
+PEAK_WORKING_BYTES = 36
+
+
+def field_peak_bytes(shape: Sequence[int], dtype, axes: str = "czyx") -> int:
+    """A field's expected peak host memory while it is processed, in bytes: its voxels
+    (``z·y·x``, every channel) times :data:`PEAK_WORKING_BYTES` plus the dtype's size.
+
+    A 3 x 40 x 1024^2 uint16 field: 3 * 40 * 1024^2 * 38 = 4.45 GiB (measured: 4.43 GiB).
+    Channels no role reads are counted too (on the safe side).
+    """
+    import numpy as np
+
+    if len(shape) != len(axes):
+        raise ValueError(f"shape {tuple(shape)} does not match axes {axes!r}")
+    voxels = math.prod(n for n, ax in zip(shape, axes, strict=True) if ax in "zyxc")
+    return int(math.ceil(voxels * (PEAK_WORKING_BYTES + np.dtype(dtype).itemsize)))
+
+
+def fields_at_once(slots: int, peak: int | None, memory: int | None) -> int:
+    """Fields that run at once: ``slots`` (threads or workers), fewer when ``slots`` fields
+    at ``peak`` bytes each need more than ``memory``; at least 1 (a field that does not fit
+    alone is refused by :meth:`hcsmito.io.field.FieldImage.check_memory`)."""
+    if not peak or not memory:
+        return slots
+    return max(1, min(slots, memory // peak))
+
+
+@dataclass(frozen=True)
+class FieldSlots:
+    """How the runner bounds the fields in flight (:func:`plan_fields`)."""
+
+    workers: int | None
+    """Workers (processes) or threads to start a local cluster with; None: not local."""
+    at_once: int | None
+    """Fields submitted at a time across the cluster; None: no bound known."""
+    memory: int | None
+    """Bytes one field may take (a worker's memory); None: unknown."""
+    resources: dict[str, float] | None = None
+    """Dask resources each field asks for (workers that declare ``memory``)."""
+
+
+def _available_memory() -> int:
+    import psutil
+
+    return int(psutil.virtual_memory().available)
+
+
+def _largest_fitting(peaks: Sequence[int], memory: int | None) -> int | None:
+    """The largest peak that fits in ``memory``: fields over it are refused, not waited for."""
+    if not peaks:
+        return None
+    fit = [p for p in peaks if memory is None or p <= memory]
+    return max(fit or peaks)
+
+
+def plan_fields(
+    scheduler: str,
+    workers: int | None,
+    peaks: Sequence[int],
+    *,
+    source: str = "estimated from its shape",
+    client=None,
+    slurm=None,
+) -> FieldSlots:
+    """How many fields run at once so that they fit in memory, and says so in one log line
+    (warning) when that is fewer than the threads or workers.
+
+    Parameters
+    ----------
+    scheduler : str
+        ``threads | processes``: the machine's available memory is shared by ``workers``
+        fields; ``slurm``: each worker has ``slurm.memory / slurm.processes``; an address:
+        each worker's Dask ``memory`` resource if every worker declares one (Dask then runs
+        only the fields that fit), else its ``memory_limit`` (a bound on the fields in flight).
+    workers : int, optional
+        Threads or processes asked for (default: the CPU count, at most 4).
+    peaks : sequence of int
+        Each field's expected peak in bytes (:func:`field_peak_bytes`, or
+        ``resources.memory_per_field``).
+    source : str
+        Where the peak comes from, for the log line.
+    client : distributed.Client, optional
+        Needed for a scheduler address (its workers are asked).
+    slurm : config.resources.slurm, optional
+        Needed for ``slurm``.
+    """
+    n = workers or max(1, min(4, os.cpu_count() or 1))
+    if scheduler in ("threads", "processes"):
+        memory = _available_memory()
+        peak = _largest_fitting(peaks, memory)
+        k = fields_at_once(n, peak, memory)
+        _say(peak, source, f"{_fmt(memory)} is available", k, n)
+        return FieldSlots(workers=k, at_once=k, memory=memory)
+    if scheduler == "slurm":
+        from dask.utils import parse_bytes
+
+        memory = parse_bytes(slurm.memory) // slurm.processes
+        threads = max(1, slurm.cores // slurm.processes)
+        peak = _largest_fitting(peaks, memory)
+        k = fields_at_once(threads, peak, memory)
+        _say(peak, source, f"a worker has {_fmt(memory)}", k, threads, " per worker")
+        return FieldSlots(workers=None, at_once=k * slurm.processes * slurm.jobs, memory=memory)
+    info = list(client.scheduler_info(n_workers=-1).get("workers", {}).values())
+    if not info:
+        return FieldSlots(workers=None, at_once=None, memory=None)
+    declared = [w.get("resources", {}).get("memory") for w in info]
+    if all(declared):
+        memory = int(max(declared))
+        peak = _largest_fitting(peaks, memory)
+        threads = sum(w.get("nthreads", 1) for w in info)
+        k = sum(
+            fields_at_once(w.get("nthreads", 1), peak, m)
+            for w, m in zip(info, declared, strict=True)
+        )
+        _say(peak, source, f"the workers declare {_fmt(sum(declared))}", k, threads)
+        return FieldSlots(None, None, memory, resources={"memory": peak} if peak else None)
+    limits = [w.get("memory_limit") or None for w in info]
+    memory = max(limits) if all(limits) else None
+    peak = _largest_fitting(peaks, memory)
+    threads = sum(w.get("nthreads", 1) for w in info)
+    k = sum(
+        fields_at_once(w.get("nthreads", 1), peak, m) for w, m in zip(info, limits, strict=True)
+    )
+    if all(limits):
+        _say(peak, source, f"the workers' memory limits add up to {_fmt(sum(limits))}", k, threads)
+    return FieldSlots(workers=None, at_once=k, memory=memory)
+
+
+def _say(peak, source, memory_text: str, k: int, n: int, per: str = "") -> None:
+    if peak and k < n:
+        log.warning(
+            "memory: a field is expected to peak at %s (%s) and %s: %d field%s at a time%s "
+            "instead of %d (resources.memory_per_field sets the peak)",
+            _fmt(peak),
+            source,
+            memory_text,
+            k,
+            "" if k == 1 else "s",
+            per,
+            n,
+        )
+
+
+def _fmt(n: float) -> str:
+    from dask.utils import format_bytes
+
+    return format_bytes(int(n))
 
 
 def check_scheduler(scheduler: str, *, timeout: float = CONNECT_TIMEOUT_S) -> None:

@@ -16,13 +16,14 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import hashlib
+import itertools
 import logging
 import os
 import platform
 import time
 import traceback
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from hcsmito import __version__, schema
-from hcsmito.cluster import check_scheduler, dask_client
+from hcsmito.cluster import check_scheduler, dask_client, field_peak_bytes, plan_fields
 from hcsmito.config import Config, FieldConfig, config_hash, load_config
 from hcsmito.io.rundir import FieldOutcome, RunDir, field_stem
 from hcsmito.plate_refs import (
@@ -69,6 +70,8 @@ class FieldTask:
     config: dict
     backend: str | None
     condition: str | None = None  # from the plate map, for the QC picture's caption
+    peak_bytes: int | None = None  # expected peak host memory (set when it is submitted)
+    memory_budget: int | None = None  # a worker's memory: a field over it is refused
 
     @property
     def stem(self) -> str:
@@ -170,6 +173,10 @@ def run_field(task: FieldTask) -> dict:
     try:
         config = Config.model_validate(task.config)
         plate = _open_plate_cached(task.plate_path)
+        if task.peak_bytes is not None and task.memory_budget is not None:
+            # metadata only: a field that cannot fit alone fails here, not by the OOM killer
+            img = plate.read_field(task.well_path, task.field)
+            img.check_memory(task.memory_budget, peak_bytes=task.peak_bytes)
         t_load = time.perf_counter()
         img, roles, channels = read_channels(plate, task.well_path, task.field, config)
         t_read = time.perf_counter() - t_load
@@ -409,7 +416,8 @@ def run_plate(
         tasks = [t for t in every if (t.well, t.field) in chosen]
         todo = [t for t in tasks if not _done(rd, t)]
         if todo:
-            _run_tasks(todo, scheduler, workers, backend, progress, config.resources.slurm)
+            sized = [_with_peak(plate, t, config.resources.memory_per_field) for t in todo]
+            _run_tasks(sized, scheduler, workers, backend, progress, config.resources)
         # the tables, manifest and report hold every field done so far with this input and
         # config: `--wells B/3` then `--wells B/2` add up
         kept = [t for t in every if (t.well, t.field) in chosen or _done_earlier(rd, t)]
@@ -541,20 +549,63 @@ def _build_report(out: Path) -> str | None:
     return None
 
 
-def _run_tasks(todo, scheduler, workers, backend, progress, slurm) -> None:
+def _with_peak(plate, task: FieldTask, memory_per_field: int | None) -> FieldTask:
+    """The task with its field's expected peak: ``resources.memory_per_field``, or estimated
+    from the field's shape and dtype (its metadata; nothing is read)."""
+    if memory_per_field is None:
+        img = plate.read_field(task.well_path, task.field)
+        peak = field_peak_bytes(img.data.shape, img.data.dtype, "".join(img.axes))
+    else:
+        peak = memory_per_field
+    return replace(task, peak_bytes=peak)
+
+
+def _run_tasks(todo, scheduler, workers, backend, progress, resources) -> None:
+    """Run the fields on the cluster, no more at once than memory holds
+    (:func:`hcsmito.cluster.plan_fields`): a local cluster starts with fewer threads or
+    workers; on another, fields ask for the workers' ``memory`` resource, or no more are in
+    flight than the workers' memory limits hold."""
     from distributed import as_completed
 
     quiet = not progress
+    slurm = resources.slurm
+    source = (
+        "resources.memory_per_field"
+        if resources.memory_per_field is not None
+        else "estimated from its shape"
+    )
+    peaks = [t.peak_bytes for t in todo if t.peak_bytes is not None]
+    slots = None
+    if scheduler in ("threads", "processes"):
+        slots = plan_fields(scheduler, workers, peaks, source=source)
+        workers = slots.workers
     with dask_client(scheduler, workers, backend, quiet=quiet, slurm=slurm) as client:
-        futures = [client.submit(run_field, t, key=t.name, pure=False) for t in todo]
+        if slots is None:
+            slots = plan_fields(
+                scheduler, workers, peaks, source=source, client=client, slurm=slurm
+            )
+        todo = [replace(t, memory_budget=slots.memory) for t in todo]
+        waiting = iter(todo)
+
+        def submit(t: FieldTask):
+            fits = slots.resources and (t.peak_bytes or 0) <= (slots.memory or 0)
+            # one that cannot fit is refused at once by its worker, not left waiting
+            res = slots.resources if fits else None
+            return client.submit(run_field, t, key=t.name, pure=False, resources=res)
+
+        first = [submit(t) for t in itertools.islice(waiting, slots.at_once or len(todo))]
         bar = None
         if progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=len(futures), unit="field", desc="fields")
+            bar = tqdm(total=len(todo), unit="field", desc="fields")
         try:
-            for fut in as_completed(futures):
+            done = as_completed(first)
+            for fut in done:
                 entry = fut.result()
+                nxt = next(waiting, None)
+                if nxt is not None:  # one out, the next in
+                    done.add(submit(nxt))
                 if bar is not None:
                     bar.update(1)
                     if entry.get("status") != "ok":

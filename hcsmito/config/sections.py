@@ -478,7 +478,31 @@ class Resources(_Section):
     workers: int | None = Field(
         None, ge=1, description="Dask workers (null: the CPU count, at most 4)"
     )
+    memory_per_field: int | None = Field(
+        None,
+        gt=0,
+        description="host memory one field takes at its peak, in bytes or with a unit "
+        "(6GiB, 6GB); null: estimated from the field's shape and dtype (38 bytes per voxel "
+        "and channel for uint16); fewer fields run at once when the memory holds fewer",
+    )
     slurm: Slurm = Field(default_factory=Slurm, description="Slurm jobs (--scheduler slurm)")
+
+    @field_validator("memory_per_field", mode="before")
+    @classmethod
+    def _bytes(cls, v: Any) -> Any:
+        """``"6GiB"``, ``"6 GB"``, ``"6e9"`` or a number of bytes."""
+        if isinstance(v, bool):
+            raise ValueError("give bytes or a number with a unit (6GiB, 6GB), not true / false")
+        if isinstance(v, str):
+            from dask.utils import parse_bytes
+
+            try:
+                return parse_bytes(v)
+            except ValueError:
+                raise ValueError(
+                    f"{v!r} is not a size: give bytes or a number with a unit (6GiB, 6GB)"
+                ) from None
+        return v
 
 
 class Config(BaseModel):

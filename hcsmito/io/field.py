@@ -129,6 +129,7 @@ class FieldImage:
         *,
         channels: Sequence[int] | None = None,
         bytes_per_voxel: float | None = None,
+        peak_bytes: int | None = None,
     ) -> int:
         """Refuse a field whose ``channels`` need more than ``budget_bytes`` in memory.
 
@@ -141,6 +142,11 @@ class FieldImage:
         bytes_per_voxel : float, optional
             Working bytes per voxel and channel (default the stored dtype's size; the
             pipeline holds several float32 copies, so the runner should pass more).
+        peak_bytes : int, optional
+            The field's expected peak instead (what the runner passes:
+            :func:`hcsmito.cluster.field_peak_bytes` of the field's shape and dtype, or
+            ``resources.memory_per_field``; the same figure bounds how many fields run at
+            once).
 
         Returns
         -------
@@ -152,12 +158,15 @@ class FieldImage:
         PlateError
             Naming the field, its shape, the memory needed and the budget.
         """
-        need = self.nbytes(channels, bytes_per_voxel=bytes_per_voxel)
+        if peak_bytes is None:
+            need, what = self.nbytes(channels, bytes_per_voxel=bytes_per_voxel), "for its channels"
+        else:
+            need, what = int(peak_bytes), "at its expected peak"
         if need > budget_bytes:
             shape = {ax: n for ax, n in zip(self.axes, self.data.shape, strict=True)}
             raise PlateError(
                 f"{self.describe()}: the field ({shape}, {self.data.dtype}) needs "
-                f"{_gib(need)} of memory for its channels, more than the budget of "
+                f"{_gib(need)} of memory {what}, more than the budget of "
                 f"{_gib(budget_bytes)}. Run it on a machine with more memory, raise the memory "
                 "limit, or crop / bin the field before processing."
             )
