@@ -272,3 +272,36 @@ def test_messages_use_the_cli_flag_names(tmp_path, capsys):
                  "MitoTracker", "--voxel-size", "1,0.2,0.2"]) == 2  # fmt: skip
     err = capsys.readouterr().err
     assert "--overwrite" in err and "overwrite=" not in err
+
+
+def _readme_command_rows() -> dict[str, str]:
+    """README's table of commands: {subcommand: the command cell}."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Command line", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        m = re.match(r"\| `hcsmito (\w+)([^`]*)` \|", line)
+        if m:
+            rows[m.group(1)] = m.group(2)
+    return rows
+
+
+def test_readme_command_table_matches_the_parser():
+    """Every subcommand is in README's table, and each row names exactly the flags its
+    parser takes (-v/--verbose, common to all, is documented once)."""
+    import argparse
+    import re
+
+    from hcsmito.cli import build_parser
+
+    rows = _readme_command_rows()
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(rows) == set(sub.choices), "README's command table and the parser's commands"
+    common = {"--help", "--verbose"}
+    for name, sp in sub.choices.items():
+        flags = {o for a in sp._actions for o in a.option_strings if o.startswith("--")}
+        documented = set(re.findall(r"--[a-z][a-z-]*", rows[name]))
+        assert documented == flags - common, (name, sorted(flags - common), sorted(documented))
