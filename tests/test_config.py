@@ -173,6 +173,16 @@ def test_config_hash_follows_content():
     assert config_hash(load_config(overrides=["foci.threshold_k=7"])) != config_hash(Config())
 
 
+def test_config_hash_ignores_how_a_run_is_carried_out():
+    """Workers, memory, scheduler and statistics do not change a field's results: a resumed
+    run with other resources must not redo every field (it did: the hash covered them)."""
+    base = config_hash(Config())
+    for item in ("resources.workers=7", "resources.memory_per_field=6GiB",
+                 "resources.scheduler=processes", "statistics.unit=field"):  # fmt: skip
+        assert config_hash(load_config(overrides=[item])) == base, item
+    assert config_hash(load_config(overrides=["tnt.min_length_um=3"])) != base
+
+
 # --------------------------------------------------------------------------- shipped configs
 
 

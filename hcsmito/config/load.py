@@ -210,7 +210,15 @@ def load_config(
         raise ConfigError(_format_errors(exc, source, data)) from None
 
 
+#: Sections that decide how a run is carried out or summed up, not what a field's tables
+#: and labels hold: changing them must not make a resumed run redo every field.
+RUN_LEVEL_SECTIONS = ("resources", "statistics", "plate_map")
+
+
 def config_hash(config: Config) -> str:
-    """A stable hash of the effective configuration (for the resume ledger)."""
-    text = json.dumps(config.model_dump(mode="json"), sort_keys=True)
+    """A stable hash of the configuration a field's results depend on (for the resume
+    ledger): every section but :data:`RUN_LEVEL_SECTIONS` (workers, memory, scheduler,
+    statistics and the plate map are read anew by each run)."""
+    text = json.dumps(config.model_dump(mode="json", exclude=set(RUN_LEVEL_SECTIONS)),
+                      sort_keys=True)  # fmt: skip
     return hashlib.sha256(text.encode()).hexdigest()[:16]
