@@ -84,19 +84,35 @@ def tighten_labels(
     cut = level + fraction * (mean - level)
     cut[0] = xp.inf
     keep = fine > cut[lab]
+    # the morphology on the cells' box (one voxel of background around them): the same
+    # result as on the whole field, for a fraction of the voxels in a sparse field
+    box = _box(b, lab > 0, margin=1)
+    k, lb = keep[box], lab[box]
     if fill_holes:
         st = np.zeros((3,) * lab.ndim, bool)
         st[(1,) * (lab.ndim - 2)] = [[0, 1, 0], [1, 1, 1], [0, 1, 0]]
-        keep = b.ndi.binary_fill_holes(keep, structure=b.asarray(st)) & (lab > 0)
+        k = b.ndi.binary_fill_holes(k, structure=b.asarray(st)) & (lb > 0)
     if main_body:
-        keep = _largest_piece(b, keep, lab, n)
+        k = _largest_piece(b, k, lb, n)
     if keep_z_um > 0 and lab.ndim == 3:
         steps = int(round(keep_z_um / sp[0]))
         if steps > 0:
             st = b.asarray(np.ones((3, 1, 1), bool))
-            grown = b.ndi.binary_dilation(keep, structure=st, iterations=steps)
-            keep = grown & (lab > 0)
+            k = b.ndi.binary_dilation(k, structure=st, iterations=steps) & (lb > 0)
+    keep = xp.zeros(lab.shape, bool)
+    keep[box] = k
     return xp.where(keep, lab, 0).astype(xp.int32)
+
+
+def _box(b: Backend, mask: Any, margin: int) -> tuple[slice, ...]:
+    """The bounding box of a non-empty mask, ``margin`` voxels wider (clipped)."""
+    out = []
+    for ax in range(mask.ndim):
+        rest = tuple(i for i in range(mask.ndim) if i != ax)
+        idx = np.flatnonzero(b.to_host(mask.any(axis=rest)))  # device->host: one line
+        out.append(slice(max(int(idx[0]) - margin, 0), min(int(idx[-1]) + margin + 1,
+                                                              mask.shape[ax])))  # fmt: skip
+    return tuple(out)
 
 
 def _largest_piece(b: Backend, keep: Any, lab: Any, n: int) -> Any:
