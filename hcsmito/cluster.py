@@ -1,14 +1,15 @@
 """Dask cluster set-up for the runner: local threads or processes, an address, Slurm;
-and how many fields a cluster's memory holds at once."""
+how many fields a cluster's memory holds at once; and running the fields' tasks on it."""
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import math
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 __all__ = [
     "CONNECT_TIMEOUT_S",
@@ -19,7 +20,9 @@ __all__ = [
     "field_peak_bytes",
     "fields_at_once",
     "plan_fields",
+    "run_fields",
     "slurm_cluster",
+    "with_peak_bytes",
 ]
 
 log = logging.getLogger(__name__)
@@ -331,3 +334,73 @@ def dask_client(
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def with_peak_bytes(plate, task, memory_per_field: int | None):
+    """The task (a :class:`hcsmito.runner.FieldTask`) with its field's expected peak
+    (``peak_bytes``): ``resources.memory_per_field``, or estimated from the field's shape and
+    dtype (its metadata; nothing is read)."""
+    if memory_per_field is None:
+        img = plate.read_field(task.well_path, task.field)
+        peak = field_peak_bytes(img.data.shape, img.data.dtype, "".join(img.axes))
+    else:
+        peak = memory_per_field
+    return replace(task, peak_bytes=peak)
+
+
+def run_fields(todo, run_one, scheduler, workers, backend, progress, resources) -> None:
+    """Run the fields' tasks (:class:`hcsmito.runner.FieldTask`) on the cluster, each by
+    ``run_one`` (:func:`hcsmito.runner.run_field`, which returns its ledger entry), no more
+    at once than memory holds (:func:`plan_fields`): a local cluster starts with fewer
+    threads or workers; on another, fields ask for the workers' ``memory`` resource, or no
+    more are in flight than the workers' memory limits hold."""
+    from distributed import as_completed
+
+    quiet = not progress
+    slurm = resources.slurm
+    source = (
+        "resources.memory_per_field"
+        if resources.memory_per_field is not None
+        else "estimated from its shape"
+    )
+    peaks = [t.peak_bytes for t in todo if t.peak_bytes is not None]
+    slots = None
+    if scheduler in ("threads", "processes"):
+        slots = plan_fields(scheduler, workers, peaks, source=source)
+        workers = slots.workers
+    with dask_client(scheduler, workers, backend, quiet=quiet, slurm=slurm) as client:
+        if slots is None:
+            slots = plan_fields(
+                scheduler, workers, peaks, source=source, client=client, slurm=slurm
+            )
+        todo = [replace(t, memory_budget=slots.memory) for t in todo]
+        waiting = iter(todo)
+
+        def submit(t):
+            fits = slots.resources and (t.peak_bytes or 0) <= (slots.memory or 0)
+            # one that cannot fit is refused at once by its worker, not left waiting
+            res = slots.resources if fits else None
+            return client.submit(run_one, t, key=t.name, pure=False, resources=res)
+
+        first = [submit(t) for t in itertools.islice(waiting, slots.at_once or len(todo))]
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(todo), unit="field", desc="fields")
+        try:
+            done = as_completed(first)
+            for fut in done:
+                entry = fut.result()
+                nxt = next(waiting, None)
+                if nxt is not None:  # one out, the next in
+                    done.add(submit(nxt))
+                if bar is not None:
+                    bar.update(1)
+                    if entry.get("status") != "ok":
+                        bar.write(
+                            f"failed: {entry['well']} field {entry['field']}: {entry['error']}"
+                        )
+        finally:
+            if bar is not None:
+                bar.close()

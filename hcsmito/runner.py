@@ -16,14 +16,13 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import hashlib
-import itertools
 import logging
 import os
 import platform
 import time
 import traceback
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from hcsmito import __version__, schema
-from hcsmito.cluster import check_scheduler, dask_client, field_peak_bytes, plan_fields
+from hcsmito.cluster import check_scheduler, run_fields, with_peak_bytes
 from hcsmito.config import Config, FieldConfig, config_hash, load_config
 from hcsmito.io.rundir import FieldOutcome, RunDir, field_stem
 from hcsmito.plate_refs import (
@@ -416,8 +415,8 @@ def run_plate(
         tasks = [t for t in every if (t.well, t.field) in chosen]
         todo = [t for t in tasks if not _done(rd, t)]
         if todo:
-            sized = [_with_peak(plate, t, config.resources.memory_per_field) for t in todo]
-            _run_tasks(sized, scheduler, workers, backend, progress, config.resources)
+            sized = [with_peak_bytes(plate, t, config.resources.memory_per_field) for t in todo]
+            run_fields(sized, run_field, scheduler, workers, backend, progress, config.resources)
         # the tables, manifest and report hold every field done so far with this input and
         # config: `--wells B/3` then `--wells B/2` add up
         kept = [t for t in every if (t.well, t.field) in chosen or _done_earlier(rd, t)]
@@ -547,74 +546,6 @@ def _build_report(out: Path) -> str | None:
         log.debug("report for %s failed", out, exc_info=True)
         return f"{type(exc).__name__}: {exc}"
     return None
-
-
-def _with_peak(plate, task: FieldTask, memory_per_field: int | None) -> FieldTask:
-    """The task with its field's expected peak: ``resources.memory_per_field``, or estimated
-    from the field's shape and dtype (its metadata; nothing is read)."""
-    if memory_per_field is None:
-        img = plate.read_field(task.well_path, task.field)
-        peak = field_peak_bytes(img.data.shape, img.data.dtype, "".join(img.axes))
-    else:
-        peak = memory_per_field
-    return replace(task, peak_bytes=peak)
-
-
-def _run_tasks(todo, scheduler, workers, backend, progress, resources) -> None:
-    """Run the fields on the cluster, no more at once than memory holds
-    (:func:`hcsmito.cluster.plan_fields`): a local cluster starts with fewer threads or
-    workers; on another, fields ask for the workers' ``memory`` resource, or no more are in
-    flight than the workers' memory limits hold."""
-    from distributed import as_completed
-
-    quiet = not progress
-    slurm = resources.slurm
-    source = (
-        "resources.memory_per_field"
-        if resources.memory_per_field is not None
-        else "estimated from its shape"
-    )
-    peaks = [t.peak_bytes for t in todo if t.peak_bytes is not None]
-    slots = None
-    if scheduler in ("threads", "processes"):
-        slots = plan_fields(scheduler, workers, peaks, source=source)
-        workers = slots.workers
-    with dask_client(scheduler, workers, backend, quiet=quiet, slurm=slurm) as client:
-        if slots is None:
-            slots = plan_fields(
-                scheduler, workers, peaks, source=source, client=client, slurm=slurm
-            )
-        todo = [replace(t, memory_budget=slots.memory) for t in todo]
-        waiting = iter(todo)
-
-        def submit(t: FieldTask):
-            fits = slots.resources and (t.peak_bytes or 0) <= (slots.memory or 0)
-            # one that cannot fit is refused at once by its worker, not left waiting
-            res = slots.resources if fits else None
-            return client.submit(run_field, t, key=t.name, pure=False, resources=res)
-
-        first = [submit(t) for t in itertools.islice(waiting, slots.at_once or len(todo))]
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=len(todo), unit="field", desc="fields")
-        try:
-            done = as_completed(first)
-            for fut in done:
-                entry = fut.result()
-                nxt = next(waiting, None)
-                if nxt is not None:  # one out, the next in
-                    done.add(submit(nxt))
-                if bar is not None:
-                    bar.update(1)
-                    if entry.get("status") != "ok":
-                        bar.write(
-                            f"failed: {entry['well']} field {entry['field']}: {entry['error']}"
-                        )
-        finally:
-            if bar is not None:
-                bar.close()
 
 
 def field_status(out: str | Path) -> pd.DataFrame:
