@@ -295,8 +295,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.set_defaults(func=_cmd_synth)
 
-    i = sub.add_parser("import", help="turn TIFF / OME-TIFF stacks + a CSV into an NGFF plate")
-    i.add_argument("csv", help="CSV with columns file,well,field[,channel]")
+    i = sub.add_parser(
+        "import",
+        help="turn TIFF / OME-TIFF stacks or CZI / LIF / ND2 files + a CSV into an NGFF plate",
+    )
+    i.add_argument("csv", help="CSV with columns file,well,field[,channel][,scene]")
     i.add_argument("--out", required=True, help="plate to write")
     i.add_argument("--base-dir", help="folder the CSV's file paths are relative to")
     i.add_argument("--voxel-size", help="Z,Y,X in µm (overrides the files' metadata)")

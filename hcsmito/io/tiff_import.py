@@ -20,6 +20,7 @@ import tifffile
 
 from hcsmito.io.errors import PlateError
 from hcsmito.io.names import well_path
+from hcsmito.io.vendor_import import VendorInfo, expand_scenes, is_vendor_file, read_vendor_info
 from hcsmito.io.writer import create_plate, write_image
 
 __all__ = ["import_tiffs", "read_tiff_info"]
@@ -237,6 +238,7 @@ def _read_csv(csv_path: Path) -> tuple[pd.DataFrame, bool]:
             row = int(table.index[table[col].isna()][0]) + 2
             raise PlateError(f"{csv_path}: line {row} has no '{col}'")
         table[col] = table[col].str.strip()
+    cols += ["scene"] if "scene" in table.columns else []  # a vendor file's scene
     return table[cols].reset_index(drop=True), multichannel
 
 
@@ -265,6 +267,10 @@ def import_tiffs(
         ``file, well, field`` (one multi-channel stack per field, e.g. an ImageJ hyperstack
         ``ZCYX`` or an OME-TIFF ``CZYX``). ``well`` is ``B03``, ``B3`` or ``B/3``; ``field``
         an integer: the fields of a well are numbered 0, 1... in the order of these values.
+        A ``file`` may be a vendor file (CZI, LIF, ND2: read through bioio, the extra
+        ``hcsmito[formats]``; voxel size and channel names from its metadata). Each of its
+        scenes is a field (``field``, ``field + 1``, ...) unless a ``scene`` column names
+        one (by name or index).
     out : str or Path
         The plate to write (``PLATE.zarr``).
     base_dir : str or Path, optional
@@ -307,6 +313,7 @@ def import_tiffs(
     table, multichannel = _read_csv(csv_path)
     if table.empty:
         raise PlateError(f"{csv_path}: the CSV lists no files")
+    table = expand_scenes(table, base, csv_path)  # a vendor file's scenes are fields
     _number_fields(table, csv_path, multichannel)
     seen = None if multichannel else _channel_order(table, csv_path, channel_labels)
     override = _voxel_override(voxel_size)
@@ -386,11 +393,14 @@ def _file_infos(
     infos: list[TiffInfo] = []
     ref: TiffInfo | None = None
     ref_vs: dict[str, float] = {}
-    for i, name in enumerate(table["file"]):
+    for i, name, scene in zip(table.index, table["file"], table["scene"], strict=True):
         f = Path(name) if Path(name).is_absolute() else base / name
         if not f.is_file():
             raise PlateError(f"{csv_path}: line {i + 2}: file {f} does not exist")
-        info = read_tiff_info(f, axes=axes, n_channels=n_channels)
+        if is_vendor_file(f):
+            info = read_vendor_info(f, scene)
+        else:
+            info = read_tiff_info(f, axes=axes, n_channels=n_channels)
         _check_layout(info, multichannel)
         spatial = "ZYX" if "Z" in info.axes else "YX"
         vs = {**info.voxel_size, **override}
@@ -492,4 +502,6 @@ def _field_data(grp: pd.DataFrame, order: dict[str, int] | None) -> np.ndarray:
 
 def _read(info: TiffInfo) -> np.ndarray:
     """A file's pixels in the shape its info gives (``axes`` may split a flat sequence)."""
+    if isinstance(info, VendorInfo):
+        return info.read()
     return tifffile.imread(info.path, series=0).reshape(info.shape)
