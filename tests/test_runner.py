@@ -537,3 +537,30 @@ def test_qc_pictures_are_readable(reference):
     pic = Image.open(reference / "qc" / "B3_f1.png")
     assert pic.size[0] == SHAPE[2] * 4 and pic.size[1] > SHAPE[1] * 4
     assert pic.text["Title"] == "plate p · well B/3 · field 1 · cytochalasin D"
+
+
+def test_readme_outputs_section_matches_out(reference):
+    """README's outputs contract names every file and folder a run leaves in OUT, and
+    every one it names is there (the lock only exists while a run writes)."""
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    block = readme.split("## Outputs (contract)", 1)[1].split("```", 2)[1]
+    named = {n.rstrip(",") for n in re.findall(r"^OUT/(\S+)", block, re.M)}
+    # 'tables/wells.parquet, conditions.parquet, ...': the rest of that line too
+    line = next(ln for ln in block.splitlines() if ln.startswith("OUT/tables/wells.parquet"))
+    named |= {f"tables/{n}" for n in re.findall(r"(\w+\.parquet)", line)}
+    top = {p.name for p in reference.iterdir()}
+    documented_top = {n.split("/")[0] for n in named}
+    assert top - {".hcsmito.lock"} == documented_top - {".hcsmito.lock"}
+    for n in named - {".hcsmito.lock", "tables/*.parquet", "qc/B3_f0.png"}:
+        assert (reference / n.rstrip("/")).exists(), n
+    listed = {"foci", "cells", "jurkat", "tnt", "fields"}
+    assert set(re.search(r"OUT/tables/\*\.parquet\s+([\w, ]+?)\s{2}", block).group(1)
+               .replace(" ", "").split(",")) == listed  # fmt: skip
+    tables = {p.name for p in (reference / "tables").iterdir()}
+    documented = {f"{t}.parquet" for t in listed} | {
+        n.split("/", 1)[1].rstrip("/") for n in named if n.startswith("tables/") and "*" not in n
+    }
+    assert tables == documented
+    assert any(p.name.endswith(".png") for p in (reference / "qc").iterdir())
