@@ -59,6 +59,8 @@ def evaluate(p: SynthParams, conditions, seeds, *, segmented: bool) -> dict:
                 msc_labels=msc,
                 jurkat_labels=jur,
                 mito=img[1],
+                # as the pipeline: segmented MSCs are tightened to their GFP
+                msc_signal=img[0] if segmented else None,
                 psf_sigma_um=psf,
             )
             t_tnt += time.perf_counter() - t0
@@ -207,6 +209,7 @@ def grid(base: SynthParams, rows, seeds, conditions=("DMSO", "ara-C")) -> list[d
                     msc_labels=msc,
                     jurkat_labels=jur,
                     mito=img[1],
+                    msc_signal=img[0],
                     glass_channels=chans,
                 )
                 truth = f.tables["tnt"]

@@ -17,6 +17,7 @@ from hcsmito.stages._util import (
     robust_sigma,
     spacing,
 )
+from hcsmito.stages.cell_surface import tighten_labels
 from hcsmito.stages.glass import Glass, estimate_glass, resolve_glass
 from hcsmito.stages.tnt._geometry import (
     bbox,
@@ -447,15 +448,18 @@ def _tight_cells(msc: Any, jur: Any, msc_signal: Any, mito: Any, sp: tuple[float
     allow already) stays above 0.3 of the way to the cell's mean, the fraction that
     segmentation uses on its 1 µm smoothed image. Jurkat cells: MitoTracker smoothed at
     0.5 µm above half the cell's mean, holes filled, the largest piece, and 1 µm of the
-    label given back above and below (the cortex is cell too). Tried on the variation
-    grid (benchmarks/bench_variations.py): 0.2-0.6 µm and fractions 0.2-0.5 behave alike.
+    label given back above and below (the cortex is cell too). Chosen on the variation
+    grid (benchmarks/bench_variations.py, RESULTS.md): smoothing the GFP in 3-D, or cutting
+    it at 0.4 of the way, cost the 1.5x-coarser-voxel row recall and precision (thin MSC
+    edges near the glass went); cutting Jurkat cells at 0.3 left more of the bloat (cell
+    size x1.5 recall 0.84, 0.95 at a half). The largest-piece rule drops a mitochondrion
+    riding a tube near its Jurkat, which the cut alone keeps as part of the cell.
+    ``tighten_labels`` returns labels without cells unchanged.
     """
-    from hcsmito.stages.cell_surface import tighten_labels
-
-    if msc_signal is not None and bool((msc > 0).any()):
+    if msc_signal is not None:
         msc = tighten_labels(msc, msc_signal, voxel_size=sp, sigma_um=(0.0, 0.4, 0.4),
                              fraction=0.3)  # fmt: skip
-    if mito is not None and bool((jur > 0).any()):
+    if mito is not None:
         jur = tighten_labels(jur, mito, voxel_size=sp, sigma_um=(0.5, 0.5, 0.5),
                              fraction=0.5, fill_holes=True, main_body=True,
                              keep_z_um=1.0)  # fmt: skip
