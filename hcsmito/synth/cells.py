@@ -85,7 +85,7 @@ def _relabel_largest(lab: np.ndarray, min_area_px: float) -> tuple[np.ndarray, n
 
 def _msc_seeds(rng: np.random.Generator, p: SynthParams) -> list[tuple[float, float]]:
     ly, lx = extent(p)
-    min_dist = 0.62 * p.msc_diameter_um
+    min_dist = (0.62 - 0.12 * p.msc_crowding) * p.msc_diameter_um
     seeds: list[tuple[float, float]] = []
     if p.n_msc == 0:
         return []
@@ -108,6 +108,8 @@ def _msc_footprints(rng: np.random.Generator, p: SynthParams):
     shapes = []
     for i, (cy, cx) in enumerate(seeds, start=1):
         r = 0.5 * p.msc_diameter_um * float(np.clip(1 + p.msc_diameter_cv * rng.normal(), 0.6, 1.4))
+        if p.msc_crowding:  # wider discs: neighbours meet along long borders
+            r *= 1 + 0.5 * p.msc_crowding
         theta = rng.uniform(0, math.pi)
         aspect = rng.uniform(1.0, 1.6)
         noise = 0.7 * smooth_noise(rng, p, 14.0) + 0.45 * smooth_noise(rng, p, 5.0)
@@ -127,9 +129,16 @@ def _msc_height(p: SynthParams, lab: np.ndarray, shapes, nuc_ids: np.ndarray):
     """Dome-profiled cytoplasm height and the nuclei, for footprint ``lab``."""
     yy, xx = grid(p)
     edge = _outline_distance(lab, p)
-    u = np.minimum(edge / p.msc_dome_um, 1.0)
-    dome = np.sqrt(np.maximum(1 - (1 - u) ** 2, 0))
-    height = (p.msc_edge_height_um + (p.msc_height_um - p.msc_edge_height_um) * dome) * (lab > 0)
+
+    def dome(dist):
+        u = np.minimum(dist / p.msc_dome_um, 1.0)
+        return np.sqrt(np.maximum(1 - (1 - u) ** 2, 0))
+
+    rise = dome(edge)
+    if p.msc_crowding:  # thinning only towards the glass, not between touching cells
+        glass_side = dome(_outline_distance((lab > 0).astype(lab.dtype), p))
+        rise = (1 - p.msc_crowding) * rise + p.msc_crowding * glass_side
+    height = (p.msc_edge_height_um + (p.msc_height_um - p.msc_edge_height_um) * rise) * (lab > 0)
     nucleus = np.zeros(lab.shape, dtype=bool)
     rn = 0.5 * p.msc_nucleus_diameter_um
     if rn > 0:
@@ -368,6 +377,7 @@ def build_scene(p: SynthParams, condition: Condition, seed: int) -> Scene:
     gfp = (levels[lab] * texture * np.where(nucleus, p.msc_nucleus_gfp, 1.0)).astype(np.float32)
 
     scene = Scene(p, lab, height, edge, nucleus, gfp, jurkats=glass)
+    scene.msc_shapes = [shapes[old - 1] for old in kept]
     adhered, missed = _place_adhered_jurkats(r_jur, p, scene, radii[:n_adh])
     # cells with no room on an MSC settle on free glass (the MSCs no longer move)
     late = _place_glass_jurkats(r_jur, p, lab, missed, glass + adhered, carve=False)

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from hcsmito.synth.cells import build_scene
+from hcsmito.synth.nuclei import annexin_object, draw_fate, hoechst_object, nuclei_label
 from hcsmito.synth.params import SynthParams, resolve_condition
 from hcsmito.synth.render import (
     BALL,
@@ -23,13 +24,27 @@ from hcsmito.synth.render import (
     splat,
     vignetting_profile,
 )
-from hcsmito.synth.truth import foci_table, jurkat_table, msc_table, tnt_table
+from hcsmito.synth.truth import foci_table, jurkat_table, msc_table, nuclei_table, tnt_table
 
-__all__ = ["CHANNEL_COLORS", "CHANNEL_LABELS", "SynthField", "generate_field"]
+__all__ = ["CHANNEL_COLORS", "CHANNEL_LABELS", "SynthField", "channel_colors", "generate_field"]
 
+#: The three channels every field has; :attr:`SynthParams.channel_labels` adds
+#: ``"Hoechst"`` and ``"Annexin V"`` when drawn.
 CHANNEL_LABELS = ("GFP", "MitoTracker Red", "Phalloidin")
 CHANNEL_COLORS = ("00FF00", "FF0000", "FF00FF")
+_COLORS = dict(
+    zip(
+        (*CHANNEL_LABELS, "Hoechst", "Annexin V"),
+        (*CHANNEL_COLORS, "0000FF", "00FFFF"),
+        strict=True,
+    )
+)
 GFP, MITO, ACTIN = 0, 1, 2
+
+
+def channel_colors(labels: tuple[str, ...] | list[str]) -> list[str]:
+    """The display colour (hex RGB) of each channel label of a synthetic field."""
+    return [_COLORS[label] for label in labels]
 
 
 @dataclass
@@ -39,14 +54,18 @@ class SynthField:
     Attributes
     ----------
     image : (C, Z, Y, X) or (C, Y, X) uint16 ndarray
-        Camera counts of the GFP, MitoTracker Red and phalloidin channels.
+        Camera counts of the GFP, MitoTracker Red and phalloidin channels, then of the
+        Hoechst and annexin V channels when drawn (``params.nuclear_channel``,
+        ``params.annexin_channel``).
     channel_labels : tuple of str
+        ``params.channel_labels``.
     voxel_size : dict
         ``{"z": dz, "y": dy, "x": dx}`` µm (no ``"z"`` for 2-D fields).
     labels : dict of str to int32 ndarray
-        Truth label images ``msc``, ``jurkat``, ``foci``, ``tnt``, each shaped like one
-        channel of ``image`` (2-D fields: the maximum over z of the 3-D truth). Ids are the
-        ``*_id`` columns of the tables.
+        Truth label images ``msc``, ``jurkat``, ``foci``, ``tnt`` (and ``nuclei`` with a
+        nuclear or annexin V channel), each shaped like one channel of ``image`` (2-D
+        fields: the maximum over z of the 3-D truth). Ids are the ``*_id`` columns of the
+        tables.
     tables : dict of str to pandas.DataFrame
         Positions in µm (``index * voxel size``), always 3-D (also for 2-D fields):
 
@@ -66,6 +85,18 @@ class SynthField:
           ``diameter_um, carries_mito, mito_z_um, mito_y_um, mito_x_um,
           mito_diameter_um`` (NaN without), ``z0_um ... x1_um`` and ``endpoints``
           (``[[z0, y0, x0], [z1, y1, x1]]``: where the tube leaves and enters the cells).
+
+        With a nuclear or annexin V channel (``params.draws_fate``) also:
+
+        - ``nuclei``: ``nucleus_id`` (MSC nuclei first, then Jurkat nuclei, each in its
+          cell's id order: one per cell), ``cell_kind`` (``"msc"`` or ``"jurkat"``),
+          ``cell_id``, ``z_um, y_um, x_um`` (centre of the nucleus's ellipsoid; of a
+          fragmented one, of its fragments weighted by volume), ``volume_um3`` (of the
+          label, cut like it), ``n_fragments`` (1 unless fragmented), ``state``
+          (``"normal"``, ``"condensed"``, ``"fragmented"``), ``apoptotic``;
+        - the ``msc`` table gains ``apoptotic``, the ``jurkat`` table ``apoptotic`` and
+          ``msc_contact`` (adhered, or joined to an MSC by a nanotube: what the condition's
+          protection from apoptosis applies to).
     condition : str
     seed : int
     params : SynthParams
@@ -85,7 +116,8 @@ class SynthField:
     summary: dict[str, Any] = field(default_factory=dict)
     """Truth counts named like the pipeline's ``fields`` table (``n_msc, n_foci``...), and
     the glass plane: ``glass_z_um`` (at the field centre), ``glass_slope_y``,
-    ``glass_slope_x`` (its rise, µm per µm of y and x)."""
+    ``glass_slope_x`` (its rise, µm per µm of y and x). With nuclei (``params.draws_fate``)
+    also ``n_nuclei, n_msc_apoptotic, n_jurkat_apoptotic, pct_jurkat_apoptotic``."""
 
 
 # -- the field ----------------------------------------------------------------------------
@@ -123,7 +155,9 @@ def generate_field(
     dz = p.voxel_size[0]
     _check_stack(p)
     plane = glass_plane(p, seed)
-    scene = plane.scene(build_scene(p, effect, seed))
+    flat = build_scene(p, effect, seed)
+    scene = plane.scene(flat)
+    fate = draw_fate(p, effect, flat, seed) if p.draws_fate else None
     rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(8)[7])
     shape3 = (nz, *p.shape[-2:])
     voxel = p.voxel_size
@@ -230,26 +264,38 @@ def generate_field(
 
     red += splat(shape3, voxel, cat(red_pts, 2).reshape(-1, 3), cat(red_mass, 1))
     actin += splat(shape3, voxel, cat(actin_pts, 2).reshape(-1, 3), cat(actin_mass, 1))
+    objects = [green, red, actin]
+    labels = {"msc": msc, "jurkat": jurkat, "foci": foci, "tnt": tnt}
+    if fate is not None:
+        nuclei = labels["nuclei"] = nuclei_label(p, plane, fate, msc, jurkat)
+        if p.nuclear_channel:
+            objects.append(hoechst_object(fate, nuclei))
+        if p.annexin_channel:
+            column = (zc, glass, top)
+            objects.append(annexin_object(p, plane, fate, scene, (msc, jurkat), column))
 
     # optics and camera
     sigmas = p.psf_sigma_um()
-    expected = np.empty((3, *shape3), dtype=np.float32)
-    for c, obj in enumerate((green, red, actin)):
+    gains = p.channel_gains()
+    expected = np.empty((len(objects), *shape3), dtype=np.float32)
+    for c, obj in enumerate(objects):
         sz, sxy = sigmas[c]
         blurred = gaussian_blur(obj, (sz, sxy, sxy), voxel)
-        expected[c] = np.float32(p.brightness * p.channel_gain[c]) * blurred
-    bleed(expected, p.crosstalk)
+        expected[c] = np.float32(p.brightness * gains[c]) * blurred
+    bleed(expected[: len(p.crosstalk)], p.crosstalk)
     expected += np.float32(p.background)
-    labels = {"msc": msc, "jurkat": jurkat, "foci": foci, "tnt": tnt}
     if p.ndim == 2:
         expected = expected.max(axis=1)
         labels = {k: v.max(axis=0) for k, v in labels.items()}
     if p.vignetting != 1:
         expected *= vignetting_profile(p)
     np.maximum(expected, 0, out=expected)
-    photons = poisson(rng, expected, p.background) if p.shot_noise else expected.copy()
-    if p.read_noise > 0:
-        photons += np.float32(p.read_noise) * rng.standard_normal(photons.shape, dtype=np.float32)
+    # the extra channels draw their noise from a stream of their own: the first three
+    # channels get the same counts with them or without
+    photons = _camera(rng, expected[:3], p)
+    if len(objects) > 3:
+        extra_rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(11)[10])
+        photons = np.concatenate([photons, _camera(extra_rng, expected[3:], p)])
     photons *= np.float32(p.gain)
     photons += np.float32(p.offset)
     np.rint(photons, out=photons)
@@ -261,12 +307,17 @@ def generate_field(
         "foci": foci_table(scene, foci, p),
         "tnt": tnt_table(scene),
     }
+    if fate is not None:
+        tables["msc"]["apoptotic"] = fate.msc_apoptotic
+        tables["jurkat"]["apoptotic"] = fate.jurkat_apoptotic
+        tables["jurkat"]["msc_contact"] = fate.jurkat_contact
+        tables["nuclei"] = nuclei_table(fate, nuclei, p, plane)
     vs = {"z": voxel[0], "y": voxel[1], "x": voxel[2]}
     if p.ndim == 2:
         del vs["z"]
     out = SynthField(
         image=image,
-        channel_labels=CHANNEL_LABELS,
+        channel_labels=p.channel_labels,
         voxel_size=vs,
         labels=labels,
         tables=tables,
@@ -277,6 +328,15 @@ def generate_field(
     )
     out.summary = _summary(out, plane)
     return out
+
+
+def _camera(rng: np.random.Generator, expected: np.ndarray, p: SynthParams) -> np.ndarray:
+    """Photo-electrons of expected photons ``expected`` (C, ...): Poisson shot noise (when
+    ``p.shot_noise``) and Gaussian read noise, drawn from ``rng`` in that order."""
+    photons = poisson(rng, expected, p.background) if p.shot_noise else expected.copy()
+    if p.read_noise > 0:
+        photons += np.float32(p.read_noise) * rng.standard_normal(photons.shape, dtype=np.float32)
+    return photons
 
 
 def _check_stack(p: SynthParams) -> None:
@@ -325,4 +385,14 @@ def _summary(f: SynthField, plane: Glass) -> dict[str, Any]:
         "glass_z_um": float(f.params.glass_z_um),
         "glass_slope_y": float(plane.sy),
         "glass_slope_x": float(plane.sx),
+    } | (_fate_summary(t) if "nuclei" in t else {})
+
+
+def _fate_summary(t: dict[str, pd.DataFrame]) -> dict[str, Any]:
+    n_jur, apo = len(t["jurkat"]), int(t["jurkat"]["apoptotic"].sum())
+    return {
+        "n_nuclei": len(t["nuclei"]),
+        "n_msc_apoptotic": int(t["msc"]["apoptotic"].sum()),
+        "n_jurkat_apoptotic": apo,
+        "pct_jurkat_apoptotic": 100.0 * apo / n_jur if n_jur else math.nan,
     }

@@ -31,26 +31,75 @@ class Condition:
         Mean number of tunneling nanotubes per field (Poisson).
     description : str
         What the treatment is.
+    apoptosis_jurkat : float
+        Probability that a Jurkat cell with no contact with an MSC (on the glass, no
+        nanotube to an MSC) is apoptotic.
+    apoptosis_protection : float
+        Share of the apoptosis a treatment adds above the vehicle's (DMSO) that contact
+        with an MSC prevents: a Jurkat cell adhered on an MSC or joined to one by a
+        nanotube is apoptotic with probability ``base + (apoptosis_jurkat - base) * (1 -
+        apoptosis_protection)``, ``base`` the DMSO share (:meth:`jurkat_apoptosis`). 0: no
+        protection (actin or adhesion blocked).
+    apoptosis_msc : float
+        Probability that an MSC is apoptotic.
     """
 
     foci_per_msc: float
     adhesion_share: float
     tnt_rate: float
     description: str = ""
+    apoptosis_jurkat: float = 0.08
+    apoptosis_protection: float = 0.8
+    apoptosis_msc: float = 0.03
+
+    def jurkat_apoptosis(self, contact: bool) -> float:
+        """Probability that a Jurkat cell is apoptotic, with or without MSC ``contact``
+        (adhered on an MSC, or joined to one by a nanotube)."""
+        free = self.apoptosis_jurkat
+        if not contact:
+            return free
+        base = min(free, CONDITIONS["DMSO"].apoptosis_jurkat)
+        return base + (free - base) * (1.0 - self.apoptosis_protection)
 
 
 #: Conditions of the assay. Cytochalasin D depolymerises F-actin: no TNTs, little
 #: transfer. Anti-ICAM-1 blocks the adhesion the transfer needs. 18-alpha-GA (gap
 #: junctions) and dynasore (endocytosis) leave the TNT route open. Ara-C and MTX
-#: (chemotherapy) raise the transfer.
+#: (chemotherapy) raise the transfer and the apoptosis of Jurkat cells, which contact with
+#: an MSC (and the transfer) mostly prevents; cytochalasin D and anti-ICAM-1 cancel that
+#: protection (``apoptosis_protection=0``).
 CONDITIONS: dict[str, Condition] = {
     "DMSO": Condition(6.0, 0.5, 3.0, "vehicle control"),
-    "cytochalasin D": Condition(1.0, 0.4, 0.1, "actin polymerisation blocked: no TNTs"),
+    "cytochalasin D": Condition(
+        1.0,
+        0.4,
+        0.1,
+        "actin polymerisation blocked: no TNTs",
+        apoptosis_jurkat=0.10,
+        apoptosis_protection=0.0,
+        apoptosis_msc=0.04,
+    ),
     "18-alpha-GA": Condition(5.5, 0.5, 3.0, "gap-junction blocker"),
-    "dynasore": Condition(5.0, 0.5, 2.8, "dynamin (endocytosis) blocker"),
-    "anti-ICAM-1": Condition(2.0, 0.12, 2.0, "ICAM-1 blocking antibody: adhesion cut"),
-    "ara-C": Condition(9.0, 0.55, 4.0, "cytarabine: more transfer"),
-    "MTX": Condition(8.0, 0.55, 3.5, "methotrexate: more transfer"),
+    "dynasore": Condition(5.0, 0.5, 2.8, "dynamin (endocytosis) blocker", apoptosis_jurkat=0.09),
+    "anti-ICAM-1": Condition(
+        2.0, 0.12, 2.0, "ICAM-1 blocking antibody: adhesion cut", apoptosis_protection=0.0
+    ),
+    "ara-C": Condition(
+        9.0,
+        0.55,
+        4.0,
+        "cytarabine: more transfer",
+        apoptosis_jurkat=0.42,
+        apoptosis_msc=0.05,
+    ),
+    "MTX": Condition(
+        8.0,
+        0.55,
+        3.5,
+        "methotrexate: more transfer",
+        apoptosis_jurkat=0.38,
+        apoptosis_msc=0.05,
+    ),
 }
 
 
@@ -59,7 +108,9 @@ def resolve_condition(name: str) -> Condition:
     ``"ara-C + anti-ICAM-1"``.
 
     A combination multiplies the effects of its parts relative to DMSO (treatments act
-    independently); the adhesion share is capped at 1.
+    independently); the adhesion share is capped at 1. Apoptosis combines as independent
+    risks: the survival shares (``1 - apoptosis_*``) multiply relative to DMSO, and so do
+    the protections (one treatment that cancels the protection cancels it in the mix).
 
     Raises
     ------
@@ -77,19 +128,34 @@ def resolve_condition(name: str) -> Condition:
         )
     ref = CONDITIONS["DMSO"]
     foci, adhesion, tnt = ref.foci_per_msc, ref.adhesion_share, ref.tnt_rate
+    live_j, live_m = 1.0 - ref.apoptosis_jurkat, 1.0 - ref.apoptosis_msc
+    protection = ref.apoptosis_protection
     for part in parts:
         c = CONDITIONS[part]
         foci *= c.foci_per_msc / ref.foci_per_msc
         adhesion *= c.adhesion_share / ref.adhesion_share
         tnt *= c.tnt_rate / ref.tnt_rate
-    return Condition(foci, min(adhesion, 1.0), tnt, " + ".join(parts))
+        live_j *= (1.0 - c.apoptosis_jurkat) / (1.0 - ref.apoptosis_jurkat)
+        live_m *= (1.0 - c.apoptosis_msc) / (1.0 - ref.apoptosis_msc)
+        protection *= c.apoptosis_protection / ref.apoptosis_protection
+    return Condition(
+        foci,
+        min(adhesion, 1.0),
+        tnt,
+        " + ".join(parts),
+        apoptosis_jurkat=1.0 - live_j,
+        apoptosis_msc=1.0 - live_m,
+        apoptosis_protection=min(protection, 1.0),
+    )
 
+
+_BASE_LABELS = ("GFP", "MitoTracker Red", "Phalloidin")
+_EXTRA_LABELS = ("Hoechst", "Annexin V")
 
 #: Conditions a default plate lays out (one per plate column).
 PLATE_CONDITIONS = ("DMSO", "cytochalasin D", "18-alpha-GA", "dynasore", "anti-ICAM-1")
 
 Pair = tuple[float, float]
-Triple = tuple[float, float, float]
 
 # Scale factors understood by SynthParams.varied, and the fields each one scales.
 _FACTOR_FIELDS: dict[str, tuple[str, ...]] = {
@@ -99,6 +165,7 @@ _FACTOR_FIELDS: dict[str, tuple[str, ...]] = {
         "msc_diameter_um",
         "msc_nucleus_diameter_um",
         "jurkat_diameter_um",
+        "fragment_diameter_um",
     ),
     "density": ("n_msc", "n_jurkat"),
     "foci_size": ("foci_diameter_um",),
@@ -207,11 +274,13 @@ class SynthParams(BaseModel):
         way, and a cell is in the truth when any part of it is in the stack (column
         ``cut`` of the Jurkat table). False: cells that do not fit are left out, and a
         stack too short for the MSCs is an error.
-    crosstalk : 3 x 3 tuple of float
+    crosstalk : 3 x 3 or C x C tuple of float
         Spectral bleed-through: ``crosstalk[i][j]`` is the light of dye ``j`` detected in
         channel ``i``, as a fraction of the light it gives its own channel ``j`` (channels
         GFP, MitoTracker Red, phalloidin; the diagonal is 0). E.g. ``crosstalk[1][0]`` GFP
-        into the red channel, ``crosstalk[2][1]`` MitoTracker into the actin channel.
+        into the red channel, ``crosstalk[2][1]`` MitoTracker into the actin channel. With
+        the Hoechst or annexin V channel, a 3 x 3 matrix leaves them out of the
+        bleed-through; a C x C one (C channels, in the field's order) includes them.
     vignetting : float
         Illumination and collection fall-off: expected photons (background included) at a
         corner of the field over those at its centre (1 = flat). The profile is the
@@ -222,6 +291,49 @@ class SynthParams(BaseModel):
         (x extent) along the direction ``glass_tilt_deg`` (degrees from +x towards +y;
         None: a random direction per field). The plane passes through ``glass_z_um`` at
         the field centre; the whole scene follows it (cells stand on the tilted glass).
+    msc_crowding : float
+        How tightly MSCs pack, 0 to 1. 0: cells drawn apart, each thinning to
+        ``msc_edge_height_um`` at every border, also where it meets another cell. Above 0:
+        seeds closer (minimal distance ``(0.62 - 0.12 c)`` diameters) and discs wider
+        (``1 + 0.5 c``), so that neighbours meet along long borders, and the thickness at a
+        border between two cells is the mix ``(1 - c) h_own + c h_glass`` of the dome that
+        thins at every border and the dome that thins only where the cell meets the glass:
+        at 1, touching domes show no GFP dip between them (cytoplasm-only segmentation
+        merges them; nuclei separate them).
+    nuclear_channel, annexin_channel : bool
+        Draw a nuclear stain (channel ``"Hoechst"``) and an annexin V channel (``"Annexin
+        V"``), appended in that order after the three others, whose pixels do not change
+        (their random draws come from their own streams). With either, the truth holds the
+        nuclei (label ``nuclei``, table ``nuclei``) and every cell's fate (column
+        ``apoptotic``); apoptosis is drawn the same way with one or both.
+    nucleus_hoechst, nucleus_hoechst_cv
+        Hoechst concentration of a normal nucleus and its nucleus-to-nucleus spread.
+    jurkat_nucleus_fraction, jurkat_nucleus_offset
+        Jurkat nucleus: a spheroid shaped like its cell, its diameter a fraction (range) of
+        the cell's, its centre moved from the cell's by up to this fraction of the radii
+        (never beyond the cell). MSC nuclei are flat ellipsoids under the nuclear bulge of
+        the cell (``msc_nucleus_diameter_um``, ``msc_nucleus_height_um``), 0.3 µm above
+        the glass and 0.6 µm below the cell top.
+    apoptosis_rate : float
+        Multiplier of the condition's apoptotic shares (capped at 1).
+    apoptotic_fragmented_share : float
+        Share of apoptotic cells whose nucleus is fragmented; the others are condensed.
+    condensed_scale, apoptotic_hoechst
+        Condensed nucleus: its diameter as a fraction (range) of the normal one (axes
+        scaled alike; an MSC's rounds up, its height at most its width), and the Hoechst
+        concentration of condensed chromatin (condensed nuclei and fragments) over a
+        normal nucleus (range).
+    fragment_count, fragment_diameter_um
+        Fragmented nucleus: number of bodies (range; fewer when no more fit) and their
+        diameters (µm, range, for a Jurkat nucleus; an MSC's scaled by how much larger its
+        nucleus is), balls inside the old nucleus, apart by more than a voxel's diagonal.
+    annexin_intensity, annexin_ring_um, annexin_background
+        Annexin V on apoptotic cells: concentration in a shell ``annexin_ring_um`` thick at
+        the cell surface (Jurkat spheroid; MSC top and edges); unbound annexin V in the
+        medium (outside cells, above the glass) at ``annexin_background``.
+    nuclear_gain, annexin_gain, nuclear_emission_um, annexin_emission_um
+        Relative brightness (as ``channel_gain``) and emission wavelength (µm, for the PSF)
+        of the Hoechst and annexin V channels.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -302,10 +414,32 @@ class SynthParams(BaseModel):
     psf_z_broadening: float = Field(1.0, gt=0)
     # acquisition artefacts and geometry of the stack
     allow_cut: bool = False
-    crosstalk: tuple[Triple, Triple, Triple] = ((0.0, 0.0, 0.0),) * 3
+    crosstalk: tuple[tuple[float, ...], ...] = ((0.0, 0.0, 0.0),) * 3
     vignetting: float = Field(1.0, gt=0, le=1)
     glass_tilt_um: float = Field(0.0, ge=0)
     glass_tilt_deg: float | None = 0.0
+    # crowded MSCs
+    msc_crowding: float = Field(0.0, ge=0, le=1)
+    # cell fate: nuclei, apoptosis, annexin V
+    nuclear_channel: bool = False
+    annexin_channel: bool = False
+    nucleus_hoechst: float = Field(1.0, ge=0)
+    nucleus_hoechst_cv: float = Field(0.15, ge=0, lt=0.6)
+    jurkat_nucleus_fraction: Pair = (0.6, 0.7)
+    jurkat_nucleus_offset: float = Field(0.12, ge=0, lt=0.5)
+    apoptosis_rate: float = Field(1.0, ge=0)
+    apoptotic_fragmented_share: float = Field(0.4, ge=0, le=1)
+    condensed_scale: Pair = (0.5, 0.6)
+    apoptotic_hoechst: Pair = (1.5, 2.5)
+    fragment_count: tuple[int, int] = (3, 6)
+    fragment_diameter_um: Pair = (1.0, 2.0)
+    annexin_intensity: float = Field(2.0, ge=0)
+    annexin_ring_um: float = Field(0.5, gt=0)
+    annexin_background: float = Field(0.04, ge=0)
+    nuclear_gain: float = Field(1.0, gt=0)
+    annexin_gain: float = Field(1.0, gt=0)
+    nuclear_emission_um: float = Field(0.46, gt=0)
+    annexin_emission_um: float = Field(0.70, gt=0)
 
     @field_validator("shape")
     @classmethod
@@ -330,15 +464,28 @@ class SynthParams(BaseModel):
             "tnt_length_um",
             "tnt_mito_diameter_um",
             "jurkat_mito_shell",
+            "jurkat_nucleus_fraction",
+            "condensed_scale",
+            "apoptotic_hoechst",
+            "fragment_count",
+            "fragment_diameter_um",
         ):
             lo, hi = getattr(self, name)
             if not 0 < lo <= hi:
                 raise ValueError(f"{name} must be a range 0 < low <= high, got {(lo, hi)}")
+        for name in ("jurkat_nucleus_fraction", "condensed_scale"):
+            if getattr(self, name)[1] >= 1:
+                raise ValueError(f"{name}={getattr(self, name)}: fractions below 1")
         if self.na >= self.refractive_index:
             raise ValueError(f"na={self.na} must be below refractive_index={self.refractive_index}")
         x = self.crosstalk
+        if len(x) not in (3, self.n_channels) or any(len(row) != len(x) for row in x):
+            raise ValueError(
+                f"crosstalk has {len(x)} rows of {[len(r) for r in x]}: a 3 x 3 matrix, or "
+                f"{self.n_channels} x {self.n_channels} for the channels {self.channel_labels}"
+            )
         if any(not (0 <= v < 1 and math.isfinite(v)) for row in x for v in row) or any(
-            x[i][i] != 0 for i in range(3)
+            x[i][i] != 0 for i in range(len(x))
         ):
             raise ValueError(
                 f"crosstalk={x}: fractions 0 <= f < 1 off the diagonal and 0 on it "
@@ -361,6 +508,37 @@ class SynthParams(BaseModel):
     def ndim(self) -> int:
         """2 or 3: the dimensionality of the image produced."""
         return len(self.shape)
+
+    @property
+    def channel_labels(self) -> tuple[str, ...]:
+        """The labels of the field's channels, in order: GFP, MitoTracker Red, Phalloidin,
+        then Hoechst and Annexin V when drawn."""
+        return (*_BASE_LABELS, *self._extra(_EXTRA_LABELS))
+
+    @property
+    def n_channels(self) -> int:
+        """Number of channels of the field (3 to 5)."""
+        return len(self.channel_labels)
+
+    @property
+    def draws_fate(self) -> bool:
+        """Whether the field's truth holds nuclei and cell fates (a nuclear or annexin V
+        channel is drawn)."""
+        return self.nuclear_channel or self.annexin_channel
+
+    def _extra(self, values: tuple) -> tuple:
+        """Of the values for the Hoechst and annexin V channels, those drawn."""
+        on = (self.nuclear_channel, self.annexin_channel)
+        return tuple(v for v, drawn in zip(values, on, strict=True) if drawn)
+
+    def channel_gains(self) -> tuple[float, ...]:
+        """Relative brightness of each channel of the field."""
+        return (*self.channel_gain, *self._extra((self.nuclear_gain, self.annexin_gain)))
+
+    def emissions_um(self) -> tuple[float, ...]:
+        """Emission wavelength (µm) of each channel of the field."""
+        extra = (self.nuclear_emission_um, self.annexin_emission_um)
+        return (*self.emission_um, *self._extra(extra))
 
     @property
     def scene_shape(self) -> tuple[int, int, int]:
@@ -401,14 +579,15 @@ class SynthParams(BaseModel):
         return math.inf if fibre == 0 else self.tnt_actin * d**2 / fibre
 
     def psf_sigma_um(self) -> tuple[tuple[float, float], ...]:
-        """Per channel (sigma_z, sigma_xy) of the Gaussian PSF, µm.
+        """Per channel of the field (:attr:`channel_labels`) (sigma_z, sigma_xy) of the
+        Gaussian PSF, µm.
 
         Without explicit sigmas, the widefield Gaussian approximation of Zhang, Zerubia &
         Olivo-Marin (Appl. Opt. 2007): ``sigma_xy = 0.21 λ / NA``,
         ``sigma_z = 0.66 λ n / NA²``.
         """
         out = []
-        for lam in self.emission_um:
+        for lam in self.emissions_um():
             k = self.psf_broadening
             sxy = self.psf_sigma_xy_um or k * 0.21 * lam / self.na
             sz = self.psf_sigma_z_um or k * 0.66 * lam * self.refractive_index / self.na**2
@@ -428,9 +607,9 @@ class SynthParams(BaseModel):
             ``brightness`` (photons), ``noise`` (read noise and background), ``psf_width``
             (both PSF sigmas of every channel), ``voxel_size`` (all three voxel sizes; the
             shape in voxels is divided by the factor so the field keeps its physical size),
-            ``cell_size`` (MSC, nucleus and Jurkat diameters; the scene gets taller when
-            Jurkats no longer fit), ``density`` (MSC and Jurkat counts), ``foci_size``,
-            ``tnt_width``, or the name of any numeric parameter (multiplied).
+            ``cell_size`` (MSC, nucleus, Jurkat and nuclear fragment diameters; the scene
+            gets taller when Jurkats no longer fit), ``density`` (MSC and Jurkat counts),
+            ``foci_size``, ``tnt_width``, or the name of any numeric parameter (multiplied).
 
         Returns
         -------

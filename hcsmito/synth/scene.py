@@ -72,6 +72,8 @@ class Scene:
     foci: list[Focus] = field(default_factory=list)
     tnts: list[Tnt] = field(default_factory=list)
     fibres: list[tuple[np.ndarray, int]] = field(default_factory=list)  # (N, 2) y, x µm
+    # per MSC (id - 1): the disc it was drawn from, (cy, cx, r, theta, aspect), µm / rad
+    msc_shapes: list[tuple[float, float, float, float, float]] = field(default_factory=list)
 
     @property
     def n_msc(self) -> int:

@@ -131,3 +131,34 @@ def foci_table(scene: Scene, foci: np.ndarray, p: SynthParams) -> pd.DataFrame:
             "n_voxels": nvox.astype(np.int64),
         }
     )
+
+
+def nuclei_table(fate, nuclei: np.ndarray, p: SynthParams, plane: Glass) -> pd.DataFrame:
+    """One row per nucleus of ``fate`` (:class:`~hcsmito.synth.nuclei.Fate`), its volume
+    from the 3-D truth label ``nuclei``, its centre on the tilted glass."""
+    dz, dy, dx = p.voxel_size
+    n = len(fate.nuclei)
+    nvox = np.bincount(nuclei.ravel(), minlength=n + 1)[1:]
+    centres = []
+    for nuc in fate.nuclei:
+        if nuc.fragments:
+            w = np.array([r**3 for _, r in nuc.fragments])
+            c = (np.array([q for q, _ in nuc.fragments]) * w[:, None]).sum(0) / w.sum()
+        else:
+            c = nuc.center
+        centres.append(plane.point(c))
+    zyx = np.asarray(centres, dtype=np.float64).reshape(-1, 3)
+    return pd.DataFrame(
+        {
+            "nucleus_id": np.arange(1, n + 1, dtype=np.int32),
+            "cell_kind": [nuc.cell_kind for nuc in fate.nuclei],
+            "cell_id": np.array([nuc.cell_id for nuc in fate.nuclei], dtype=np.int32),
+            "z_um": zyx[:, 0],
+            "y_um": zyx[:, 1],
+            "x_um": zyx[:, 2],
+            "volume_um3": nvox * dz * dy * dx,
+            "n_fragments": np.array([max(len(nuc.fragments), 1) for nuc in fate.nuclei]),
+            "state": [nuc.state for nuc in fate.nuclei],
+            "apoptotic": np.array([nuc.apoptotic for nuc in fate.nuclei], dtype=bool),
+        }
+    )
