@@ -258,3 +258,92 @@ def test_fields_of_different_depth_make_one_plate(tmp_path):
     with pytest.raises(PlateError, match=r"well B/02 field 0: its channels' stacks differ"):
         import_tiffs(csv, tmp_path / "bad.zarr")
     assert not (tmp_path / "bad.zarr").exists()
+
+
+# ---------------------------------------------- issue 14: Fiji's Info (the microscope's metadata)
+
+
+def _bioformats_info(voxel_um, names, name="a.czi #1") -> str:
+    """The ``Info`` Fiji keeps of a Zeiss CZI opened with Bio-Formats (its original
+    metadata, one ``key = value`` per line, sorted; the core values first, with a leading
+    space): CZI scaling in metres, with its axis ids, and the channels' names."""
+    lines = {" BitsPerPixel": "16", " DimensionOrder": "XYCZT", " Series 0 Name": name,
+             "Information|Image|SizeC #1": str(len(names)),
+             "Experiment|AcquisitionBlock|AcquisitionModeSetup|ScalingX #1": "9e-08"}  # fmt: skip
+    for k, (ax, v) in enumerate(zip("XYZ", voxel_um[::-1], strict=True), start=1):
+        lines[f"Scaling|Distance|Id #{k}"] = ax
+        lines[f"Scaling|Distance|Value #{k}"] = f"{v * 1e-6!r}".upper()
+        lines[f"Scaling|Distance|DefaultUnitFormat #{k}"] = "µm"
+    for k, n in enumerate(names, start=1):
+        lines[f"Information|Image|Channel|Name #{k}"] = n
+    return "".join(f"{key} = {lines[key]}\n" for key in sorted(lines))
+
+
+def _ome_info(voxel_um, names) -> str:
+    """The ``Info`` ImageJ's own TIFF reader keeps of an OME-TIFF: its OME-XML description."""
+    dz, dy, dx = voxel_um
+    chans = "".join(f'<Channel ID="Channel:0:{i}" Name="{n}"/>' for i, n in enumerate(names))
+    return (
+        'ImageDescription: <?xml version="1.0" encoding="UTF-8"?><OME '
+        'xmlns="http://www.openmicroscopy.org/Schemas/OME/2016-06"><Image ID="Image:0">'
+        f'<Pixels ID="Pixels:0" DimensionOrder="XYCZT" PhysicalSizeX="{dx * 1000}" '
+        f'PhysicalSizeXUnit="nm" PhysicalSizeY="{dy * 1000}" PhysicalSizeYUnit="nm" '
+        f'PhysicalSizeZ="{dz}" Type="uint16">{chans}</Pixels></Image></OME>\n'
+    )
+
+
+def _fiji(path: Path, zcyx: np.ndarray, *, info: str, labels=None, dxy=None, dz=None) -> Path:
+    """An ImageJ hyperstack as Fiji saves it: calibrated (``unit``, resolution, ``spacing``)
+    only where given, ``Info`` and slice ``Labels`` when given."""
+    meta = {"axes": "ZCYX", "Info": info}
+    if labels is not None:
+        meta["Labels"] = labels
+    if dxy is not None:
+        meta["unit"] = "micron"
+    if dz is not None:
+        meta["spacing"] = dz
+    res = (1 / dxy, 1 / dxy) if dxy is not None else None
+    tifffile.imwrite(path, zcyx, imagej=True, resolution=res, metadata=meta)
+    return path
+
+
+def test_imagej_info_gives_what_the_calibration_lacks(tmp_path, caplog):
+    """Before: Fiji's Info was not read. A hyperstack saved without calibration was refused
+    for want of a voxel size, and Bio-Formats' slice labels ('c:1/3; z:1/4 - a.czi #1')
+    became the channel names, which no role finds."""
+    names, voxel = ["EGFP", "MitoTracker Red", "Phalloidin"], (0.4, 0.1035, 0.1035)
+    zcyx = _stack((4, 3, 16, 20))
+    plane_labels = [f"c:{c + 1}/3; z:{z + 1}/4 - a.czi #1" for z in range(4) for c in range(3)]
+    # no calibration at all: voxel size and names from Bio-Formats' CZI metadata
+    _fiji(tmp_path / "bf.tif", zcyx, info=_bioformats_info(voxel, names), labels=plane_labels)
+    # x, y calibrated, z not (ImageJ's opener of an OME-TIFF): z from the OME-XML in Info
+    _fiji(tmp_path / "ome.tif", zcyx, info=_ome_info(voxel, names), dxy=0.1035)
+    csv = _csv(tmp_path / "f.csv", "file,well,field", ["bf.tif,B2,0", "ome.tif,B2,1"])
+    with caplog.at_level("WARNING", logger="hcsmito.io.tiff_import"):
+        plate = open_plate(import_tiffs(csv, tmp_path / "f.zarr"))
+    assert not caplog.records  # the Info agrees with what calibration there is
+    for field in (0, 1):
+        img = plate.read_field("B2", field)
+        assert img.channel_labels == names
+        assert img.voxel_size == pytest.approx(dict(zip("zyx", voxel, strict=True)), rel=1e-6)
+        np.testing.assert_array_equal(img.data.compute(), zcyx.transpose(1, 0, 2, 3))
+    roles = img.resolve_roles()
+    assert (roles["msc"], roles["mito"], roles["actin"]) == (0, 1, 2)
+
+
+def test_imagej_calibration_and_info_that_disagree_are_named(tmp_path, caplog):
+    """Fiji's calibration wins (it follows Fiji's binning and scaling, the Info does not),
+    and the disagreement is said, with both values and the flag that overrides them."""
+    zcyx = _stack((4, 2, 16, 20))
+    info = _bioformats_info((0.4, 0.1, 0.1), ["EGFP", "MitoTracker Red"])
+    _fiji(tmp_path / "b.tif", zcyx, info=info, labels=["GFP", "Mito"], dxy=0.2, dz=0.4)
+    csv = _csv(tmp_path / "f.csv", "file,well,field", ["b.tif,B2,0"])
+    with caplog.at_level("WARNING", logger="hcsmito.io.tiff_import"):
+        plate = open_plate(import_tiffs(csv, tmp_path / "f.zarr"))
+    img = plate.read_field("B2", 0)
+    assert img.voxel_size == pytest.approx({"z": 0.4, "y": 0.2, "x": 0.2})
+    assert img.channel_labels == ["GFP", "Mito"]
+    text = caplog.text
+    assert "b.tif" in text and "--voxel-size" in text and "--channel-labels" in text
+    assert "0.2" in text and "0.1" in text and "EGFP" in text
+    assert len(caplog.records) == 2  # one line for the voxel size, one for the names

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -119,6 +120,8 @@ def _imagej_channel_names(meta: Mapping, axes: str, shape: tuple[int, ...]) -> l
     if not isinstance(labels, list | tuple) or not labels:
         return []
     labels = [str(lab).strip() for lab in labels]
+    if any(_PLANE_LABEL.match(lab) for lab in labels):  # Bio-Formats' "c:1/3; z:2/5 - name"
+        return []
     n_c = shape[axes.index("C")] if "C" in axes else 1
     if len(labels) < n_c or len(labels) % n_c:
         return []
@@ -126,6 +129,93 @@ def _imagej_channel_names(meta: Mapping, axes: str, shape: tuple[int, ...]) -> l
     if n_c == 1 and len(set(labels)) != 1:  # per-plane labels of a single-channel stack
         return []
     return names if all(names) else []
+
+
+# Fiji's "Info" (Image > Show Info, kept in an ImageJ TIFF's metadata) holds the metadata
+# of the file the image was opened from: Bio-Formats' original metadata ("key = value" lines),
+# or the description ImageJ's own reader found (an OME-TIFF's OME-XML)
+_PLANE_LABEL = re.compile(r"[czt]:\d+/\d+")  # Bio-Formats' slice labels: positions, not names
+_OME_XML = re.compile(r"<(?:[\w.-]+:)?OME[\s>].*?</(?:[\w.-]+:)?OME>", re.S)
+_CZI_AXIS = re.compile(r"Scaling\|Distance\|Id(?: #(\d+))? = ([XYZ])\s*$", re.M)
+_CZI_SCALE = re.compile(r"Scaling\|Distance\|Value(?: #(\d+))? = (\S+)\s*$", re.M)
+_CZI_CHANNEL = re.compile(r"Information\|Image\|Channel\|Name(?: #(\d+))? = (.*?)\s*$", re.M)
+_INFO_TOL = 1e-3  # a calibration and its Info closer than this agree (printed decimals)
+
+
+def _numbered(pattern: re.Pattern, text: str) -> dict[int, str]:
+    """``{k: value}`` of Bio-Formats' ``key #k = value`` lines; a number given two different
+    values (several images' metadata) is dropped."""
+    found: dict[int, set[str]] = {}
+    for k, value in pattern.findall(text):
+        found.setdefault(int(k or 1), set()).add(value.strip())
+    return {k: v.pop() for k, v in found.items() if len(v) == 1}
+
+
+def _info_metadata(info: str) -> tuple[dict[str, float], list[str]]:
+    """Voxel size (µm) and channel names found in an ImageJ ``Info`` text, from
+
+    - an OME-XML document in it (``PhysicalSize*`` with units, ``Channel/@Name``): what
+      ImageJ's TIFF reader keeps of an OME-TIFF's description;
+    - Bio-Formats' original metadata of a Zeiss CZI: ``Scaling|Distance|Id #k`` (X, Y, Z) with
+      ``Scaling|Distance|Value #k`` (metres), ``Information|Image|Channel|Name #k``.
+
+    Other vendors' keys are not read (({}, []) when nothing is recognised).
+    """
+    voxel: dict[str, float] = {}
+    names: list[str] = []
+    xml = _OME_XML.search(info)
+    if xml is not None:
+        try:
+            voxel, names = _ome_voxel(xml.group(0))
+        except ET.ParseError:
+            pass
+    axes, scales = _numbered(_CZI_AXIS, info), _numbered(_CZI_SCALE, info)
+    for k, ax in axes.items():
+        try:
+            metres = float(scales.get(k, "nan"))
+        except ValueError:
+            continue
+        if math.isfinite(metres) and metres > 0:
+            voxel.setdefault(ax.lower(), float(f"{metres * 1e6:.9g}"))  # no float noise
+    czi_names = _numbered(_CZI_CHANNEL, info)
+    if not names and czi_names and sorted(czi_names) == list(range(1, len(czi_names) + 1)):
+        names = [czi_names[k] for k in sorted(czi_names)]
+    return voxel, names
+
+
+def _with_info(
+    path: Path, info, voxel: dict[str, float], names: list[str], n_c: int
+) -> tuple[dict[str, float], list[str]]:
+    """An ImageJ file's calibration and channel names, completed from its ``Info``: an axis
+    without calibration, or channels without names, take the Info's. Where both say and
+    disagree, the calibration and Labels are kept (Fiji's scaling, binning and renaming
+    change them, not the Info) and one warning line says so, with the flag to override."""
+    if not isinstance(info, str) or not info.strip():
+        return voxel, names
+    info_voxel, info_names = _info_metadata(info)
+    if len(info_names) != n_c or not all(info_names):
+        info_names = []
+    out = {**info_voxel, **voxel}
+    both = [ax for ax in "zyx" if ax in voxel and ax in info_voxel]
+    differ = [ax for ax in both if not math.isclose(voxel[ax], info_voxel[ax], rel_tol=_INFO_TOL)]
+    if differ:
+        log.warning(
+            "%s: its ImageJ calibration gives voxel size %s µm, the microscope's metadata in "
+            "its Info %s µm: the calibration is used (pass --voxel-size Z,Y,X if the Info is "
+            "right)",
+            path.name,
+            {ax: voxel[ax] for ax in differ},
+            {ax: info_voxel[ax] for ax in differ},
+        )
+    if names and info_names and names != info_names:
+        log.warning(
+            "%s: its channel names %s (ImageJ Labels) differ from the microscope's %s in its "
+            "Info: the Labels are used (pass --channel-labels to name them otherwise)",
+            path.name,
+            ",".join(names),
+            ",".join(info_names),
+        )
+    return out, names or info_names
 
 
 def read_tiff_info(
@@ -136,7 +226,11 @@ def read_tiff_info(
     Voxel sizes come from OME-XML (``PhysicalSizeX/Y/Z`` with their units) or, for ImageJ
     files, from the resolution tags and the ``spacing`` / ``unit`` entries. Plain TIFF
     resolution tags are not trusted (most writers fill them with a screen resolution).
-    Channel names come from OME-XML or from an ImageJ stack's ``Labels``.
+    Channel names come from OME-XML or from an ImageJ stack's ``Labels`` (Bio-Formats' slice
+    labels, ``c:1/3; z:1/5 - name``, are positions, not names). An ImageJ file's ``Info``
+    (the microscope's metadata Fiji keeps: see :func:`_info_metadata`) gives the axes the
+    calibration lacks and the names the Labels lack; where they disagree, the calibration
+    and Labels are used and a warning says so.
 
     ``axes`` (e.g. ``"CZYX"``) names the axes of a file that does not say them (a plain
     TIFF); a file that stores its planes as one flat sequence is split into its ``C`` and
@@ -152,8 +246,11 @@ def read_tiff_info(
             if tif.is_ome and tif.ome_metadata:
                 voxel, names = _ome_voxel(tif.ome_metadata)
             elif tif.is_imagej:
+                meta = tif.imagej_metadata or {}
+                n_c = shape[found.index("C")] if "C" in found else 1
                 voxel = _imagej_voxel(tif)
-                names = _imagej_channel_names(tif.imagej_metadata or {}, found, shape)
+                names = _imagej_channel_names(meta, found, shape)
+                voxel, names = _with_info(path, meta.get("Info"), voxel, names, n_c)
     except (OSError, ValueError, tifffile.TiffFileError) as exc:
         raise PlateError(f"{path}: cannot read it as a TIFF ({exc})") from exc
     if axes is not None:
@@ -460,7 +557,7 @@ def _labels(ref: TiffInfo, seen: list[str] | None, channel_labels) -> list[str]:
         else:
             labels = [f"c{i}" for i in range(n_c)]
             log.warning(
-                "%s: no channel names in the file (OME-XML or ImageJ Labels): the channels "
+                "%s: no channel names in the file (OME-XML, ImageJ Labels or Info): the channels "
                 "are named %s, which no channel role finds; pass --channel-labels (e.g. "
                 "GFP,MitoTracker,Phalloidin) or map the roles by index in the config",
                 ref.path.name,
