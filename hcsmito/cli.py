@@ -42,7 +42,7 @@ def _shape(text: str) -> tuple[int, ...]:
 
 def _cmd_synth(args: argparse.Namespace) -> int:
     from hcsmito.io.names import plate_well
-    from hcsmito.synth import write_synth_plate
+    from hcsmito.synth import SynthParams, write_synth_plate
 
     # wells of a real plate (rows A-P, columns 1-24 on 384 wells; at most 1536 wells)
     wells = [plate_well(w) for w in args.wells.split(",") if w.strip()] if args.wells else None
@@ -53,6 +53,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         fields=args.fields,
         shape=args.shape,
         ngff=args.ngff,
+        params=SynthParams(allow_cut=True) if args.allow_cut else None,
         overwrite=args.overwrite,
     )
     print(f"wrote {out}")
@@ -290,6 +291,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--shape", type=_shape, help="field shape Z,Y,X (or Y,X for 2-D; default: 24,384,384)"
     )
     s.add_argument("--ngff", choices=["0.5", "0.4"], default="0.5", help="NGFF version")
+    s.add_argument(
+        "--allow-cut",
+        action="store_true",
+        help="let a --shape too shallow for the MSCs cut the cells (a shallow-stack plate)",
+    )
     s.add_argument(
         "--overwrite", action="store_true", help="replace the plate, its truth and plate map"
     )

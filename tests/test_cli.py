@@ -305,3 +305,20 @@ def test_readme_command_table_matches_the_parser():
         flags = {o for a in sp._actions for o in a.option_strings if o.startswith("--")}
         documented = set(re.findall(r"--[a-z][a-z-]*", rows[name]))
         assert documented == flags - common, (name, sorted(flags - common), sorted(documented))
+
+
+def test_synth_stack_too_short_names_the_allow_cut_flag(tmp_path, capsys):
+    """Before: a stack too short for the MSCs was refused with 'or allow_cut=True', a Python
+    argument synth's command line did not take. Now --allow-cut lets the stack cut the cells,
+    and the refusal names it."""
+    import json
+
+    plate = tmp_path / "s.zarr"
+    args = ["synth", "--out", str(plate), "--wells", "B/2", "--fields", "1", "--shape", "10,48,48"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "too short" in err and "pass --allow-cut" in err and "allow_cut" not in err
+    assert not list(tmp_path.iterdir())
+    assert main([*args, "--allow-cut"]) == 0
+    meta = json.loads((tmp_path / "s_truth" / "synth.json").read_text())
+    assert meta["params"]["allow_cut"] is True and meta["params"]["shape"][0] == 10
