@@ -71,6 +71,10 @@ QC_FLAGS: dict[str, str] = {
         "or a quarter of the field, covering at least 5 % of it, were rejected (e.g. a "
         "single-channel cell full of mitochondria): the donor count is not trusted"
     ),
+    "nuclei_merged": (
+        "a nucleus holds more than 10 typical nuclear volumes (nuclei.nucleus_diameter_um): "
+        "touching nuclei were not split, and the cells they seed are not trusted"
+    ),
     "saturated": (
         "a channel has more than qc.saturated_share of its voxels at its maximum value "
         "(clipped at the top of the dtype or of the detector range): intensities are capped"

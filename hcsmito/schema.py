@@ -8,7 +8,7 @@ go to ``labels.zarr``) and the aggregation (which tables it reads). Adding a rol
 table here is the whole declaration; a stage that fills the table is the only other edit.
 
 >>> [r.name for r in ROLES]
-['msc', 'mito', 'actin']
+['msc', 'mito', 'actin', 'nuclei']
 >>> list(TABLES["foci"].dtypes)[:3]
 ['focus_id', 'cell_id', 'z_um']
 
@@ -85,6 +85,8 @@ ROLES: tuple[Role, ...] = (
     Role("mito", "mito", 0.60, "FF0000", background=True, required=True,
          doc="MitoTracker: the donor cells' mitochondria"),
     Role("actin", "phalloidin|actin", 0.67, "FFFFFF", doc="phalloidin: TNTs"),
+    Role("nuclei", "hoechst|dapi|nuclei|nuclear", 0.46, "0000FF",
+         doc="Hoechst / DAPI: nuclei, which seed the cells"),
 )
 # fmt: on
 
@@ -192,6 +194,14 @@ _TABLE_LIST: tuple[Table, ...] = (
         ("from_kind", "string"), ("to_kind", "string"),
         ("thickness_um", "float64", UM), ("height_um", "float64", UM),
     ), id_column="tnt_id", doc="nanotube"),
+    Table("nuclei", _cols(
+        ("nucleus_id", "int32"), ("cell_kind", "string"), ("cell_id", "int32"),
+        ("z_um", "float64", UM), ("y_um", "float64", UM), ("x_um", "float64", UM),
+        ("volume_um3", "float64", UM3), ("equivalent_diameter_um", "float64", UM),
+        ("intensity_mean", "float64"), ("intensity_sum", "float64"),
+        ("n_parts", "int64"), ("volume_ratio", "float64"), ("intensity_ratio", "float64"),
+        ("state", "string"), ("apoptotic", "bool"),
+    ), id_column="nucleus_id", doc="nucleus (with a nuclear channel)"),
     # counts are nullable: a failed field's row holds <NA>, not 0
     Table("fields", _cols(
         ("n_msc", "Int64"), ("n_msc_red_positive", "Int64"),
@@ -275,5 +285,6 @@ def conform(name: str, df: pd.DataFrame) -> pd.DataFrame:
         return df
     cols = KEY_COLUMNS + TABLES[name].columns
     # an empty object column would be Arrow's null type: text columns are strings
-    return df.astype({c.name: "string" if c.dtype == "object" else c.dtype for c in cols
-                      if c.name in df})
+    return df.astype(
+        {c.name: "string" if c.dtype == "object" else c.dtype for c in cols if c.name in df}
+    )

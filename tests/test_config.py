@@ -8,7 +8,7 @@ import yaml
 from hcsmito.config import Config, ConfigError, config_hash, load_config
 from hcsmito.stages.adhesion import measure_adhesion
 from hcsmito.stages.foci import detect_foci
-from hcsmito.stages.segmentation import segment_jurkat, segment_msc
+from hcsmito.stages.segmentation import segment_jurkat, segment_msc, segment_nuclei
 from hcsmito.stages.threshold import (
     AutoThreshold,
     HistogramThreshold,
@@ -42,6 +42,7 @@ def test_variant_changes_only_what_it_says():
     [
         ("msc", segment_msc),
         ("jurkat", segment_jurkat),
+        ("nuclei", segment_nuclei),
         ("foci", detect_foci),
         ("tnt", detect_tnts),
         ("adhesion", measure_adhesion),
@@ -52,8 +53,9 @@ def test_stage_sections_match_stage_signatures(section, func):
 
     params = inspect.signature(func).parameters
     fields = Config.model_fields[section].annotation.model_fields
+    pipeline_own = Config.model_fields[section].annotation().stage_kwargs().keys() ^ fields.keys()
     for name, f in fields.items():
-        if name == "enabled":  # whether the pipeline runs the stage at all
+        if name in pipeline_own:  # options of the pipeline (whether and how it runs the stage)
             continue
         assert name in params, f"{section}.{name} is not an option of {func.__name__}"
         stage_default = params[name].default
@@ -70,6 +72,7 @@ def test_stage_sections_match_stage_signatures(section, func):
         "mito",
         "glass_channels",
         "msc_signal",
+        "seeds",
     }
     options = {n for n, p in params.items() if p.kind is p.KEYWORD_ONLY} - arrays
     assert options <= set(fields), f"not in config section {section}: {options - set(fields)}"

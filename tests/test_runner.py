@@ -555,7 +555,7 @@ def test_readme_outputs_section_matches_out(reference):
     assert top - {".hcsmito.lock"} == documented_top - {".hcsmito.lock"}
     for n in named - {".hcsmito.lock", "tables/*.parquet", "qc/B3_f0.png"}:
         assert (reference / n.rstrip("/")).exists(), n
-    listed = {"foci", "cells", "jurkat", "tnt", "fields"}
+    listed = {"foci", "cells", "jurkat", "tnt", "nuclei", "fields"}
     assert set(re.search(r"OUT/tables/\*\.parquet\s+([\w, ]+?)\s{2}", block).group(1)
                .replace(" ", "").split(",")) == listed  # fmt: skip
     tables = {p.name for p in (reference / "tables").iterdir()}

@@ -43,12 +43,12 @@ import pandas as pd
 
 from hcsmito import schema
 schema.ROLES = schema.ROLES + (
-    schema.Role("nuclei", "hoechst|dapi", 0.46, "0000FF", doc="Hoechst: nuclei"),
+    schema.Role("farred", "cy5|far-red", 0.67, "FF00FF", doc="a far-red dye"),
 )
-schema.TABLES["nuclei"] = schema.Table(
-    "nuclei",
-    (schema.Column("nucleus_id", "int32"), schema.Column("volume_um3", "float64", "µm³")),
-    id_column="nucleus_id",
+schema.TABLES["spots"] = schema.Table(
+    "spots",
+    (schema.Column("spot_id", "int32"), schema.Column("volume_um3", "float64", "µm³")),
+    id_column="spot_id",
 )
 
 from hcsmito.aggregate import read_tables
@@ -60,14 +60,14 @@ from hcsmito.synth import CHANNEL_LABELS, SynthParams, generate_field
 
 tmp = Path(sys.argv[1])
 props = Config.model_json_schema()["$defs"]["Channels"]["properties"]
-assert "nuclei" in props, props
-assert load_config().optics.emission_um["nuclei"] == 0.46
+assert "farred" in props, props
+assert load_config().optics.emission_um["farred"] == 0.67
 
 f = generate_field(SynthParams(shape=(14, 96, 96), n_msc=2, n_jurkat=1), seed=2)
 image = np.concatenate([f.image, f.image[:1] // 2])  # a fourth channel
 plate = tmp / "p.zarr"
 create_plate(plate, wells=["B/2"], fields_per_well=1)
-labels = [*CHANNEL_LABELS, "Hoechst 33342"]
+labels = [*CHANNEL_LABELS, "Cy5"]
 write_image(plate, "B/2", 0, image, axes="czyx",
             voxel_size=f.voxel_size, channel_labels=labels)
 
@@ -80,12 +80,12 @@ assert got.channel_labels == labels, got.channel_labels
 (meta_path,) = (out / "labels.zarr").glob("B/*/0/zarr.json")
 meta = json.loads(meta_path.read_text())
 colors = [c["color"] for c in meta["attributes"]["ome"]["omero"]["channels"]]
-assert colors[-1] == "0000FF", colors
+assert colors[-1] == "FF00FF", colors
 
-df = pd.read_parquet(out / "tables" / "nuclei.parquet")
-assert list(df.columns) == ["plate", "well", "field", "nucleus_id", "volume_um3"], df.columns
-assert str(df["nucleus_id"].dtype) == "int32" and len(df) == 0
-assert "nuclei" in read_tables(out)
+df = pd.read_parquet(out / "tables" / "spots.parquet")
+assert list(df.columns) == ["plate", "well", "field", "spot_id", "volume_um3"], df.columns
+assert str(df["spot_id"].dtype) == "int32" and len(df) == 0
+assert "spots" in read_tables(out)
 trends = pd.read_parquet(out / "tables" / "trends.parquet")  # one day: no trend rows
 assert list(trends.columns) == list(schema.TABLES["trends"].dtypes), trends.columns
 print("OK")

@@ -37,6 +37,7 @@ __all__ = [
     "Input",
     "JurkatSegmentation",
     "MscSegmentation",
+    "NucleiSegmentation",
     "NoDeconvolution",
     "Optics",
     "PlateThreshold",
@@ -268,6 +269,47 @@ class JurkatSegmentation(_ThresholdSection):
     def stage_kwargs(self, *, exclude: Iterable[str] = ()) -> dict[str, Any]:
         """The options of :func:`segment_jurkat` (``enabled`` is the pipeline's)."""
         return super().stage_kwargs(exclude={"enabled", *exclude})
+
+
+class NucleiSegmentation(_ThresholdSection):
+    """Options of :func:`hcsmito.stages.segmentation.segment_nuclei` and of what the
+    nuclei do (sizes in µm). Used only where the plate has a ``nuclei`` channel."""
+
+    _section: ClassVar[str] = "nuclei"
+
+    nucleus_diameter_um: float = Field(
+        8.0, gt=0, description="diameter of a typical (donor-cell) nucleus, µm"
+    )
+    smooth_um: float = Field(0.4, ge=0, description="Gaussian sigma before thresholding, µm")
+    seed_dynamics: float = Field(
+        0.25, gt=0, description="split depth between touching nuclei / nuclear radius"
+    )
+    fragment_fraction: float = Field(
+        0.12, gt=0, lt=1, description="a piece below this share of a typical nucleus is a fragment"
+    )
+    fragment_merge_um: float = Field(
+        1.5, ge=0, description="gap bridged between the pieces of one fragmented nucleus, µm"
+    )
+    min_volume_fraction: float = Field(
+        0.01, ge=0, lt=1, description="smallest nucleus kept, as a share of a typical one"
+    )
+    seed_cells: bool = Field(
+        True, description="one MSC per MSC nucleus, one donor per nucleus in a donor body"
+    )
+    min_share: float = Field(
+        0.5, gt=0, le=1, description="share of a nucleus inside a cell that makes it that cell's"
+    )
+    condensed_volume: float = Field(
+        0.5, gt=0, description="condensed: volume below this x the field's median nucleus"
+    )
+    condensed_intensity: float = Field(
+        1.4, gt=0, description="condensed: brightness above this x the field's median nucleus"
+    )
+
+    def stage_kwargs(self, *, exclude: Iterable[str] = ()) -> dict[str, Any]:
+        """The options of :func:`segment_nuclei` (the others are the pipeline's)."""
+        own = {"seed_cells", "min_share", "condensed_volume", "condensed_intensity"}
+        return super().stage_kwargs(exclude={*own, *exclude})
 
 
 class FociDetection(_Section):
@@ -535,6 +577,10 @@ class Config(BaseModel):
         default_factory=JurkatSegmentation,
         description="donor-cell (Jurkat) bodies from the mito channel",
     )
+    nuclei: NucleiSegmentation = Field(
+        default_factory=NucleiSegmentation,
+        description="nuclei (nuclei channel): seeds of the cells, stain-free apoptosis call",
+    )
     foci: FociDetection = Field(
         default_factory=FociDetection, description="transferred mitochondria (red foci) inside MSCs"
     )
@@ -563,8 +609,8 @@ class Config(BaseModel):
 
 
 #: The sections of :class:`Config` that one field's computation reads.
-FIELD_SECTIONS = ("optics", "deconvolution", "background", "msc", "jurkat", "foci", "tnt",
-                  "adhesion", "readouts", "qc")  # fmt: skip
+FIELD_SECTIONS = ("optics", "deconvolution", "background", "msc", "jurkat", "nuclei", "foci",
+                  "tnt", "adhesion", "readouts", "qc")  # fmt: skip
 
 
 class _FieldSections(BaseModel):

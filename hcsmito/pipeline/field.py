@@ -14,11 +14,13 @@ from hcsmito.config import Config, FieldConfig
 from hcsmito.measure.morphometry import regionprops_table
 from hcsmito.pipeline.prepare import Prepared, prepare
 from hcsmito.pipeline.tables import (
+    apoptosis_columns,
     cells_table,
     declared_tables,
     fields_row,
     foci_table,
     jurkat_table,
+    nuclei_table,
     tnt_table,
     with_qc,
 )
@@ -125,6 +127,8 @@ class _Objects:
     foci: Any = None
     tnts: Any = None  # None without an actin channel
     adhesion: pd.DataFrame | None = None  # None without MSCs
+    nuclei: Any = None  # NucleiInstances, None without a nuclei channel
+    nuclei_cells: pd.DataFrame | None = None  # the cell of each nucleus
 
 
 def _segment_cells(prep: Prepared, config: FieldConfig) -> _Objects:
@@ -148,7 +152,47 @@ def _segment_cells(prep: Prepared, config: FieldConfig) -> _Objects:
     else:
         obj.jurkat = JurkatInstances(xp.zeros(prep.shapes["mito"], xp.int32), np.zeros(0, bool))
         prep.notes.append("jurkat.enabled is false: no donor detection (n_jurkat is 0)")
+    if "nuclei" in det:
+        _seed_by_nuclei(prep, obj, config)
     return obj
+
+
+def _seed_by_nuclei(prep: Prepared, obj: _Objects, config: FieldConfig) -> None:
+    """The nuclei, and the cells again from them: one MSC per MSC nucleus, one donor per
+    nucleus inside a donor body (``nuclei.seed_cells``). The cells found without seeds
+    tell which nucleus is whose; the masks stay, only the splits between cells change."""
+    from hcsmito.stages.segmentation import (
+        assign_nuclei,
+        nuclei_seeds,
+        segment_jurkat,
+        segment_msc,
+        segment_nuclei,
+    )
+
+    det, vox, opt = prep.det, prep.vox, config.nuclei
+    with prep.timer("segment_nuclei"):
+        obj.nuclei = segment_nuclei(det["nuclei"], voxel_size=vox, **opt.stage_kwargs())
+
+    def assign():
+        return assign_nuclei(obj.nuclei.labels, msc_labels=obj.msc,
+                             jurkat_labels=obj.jurkat.labels, min_share=opt.min_share)  # fmt: skip
+
+    with prep.timer("segment_nuclei"):
+        cells = assign()
+    if opt.seed_cells and obj.msc is not None and (cells["cell_kind"] == "msc").any():
+        with prep.timer("segment_msc"):
+            seeds = nuclei_seeds(obj.nuclei.labels, cells, "msc")
+            obj.msc_instances = segment_msc(det["msc"], voxel_size=vox, seeds=seeds,
+                                            **config.msc.stage_kwargs())  # fmt: skip
+            obj.msc = obj.msc_instances.labels
+            obj.touches = np.asarray(obj.msc_instances.touches_border, bool)
+    if opt.seed_cells and config.jurkat.enabled and (cells["cell_kind"] == "jurkat").any():
+        with prep.timer("segment_jurkat"):
+            seeds = nuclei_seeds(obj.nuclei.labels, cells, "jurkat")
+            obj.jurkat = segment_jurkat(det["mito"], voxel_size=vox, msc_labels=obj.msc,
+                                        seeds=seeds, **config.jurkat.stage_kwargs())  # fmt: skip
+    with prep.timer("segment_nuclei"):
+        obj.nuclei_cells = assign() if opt.seed_cells else cells
 
 
 def _detect_foci(prep: Prepared, obj: _Objects, config: FieldConfig) -> None:
@@ -204,7 +248,7 @@ def _field_qc(prep: Prepared, obj: _Objects, config: FieldConfig):
             **config.qc.stage_kwargs(),
         )  # fmt: skip
         stages = {"segment_msc": obj.msc_instances, "segment_jurkat": obj.jurkat,
-                  "foci": obj.foci, "tnt": obj.tnts}  # fmt: skip
+                  "segment_nuclei": obj.nuclei, "foci": obj.foci, "tnt": obj.tnts}  # fmt: skip
         return qc, _collect_flags(qc.flags, stages)
 
 
@@ -232,8 +276,33 @@ def _tables(prep: Prepared, obj: _Objects, qc_flags, config: FieldConfig, where:
                             tnt_df if obj.tnts is not None else None, msc is not None,
                             area_px, spacing)  # fmt: skip
     fields_df = with_qc(fields_df, qc_flags, obj.tnts)
-    return {"foci": foci_df, "cells": cells_df, "jurkat": jurkat_df, "tnt": tnt_df,
-            "fields": fields_df}  # fmt: skip
+    tables = {"foci": foci_df, "cells": cells_df, "jurkat": jurkat_df, "tnt": tnt_df,
+              "fields": fields_df}  # fmt: skip
+    if obj.nuclei is not None:
+        _nuclei_tables(prep, obj, tables, config, where)
+    return tables
+
+
+def _nuclei_tables(prep: Prepared, obj: _Objects, tables: dict, config: FieldConfig, where: str):
+    """The nuclei table; each cell's nucleus and apoptotic call; the field's counts."""
+    opt = config.nuclei
+    nt = regionprops_table(obj.nuclei.labels, [prep.raw["nuclei"]], spacing=prep.spacing,
+                           where=where)  # fmt: skip
+    nuc = nuclei_table(nt, obj.nuclei_cells, obj.nuclei.n_parts, prep.ndim,
+                       condensed_volume=opt.condensed_volume,
+                       condensed_intensity=opt.condensed_intensity)  # fmt: skip
+    tables["nuclei"] = nuc
+    for name, kind, key in (("jurkat", "jurkat", "jurkat_id"), ("cells", "msc", "cell_id")):
+        df = tables[name]
+        tables[name] = df.assign(**apoptosis_columns(nuc, kind, df[key].to_numpy()))
+    jur = tables["jurkat"]
+    n_apo = int(jur["apoptotic"].fillna(False).sum())
+    with_nucleus = int(jur["apoptotic"].notna().sum())
+    tables["fields"] = tables["fields"].assign(
+        n_nuclei=pd.array([len(nuc)], dtype="Int64"),
+        n_jurkat_apoptotic=pd.array([n_apo], dtype="Int64"),
+        pct_jurkat_apoptotic=[100.0 * n_apo / with_nucleus if with_nucleus else np.nan],
+    )
 
 
 def _labels_to_host(prep: Prepared, obj: _Objects) -> dict[str, np.ndarray]:
@@ -246,6 +315,8 @@ def _labels_to_host(prep: Prepared, obj: _Objects) -> dict[str, np.ndarray]:
     }  # fmt: skip
     if obj.tnts is not None:
         labels["tnt"] = b.to_host(obj.tnts.labels)  # device→host: label image for output
+    if obj.nuclei is not None:
+        labels["nuclei"] = b.to_host(obj.nuclei.labels)  # device→host: label image for output
     return labels
 
 

@@ -104,6 +104,62 @@ def jurkat_table(t: Mapping[str, np.ndarray], adhesion, ndim: int) -> pd.DataFra
     return df.astype(dtypes("jurkat"))
 
 
+def nuclei_table(
+    t: Mapping[str, np.ndarray],
+    assignment: pd.DataFrame,
+    n_parts: np.ndarray,
+    ndim: int,
+    *,
+    condensed_volume: float,
+    condensed_intensity: float,
+) -> pd.DataFrame:
+    """One row per nucleus: the cell it lies in, its size and raw brightness, its pieces
+    and the stain-free state (:func:`hcsmito.stages.segmentation.call_nuclear_state`)."""
+    from hcsmito.stages.segmentation import call_nuclear_state
+
+    n = len(t["label"])
+    if n == 0:
+        return empty_table("nuclei")
+    ids = np.asarray(t["label"], np.int32)
+    a = assignment.set_index("nucleus_id").reindex(ids)
+    df = pd.DataFrame(
+        {
+            "nucleus_id": ids,
+            "cell_kind": a["cell_kind"].fillna("").to_numpy(object),
+            "cell_id": a["cell_id"].fillna(0).to_numpy(np.int32),
+            **centroids(t, ndim, n),
+            # 2-D: the area, as for the other objects' sizes
+            "volume_um3": t["area"] if ndim == 3 else np.full(n, np.nan),
+            "equivalent_diameter_um": t["equivalent_diameter_area"],
+            "intensity_mean": t["intensity_mean-0"],
+            "intensity_sum": t["intensity_sum-0"],
+            "n_parts": np.asarray(n_parts, np.int64)[ids - 1],
+        }
+    )
+    size = df["volume_um3"] if ndim == 3 else pd.Series(np.asarray(t["area"]), index=df.index)
+    called = call_nuclear_state(
+        df.assign(volume_um3=size),
+        condensed_volume=condensed_volume,
+        condensed_intensity=condensed_intensity,
+    )
+    for c in ("volume_ratio", "intensity_ratio", "state", "apoptotic"):
+        df[c] = called[c]
+    return df[list(dtypes("nuclei"))].astype(dtypes("nuclei"))
+
+
+def apoptosis_columns(nuclei_df: pd.DataFrame, kind: str, ids: np.ndarray) -> dict:
+    """Per cell of ``kind`` (``ids``): ``nucleus_id`` (its largest nucleus, 0 none) and
+    ``apoptotic`` (any of its nuclei called apoptotic; <NA> without a nucleus)."""
+    own = nuclei_df[nuclei_df["cell_kind"] == kind]
+    first = own.sort_values("volume_um3", ascending=False).drop_duplicates("cell_id")
+    nid = first.set_index("cell_id")["nucleus_id"].reindex(ids)
+    apo = own.groupby("cell_id")["apoptotic"].any().reindex(ids)
+    return {
+        "nucleus_id": nid.fillna(0).to_numpy(np.int32),
+        "apoptotic": pd.array(apo.to_numpy(), dtype="boolean"),
+    }
+
+
 def tnt_table(tnts) -> pd.DataFrame:
     if tnts is None or not len(tnts.table):
         return empty_table("tnt")

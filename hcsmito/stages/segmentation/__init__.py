@@ -28,12 +28,24 @@ from hcsmito.stages.segmentation.jurkat import (
     segment_jurkat,
 )
 from hcsmito.stages.segmentation.msc import msc_threshold_image, segment_msc
+from hcsmito.stages.segmentation.nuclei import (
+    NucleiInstances,
+    assign_nuclei,
+    call_nuclear_state,
+    nuclei_seeds,
+    segment_nuclei,
+)
 
 __all__ = [
     "Instances",
     "JurkatInstances",
+    "NucleiInstances",
+    "assign_nuclei",
+    "call_nuclear_state",
     "jurkat_threshold_image",
     "msc_threshold_image",
+    "nuclei_seeds",
     "segment_jurkat",
     "segment_msc",
+    "segment_nuclei",
 ]

@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 
 from hcsmito.backend import Backend
+from hcsmito.stages._util import background_level_noise
+from hcsmito.stages.threshold import AutoThreshold, HistogramThreshold, ManualThreshold
 
 
 @dataclass(frozen=True)
@@ -89,3 +91,26 @@ def extend_through_z(b: Backend, lab2d: Any, mask: Any) -> Any:
     if mask.ndim == 2:
         return b.xp.where(mask, lab2d, 0).astype(b.xp.int32)
     return b.xp.where(mask, lab2d[None], 0).astype(b.xp.int32)
+
+
+def fg_threshold(
+    b: Backend, smooth: Any, threshold: AutoThreshold | HistogramThreshold | ManualThreshold
+) -> float:
+    """Threshold of a smoothed image.
+
+    ``auto``: ``level + max(k * sigma, fraction * (fg - level))`` with the background
+    level and noise sigma from the histogram mode, and ``fg`` the median of the voxels
+    clearly above background (``level + k sigma``). The noise term keeps empty fields
+    empty; the foreground term puts the boundary of a blurred object near its true edge
+    whatever the brightness.
+    """
+    if not isinstance(threshold, AutoThreshold):
+        return threshold.of(smooth)
+    k, fraction = threshold.k, threshold.fraction
+    level, sigma = background_level_noise(b, smooth)
+    floor = level + k * sigma
+    above = smooth[smooth > floor]
+    if int(above.size) == 0:
+        return floor
+    fg = float(b.to_host(b.xp.median(above)))  # device->host: one value
+    return level + max(k * sigma, fraction * (fg - level))

@@ -91,6 +91,7 @@ def segment_jurkat(
     overlap_min: float = 0.5,
     min_contrast: float = 1.0,
     max_area_factor: float = 6.0,
+    seeds: Any = None,
 ) -> JurkatInstances:
     """Jurkat (donor) cell instances from the mitochondria channel.
 
@@ -155,6 +156,10 @@ def segment_jurkat(
         (``pi (jurkat_diameter_um / 2)^2``), or a quarter of the field, are not one donor
         cell (default 6: room for cells 2.4x the expected diameter). In a single-channel
         field of one cell full of mitochondria, that cell is such a candidate.
+    seeds : (M, N) int ndarray, optional
+        One seed label per cell in the lateral plane (e.g. the donor cells' nuclei
+        projected over z): bodies are split among these instead of at distance maxima;
+        a body that no seed reaches stays one cell.
 
     Returns
     -------
@@ -207,7 +212,10 @@ def segment_jurkat(
     dist = gaussian(b, dist, [0.05 * jurkat_diameter_um / s for s in lateral])
     sep = 0.6 * jurkat_diameter_um if min_separation_um is None else min_separation_um
     r_min = 0.5 * min_diameter_fraction * jurkat_diameter_um
-    seeds = local_maxima(b, dist, threshold=0.5 * r_min, size=box(sep, lateral), mask=mask2d)
+    if seeds is None:
+        seeds = local_maxima(b, dist, threshold=0.5 * r_min, size=box(sep, lateral), mask=mask2d)
+    else:
+        seeds = xp.where(mask2d, b.asarray(seeds), 0).astype(xp.int32)
     lab2d = watershed_2d(b, dist, seeds, mask2d)
     lab2d = remove_small_labels(b, lab2d, math.pi * r_min**2 / float(np.prod(lateral)))
     if min_spread > 0:

@@ -25,38 +25,10 @@ from hcsmito.stages.segmentation._common import (
     box,
     check_image,
     extend_through_z,
+    fg_threshold,
     watershed_2d,
 )
-from hcsmito.stages.threshold import (
-    AutoThreshold,
-    HistogramThreshold,
-    ManualThreshold,
-    ThresholdLike,
-    as_threshold,
-)
-
-
-def _fg_threshold(
-    b: Backend, smooth: Any, threshold: AutoThreshold | HistogramThreshold | ManualThreshold
-) -> float:
-    """Threshold of a smoothed image.
-
-    ``auto``: ``level + max(k * sigma, fraction * (fg - level))`` with the background
-    level and noise sigma from the histogram mode, and ``fg`` the median of the voxels
-    clearly above background (``level + k sigma``). The noise term keeps empty fields
-    empty; the foreground term puts the boundary of a blurred object near its true edge
-    whatever the brightness.
-    """
-    if not isinstance(threshold, AutoThreshold):
-        return threshold.of(smooth)
-    k, fraction = threshold.k, threshold.fraction
-    level, sigma = background_level_noise(b, smooth)
-    floor = level + k * sigma
-    above = smooth[smooth > floor]
-    if int(above.size) == 0:
-        return floor
-    fg = float(b.to_host(b.xp.median(above)))  # device->host: one value
-    return level + max(k * sigma, fraction * (fg - level))
+from hcsmito.stages.threshold import ThresholdLike, as_threshold
 
 
 def msc_threshold_image(
@@ -87,6 +59,7 @@ def segment_msc(
     seed_smooth_um: float | None = None,
     min_separation_um: float | None = None,
     min_area_um2: float | None = None,
+    seeds: Any = None,
 ) -> Instances:
     """MSC instances from the GFP channel.
 
@@ -138,6 +111,11 @@ def segment_msc(
     min_area_um2 : float, µm², optional
         Instances whose footprint (lateral projection) is smaller are dropped (default:
         a disc of ``0.15 * msc_diameter_um`` diameter, 44 µm² at 50 µm).
+    seeds : (M, N) int ndarray, optional
+        One seed label per cell in the lateral plane (e.g. the MSC nuclei projected over
+        z): the watershed of the ``split`` relief starts from these instead of the
+        relief's own maxima, so that each seed is one cell; parts of the mask that no
+        seed reaches remain cells of their own, as without seeds.
 
     Returns
     -------
@@ -155,7 +133,7 @@ def segment_msc(
     if img.size == 0:
         return empty
     smooth = msc_threshold_image(img, voxel_size=sp, smooth_um=smooth_um, smooth_z_um=smooth_z_um)
-    thr = _fg_threshold(b, smooth, as_threshold(threshold))
+    thr = fg_threshold(b, smooth, as_threshold(threshold))
     # no hole filling: a gap in an MSC's footprint (a Jurkat cell on the glass) is real
     mask = smooth > thr
     if not bool(mask.any()):
@@ -170,13 +148,14 @@ def segment_msc(
     if split == "height" and img.ndim == 3:
         if not seed_dynamics > 0:
             raise ValueError(f"seed_dynamics must be > 0, got {seed_dynamics}")
-        lab2d = _split_by_height(b, img, mask2d, level, sp, smooth_um, seed_dynamics)
+        lab2d = _split_by_height(b, img, mask2d, level, sp, smooth_um, seed_dynamics, seeds)
     elif split == "shape":
-        lab2d = _split_by_shape(b, mask2d, sp[-2:], msc_diameter_um, min_separation_um)
+        lab2d = _split_by_shape(b, mask2d, sp[-2:], msc_diameter_um, min_separation_um, seeds)
     else:
         lab2d = _split_by_intensity(
-            b, smooth, mask2d, level, sp, msc_diameter_um, seed_smooth_um, min_separation_um
-        )
+            b, smooth, mask2d, level, sp, msc_diameter_um, seed_smooth_um, min_separation_um,
+            seeds,
+        )  # fmt: skip
     if min_area_um2 is None:
         min_area_um2 = math.pi * (0.075 * msc_diameter_um) ** 2
     lab2d = remove_small_labels(b, lab2d, min_area_um2 / float(sp[-1] * sp[-2]))
@@ -192,6 +171,7 @@ def _split_by_height(
     sp: tuple[float, ...],
     smooth_um: float,
     seed_dynamics: float,
+    seeds: Any = None,
 ) -> Any:
     """2-D instances from the height map of a 3-D field (see :func:`segment_msc`)."""
     xp = b.xp
@@ -204,6 +184,8 @@ def _split_by_height(
     height = gaussian(b, height, [smooth_um / s for s in lateral]).astype(xp.float32)
     vals = height[mask2d]
     plateau = float(b.to_host(xp.percentile(vals, 75.0)))  # device->host: one value
+    if seeds is not None:
+        return watershed_2d(b, height, _in_mask(b, seeds, mask2d), mask2d)
     return watershed_2d(b, height, None, mask2d, h=seed_dynamics * plateau)
 
 
@@ -213,11 +195,14 @@ def _split_by_shape(
     lateral: tuple[float, ...],
     diameter_um: float,
     min_separation_um: float | None,
+    seeds: Any = None,
 ) -> Any:
     """2-D instances seeded at maxima of the (smoothed) distance to the mask outline."""
     xp = b.xp
     dist = b.ndi.distance_transform_edt(mask2d, sampling=lateral).astype(xp.float32)
     dist = gaussian(b, dist, [0.02 * diameter_um / s for s in lateral])
+    if seeds is not None:
+        return watershed_2d(b, dist, _in_mask(b, seeds, mask2d), mask2d)
     sep = 0.3 * diameter_um if min_separation_um is None else min_separation_um
     seeds = local_maxima(b, dist, threshold=0.0, size=box(sep, lateral), mask=mask2d)
     return watershed_2d(b, dist, seeds, mask2d)
@@ -232,6 +217,7 @@ def _split_by_intensity(
     msc_diameter_um: float,
     seed_smooth_um: float | None,
     min_separation_um: float | None,
+    seeds: Any = None,
 ) -> Any:
     """2-D instances seeded at maxima of the smoothed (summed) intensity."""
     xp = b.xp
@@ -241,6 +227,14 @@ def _split_by_intensity(
     proj = xp.where(mask2d, proj, 0)
     seed_sigma = 0.06 * msc_diameter_um if seed_smooth_um is None else seed_smooth_um
     relief = gaussian(b, proj, [seed_sigma / s for s in lateral])
+    if seeds is not None:
+        return watershed_2d(b, relief, _in_mask(b, seeds, mask2d), mask2d)
     sep = 0.3 * msc_diameter_um if min_separation_um is None else min_separation_um
     seeds = local_maxima(b, relief, threshold=0.0, size=box(sep, lateral), mask=mask2d)
     return watershed_2d(b, relief, seeds, mask2d)
+
+
+def _in_mask(b: Backend, seeds: Any, mask2d: Any) -> Any:
+    """The given seed labels inside the mask (int32, on the mask's device)."""
+    xp = b.xp
+    return xp.where(mask2d, b.asarray(seeds), 0).astype(xp.int32)

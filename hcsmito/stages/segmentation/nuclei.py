@@ -1,0 +1,320 @@
+"""Nuclei from a DNA stain (Hoechst, DAPI): bright compact objects split at the maxima of
+their distance to the outline in 3-D, the pieces of a fragmented nucleus kept as one
+nucleus, each nucleus assigned to the cell it lies in, and a stain-free apoptosis call
+from its shape and brightness.
+
+A nucleus is segmented in 3-D, not in the lateral projection as the cells are: the
+nucleus of a donor cell resting on an MSC lies above that MSC's nucleus, and in the
+projection the two overlap.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from hcsmito.backend import Backend
+from hcsmito.stages._util import (
+    VoxelSize,
+    as_float32,
+    ellipsoid_footprint,
+    gaussian,
+    spacing,
+    touches_border,
+)
+from hcsmito.stages.segmentation._common import Instances, check_image, fg_threshold
+from hcsmito.stages.threshold import ThresholdLike, as_threshold
+
+__all__ = [
+    "NUCLEUS_STATES",
+    "NucleiInstances",
+    "assign_nuclei",
+    "call_nuclear_state",
+    "nuclei_seeds",
+    "segment_nuclei",
+]
+
+#: The nuclear states of the stain-free call: a normal nucleus, a condensed one
+#: (pyknosis: small and bright) and a fragmented one (karyorrhexis: several pieces).
+NUCLEUS_STATES = ("normal", "condensed", "fragmented")
+
+
+@dataclass(frozen=True)
+class NucleiInstances(Instances):
+    """Nuclei of one field.
+
+    Attributes
+    ----------
+    n_parts : (n,) int ndarray (host)
+        Connected pieces of each nucleus: more than one for a fragmented nucleus, whose
+        pieces lay within ``fragment_merge_um`` of each other.
+    flags : tuple of str
+        QC codes (:data:`hcsmito.qc.QC_FLAGS`): ``nuclei_merged`` when one nucleus holds
+        more than 10 typical nuclear volumes (the split failed: the cells it seeds are not
+        trusted).
+    """
+
+    n_parts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    flags: tuple[str, ...] = ()
+
+
+def segment_nuclei(
+    dna: Any,
+    *,
+    voxel_size: VoxelSize,
+    nucleus_diameter_um: float = 8.0,
+    smooth_um: float = 0.4,
+    threshold: ThresholdLike = "auto",
+    seed_dynamics: float = 0.25,
+    fragment_fraction: float = 0.12,
+    fragment_merge_um: float = 1.5,
+    min_volume_fraction: float = 0.01,
+) -> NucleiInstances:
+    """Nucleus instances from a DNA stain.
+
+    Parameters
+    ----------
+    dna : (M, N) or (P, M, N) ndarray
+        Nuclear channel of one field (any numeric dtype), NumPy or CuPy.
+    voxel_size : mapping {"z", "y", "x"} -> µm, or sequence
+    nucleus_diameter_um : float, µm
+        Diameter of a typical (donor-cell) nucleus (default 8 µm). Sets the split depth,
+        the size below which a piece counts as a fragment and the smallest nucleus kept.
+        A flat MSC nucleus (~15 µm across, ~5 µm high) is split no more than a round
+        one: its distance map is a plateau at half its height.
+    smooth_um : float, µm
+        Gaussian sigma before thresholding (default 0.4 µm).
+    threshold : AutoThreshold, HistogramThreshold, ManualThreshold, mapping or str
+        As in :func:`hcsmito.stages.segmentation.segment_msc` (default ``auto``:
+        ``background + max(k * noise, fraction * (foreground - background))``).
+    seed_dynamics : float
+        Two touching nuclei are split when each one's distance maximum rises at least
+        this fraction of the nuclear radius above the neck between them (an h-maximum;
+        default 0.25).
+    fragment_fraction : float
+        A piece smaller than this fraction of the typical nuclear volume is a fragment
+        (default 0.12: a ball of half the diameter); fragments within
+        ``fragment_merge_um`` of each other are one (fragmented) nucleus.
+    fragment_merge_um : float, µm
+        Gap bridged between the pieces of one fragmented nucleus (default 1.5 µm).
+    min_volume_fraction : float
+        Nuclei smaller than this fraction of the typical volume are dropped (default
+        0.01: debris and noise).
+
+    Returns
+    -------
+    NucleiInstances
+    """
+    check_image(dna, "nuclei")
+    b = Backend.of(dna)
+    xp = b.xp
+    sp = spacing(voxel_size, dna.ndim)
+    if not nucleus_diameter_um > 0:
+        raise ValueError(f"nucleus_diameter_um must be > 0 µm, got {nucleus_diameter_um}")
+    img = as_float32(b, dna)
+    empty = NucleiInstances(xp.zeros(img.shape, xp.int32), np.zeros(0, bool))
+    if img.size == 0:
+        return empty
+    smooth = gaussian(b, img, [smooth_um / s for s in sp])
+    thr = fg_threshold(b, smooth, as_threshold(threshold))
+    mask = b.to_host(smooth > thr)  # device->host: the nuclear mask (the watershed's)
+    if not mask.any():
+        return NucleiInstances(empty.labels, empty.touches_border, thr)
+    labels, n_parts = _split_and_group(
+        mask, sp, nucleus_diameter_um, seed_dynamics, fragment_fraction, fragment_merge_um,
+        min_volume_fraction,
+    )  # fmt: skip
+    labels = b.asarray(labels)
+    typical_voxels = _typical_volume(nucleus_diameter_um, dna.ndim) / float(np.prod(sp))
+    return NucleiInstances(
+        labels,
+        touches_border(b, labels)[1:],
+        thr,
+        n_parts=n_parts,
+        flags=_flags(labels, b, typical_voxels),
+    )
+
+
+def _typical_volume(diameter: float, ndim: int) -> float:
+    """Volume (µm³; area in µm² for 2-D) of a ball (disc) of ``diameter``."""
+    return math.pi / 6 * diameter**3 if ndim == 3 else math.pi / 4 * diameter**2
+
+
+def _split_and_group(
+    mask: np.ndarray,
+    sp: tuple[float, ...],
+    diameter: float,
+    dynamics: float,
+    fragment_fraction: float,
+    merge_um: float,
+    min_fraction: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Host labels of the nuclei in ``mask`` and the pieces each is made of."""
+    from scipy import ndimage as ndi
+    from skimage.morphology import h_maxima
+    from skimage.segmentation import watershed
+
+    full = np.ones((3,) * mask.ndim, bool)
+    # holes of each plane (a nucleolus, a dim core): a 3-D fill would close the gap
+    # between a donor's nucleus and the MSC nucleus under it
+    lateral = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], bool)
+    st = (
+        lateral
+        if mask.ndim == 2
+        else np.stack([np.zeros_like(lateral), lateral, np.zeros_like(lateral)])
+    )
+    mask = ndi.binary_fill_holes(mask, structure=st)
+    dist = ndi.distance_transform_edt(mask, sampling=sp).astype(np.float32)
+    radius = 0.5 * diameter
+    tops = h_maxima(dist.astype(np.float64), dynamics * radius).astype(bool) & mask
+    seeds, _ = ndi.label(tops, structure=full)
+    lab = watershed(-dist, markers=seeds, mask=mask).astype(np.int32)
+    rest, n_rest = ndi.label(mask & (lab == 0), structure=full)
+    if n_rest:
+        lab = np.where(rest > 0, rest + lab.max(), lab).astype(np.int32)
+
+    # fragments: small pieces within merge_um of each other are one nucleus
+    dim = mask.ndim
+    typical = _typical_volume(diameter, dim)
+    unit = float(np.prod(sp))
+    sizes = np.bincount(lab.ravel())
+    small = sizes * unit < fragment_fraction * typical
+    small[0] = False
+    pieces = small[lab]
+    n_big = int((~small[1:] & (sizes[1:] > 0)).sum())
+    big_lut = np.zeros(sizes.size, np.int32)
+    big_ids = np.flatnonzero(~small & (sizes > 0))
+    big_ids = big_ids[big_ids > 0]
+    big_lut[big_ids] = np.arange(1, n_big + 1, dtype=np.int32)
+    out = big_lut[lab]
+    n_parts = [1] * n_big
+    if pieces.any():
+        fp = ellipsoid_footprint([merge_um / 2 / s for s in sp])
+        grown = ndi.binary_dilation(pieces, structure=fp)
+        groups, n_groups = ndi.label(grown, structure=full)
+        group_of = np.where(pieces, groups, 0)
+        out = np.where(pieces, group_of + n_big, out).astype(np.int32)
+        # pieces per group: the distinct small labels each group holds
+        pairs = np.unique(np.stack([group_of[pieces], lab[pieces]]), axis=1)
+        n_parts += np.bincount(pairs[0], minlength=n_groups + 1)[1:].tolist()
+    n_parts = np.asarray(n_parts, np.int64)
+    # drop debris, renumber 1..n
+    sizes = np.bincount(out.ravel(), minlength=n_parts.size + 1)
+    keep = sizes * unit >= min_fraction * typical
+    keep[0] = False
+    lut = np.cumsum(keep).astype(np.int32) * keep
+    return lut[out], n_parts[keep[1:]]
+
+
+def _flags(labels: Any, b: Backend, typical_voxels: float) -> tuple[str, ...]:
+    """``nuclei_merged`` when one nucleus holds more than 10 typical nuclear volumes."""
+    if labels.size == 0 or not int(labels.max()):
+        return ()
+    sizes = b.to_host(b.xp.bincount(labels.reshape(-1)))[1:]  # device->host: n sizes
+    return ("nuclei_merged",) if sizes.max() > 10 * typical_voxels else ()
+
+
+# --------------------------------------------------------------------------- cells
+
+
+def assign_nuclei(
+    nuclei: Any, *, msc_labels: Any = None, jurkat_labels: Any = None, min_share: float = 0.5
+) -> pd.DataFrame:
+    """The cell each nucleus lies in.
+
+    A nucleus belongs to the donor cell (``jurkat``) holding at least ``min_share`` of its
+    voxels, else to the MSC holding that share, else to none: donor cells first, because
+    in a 2-D field the projection of a donor resting on an MSC lies inside that MSC too.
+
+    Returns
+    -------
+    DataFrame
+        One row per nucleus: ``nucleus_id, cell_kind`` (``"jurkat"``, ``"msc"`` or
+        ``""``), ``cell_id`` (label in that kind's image, 0 for none), ``share``.
+    """
+    b = Backend.of(nuclei)
+    n = int(nuclei.max()) if nuclei.size else 0
+    kind = np.full(n, "", dtype=object)
+    cell = np.zeros(n, np.int32)
+    share = np.zeros(n, np.float64)
+    for name, labels in (("msc", msc_labels), ("jurkat", jurkat_labels)):
+        if labels is None or n == 0:
+            continue
+        best, frac = _majority(b, nuclei, b.asarray(labels), n)
+        take = (frac >= min_share) & ((kind == "") | (name == "jurkat"))
+        kind[take], cell[take], share[take] = name, best[take], frac[take]
+    return pd.DataFrame(
+        {"nucleus_id": np.arange(1, n + 1, dtype=np.int32), "cell_kind": kind,
+         "cell_id": cell, "share": share}
+    )  # fmt: skip
+
+
+def _majority(b: Backend, nuclei: Any, labels: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per nucleus: the label covering most of its voxels and that share (host)."""
+    xp = b.xp
+    m = int(labels.max()) if labels.size else 0
+    if m == 0:
+        return np.zeros(n, np.int32), np.zeros(n)
+    sel = nuclei.reshape(-1) > 0
+    nu = nuclei.reshape(-1)[sel].astype(xp.int64)
+    lab = labels.reshape(-1)[sel].astype(xp.int64)
+    pair = xp.bincount(nu * (m + 1) + lab, minlength=(n + 1) * (m + 1))
+    table = b.to_host(pair.reshape(n + 1, m + 1))[1:]  # device->host: n × m counts
+    total = np.maximum(table.sum(axis=1), 1)
+    best = table[:, 1:].argmax(axis=1)
+    frac = table[np.arange(n), best + 1] / total
+    return (best + 1).astype(np.int32), frac
+
+
+def nuclei_seeds(nuclei: Any, assignment: pd.DataFrame, kind: str) -> Any:
+    """Lateral seed labels (the nuclei of ``kind`` projected over z, one label each, in
+    nucleus order) for :func:`segment_msc` / :func:`segment_jurkat`'s ``seeds``."""
+    b = Backend.of(nuclei)
+    n = len(assignment)
+    take = np.zeros(n + 1, bool)
+    take[1:] = assignment["cell_kind"].to_numpy() == kind
+    lut = (np.cumsum(take) * take).astype(np.int32)
+    own = b.asarray(lut)[nuclei]
+    return own.max(axis=0) if own.ndim == 3 else own
+
+
+def call_nuclear_state(
+    table: pd.DataFrame,
+    *,
+    condensed_volume: float = 0.5,
+    condensed_intensity: float = 1.4,
+) -> pd.DataFrame:
+    """The stain-free state of each nucleus, from its pieces, size and brightness.
+
+    ``fragmented``: two or more pieces (``n_parts``). ``condensed``: volume below
+    ``condensed_volume`` x and mean intensity above ``condensed_intensity`` x the median
+    of the field's one-piece nuclei of the same cell kind (at least three of them; else
+    of all the field's one-piece nuclei): chromatin packed into a small bright ball.
+    ``apoptotic``: either. The table needs ``n_parts, cell_kind, volume_um3,
+    intensity_mean``; ``volume_ratio``, ``intensity_ratio``, ``state`` and ``apoptotic``
+    are added.
+    """
+    out = table.copy()
+    whole = out["n_parts"] <= 1
+    ref_v = pd.Series(np.nan, index=out.index)
+    ref_i = pd.Series(np.nan, index=out.index)
+    all_v = out.loc[whole, "volume_um3"].median()
+    all_i = out.loc[whole, "intensity_mean"].median()
+    for _kind, rows in out.groupby("cell_kind").groups.items():
+        ref = out.loc[rows][whole.loc[rows]]
+        enough = len(ref) >= 3
+        ref_v[rows] = ref["volume_um3"].median() if enough else all_v
+        ref_i[rows] = ref["intensity_mean"].median() if enough else all_i
+    out["volume_ratio"] = out["volume_um3"] / ref_v
+    out["intensity_ratio"] = out["intensity_mean"] / ref_i
+    condensed = (out["volume_ratio"] < condensed_volume) & (
+        out["intensity_ratio"] > condensed_intensity
+    )
+    state = np.where(~whole, "fragmented", np.where(condensed.fillna(False), "condensed", "normal"))
+    out["state"] = pd.Series(state, index=out.index, dtype="string")
+    out["apoptotic"] = out["state"] != "normal"
+    return out
