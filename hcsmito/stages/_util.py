@@ -19,6 +19,7 @@ from hcsmito.backend import Backend
 __all__ = [
     "as_float32",
     "background_level_noise",
+    "bbox",
     "bincount",
     "ellipsoid_footprint",
     "enhance_spots",
@@ -100,6 +101,29 @@ def gaussian(b: Backend, image: Any, sigma_px: Sequence[float], *, truncate: flo
             )
             copied = True
     return out if copied else out.copy()
+
+
+def bbox(b: Backend, mask: Any, margin: Sequence[int] | None = None) -> tuple[slice, ...] | None:
+    """Slices of the bounding box of ``mask``, grown by ``margin`` voxels per axis and
+    clipped to the array; None when ``mask`` is empty.
+
+    A filter or transform whose every input lies in the box can run on the box alone: the
+    exact feature transform of a box that holds every feature voxel is the whole array's,
+    shifted (each pass of the separable transform sees the same candidates on the lines
+    through a voxel of the box), and a Gaussian is the same wherever its kernel stays
+    within the box or the array's own edge.
+    """
+    xp = b.xp
+    nd = mask.ndim
+    out = []
+    for ax in range(nd):
+        other = tuple(i for i in range(nd) if i != ax)
+        hit = np.flatnonzero(b.to_host(xp.any(mask, axis=other)))  # device->host: one row
+        if hit.size == 0:
+            return None
+        m = 0 if margin is None else int(margin[ax])
+        out.append(slice(max(int(hit[0]) - m, 0), min(int(hit[-1]) + m + 1, mask.shape[ax])))
+    return tuple(out)
 
 
 def ellipsoid_footprint(radius_px: Sequence[float]) -> np.ndarray:
@@ -269,14 +293,20 @@ def voronoi_labels(b: Backend, seeds: Any, mask: Any, sampling: Sequence[float])
     per_cc = xp.bincount(seed_cc.reshape(-1).astype(xp.int64), minlength=int(n_cc) + 1)
     if int(per_cc[1:].max()) <= 1:
         return cc.astype(xp.int32)
+    # the nearest seeds on the mask's box: it holds every seed (seeds lie in the mask), so
+    # the feature transform there is the whole field's (see ``bbox``)
+    box = bbox(b, mask)
+    seeds_b, mask_b, cc_b = seeds[box], mask[box], cc[box]
     idx = b.ndi.distance_transform_edt(
-        seeds == 0, sampling=tuple(sampling), return_distances=False, return_indices=True
+        seeds_b == 0, sampling=tuple(sampling), return_distances=False, return_indices=True
     )
     near = tuple(idx[i] for i in range(mask.ndim))
-    lab = seeds[near]
-    ok = mask & (cc[near] == cc)
+    del idx
+    lab = seeds_b[near]
+    ok = mask_b & (cc_b[near] == cc_b)
     n_seed = int(seeds.max())
-    out = xp.where(ok, lab, xp.where(mask, cc + n_seed, 0)).astype(xp.int32)
+    out = xp.zeros(mask.shape, xp.int32)
+    out[box] = xp.where(ok, lab, xp.where(mask_b, cc_b + n_seed, 0))
     return relabel_sequential(b, out)
 
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from hcsmito.backend import Backend
-from hcsmito.stages._util import background_level_noise, gaussian, spacing
+from hcsmito.stages._util import background_level_noise, bbox, gaussian, spacing
 
 __all__ = ["tighten_labels"]
 
@@ -86,7 +86,7 @@ def tighten_labels(
     keep = fine > cut[lab]
     # the morphology on the cells' box (one voxel of background around them): the same
     # result as on the whole field, for a fraction of the voxels in a sparse field
-    box = _box(b, lab > 0, margin=1)
+    box = bbox(b, lab > 0, (1,) * lab.ndim)
     k, lb = keep[box], lab[box]
     if fill_holes:
         st = np.zeros((3,) * lab.ndim, bool)
@@ -102,17 +102,6 @@ def tighten_labels(
     keep = xp.zeros(lab.shape, bool)
     keep[box] = k
     return xp.where(keep, lab, 0).astype(xp.int32)
-
-
-def _box(b: Backend, mask: Any, margin: int) -> tuple[slice, ...]:
-    """The bounding box of a non-empty mask, ``margin`` voxels wider (clipped)."""
-    out = []
-    for ax in range(mask.ndim):
-        rest = tuple(i for i in range(mask.ndim) if i != ax)
-        idx = np.flatnonzero(b.to_host(mask.any(axis=rest)))  # device->host: one line
-        out.append(slice(max(int(idx[0]) - margin, 0), min(int(idx[-1]) + margin + 1,
-                                                              mask.shape[ax])))  # fmt: skip
-    return tuple(out)
 
 
 def _largest_piece(b: Backend, keep: Any, lab: Any, n: int) -> Any:

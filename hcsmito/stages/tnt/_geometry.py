@@ -8,23 +8,8 @@ from typing import Any
 import numpy as np
 
 from hcsmito.backend import Backend
+from hcsmito.stages._util import bbox
 from hcsmito.stages.glass import Glass
-
-
-def bbox(b: Backend, mask: Any, margin: tuple[int, ...] | None = None) -> tuple[slice, ...] | None:
-    """Slices of the bounding box of ``mask``, grown by ``margin`` voxels and clipped to the
-    array; None when ``mask`` is empty."""
-    xp = b.xp
-    nd = mask.ndim
-    out = []
-    for ax in range(nd):
-        other = tuple(i for i in range(nd) if i != ax)
-        hit = np.flatnonzero(b.to_host(xp.any(mask, axis=other)))  # device->host: one row
-        if hit.size == 0:
-            return None
-        m = 0 if margin is None else margin[ax]
-        out.append(slice(max(int(hit[0]) - m, 0), min(int(hit[-1]) + m + 1, mask.shape[ax])))
-    return tuple(out)
 
 
 def feature_distance(b: Backend, ft: tuple[Any, ...], at: tuple[Any, ...], sp) -> Any:
@@ -44,6 +29,107 @@ def feature_transform(b: Backend, background: Any, sp) -> Any:
     return b.ndi.distance_transform_edt(
         background, sampling=sp, return_distances=False, return_indices=True
     )
+
+
+def nearest_features(
+    b: Backend,
+    background: Any,
+    at: tuple[Any, ...],
+    groups: Any,
+    sp,
+    *,
+    margin_um: float = 4.0,
+) -> tuple[Any, ...]:
+    """The feature transform of ``background`` (nearest ``False`` voxel) read at the voxels
+    ``at``, computed on boxes around them instead of the whole array.
+
+    The voxels are boxed by ``groups`` (an int id per voxel of ``at``, e.g. the connected
+    piece each belongs to), each box grown by ``margin_um`` and overlapping boxes merged.
+    A voxel's nearest feature in its box is its nearest in the array when it is strictly
+    nearer than every voxel outside the box (the box faces that are not the array's own
+    edges): the passes of the exact transform then meet, on the lines through it, the same
+    candidates that can win, and the result is the whole array's. Voxels where that cannot
+    be shown (a box without a feature, a feature beyond the margin) take the whole array's
+    transform, so the answer is always the uncropped one.
+
+    Returns
+    -------
+    tuple of ndim index arrays, one entry per voxel of ``at`` (full-array coordinates).
+    """
+    xp = b.xp
+    nd = background.ndim
+    shape = background.shape
+    n = int(at[0].shape[0])
+    out = tuple(xp.zeros(n, dtype=xp.int64) for _ in range(nd))
+    if n == 0:
+        return out
+    pts = np.stack([b.to_host(c) for c in at], axis=1)  # device->host: the voxels' coordinates
+    gid = b.to_host(groups).astype(np.int64)  # device->host: one id per voxel
+    _, inv = np.unique(gid, return_inverse=True)
+    inv = inv.reshape(-1)
+    k = int(inv.max()) + 1
+    lo = np.full((k, nd), np.iinfo(np.int64).max)
+    hi = np.full((k, nd), -1)
+    np.minimum.at(lo, inv, pts)
+    np.maximum.at(hi, inv, pts)
+    m = np.array([int(math.ceil(margin_um / s)) for s in sp])
+    lo = np.maximum(lo - m, 0)
+    hi = np.minimum(hi + m + 1, np.asarray(shape))
+    owner = np.arange(k)
+    boxes = _merge_boxes(lo, hi, owner)
+    done = np.zeros(n, bool)
+    for (blo, bhi), members in boxes:
+        sel = np.flatnonzero(np.isin(owner[inv], members))
+        box = tuple(slice(int(a), int(z)) for a, z in zip(blo, bhi, strict=True))
+        sub = background[box]
+        if bool(sub.all()):
+            continue  # no feature in the box: the whole array's transform answers
+        ft = feature_transform(b, sub, sp)
+        q = pts[sel] - blo
+        qd = tuple(b.asarray(q[:, i]) for i in range(nd))
+        f = tuple(ft[i][qd] for i in range(nd))
+        del ft
+        d = b.to_host(feature_distance(b, f, qd, sp))  # device->host: one per voxel
+        # distance to the nearest voxel outside the box, over the faces inside the array
+        room = np.full(len(sel), np.inf)
+        for ax in range(nd):
+            if blo[ax] > 0:
+                room = np.minimum(room, (q[:, ax] + 1) * sp[ax])
+            if bhi[ax] < shape[ax]:
+                room = np.minimum(room, (bhi[ax] - blo[ax] - q[:, ax]) * sp[ax])
+        ok = d < room
+        good = b.asarray(sel[ok])
+        okd = b.asarray(ok)
+        for i in range(nd):
+            out[i][good] = f[i][okd] + int(blo[i])
+        done[sel[ok]] = True
+    if not done.all():
+        rest = np.flatnonzero(~done)
+        ft = feature_transform(b, background, sp)
+        rd = tuple(b.asarray(pts[rest, i]) for i in range(nd))
+        restd = b.asarray(rest)
+        for i in range(nd):
+            out[i][restd] = ft[i][rd]
+    return out
+
+
+def _merge_boxes(lo: np.ndarray, hi: np.ndarray, owner: np.ndarray):
+    """Boxes ``[lo, hi)`` merged while any two overlap: ``[((lo, hi), member ids), ...]``."""
+    boxes = [(lo[i].copy(), hi[i].copy(), [int(owner[i])]) for i in range(len(lo))]
+    merged = True
+    while merged:
+        merged = False
+        out: list = []
+        for blo, bhi, mem in boxes:
+            for j, (olo, ohi, omem) in enumerate(out):
+                if np.all(blo < ohi) and np.all(olo < bhi):
+                    out[j] = (np.minimum(blo, olo), np.maximum(bhi, ohi), omem + mem)
+                    merged = True
+                    break
+            else:
+                out.append((blo, bhi, mem))
+        boxes = out
+    return [((blo, bhi), np.asarray(mem)) for blo, bhi, mem in boxes]
 
 
 def far_from(b: Backend, features: Any, min_um: float, sp) -> Any:

@@ -25,6 +25,7 @@ from hcsmito.stages.tnt._geometry import (
     feature_distance,
     feature_transform,
     inside_stack,
+    nearest_features,
     path_length,
     skeleton_graph,
     surface_point,
@@ -301,9 +302,6 @@ def detect_tnts(
     if not bool(mask.any()):
         return result(empty_labels, _empty_table(), thr_hi)
 
-    # nearest cell (feature transform of the free space); distances only where read
-    ft = tuple(feature_transform(b, free, sp))
-
     from skimage.morphology import skeletonize
 
     mask_h = b.to_host(mask)  # device->host: one bool volume (cuCIM has no 3-D skeleton)
@@ -311,17 +309,21 @@ def detect_tnts(
     coords = np.argwhere(skel)
     if len(coords) == 0:
         return result(empty_labels, _empty_table(), thr_hi)
+    # nearest cell of every tube voxel (feature transform of the free space, on boxes
+    # around the tubes); distances only where read
+    m_idx = xp.nonzero(mask)
+    m_ft = nearest_features(b, free, m_idx, comp[m_idx], sp)
+    # the skeleton lies in the mask: its voxels' entries, by position in the mask's order
+    m_lin = xp.ravel_multi_index(m_idx, actin.shape)
     cidx = tuple(b.asarray(coords[:, i]) for i in range(nd))
-    s_ft = tuple(f[cidx] for f in ft)
+    at_skel = xp.searchsorted(m_lin, xp.ravel_multi_index(cidx, actin.shape))
+    s_ft = tuple(f[at_skel] for f in m_ft)
     s_dist = b.to_host(feature_distance(b, s_ft, cidx, sp))  # device->host
     s_cell = b.to_host(cells[s_ft])  # device->host
     s_rad = b.to_host(radius[cidx]).astype(np.float64)  # device->host
     # which cells each tube component reaches within contact_um (a skeleton retracts from
     # a thick end, the mask does not)
     n_cells = int(cells.max())
-    m_idx = xp.nonzero(mask)
-    m_ft = tuple(f[m_idx] for f in ft)
-    del ft
     reach = feature_distance(b, m_ft, m_idx, sp) <= contact_um
     pair = comp[m_idx][reach].astype(xp.int64) * (n_cells + 1) + cells[m_ft][reach]
     touch = bincount(b, pair, (n_comp + 1) * (n_cells + 1)) > 0

@@ -1,0 +1,107 @@
+"""Work done on boxes instead of the whole field gives the whole field's answer (issue 16).
+
+Each cropped computation is compared with the same computation on the uncropped arrays,
+element for element, on seeded generated volumes that hold ties (cells on a grid, equal
+distances to two cells) and features far outside the boxes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage as sndi
+
+from hcsmito.stages._util import bbox, voronoi_labels
+from hcsmito.stages.tnt._geometry import feature_transform, nearest_features
+
+SP = (0.6, 0.3, 0.3)
+
+
+def _cells_and_tubes(seed: int, shape=(12, 64, 72)):
+    """Blocky cells (some touching the volume's edges), thin tubes in the free space."""
+    rng = np.random.default_rng(seed)
+    cells = np.zeros(shape, bool)
+    for _ in range(6):
+        z, y, x = (int(rng.integers(0, s)) for s in shape)
+        h = [int(rng.integers(1, 4)), int(rng.integers(2, 10)), int(rng.integers(2, 10))]
+        cells[
+            max(z - h[0], 0) : z + h[0], max(y - h[1], 0) : y + h[1], max(x - h[2], 0) : x + h[2]
+        ] = True
+    # symmetric pairs: a voxel midway between two equal blocks is a tie
+    cells[4:6, 10:14, 10:14] = True
+    cells[4:6, 10:14, 30:34] = True
+    tubes = np.zeros(shape, bool)
+    tubes[5, 12, 14:30] = True  # between the symmetric pair
+    for _ in range(5):
+        z, y = int(rng.integers(0, shape[0])), int(rng.integers(0, shape[1]))
+        x0 = int(rng.integers(0, shape[2] - 10))
+        tubes[z, y, x0 : x0 + int(rng.integers(3, 10))] = True
+    tubes[shape[0] - 1, shape[1] - 2, 1:4] = True  # at the volume's edge
+    tubes &= ~cells
+    return cells, tubes
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("margin_um", [0.3, 1.0, 4.0])
+def test_nearest_features_equal_the_whole_field_transform(backend, seed, margin_um):
+    xp = backend.xp
+    cells, tubes = _cells_and_tubes(seed)
+    if not cells.any():
+        pytest.skip("no cell")
+    free = xp.asarray(~cells)
+    comp, _ = sndi.label(tubes, structure=np.ones((3, 3, 3), bool))
+    at = xp.nonzero(xp.asarray(tubes))
+    got = nearest_features(backend, free, at, xp.asarray(comp)[at], SP, margin_um=margin_um)
+    full = feature_transform(backend, free, SP)
+    for i in range(3):
+        np.testing.assert_array_equal(backend.to_host(got[i]), backend.to_host(full[i][at]))
+
+
+def test_nearest_features_without_a_feature_nearby_use_the_whole_field(backend):
+    xp = backend.xp
+    cells = np.zeros((6, 40, 40), bool)
+    cells[:, :3, :3] = True  # far from the tube, beyond any margin
+    tubes = np.zeros_like(cells)
+    tubes[3, 30, 25:35] = True
+    at = xp.nonzero(xp.asarray(tubes))
+    free = xp.asarray(~cells)
+    got = nearest_features(backend, free, at, xp.ones(at[0].shape, xp.int32), SP, margin_um=0.5)
+    full = feature_transform(backend, free, SP)
+    for i in range(3):
+        np.testing.assert_array_equal(backend.to_host(got[i]), backend.to_host(full[i][at]))
+
+
+def _voronoi_full(seeds, mask, sampling):
+    """voronoi_labels as it was, on the whole array (the reference)."""
+    ones = np.ones((3,) * mask.ndim, bool)
+    cc, n_cc = sndi.label(mask, structure=ones)
+    idx = sndi.distance_transform_edt(seeds == 0, sampling=sampling, return_distances=False,
+                                      return_indices=True)  # fmt: skip
+    near = tuple(idx)
+    ok = mask & (cc[near] == cc)
+    out = np.where(ok, seeds[near], np.where(mask, cc + int(seeds.max()), 0))
+    present = np.bincount(out.ravel()) > 0
+    present[0] = False
+    return (np.cumsum(present) * present)[out]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_voronoi_labels_on_the_mask_box_equal_the_whole_field(backend, seed):
+    rng = np.random.default_rng(seed)
+    shape = (10, 60, 70)
+    mask = np.zeros(shape, bool)
+    mask[2:7, 15:40, 20:50] = rng.random((5, 25, 30)) > 0.35
+    seeds = np.zeros(shape, np.int32)
+    pts = np.argwhere(mask)[rng.choice(int(mask.sum()), 12, replace=False)]
+    seeds[tuple(pts.T)] = np.arange(1, 13)
+    got = voronoi_labels(backend, backend.asarray(seeds), backend.asarray(mask), SP)
+    np.testing.assert_array_equal(backend.to_host(got), _voronoi_full(seeds, mask, SP))
+
+
+def test_bbox_margin_and_empty(backend):
+    xp = backend.xp
+    m = xp.zeros((5, 20, 30), bool)
+    assert bbox(backend, m) is None
+    m[2, 5:8, 10] = True
+    assert bbox(backend, m) == (slice(2, 3), slice(5, 8), slice(10, 11))
+    assert bbox(backend, m, (3, 6, 25)) == (slice(0, 5), slice(0, 14), slice(0, 30))
