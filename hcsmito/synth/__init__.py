@@ -12,9 +12,25 @@ stacks, bleed-through, vignetting, tilted glass...) are named in :data:`VARIATIO
 >>> f = generate_field(variation_params("washed"), seed=0)
 >>> f.summary["n_jurkat"], f.summary["n_foci"] > 0
 (0, True)
+
+A nuclear stain and an annexin V channel, with every cell's nucleus and fate in the truth,
+are opt-in:
+
+>>> p = SynthParams(shape=(16, 96, 96), n_msc=1, nuclear_channel=True, annexin_channel=True)
+>>> f = generate_field(p, condition="ara-C", seed=0)
+>>> f.channel_labels
+('GFP', 'MitoTracker Red', 'Phalloidin', 'Hoechst', 'Annexin V')
+>>> len(f.tables["nuclei"]) == f.summary["n_msc"] + f.summary["n_jurkat"]
+True
 """
 
-from hcsmito.synth.field import CHANNEL_COLORS, CHANNEL_LABELS, SynthField, generate_field
+from hcsmito.synth.field import (
+    CHANNEL_COLORS,
+    CHANNEL_LABELS,
+    SynthField,
+    channel_colors,
+    generate_field,
+)
 from hcsmito.synth.params import (
     CONDITIONS,
     PLATE_CONDITIONS,
@@ -34,6 +50,7 @@ __all__ = [
     "SynthField",
     "SynthParams",
     "VARIATIONS",
+    "channel_colors",
     "default_layout",
     "field_seed",
     "generate_field",

@@ -2,10 +2,12 @@
 
 Layout written for ``out = DIR/STEM.zarr``::
 
-    DIR/STEM.zarr              OME-NGFF HCS plate (GFP, MitoTracker Red, Phalloidin)
+    DIR/STEM.zarr              OME-NGFF HCS plate (GFP, MitoTracker Red, Phalloidin,
+                               and Hoechst, Annexin V when the parameters draw them)
     DIR/STEM_platemap.csv      well,condition,replicate,day
     DIR/STEM_truth/labels.zarr NGFF plate of truth label images msc, jurkat, foci, tnt
-    DIR/STEM_truth/*.parquet   truth tables msc, jurkat, foci, tnt, fields
+                               (and nuclei with a Hoechst or annexin V channel)
+    DIR/STEM_truth/*.parquet   truth tables msc, jurkat, foci, tnt (and nuclei), fields
                                (every row with plate, well ("B/3"), field)
     DIR/STEM_truth/synth.json  generator parameters, seed and per-field seeds
 """
@@ -20,12 +22,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hcsmito.synth.field import CHANNEL_COLORS, CHANNEL_LABELS, SynthField, generate_field
+from hcsmito.synth.field import SynthField, channel_colors, generate_field
 from hcsmito.synth.params import PLATE_CONDITIONS, SynthParams, resolve_condition
 
 __all__ = ["default_layout", "field_seed", "read_truth", "write_synth_plate"]
 
 TRUTH_TABLES = ("msc", "jurkat", "foci", "tnt")
+FATE_TABLES = ("nuclei",)  # with a Hoechst or annexin V channel (SynthParams.draws_fate)
 
 
 def default_layout() -> dict[str, str]:
@@ -106,10 +109,13 @@ def write_synth_plate(
     ngff : {"0.5", "0.4"}
         NGFF version of the plate and of the truth label plate.
     params : SynthParams, optional
-        Generator parameters (default ``SynthParams()``).
+        Generator parameters (default ``SynthParams()``); ``nuclear_channel`` and
+        ``annexin_channel`` add the ``Hoechst`` and ``Annexin V`` channels, the nuclei
+        to the truth, and the cells' fates to its tables.
     channels : sequence of str, optional
-        Channel labels to write, in order (default all: ``GFP``, ``MitoTracker Red``,
-        ``Phalloidin``): e.g. a plate without actin. The truth is the same.
+        Channel labels to write, in order (default all of ``params.channel_labels``:
+        ``GFP``, ``MitoTracker Red``, ``Phalloidin``, then ``Hoechst``, ``Annexin V`` when
+        drawn): e.g. a plate without actin. The truth is the same.
     overwrite : bool
         Replace an existing plate, plate map and truth.
 
@@ -127,11 +133,13 @@ def write_synth_plate(
     if shape is not None:
         p = SynthParams(**{**p.model_dump(), "shape": tuple(int(s) for s in shape)})
     layout = _layout(wells)
-    channels = tuple(CHANNEL_LABELS if channels is None else channels)
-    unknown = [c for c in channels if c not in CHANNEL_LABELS]
+    drawn = p.channel_labels
+    channels = tuple(drawn if channels is None else channels)
+    unknown = [c for c in channels if c not in drawn]
     if unknown or not channels or len(set(channels)) != len(channels):
-        raise ValueError(f"channels {list(channels)}: give distinct labels from {CHANNEL_LABELS}")
-    pick = [CHANNEL_LABELS.index(c) for c in channels]
+        hint = "" if p.draws_fate else " (Hoechst, Annexin V: set nuclear_channel, annexin_channel)"
+        raise ValueError(f"channels {list(channels)}: give distinct labels from {drawn}{hint}")
+    pick = [drawn.index(c) for c in channels]
     stem = out.name[: -len(".zarr")]
     truth = out.parent / f"{stem}_truth"
     platemap = out.parent / f"{stem}_platemap.csv"
@@ -176,7 +184,8 @@ def _write(out, truth, platemap, layout, p, seed, fields, ngff, channels, pick, 
                  name=f"{stem}_truth", overwrite=True)  # fmt: skip
 
     axes = "czyx" if p.ndim == 3 else "cyx"
-    rows_map, tables, summaries, seeds = [], {k: [] for k in TRUTH_TABLES}, [], {}
+    names = TRUTH_TABLES + (FATE_TABLES if p.draws_fate else ())
+    rows_map, tables, summaries, seeds = [], {k: [] for k in names}, [], {}
     replicate: dict[str, int] = {}
     for well, cond in layout.items():
         name = _well_name(well)
@@ -188,12 +197,12 @@ def _write(out, truth, platemap, layout, p, seed, fields, ngff, channels, pick, 
             f: SynthField = generate_field(p, condition=cond, seed=fs)
             write_image(out, well, fi, f.image[pick], axes=axes, voxel_size=f.voxel_size,
                         channel_labels=channels,
-                        channel_colors=[CHANNEL_COLORS[i] for i in pick])  # fmt: skip
+                        channel_colors=channel_colors(channels))  # fmt: skip
             for lname, lab in f.labels.items():
                 write_labels(labels_plate, well, fi, lname, lab, axes=axes[1:],
                              voxel_size=f.voxel_size)  # fmt: skip
             ctx = {"plate": stem, "well": name, "field": fi}
-            for k in TRUTH_TABLES:
+            for k in names:
                 tables[k].append(f.tables[k].assign(**ctx))
             summaries.append({**ctx, **f.summary})
 
@@ -217,10 +226,12 @@ def _write(out, truth, platemap, layout, p, seed, fields, ngff, channels, pick, 
 
 def read_truth(out: str | Path) -> dict[str, pd.DataFrame]:
     """The truth tables written beside plate ``out`` (``msc``, ``jurkat``, ``foci``, ``tnt``,
-    ``fields``), keyed by name.
+    ``fields``, and ``nuclei`` when the plate has them), keyed by name.
     """
     out = Path(out)
     truth = out.parent / f"{out.name.removesuffix('.zarr')}_truth"
     if not truth.is_dir():
         raise FileNotFoundError(f"{truth} is absent: write the plate with write_synth_plate")
-    return {k: pd.read_parquet(truth / f"{k}.parquet") for k in (*TRUTH_TABLES, "fields")}
+    names = [*TRUTH_TABLES, "fields"]
+    names += [k for k in FATE_TABLES if (truth / f"{k}.parquet").exists()]
+    return {k: pd.read_parquet(truth / f"{k}.parquet") for k in names}

@@ -128,6 +128,12 @@ VARIATIONS: dict[str, dict[str, Any]] = {
         "doc": "1.5x as many MSCs and Jurkat cells (dense seeding)",
         "scale": {"density": 1.5},
     },
+    "crowded_msc": {
+        "doc": "MSCs packed edge to edge, 1.5x as many: touching domes with no thinning "
+        "between them (cytoplasm alone merges them; nuclei separate them)",
+        "scale": {"n_msc": 1.5},
+        "set": {"msc_crowding": 1.0},
+    },
     "actin_rich_jurkat": {
         "doc": "Jurkat cortex 4x richer in F-actin (brighter than stress fibres), more adhered",
         "scale": {"jurkat_actin": 4.0, "adhesion_rate": 1.5},
