@@ -11,7 +11,7 @@ import pandas as pd
 
 from hcsmito.synth.cells import build_scene
 from hcsmito.synth.nuclei import annexin_object, draw_fate, hoechst_object, nuclei_label
-from hcsmito.synth.params import SynthParams, resolve_condition
+from hcsmito.synth.params import CHANNELS, FATE_CHANNELS, SynthParams, resolve_condition
 from hcsmito.synth.render import (
     BALL,
     Glass,
@@ -30,15 +30,9 @@ __all__ = ["CHANNEL_COLORS", "CHANNEL_LABELS", "SynthField", "channel_colors", "
 
 #: The three channels every field has; :attr:`SynthParams.channel_labels` adds
 #: ``"Hoechst"`` and ``"Annexin V"`` when drawn.
-CHANNEL_LABELS = ("GFP", "MitoTracker Red", "Phalloidin")
+CHANNEL_LABELS = CHANNELS
 CHANNEL_COLORS = ("00FF00", "FF0000", "FF00FF")
-_COLORS = dict(
-    zip(
-        (*CHANNEL_LABELS, "Hoechst", "Annexin V"),
-        (*CHANNEL_COLORS, "0000FF", "00FFFF"),
-        strict=True,
-    )
-)
+_COLORS = dict(zip((*CHANNELS, *FATE_CHANNELS), (*CHANNEL_COLORS, "0000FF", "00FFFF"), strict=True))
 GFP, MITO, ACTIN = 0, 1, 2
 
 
@@ -269,7 +263,7 @@ def generate_field(
     if fate is not None:
         nuclei = labels["nuclei"] = nuclei_label(p, plane, fate, msc, jurkat)
         if p.nuclear_channel:
-            objects.append(hoechst_object(fate, nuclei))
+            objects.append(hoechst_object(p, fate, nuclei, seed))
         if p.annexin_channel:
             column = (zc, glass, top)
             objects.append(annexin_object(p, plane, fate, scene, (msc, jurkat), column))

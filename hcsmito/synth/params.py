@@ -13,7 +13,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["CONDITIONS", "Condition", "SynthParams", "resolve_condition"]
+__all__ = [
+    "CHANNELS",
+    "CONDITIONS",
+    "FATE_CHANNELS",
+    "Condition",
+    "SynthParams",
+    "resolve_condition",
+]
 
 
 @dataclass(frozen=True)
@@ -149,8 +156,10 @@ def resolve_condition(name: str) -> Condition:
     )
 
 
-_BASE_LABELS = ("GFP", "MitoTracker Red", "Phalloidin")
-_EXTRA_LABELS = ("Hoechst", "Annexin V")
+#: Labels of the channels every field has, and of the nuclear and annexin V channels
+#: appended when drawn (:attr:`SynthParams.channel_labels`).
+CHANNELS = ("GFP", "MitoTracker Red", "Phalloidin")
+FATE_CHANNELS = ("Hoechst", "Annexin V")
 
 #: Conditions a default plate lays out (one per plate column).
 PLATE_CONDITIONS = ("DMSO", "cytochalasin D", "18-alpha-GA", "dynasore", "anti-ICAM-1")
@@ -306,8 +315,10 @@ class SynthParams(BaseModel):
         (their random draws come from their own streams). With either, the truth holds the
         nuclei (label ``nuclei``, table ``nuclei``) and every cell's fate (column
         ``apoptotic``); apoptosis is drawn the same way with one or both.
-    nucleus_hoechst, nucleus_hoechst_cv
-        Hoechst concentration of a normal nucleus and its nucleus-to-nucleus spread.
+    nucleus_hoechst, nucleus_hoechst_cv, nucleus_texture
+        Hoechst concentration of a normal nucleus, its nucleus-to-nucleus spread, and the
+        relative amplitude of its chromatin texture (smooth, about 1 µm; condensed
+        chromatin is even).
     jurkat_nucleus_fraction, jurkat_nucleus_offset
         Jurkat nucleus: a spheroid shaped like its cell, its diameter a fraction (range) of
         the cell's, its centre moved from the cell's by up to this fraction of the radii
@@ -425,6 +436,7 @@ class SynthParams(BaseModel):
     annexin_channel: bool = False
     nucleus_hoechst: float = Field(1.0, ge=0)
     nucleus_hoechst_cv: float = Field(0.15, ge=0, lt=0.6)
+    nucleus_texture: float = Field(0.2, ge=0, lt=0.8)
     jurkat_nucleus_fraction: Pair = (0.6, 0.7)
     jurkat_nucleus_offset: float = Field(0.12, ge=0, lt=0.5)
     apoptosis_rate: float = Field(1.0, ge=0)
@@ -513,7 +525,7 @@ class SynthParams(BaseModel):
     def channel_labels(self) -> tuple[str, ...]:
         """The labels of the field's channels, in order: GFP, MitoTracker Red, Phalloidin,
         then Hoechst and Annexin V when drawn."""
-        return (*_BASE_LABELS, *self._extra(_EXTRA_LABELS))
+        return (*CHANNELS, *self._extra(FATE_CHANNELS))
 
     @property
     def n_channels(self) -> int:
