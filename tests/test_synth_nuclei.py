@@ -164,10 +164,10 @@ def test_nuclear_shapes_and_brightness(dying_fields):
         hoechst.append(t.assign(hoechst=mean))
         for row in t.query("state == 'fragmented'").itertuples():
             _, n = ndi.label(lab == row.nucleus_id, structure=np.ones((3, 3, 3)))
-            assert n == row.n_fragments >= 2, row
+            assert n == row.n_parts >= 2, row
         for row in t.query("state != 'fragmented'").itertuples():
             _, n = ndi.label(lab == row.nucleus_id, structure=np.ones((3, 3, 3)))
-            assert n == row.n_fragments == 1, row
+            assert n == row.n_parts == 1, row
         jur = f.tables["jurkat"].set_index("jurkat_id")
         for row in t.query("cell_kind == 'jurkat' and state == 'normal'").itertuples():
             cell = jur.loc[row.cell_id]

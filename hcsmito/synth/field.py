@@ -86,7 +86,7 @@ class SynthField:
           cell's id order: one per cell), ``cell_kind`` (``"msc"`` or ``"jurkat"``),
           ``cell_id``, ``z_um, y_um, x_um`` (centre of the nucleus's ellipsoid; of a
           fragmented one, of its fragments weighted by volume), ``volume_um3`` (of the
-          label, cut like it), ``n_fragments`` (1 unless fragmented), ``state``
+          label, cut like it), ``n_parts`` (pieces: 1 unless fragmented), ``state``
           (``"normal"``, ``"condensed"``, ``"fragmented"``), ``apoptotic``;
         - the ``msc`` table gains ``apoptotic``, the ``jurkat`` table ``apoptotic`` and
           ``msc_contact`` (adhered, or joined to an MSC by a nanotube: what the condition's

@@ -157,7 +157,7 @@ def nuclei_table(fate, nuclei: np.ndarray, p: SynthParams, plane: Glass) -> pd.D
             "y_um": zyx[:, 1],
             "x_um": zyx[:, 2],
             "volume_um3": nvox * dz * dy * dx,
-            "n_fragments": np.array([max(len(nuc.fragments), 1) for nuc in fate.nuclei]),
+            "n_parts": np.array([max(len(nuc.fragments), 1) for nuc in fate.nuclei]),
             "state": [nuc.state for nuc in fate.nuclei],
             "apoptotic": np.array([nuc.apoptotic for nuc in fate.nuclei], dtype=bool),
         }
