@@ -3,14 +3,23 @@
 The files are written here, by the format's own writer where one exists: CZI by Zeiss'
 pylibCZIrw (a dependency of bioio-czi), with the ``S/Scenes`` metadata ZEN writes added
 through pylibCZIrw's metadata editor; LIF by :func:`write_lif` below (the LIF v2 layout that
-liffile and bioio-lif read: an XML header, then one memory block per image). ND2 has no
-writer (the ``nd2`` package only reads), and no sample ND2 file small enough ships on PyPI:
-it is not tested here. Tests of reading skip where bioio or the format's plugin is missing;
-the one-line error without them is tested always.
+liffile and bioio-lif read: an XML header, then one memory block per image).
+
+ND2 is read through bioio-nd2 and is not tested here. Nothing writes ND2 (the ``nd2``
+package only reads), and neither ``nd2``'s nor bioio-nd2's distribution carries a sample.
+The one small sample found on PyPI, pims_nd2's ``cluster.nd2`` (0.5 MB), holds 3 time
+points, which the import refuses, and its distribution states no licence. So no ND2 file
+is added under ``tests/data``.
+
+The ``test`` extra installs bioio with its CZI and LIF plugins, so CI runs these tests (it
+fails, rather than skips, without them: ``CI`` set). Elsewhere they skip where bioio or the
+format's plugin is missing. The one-line error without them is tested always.
 """
 
 from __future__ import annotations
 
+import importlib
+import os
 import struct
 import sys
 from pathlib import Path
@@ -99,9 +108,18 @@ def write_lif(path: Path, scenes, channel_names, voxel_um) -> Path:
     return path
 
 
+def _require(*modules: str) -> None:
+    """Skip without these modules, except in CI (``CI`` set), where the ``test`` extra
+    installs them: there their absence fails."""
+    for module in modules:
+        if os.environ.get("CI"):
+            importlib.import_module(module)
+        else:
+            pytest.importorskip(module)
+
+
 def _needs(fmt: str) -> None:
-    pytest.importorskip("bioio")
-    pytest.importorskip({"czi": "bioio_czi", "lif": "bioio_lif"}[fmt])
+    _require("bioio", {"czi": "bioio_czi", "lif": "bioio_lif"}[fmt])
 
 
 WRITERS = {"czi": write_czi, "lif": write_lif}
@@ -174,6 +192,8 @@ def test_scene_column_parsing(tmp_path):
 def synth_fields(tmp_path_factory):
     """Two fields of a synthetic co-culture: ((C, Z, Y, X) arrays, labels, voxel z, y, x)."""
     from hcsmito.synth import SynthParams, write_synth_plate
+
+    _require("bioio")  # skipped before the plate is made, not after
 
     root = tmp_path_factory.mktemp("synth")
     params = SynthParams().model_copy(update={"n_msc": 3, "n_jurkat": 3})
