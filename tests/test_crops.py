@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from scipy import ndimage as sndi
 
-from hcsmito.stages._util import bbox, voronoi_labels
+from hcsmito.stages._util import bbox, fill_holes, voronoi_labels
 from hcsmito.stages.tnt._geometry import feature_transform, nearest_features
 
 SP = (0.6, 0.3, 0.3)
@@ -42,8 +42,8 @@ def _cells_and_tubes(seed: int, shape=(12, 64, 72)):
 
 
 @pytest.mark.parametrize("seed", range(6))
-@pytest.mark.parametrize("margin_um", [0.3, 1.0, 4.0])
-def test_nearest_features_equal_the_whole_field_transform(backend, seed, margin_um):
+@pytest.mark.parametrize("margins_um", [(0.3,), (1.0, 4.0), (4.0,), ()])
+def test_nearest_features_equal_the_whole_field_transform(backend, seed, margins_um):
     xp = backend.xp
     cells, tubes = _cells_and_tubes(seed)
     if not cells.any():
@@ -51,7 +51,7 @@ def test_nearest_features_equal_the_whole_field_transform(backend, seed, margin_
     free = xp.asarray(~cells)
     comp, _ = sndi.label(tubes, structure=np.ones((3, 3, 3), bool))
     at = xp.nonzero(xp.asarray(tubes))
-    got = nearest_features(backend, free, at, xp.asarray(comp)[at], SP, margin_um=margin_um)
+    got = nearest_features(backend, free, at, xp.asarray(comp)[at], SP, margins_um=margins_um)
     full = feature_transform(backend, free, SP)
     for i in range(3):
         np.testing.assert_array_equal(backend.to_host(got[i]), backend.to_host(full[i][at]))
@@ -65,7 +65,7 @@ def test_nearest_features_without_a_feature_nearby_use_the_whole_field(backend):
     tubes[3, 30, 25:35] = True
     at = xp.nonzero(xp.asarray(tubes))
     free = xp.asarray(~cells)
-    got = nearest_features(backend, free, at, xp.ones(at[0].shape, xp.int32), SP, margin_um=0.5)
+    got = nearest_features(backend, free, at, xp.ones(at[0].shape, xp.int32), SP, margins_um=(0.5,))
     full = feature_transform(backend, free, SP)
     for i in range(3):
         np.testing.assert_array_equal(backend.to_host(got[i]), backend.to_host(full[i][at]))
@@ -105,3 +105,26 @@ def test_bbox_margin_and_empty(backend):
     m[2, 5:8, 10] = True
     assert bbox(backend, m) == (slice(2, 3), slice(5, 8), slice(10, 11))
     assert bbox(backend, m, (3, 6, 25)) == (slice(0, 5), slice(0, 14), slice(0, 30))
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("kind", ["default", "lateral", "full", "2d"])
+def test_fill_holes_equals_binary_fill_holes(backend, seed, kind):
+    rng = np.random.default_rng(seed)
+    shape = (40, 50) if kind == "2d" else (7, 40, 50)
+    # rings and random blobs: holes of every size, open and closed at the edges
+    mask = rng.random(shape) > 0.55
+    mask = sndi.binary_opening(mask) | (
+        sndi.binary_dilation(rng.random(shape) > 0.99, iterations=3)
+        ^ (sndi.binary_dilation(rng.random(shape) > 0.99, iterations=1))
+    )
+    st = None
+    if kind == "lateral":
+        st = np.zeros((3, 3, 3), bool)
+        st[1] = [[0, 1, 0], [1, 1, 1], [0, 1, 0]]
+    elif kind == "full":
+        st = np.ones((3, 3, 3), bool)
+    want = sndi.binary_fill_holes(mask, structure=st)
+    got = fill_holes(backend, backend.asarray(mask), st)
+    np.testing.assert_array_equal(backend.to_host(got), want)
+    assert (want != mask).any() or kind == "full"  # the case has holes

@@ -23,6 +23,7 @@ __all__ = [
     "bincount",
     "ellipsoid_footprint",
     "enhance_spots",
+    "fill_holes",
     "gaussian",
     "host_sample",
     "label_sizes",
@@ -136,6 +137,44 @@ def ellipsoid_footprint(radius_px: Sequence[float]) -> np.ndarray:
         if rad > 0:
             d2 = d2 + (g / rad) ** 2
     return d2 <= 1.0
+
+
+def fill_holes(b: Backend, mask: Any, structure: Any = None) -> Any:
+    """``binary_fill_holes(mask, structure)`` by labelling the background once.
+
+    A background voxel stays background when its ``structure``-connected background piece
+    reaches the array's edge along an axis the structure steps along (where the iterative
+    dilation of scipy/cuCIM enters from the border); every other background voxel is a
+    hole. The same voxels as ``binary_fill_holes``, in one labelling instead of a
+    dilation repeated until nothing changes (slow on large masks).
+
+    Parameters
+    ----------
+    mask : bool ndarray
+    structure : bool ndarray, optional
+        Connectivity (default: faces only, as ``binary_fill_holes``); a structure without
+        steps along an axis (e.g. a 2-D cross in the middle plane of a 3x3x3 structure)
+        fills each section on its own.
+    """
+    from scipy import ndimage as sp_ndi
+
+    xp = b.xp
+    if structure is None:
+        st = sp_ndi.generate_binary_structure(mask.ndim, 1)
+    else:
+        st = np.asarray(b.to_host(structure), bool)  # device->host: a 3^ndim structure
+    mask = b.asarray(mask).astype(bool, copy=False)
+    lab, n = b.ndi.label(~mask, structure=st)
+    outside = xp.zeros(int(n) + 1, dtype=bool)
+    for ax in range(mask.ndim):
+        steps = np.moveaxis(st, ax, 0)
+        c = st.shape[ax] // 2
+        if mask.shape[ax] == 0 or not (steps[:c].any() or steps[c + 1 :].any()):
+            continue  # no step along this axis: its faces are no way in
+        for face in (0, mask.shape[ax] - 1):
+            outside[xp.take(lab, face, axis=ax).reshape(-1)] = True
+    outside[0] = False
+    return ~outside[lab]
 
 
 def host_sample(b: Backend, values: Any) -> np.ndarray:

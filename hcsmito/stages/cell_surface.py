@@ -26,6 +26,7 @@ import numpy as np
 
 from hcsmito.backend import Backend
 from hcsmito.stages._util import background_level_noise, bbox, gaussian, spacing
+from hcsmito.stages._util import fill_holes as _fill_holes
 
 __all__ = ["tighten_labels"]
 
@@ -91,7 +92,7 @@ def tighten_labels(
     if fill_holes:
         st = np.zeros((3,) * lab.ndim, bool)
         st[(1,) * (lab.ndim - 2)] = [[0, 1, 0], [1, 1, 1], [0, 1, 0]]
-        k = b.ndi.binary_fill_holes(k, structure=b.asarray(st)) & (lb > 0)
+        k = _fill_holes(b, k, st) & (lb > 0)
     if main_body:
         k = _largest_piece(b, k, lb, n)
     if keep_z_um > 0 and lab.ndim == 3:

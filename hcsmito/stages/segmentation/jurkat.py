@@ -16,6 +16,7 @@ from hcsmito.stages._util import (
     as_float32,
     background_level_noise,
     ellipsoid_footprint,
+    fill_holes,
     gaussian,
     local_maxima,
     relabel_sequential,
@@ -71,10 +72,10 @@ def jurkat_threshold_image(mito: Any, *, voxel_size: VoxelSize, smooth_um: float
 def _fill_holes_lateral(b: Backend, mask: Any) -> Any:
     """Fill holes of each z plane (or of the 2-D mask)."""
     if mask.ndim == 2:
-        return b.ndi.binary_fill_holes(mask)
+        return fill_holes(b, mask)
     st = np.zeros((3, 3, 3), bool)
     st[1] = [[0, 1, 0], [1, 1, 1], [0, 1, 0]]
-    return b.ndi.binary_fill_holes(mask, structure=st)
+    return fill_holes(b, mask, st)
 
 
 def segment_jurkat(
@@ -205,7 +206,7 @@ def segment_jurkat(
     # Lateral opening removes what is narrower than half a body (foci, TNTs).
     fp = ellipsoid_footprint([0.25 * jurkat_diameter_um / s for s in lateral])
     mask2d = b.ndi.binary_opening(mask2d, structure=fp)
-    mask2d = b.ndi.binary_fill_holes(mask2d)
+    mask2d = fill_holes(b, mask2d)
     if not bool(mask2d.any()):
         return JurkatInstances(empty.labels, empty.touches_border, thr)
     dist = b.ndi.distance_transform_edt(mask2d, sampling=lateral).astype(xp.float32)

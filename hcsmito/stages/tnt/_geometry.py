@@ -38,19 +38,20 @@ def nearest_features(
     groups: Any,
     sp,
     *,
-    margin_um: float = 4.0,
+    margins_um: tuple[float, ...] = (1.5, 6.0),
 ) -> tuple[Any, ...]:
     """The feature transform of ``background`` (nearest ``False`` voxel) read at the voxels
     ``at``, computed on boxes around them instead of the whole array.
 
     The voxels are boxed by ``groups`` (an int id per voxel of ``at``, e.g. the connected
-    piece each belongs to), each box grown by ``margin_um`` and overlapping boxes merged.
-    A voxel's nearest feature in its box is its nearest in the array when it is strictly
+    piece each belongs to), each box grown by a margin and overlapping boxes merged. A
+    voxel's nearest feature in its box is its nearest in the array when it is strictly
     nearer than every voxel outside the box (the box faces that are not the array's own
     edges): the passes of the exact transform then meet, on the lines through it, the same
-    candidates that can win, and the result is the whole array's. Voxels where that cannot
-    be shown (a box without a feature, a feature beyond the margin) take the whole array's
-    transform, so the answer is always the uncropped one.
+    candidates that can win, and the result is the whole array's. The groups of the voxels
+    where that cannot be shown (a box without a feature, a feature beyond the margin) go
+    again with the next of ``margins_um``, and what is left after the last takes the whole
+    array's transform: the answer is always the uncropped one.
 
     Returns
     -------
@@ -58,78 +59,102 @@ def nearest_features(
     """
     xp = b.xp
     nd = background.ndim
-    shape = background.shape
+    shape = np.asarray(background.shape)
     n = int(at[0].shape[0])
     out = tuple(xp.zeros(n, dtype=xp.int64) for _ in range(nd))
     if n == 0:
         return out
     pts = np.stack([b.to_host(c) for c in at], axis=1)  # device->host: the voxels' coordinates
     gid = b.to_host(groups).astype(np.int64)  # device->host: one id per voxel
-    _, inv = np.unique(gid, return_inverse=True)
-    inv = inv.reshape(-1)
+    inv = np.unique(gid, return_inverse=True)[1].reshape(-1)
     k = int(inv.max()) + 1
-    lo = np.full((k, nd), np.iinfo(np.int64).max)
-    hi = np.full((k, nd), -1)
-    np.minimum.at(lo, inv, pts)
-    np.maximum.at(hi, inv, pts)
-    m = np.array([int(math.ceil(margin_um / s)) for s in sp])
-    lo = np.maximum(lo - m, 0)
-    hi = np.minimum(hi + m + 1, np.asarray(shape))
-    owner = np.arange(k)
-    boxes = _merge_boxes(lo, hi, owner)
-    done = np.zeros(n, bool)
-    for (blo, bhi), members in boxes:
-        sel = np.flatnonzero(np.isin(owner[inv], members))
-        box = tuple(slice(int(a), int(z)) for a, z in zip(blo, bhi, strict=True))
-        sub = background[box]
-        if bool(sub.all()):
-            continue  # no feature in the box: the whole array's transform answers
-        ft = feature_transform(b, sub, sp)
-        q = pts[sel] - blo
-        qd = tuple(b.asarray(q[:, i]) for i in range(nd))
-        f = tuple(ft[i][qd] for i in range(nd))
-        del ft
-        d = b.to_host(feature_distance(b, f, qd, sp))  # device->host: one per voxel
-        # distance to the nearest voxel outside the box, over the faces inside the array
-        room = np.full(len(sel), np.inf)
-        for ax in range(nd):
-            if blo[ax] > 0:
-                room = np.minimum(room, (q[:, ax] + 1) * sp[ax])
-            if bhi[ax] < shape[ax]:
-                room = np.minimum(room, (bhi[ax] - blo[ax] - q[:, ax]) * sp[ax])
-        ok = d < room
-        good = b.asarray(sel[ok])
-        okd = b.asarray(ok)
-        for i in range(nd):
-            out[i][good] = f[i][okd] + int(blo[i])
-        done[sel[ok]] = True
-    if not done.all():
-        rest = np.flatnonzero(~done)
-        ft = feature_transform(b, background, sp)
-        rd = tuple(b.asarray(pts[rest, i]) for i in range(nd))
-        restd = b.asarray(rest)
-        for i in range(nd):
-            out[i][restd] = ft[i][rd]
+    lo0 = np.full((k, nd), np.iinfo(np.int64).max)
+    hi0 = np.full((k, nd), -1)
+    np.minimum.at(lo0, inv, pts)
+    np.maximum.at(hi0, inv, pts)
+    todo = np.ones(n, bool)
+    for margin_um in margins_um:
+        groups_left = np.unique(inv[todo])
+        m = np.array([int(math.ceil(margin_um / s)) for s in sp])
+        lo = np.maximum(lo0[groups_left] - m, 0)
+        hi = np.minimum(hi0[groups_left] + m + 1, shape)
+        boxes = _merge_boxes(lo, hi, groups_left)
+        box_of = np.full(k, -1)
+        for i, (_, _, members) in enumerate(boxes):
+            box_of[members] = i
+        left = np.flatnonzero(todo)
+        which = box_of[inv[left]]
+        order = np.argsort(which, kind="stable")
+        cuts = np.searchsorted(which[order], np.arange(len(boxes) + 1))
+        for i, (blo, bhi, _) in enumerate(boxes):
+            sel = left[order[cuts[i] : cuts[i + 1]]]
+            ok = _box_features(b, background, pts[sel], blo, bhi, sp, out, sel)
+            todo[sel[ok]] = False
+        if not todo.any():
+            return out
+    rest = np.flatnonzero(todo)
+    ft = feature_transform(b, background, sp)
+    rd = tuple(b.asarray(pts[rest, i]) for i in range(nd))
+    restd = b.asarray(rest)
+    for i in range(nd):
+        out[i][restd] = ft[i][rd]
     return out
 
 
-def _merge_boxes(lo: np.ndarray, hi: np.ndarray, owner: np.ndarray):
-    """Boxes ``[lo, hi)`` merged while any two overlap: ``[((lo, hi), member ids), ...]``."""
-    boxes = [(lo[i].copy(), hi[i].copy(), [int(owner[i])]) for i in range(len(lo))]
-    merged = True
-    while merged:
-        merged = False
-        out: list = []
-        for blo, bhi, mem in boxes:
-            for j, (olo, ohi, omem) in enumerate(out):
-                if np.all(blo < ohi) and np.all(olo < bhi):
-                    out[j] = (np.minimum(blo, olo), np.maximum(bhi, ohi), omem + mem)
-                    merged = True
-                    break
-            else:
-                out.append((blo, bhi, mem))
-        boxes = out
-    return [((blo, bhi), np.asarray(mem)) for blo, bhi, mem in boxes]
+def _box_features(b: Backend, background, pts, blo, bhi, sp, out, sel) -> np.ndarray:
+    """Feature transform on the box ``[blo, bhi)`` read at ``pts`` (host, full-array
+    coordinates): written to ``out`` at ``sel`` where provably the whole array's; which."""
+    nd = len(blo)
+    box = tuple(slice(int(a), int(z)) for a, z in zip(blo, bhi, strict=True))
+    sub = background[box]
+    if bool(sub.all()):
+        return np.zeros(len(sel), bool)  # no feature in the box
+    ft = feature_transform(b, sub, sp)
+    q = pts - blo
+    qd = tuple(b.asarray(q[:, i]) for i in range(nd))
+    f = tuple(ft[i][qd] for i in range(nd))
+    del ft
+    d = b.to_host(feature_distance(b, f, qd, sp))  # device->host: one per voxel
+    # distance to the nearest voxel outside the box, over the faces inside the array
+    room = np.full(len(sel), np.inf)
+    for ax in range(nd):
+        if blo[ax] > 0:
+            room = np.minimum(room, (q[:, ax] + 1) * sp[ax])
+        if bhi[ax] < background.shape[ax]:
+            room = np.minimum(room, (bhi[ax] - blo[ax] - q[:, ax]) * sp[ax])
+    ok = d < room
+    good, okd = b.asarray(sel[ok]), b.asarray(ok)
+    for i in range(nd):
+        out[i][good] = f[i][okd] + int(blo[i])
+    return ok
+
+
+def _merge_boxes(lo: np.ndarray, hi: np.ndarray, owner: np.ndarray, window: int = 8):
+    """Boxes ``[lo, hi)`` merged where one box over two costs no more voxels than the two
+    (overlapping boxes of nearby pieces): one pass in order of the last axis, each box
+    tried against the ``window`` boxes made last. ``[(lo, hi, member ids), ...]``."""
+    order = np.argsort(lo[:, -1], kind="stable")
+    olo: list = []
+    ohi: list = []
+    omem: list = []
+    for i in order:
+        blo, bhi = lo[i], hi[i]
+        start = max(len(olo) - window, 0)
+        if olo:
+            a = np.minimum(np.asarray(olo[start:]), blo)
+            z = np.maximum(np.asarray(ohi[start:]), bhi)
+            both = np.prod(z - a, axis=1)
+            apart = np.prod(np.asarray(ohi[start:]) - np.asarray(olo[start:]), axis=1)
+            hit = np.flatnonzero(both <= apart + np.prod(bhi - blo))
+            if hit.size:
+                j = int(hit[0])
+                olo[start + j], ohi[start + j] = a[j], z[j]
+                omem[start + j].append(int(owner[i]))
+                continue
+        olo.append(blo.copy())
+        ohi.append(bhi.copy())
+        omem.append([int(owner[i])])
+    return [(a, z, np.asarray(m)) for a, z, m in zip(olo, ohi, omem, strict=True)]
 
 
 def far_from(b: Backend, features: Any, min_um: float, sp) -> Any:

@@ -162,20 +162,29 @@ def tubeness(
         for y0 in range(0, rows, step):
             y1 = min(y0 + step, rows)
             a0, a1 = max(y0 - 2, 0), min(y1 + 2, rows)
-            resp = _line_response(b, smooth[..., a0:a1, :], sig_px, alpha)
-            resp = resp[..., y0 - a0 : y1 - a0, :]
+            resp = _line_response(
+                b, smooth[..., a0:a1, :], sig_px, alpha, rows=slice(y0 - a0, y1 - a0)
+            )
             out, out_r = best[..., y0:y1, :], best_r[..., y0:y1, :]
-            # resp and best are finite or NaN and never -0: fmax is where(resp > best, ...)
-            out_r[...] = xp.where(resp > out, np.float32(r), out_r)
+            # resp and best are finite and never -0: fmax is where(resp > best, ...); the
+            # radius is where(resp > best, r, radius) without a branch per voxel (exact:
+            # x * 1 + 0 and 0 + r * 1 round to nothing)
+            gt = resp > out
+            xp.multiply(out_r, ~gt, out=out_r)
+            out_r += gt * np.float32(r)
             xp.fmax(out, resp, out=out)
         del smooth
     return best, best_r
 
 
-def _line_response(b: Backend, smooth: Any, sig_px: tuple[float, ...], alpha: float) -> Any:
-    """Normalised bright-line response of one scale from the smoothed image."""
+def _line_response(
+    b: Backend, smooth: Any, sig_px: tuple[float, ...], alpha: float, rows: slice
+) -> Any:
+    """Normalised bright-line response of one scale from the smoothed image, on its
+    ``rows`` (y; the rows around them feed the central differences only)."""
     xp = b.xp
     h = _hessian(b, smooth, sig_px)
+    h = {k: v[..., rows, :] for k, v in h.items()}
     if smooth.ndim == 3:
         e_lo, e_mid, e_hi = _sym_eigvals3(b, h)
     else:
@@ -188,15 +197,25 @@ def _line_response(b: Backend, smooth: Any, sig_px: tuple[float, ...], alpha: fl
     # axial curvature e_hi near zero
     lam = -e_mid
     tube = lam > 0
-    width = xp.where(e_hi <= 0, np.float32(alpha), np.float32(4 * alpha))
-    # resp = lam exp(-((e_hi / lam) / width)² / 2) where lam > 0, else 0
-    ratio = e_hi / xp.where(tube, lam, 1)
+    # resp = lam exp(-((e_hi / lam) / width)² / 2) where lam > 0, else 0, with width alpha
+    # where e_hi <= 0, else 4 alpha. Selections by arithmetic instead of where (a branch
+    # per voxel; exact: the factors are 0 or 1 and the sums add 0): width is
+    # alpha [e_hi <= 0] + 4 alpha [not e_hi <= 0], the divisor lam where a tube else 1,
+    # and the response is multiplied by tube (then + 0: no -0)
+    flat = e_hi <= 0
+    width = flat * np.float32(alpha)
+    width += ~flat * np.float32(4 * alpha)
+    den = lam * tube
+    den += ~tube
+    ratio = xp.divide(e_hi, den, out=den)
     ratio /= width
     xp.square(ratio, out=ratio)
     ratio *= -0.5
     resp = xp.exp(ratio, out=ratio)
     resp *= lam
-    return xp.where(tube, resp, 0)
+    resp *= tube
+    resp += np.float32(0)
+    return resp
 
 
 # -- cropped distance transforms ----------------------------------------------------------
