@@ -201,8 +201,7 @@ def _with_info(
     if differ:
         log.warning(
             "%s: its ImageJ calibration gives voxel size %s µm, the microscope's metadata in "
-            "its Info %s µm: the calibration is used (pass --voxel-size Z,Y,X if the Info is "
-            "right)",
+            "its Info %s µm: the calibration is used (--voxel-size Z,Y,X overrides both)",
             path.name,
             {ax: voxel[ax] for ax in differ},
             {ax: info_voxel[ax] for ax in differ},
@@ -210,7 +209,7 @@ def _with_info(
     if names and info_names and names != info_names:
         log.warning(
             "%s: its channel names %s (ImageJ Labels) differ from the microscope's %s in its "
-            "Info: the Labels are used (pass --channel-labels to name them otherwise)",
+            "Info: the Labels are used (--channel-labels overrides both)",
             path.name,
             ",".join(names),
             ",".join(info_names),
