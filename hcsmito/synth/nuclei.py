@@ -201,7 +201,8 @@ def nuclei_label(
     p: SynthParams, plane: Glass, fate: Fate, msc: np.ndarray, jurkat: np.ndarray
 ) -> np.ndarray:
     """The (Z, Y, X) int32 truth label of the nuclei, ids in the order of ``fate.nuclei``
-    (1-based), each cut to its cell's label."""
+    (1-based), each cut to its cell's label (an unfragmented nucleus to its largest
+    piece)."""
     nz = msc.shape[0]
     out = np.zeros(msc.shape, dtype=np.int32)
     for nid, nuc in enumerate(fate.nuclei, start=1):
@@ -213,7 +214,12 @@ def nuclei_label(
         )
         for center, radii, theta in parts:
             sl, mask = _ellipsoid(p, plane, center, radii, theta, nz)
-            out[sl][mask & (cells[sl] == nuc.cell_id)] = nid
+            mask &= cells[sl] == nuc.cell_id
+            if not nuc.fragments:  # a cell cut in two pieces leaves the nucleus one
+                pieces, n = ndi.label(mask, structure=np.ones((3, 3, 3)))
+                if n > 1:
+                    mask = pieces == 1 + int(np.argmax(np.bincount(pieces.ravel())[1:]))
+            out[sl][mask] = nid
     return out
 
 
