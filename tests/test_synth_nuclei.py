@@ -425,3 +425,16 @@ def test_plate_with_nuclei_and_annexin(tmp_path):
         write_synth_plate(plain, wells=["B2"], fields=1, params=SMALL, channels=["Hoechst"])
     write_synth_plate(plain, wells=["B2"], fields=1, params=SMALL, channels=["GFP"])
     assert "nuclei" not in read_truth(plain)
+
+
+def test_fate_layout():
+    from hcsmito.synth import FATE_CONDITIONS, default_layout
+
+    layout = default_layout(FATE_CONDITIONS)
+    assert len(layout) == 2 * len(FATE_CONDITIONS)
+    assert layout["B2"] == layout["C2"] == "DMSO" and layout["B4"] == "ara-C + cytochalasin D"
+    assert default_layout() == default_layout(
+        ("DMSO", "cytochalasin D", "18-alpha-GA", "dynasore", "anti-ICAM-1")
+    )
+    with pytest.raises(ValueError, match="unknown condition"):
+        default_layout(("DMSO", "aspirin"))

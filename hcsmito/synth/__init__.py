@@ -33,6 +33,7 @@ from hcsmito.synth.field import (
 )
 from hcsmito.synth.params import (
     CONDITIONS,
+    FATE_CONDITIONS,
     PLATE_CONDITIONS,
     Condition,
     SynthParams,
@@ -45,6 +46,7 @@ __all__ = [
     "CHANNEL_COLORS",
     "CHANNEL_LABELS",
     "CONDITIONS",
+    "FATE_CONDITIONS",
     "PLATE_CONDITIONS",
     "Condition",
     "SynthField",

@@ -17,6 +17,7 @@ __all__ = [
     "CHANNELS",
     "CONDITIONS",
     "FATE_CHANNELS",
+    "FATE_CONDITIONS",
     "Condition",
     "SynthParams",
     "resolve_condition",
@@ -163,6 +164,11 @@ FATE_CHANNELS = ("Hoechst", "Annexin V")
 
 #: Conditions a default plate lays out (one per plate column).
 PLATE_CONDITIONS = ("DMSO", "cytochalasin D", "18-alpha-GA", "dynasore", "anti-ICAM-1")
+
+#: Conditions of the protection half of the assay (one per plate column, e.g.
+#: ``default_layout(FATE_CONDITIONS)``): chemotherapy raises Jurkat apoptosis, MSC contact
+#: lowers it, cytochalasin D and anti-ICAM-1 cancel the protection.
+FATE_CONDITIONS = ("DMSO", "ara-C", "ara-C + cytochalasin D", "ara-C + anti-ICAM-1", "MTX")
 
 Pair = tuple[float, float]
 

@@ -31,12 +31,13 @@ TRUTH_TABLES = ("msc", "jurkat", "foci", "tnt")
 FATE_TABLES = ("nuclei",)  # with a Hoechst or annexin V channel (SynthParams.draws_fate)
 
 
-def default_layout() -> dict[str, str]:
-    """Rows B-C x columns 2-6: one condition per column, two replicate wells each."""
+def default_layout(conditions: Sequence[str] = PLATE_CONDITIONS) -> dict[str, str]:
+    """Rows B-C x columns 2...: one condition per column (default ``PLATE_CONDITIONS``;
+    e.g. ``FATE_CONDITIONS``), two replicate wells each."""
+    for c in conditions:
+        resolve_condition(c)
     return {
-        f"{row}{col}": cond
-        for col, cond in enumerate(PLATE_CONDITIONS, start=2)
-        for row in ("B", "C")
+        f"{row}{col}": cond for col, cond in enumerate(conditions, start=2) for row in ("B", "C")
     }
 
 
