@@ -1,4 +1,5 @@
-"""Work done on boxes instead of the whole field gives the whole field's answer (issue 16).
+"""Work done on boxes instead of the whole field, or once instead of twice, gives the
+whole field's answer (issue 16).
 
 Each cropped computation is compared with the same computation on the uncropped arrays,
 element for element, on seeded generated volumes that hold ties (cells on a grid, equal
@@ -11,8 +12,9 @@ import numpy as np
 import pytest
 from scipy import ndimage as sndi
 
-from hcsmito.stages._util import bbox, fill_holes, voronoi_labels
-from hcsmito.stages.tnt._geometry import feature_transform, nearest_features
+from hcsmito.stages._util import bbox, enhance_spots, fill_holes, voronoi_labels
+from hcsmito.stages.foci import detect_foci
+from hcsmito.stages.tnt._geometry import far_from, feature_transform, nearest_features
 
 SP = (0.6, 0.3, 0.3)
 
@@ -128,3 +130,45 @@ def test_fill_holes_equals_binary_fill_holes(backend, seed, kind):
     got = fill_holes(backend, backend.asarray(mask), st)
     np.testing.assert_array_equal(backend.to_host(got), want)
     assert (want != mask).any() or kind == "full"  # the case has holes
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("min_um", [0.3, 0.6, 0.9, 1.0, 1.5])
+@pytest.mark.parametrize("two_d", [False, True])
+def test_far_from_equals_the_distance_transform(backend, seed, min_um, two_d):
+    rng = np.random.default_rng(seed)
+    shape = (50, 60) if two_d else (9, 50, 60)
+    sp = SP[1:] if two_d else SP
+    feats = np.zeros(shape, bool)
+    pts = tuple(rng.integers(2, n - 2, 6) for n in shape)
+    feats[pts] = True
+    feats = sndi.binary_dilation(feats, iterations=2)
+    want = sndi.distance_transform_edt(~feats, sampling=sp) > min_um
+    got = far_from(backend, backend.asarray(feats), min_um, sp)
+    np.testing.assert_array_equal(backend.to_host(got), want)
+
+
+def test_spot_response_is_reused_only_for_its_image_and_options(backend):
+    rng = np.random.default_rng(0)
+    mito = backend.asarray(rng.random((6, 30, 40)).astype(np.float32))
+    other = backend.asarray(backend.to_host(mito).copy())
+    kept = enhance_spots(mito, voxel_size=SP, keep=True)
+    np.testing.assert_array_equal(
+        backend.to_host(kept.response), backend.to_host(enhance_spots(mito, voxel_size=SP))
+    )
+    assert enhance_spots(mito, voxel_size=list(SP), reuse=kept) is kept.response
+    for kw in ({"foci_diameter_um": 0.8}, {"psf_sigma_um": (0.6, 0.2)}, {"dog_ratio": 2.0}):
+        assert enhance_spots(mito, voxel_size=SP, reuse=kept, **kw) is not kept.response
+    assert enhance_spots(other, voxel_size=SP, reuse=kept) is not kept.response
+
+
+def test_foci_keep_their_spot_response(backend):
+    rng = np.random.default_rng(1)
+    img = rng.normal(100, 5, (8, 40, 40)).astype(np.float32)
+    img[4, 20, 20] += 400
+    mito = backend.asarray(img)
+    foci = detect_foci(mito, voxel_size=SP)
+    assert foci.spots is not None and foci.spots.image is mito
+    np.testing.assert_array_equal(
+        backend.to_host(foci.spots.response), backend.to_host(enhance_spots(mito, voxel_size=SP))
+    )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,7 @@ __all__ = [
     "relabel_sequential",
     "remove_small_labels",
     "robust_sigma",
+    "SpotResponse",
     "spacing",
     "touches_border",
     "voronoi_labels",
@@ -356,6 +358,32 @@ def bincount(b: Backend, values: Any, minlength: int) -> Any:
     return b.xp.bincount(values, minlength=minlength)
 
 
+@dataclass(frozen=True, eq=False)
+class SpotResponse:
+    """An :func:`enhance_spots` response with what it was computed from, for a later stage
+    that would compute the same one (the foci stage's response, read again by the TNT
+    cargo rule): :func:`enhance_spots` returns it when its image and options are these.
+
+    Attributes
+    ----------
+    image : ndarray
+        The array the response was computed from (compared by identity).
+    response : ndarray
+        ``enhance_spots(image, ...)`` (float32, same shape and backend).
+    options : tuple
+        ``(voxel size, foci_diameter_um, psf_sigma_um, dog_ratio)`` as given.
+    """
+
+    image: Any
+    response: Any
+    options: tuple
+
+
+def _spot_options(sp, foci_diameter_um, psf_sigma_um, dog_ratio) -> tuple:
+    psf = None if psf_sigma_um is None else tuple(float(v) for v in psf_sigma_um)
+    return (tuple(float(v) for v in sp), float(foci_diameter_um), psf, float(dog_ratio))
+
+
 def enhance_spots(
     image: Any,
     *,
@@ -363,6 +391,8 @@ def enhance_spots(
     foci_diameter_um: float = 0.6,
     psf_sigma_um: tuple[float, float] | None = None,
     dog_ratio: float = 3.0,
+    reuse: SpotResponse | None = None,
+    keep: bool = False,
 ) -> Any:
     """Difference-of-Gaussians spot response (float32, same shape and backend).
 
@@ -376,9 +406,18 @@ def enhance_spots(
         Gaussian PSF widths; default ``(0.5, 0.15)``, a high-NA confocal.
     dog_ratio : float
         Outer / inner sigma (default 3).
+    reuse : SpotResponse, optional
+        A response computed before: returned as it is when it was computed from this
+        ``image`` (the same array) with these options, instead of computing it again.
+    keep : bool
+        Return a :class:`SpotResponse` (the response with its image and options) instead
+        of the bare array.
     """
-    b = Backend.of(image)
     sp = spacing(voxel_size, image.ndim)
+    options = _spot_options(sp, foci_diameter_um, psf_sigma_um, dog_ratio)
+    if reuse is not None and reuse.image is image and reuse.options == options:
+        return reuse if keep else reuse.response
+    b = Backend.of(image)
     psf_z, psf_xy = (0.5, 0.15) if psf_sigma_um is None else psf_sigma_um
     psf = (psf_z, psf_xy, psf_xy)[3 - image.ndim :]
     r = 0.5 * foci_diameter_um
@@ -388,4 +427,6 @@ def enhance_spots(
     img = as_float32(b, image)
     g1 = gaussian(b, img, [s_um / s for s_um, s in zip(inner, sp, strict=True)])
     g2 = gaussian(b, img, [dog_ratio * s_um / s for s_um, s in zip(inner, sp, strict=True)])
-    return g1 - g2
+    g1 -= g2
+    del g2
+    return SpotResponse(image, g1, options) if keep else g1

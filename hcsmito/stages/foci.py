@@ -32,6 +32,7 @@ import numpy as np
 
 from hcsmito.backend import Backend
 from hcsmito.stages._util import (
+    SpotResponse,
     VoxelSize,
     ellipsoid_footprint,
     enhance_spots,
@@ -62,6 +63,9 @@ class Foci:
         Threshold applied to the enhanced image.
     noise : float
         Robust noise sigma of the enhanced image in the search region.
+    spots : SpotResponse or None
+        The enhanced image with its source and options, for a later stage that reads the
+        same response (``enhance_spots(..., reuse=spots)``); None when it was not computed.
     """
 
     labels: Any
@@ -69,6 +73,7 @@ class Foci:
     peak: np.ndarray
     threshold: float = float("nan")
     noise: float = float("nan")
+    spots: SpotResponse | None = None
 
     @property
     def n(self) -> int:
@@ -185,22 +190,24 @@ def detect_foci(
     if not bool(region.any()):
         return empty
 
-    resp = enhance_spots(
+    spots = enhance_spots(
         mito,
         voxel_size=sp,
         foci_diameter_um=foci_diameter_um,
         psf_sigma_um=psf_sigma_um,
         dog_ratio=dog_ratio,
+        keep=True,
     )
+    resp = spots.response
     vals = resp[region]
     med = float(b.to_host(xp.median(vals)))  # device->host: one value
     noise = robust_sigma(b, vals)
     if not noise > 0:
-        return Foci(empty.labels, empty.parent, empty.peak, float("nan"), noise)
+        return Foci(empty.labels, empty.parent, empty.peak, float("nan"), noise, spots)
     thr = med + threshold_k * noise
     fg = (resp > thr) & region
     if not bool(fg.any()):
-        return Foci(empty.labels, empty.parent, empty.peak, thr, noise)
+        return Foci(empty.labels, empty.parent, empty.peak, thr, noise, spots)
     fp = ellipsoid_footprint([0.5 * min_separation_um / s for s in sp])
     seeds = local_maxima(b, resp, threshold=thr, footprint=fp, mask=fg)
     labels = voronoi_labels(b, seeds, fg, sp)
@@ -211,7 +218,7 @@ def detect_foci(
     labels = remove_small_labels(b, labels, min_vox)
     n = int(labels.max()) if labels.size else 0
     if n == 0:
-        return Foci(labels, empty.parent, empty.peak, thr, noise)
+        return Foci(labels, empty.parent, empty.peak, thr, noise, spots)
 
     peak = _label_argmax(b, labels, resp, n)
     idx = tuple(b.asarray(peak[:, i]) for i in range(mito.ndim))
@@ -230,7 +237,7 @@ def detect_foci(
         lut[1:][keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
         labels = b.asarray(lut)[labels]
         parent, peak = parent[keep], peak[keep]
-    return Foci(relabel_sequential(b, labels), parent, peak, thr, noise)
+    return Foci(relabel_sequential(b, labels), parent, peak, thr, noise, spots)
 
 
 def _label_argmax(b: Backend, labels: Any, values: Any, n: int) -> np.ndarray:

@@ -148,7 +148,11 @@ def segment_msc(
     if split == "height" and img.ndim == 3:
         if not seed_dynamics > 0:
             raise ValueError(f"seed_dynamics must be > 0, got {seed_dynamics}")
-        lab2d = _split_by_height(b, img, mask2d, level, sp, smooth_um, seed_dynamics, seeds)
+        # the threshold image is the lateral smoothing when it is not smoothed along z
+        sxy = smooth if smooth_z_um == 0 else None
+        lab2d = _split_by_height(
+            b, img, mask2d, level, sp, smooth_um, seed_dynamics, seeds, sxy=sxy
+        )
     elif split == "shape":
         lab2d = _split_by_shape(b, mask2d, sp[-2:], msc_diameter_um, min_separation_um, seeds)
     else:
@@ -172,12 +176,15 @@ def _split_by_height(
     smooth_um: float,
     seed_dynamics: float,
     seeds: Any = None,
+    sxy: Any = None,
 ) -> Any:
-    """2-D instances from the height map of a 3-D field (see :func:`segment_msc`)."""
+    """2-D instances from the height map of a 3-D field (see :func:`segment_msc`); ``sxy``
+    is ``img`` smoothed in the plane at ``smooth_um`` when the caller has it."""
     xp = b.xp
     lateral = sp[-2:]
     # lateral smoothing only: smoothing along z would widen every cell by the kernel
-    sxy = gaussian(b, img, [0.0] + [smooth_um / s for s in lateral])
+    if sxy is None:
+        sxy = gaussian(b, img, [0.0] + [smooth_um / s for s in lateral])
     signal = xp.maximum(sxy - level, 0)
     top = signal.max(axis=0)
     height = xp.where(mask2d, signal.sum(axis=0) / xp.maximum(top, 1e-6) * sp[0], 0)

@@ -159,7 +159,14 @@ def _merge_boxes(lo: np.ndarray, hi: np.ndarray, owner: np.ndarray, window: int 
 
 def far_from(b: Backend, features: Any, min_um: float, sp) -> Any:
     """Voxels farther than ``min_um`` from every voxel of ``features`` (bool, same shape):
-    ``distance_transform_edt(~features) > min_um``, computed on the features' box."""
+    ``distance_transform_edt(~features) > min_um``, computed on the features' box.
+
+    The distance of each voxel to its feature (:func:`feature_distance`'s float64
+    arithmetic: per axis ``((f - c) * s)²``, summed in axis order) is read from a table of
+    the per-axis terms by offset, a few planes at a time, and compared with the largest
+    sum whose square root is still ``<= min_um``: the same decision as the square root's,
+    without a float64 volume per axis.
+    """
     xp = b.xp
     out = xp.ones(features.shape, dtype=bool)
     # beyond this margin every voxel is farther than min_um (by at least one voxel)
@@ -168,9 +175,42 @@ def far_from(b: Backend, features: Any, min_um: float, sp) -> Any:
         return out
     sub = features[box]
     ft = feature_transform(b, ~sub, sp)
-    at = xp.ogrid[tuple(slice(0, n) for n in sub.shape)]
-    out[box] = feature_distance(b, tuple(ft), tuple(at), sp) > min_um
+    shape = sub.shape
+    nd = len(shape)
+    # term tables: entry k + n - 1 is ((k as float64) * s)², k = f - c in [-(n - 1), n - 1]
+    terms = []
+    for n, s in zip(shape, sp, strict=True):
+        t = xp.arange(-(n - 1), n, dtype=xp.int64).astype(xp.float64) * s
+        t *= t
+        terms.append(t)
+    limit = _sqrt_at_most(float(min_um))
+    sub_out = out[box]  # a view: written in place
+    plane = int(np.prod(shape[1:])) if nd > 1 else 1
+    step = max(1, (1 << 21) // max(plane, 1))
+    grids = [xp.arange(n, dtype=xp.int32) for n in shape]
+    for z0 in range(0, shape[0], step):
+        z1 = min(z0 + step, shape[0])
+        acc = None
+        for ax in range(nd):
+            f = ft[ax][z0:z1]
+            c = grids[ax][z0:z1] if ax == 0 else grids[ax]
+            c = c.reshape((-1,) + (1,) * (nd - 1 - ax)) if ax < nd - 1 else c
+            k = f - c
+            k += shape[ax] - 1
+            t = terms[ax][k]
+            acc = t if acc is None else xp.add(acc, t, out=acc)
+        sub_out[z0:z1] = acc > limit
     return out
+
+
+def _sqrt_at_most(m: float) -> float:
+    """The largest float64 ``a`` with ``sqrt(a) <= m`` (``sqrt(x) > m`` iff ``x > a``)."""
+    a = m * m
+    while math.sqrt(np.nextafter(a, math.inf)) <= m:
+        a = float(np.nextafter(a, math.inf))
+    while math.sqrt(a) > m:
+        a = float(np.nextafter(a, -math.inf))
+    return a
 
 
 # -- skeleton graph -----------------------------------------------------------------------

@@ -11,6 +11,7 @@ import pandas as pd
 
 from hcsmito.backend import Backend
 from hcsmito.stages._util import (
+    SpotResponse,
     VoxelSize,
     bincount,
     enhance_spots,
@@ -145,6 +146,7 @@ def detect_tnts(
     jurkat_halo_um: float = 1.0,
     msc_signal: Any = None,
     tighten_cells: bool = True,
+    mito_spots: SpotResponse | None = None,
 ) -> TNTs:
     """Tunneling nanotubes of one field, with the cells they bridge and their cargo.
 
@@ -215,6 +217,10 @@ def detect_tnts(
         cell's mask is used as it is.
     jurkat_halo_um : float, µm
         Path voxels this close to a Jurkat body are not searched for cargo (default 1 µm).
+    mito_spots : SpotResponse, optional
+        A spot response of ``mito`` computed before (the foci stage's ``Foci.spots``): the
+        cargo rule reads it instead of computing its own when it was made from this
+        ``mito`` with ``mito_diameter_um`` and ``psf_sigma_um`` (and a DoG ratio of 3).
 
     Returns
     -------
@@ -355,6 +361,7 @@ def detect_tnts(
             mito_diameter_um=mito_diameter_um,
             jurkat_halo_um=jurkat_halo_um,
             psf_sigma_um=psf_sigma_um,
+            mito_spots=mito_spots,
         )  # fmt: skip
         if hit is not None:
             cargo = np.zeros(len(coords), bool)
@@ -503,6 +510,7 @@ def _cargo_response(
     mito_diameter_um: float,
     jurkat_halo_um: float,
     psf_sigma_um: tuple[float, float] | None,
+    mito_spots: SpotResponse | None = None,
 ) -> np.ndarray | None:
     """Per voxel ``cidx`` of the paths (host bool): cargo within tolerance; None without
     foci or mito."""
@@ -527,8 +535,9 @@ def _cargo_response(
             hit |= d <= mito_tolerance_um
     if mito is not None:
         spots = enhance_spots(
-            mito, voxel_size=sp, foci_diameter_um=mito_diameter_um, psf_sigma_um=psf_sigma_um
-        )
+            mito, voxel_size=sp, foci_diameter_um=mito_diameter_um, psf_sigma_um=psf_sigma_um,
+            reuse=mito_spots,
+        )  # fmt: skip
         region = free
         if bool((jur > 0).any()):
             region = region & far_from(b, jur > 0, jurkat_halo_um, sp)
