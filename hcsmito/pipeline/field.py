@@ -226,6 +226,7 @@ def _detect_tnts(prep: Prepared, obj: _Objects, config: FieldConfig) -> None:
             # the glass from the raw channels: deconvolution and background
             # subtraction leave the rising edges where they are, but need not
             glass_channels={r: prep.raw.get(r) for r in GLASS_CUES},
+            mito_spots=obj.foci.spots,  # the foci stage's spot response, not computed again
             **config.tnt.stage_kwargs(),
         )
 
