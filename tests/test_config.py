@@ -73,6 +73,7 @@ def test_stage_sections_match_stage_signatures(section, func):
         "glass_channels",
         "msc_signal",
         "seeds",
+        "mito_spots",
     }
     options = {n for n, p in params.items() if p.kind is p.KEYWORD_ONLY} - arrays
     assert options <= set(fields), f"not in config section {section}: {options - set(fields)}"

@@ -299,16 +299,17 @@ class NucleiSegmentation(_ThresholdSection):
     min_share: float = Field(
         0.5, gt=0, le=1, description="share of a nucleus inside a cell that makes it that cell's"
     )
-    condensed_volume: float = Field(
-        0.5, gt=0, description="condensed: volume below this x the field's median nucleus"
-    )
-    condensed_intensity: float = Field(
-        1.4, gt=0, description="condensed: brightness above this x the field's median nucleus"
+    cell_fragment_fraction: float = Field(
+        0.35, gt=0, lt=1,
+        description="small nuclei (this x the typical) in one cell are one fragmented nucleus",
+    )  # fmt: skip
+    condensed_diameter: float = Field(
+        0.7, gt=0, description="condensed: diameter below this x the field's typical nucleus"
     )
 
     def stage_kwargs(self, *, exclude: Iterable[str] = ()) -> dict[str, Any]:
         """The options of :func:`segment_nuclei` (the others are the pipeline's)."""
-        own = {"seed_cells", "min_share", "condensed_volume", "condensed_intensity"}
+        own = {"seed_cells", "min_share", "cell_fragment_fraction", "condensed_diameter"}
         return super().stage_kwargs(exclude={*own, *exclude})
 
 

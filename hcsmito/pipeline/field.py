@@ -163,6 +163,7 @@ def _seed_by_nuclei(prep: Prepared, obj: _Objects, config: FieldConfig) -> None:
     tell which nucleus is whose; the masks stay, only the splits between cells change."""
     from hcsmito.stages.segmentation import (
         assign_nuclei,
+        group_fragments,
         nuclei_seeds,
         segment_jurkat,
         segment_msc,
@@ -178,7 +179,8 @@ def _seed_by_nuclei(prep: Prepared, obj: _Objects, config: FieldConfig) -> None:
                              jurkat_labels=obj.jurkat.labels, min_share=opt.min_share)  # fmt: skip
 
     with prep.timer("segment_nuclei"):
-        cells = assign()
+        share = opt.cell_fragment_fraction
+        obj.nuclei, cells = group_fragments(obj.nuclei, assign(), fragment_fraction=share)
     if opt.seed_cells and obj.msc is not None and (cells["cell_kind"] == "msc").any():
         with prep.timer("segment_msc"):
             seeds = nuclei_seeds(obj.nuclei.labels, cells, "msc")
@@ -289,9 +291,8 @@ def _nuclei_tables(prep: Prepared, obj: _Objects, tables: dict, config: FieldCon
     opt = config.nuclei
     nt = regionprops_table(obj.nuclei.labels, [prep.raw["nuclei"]], spacing=prep.spacing,
                            where=where)  # fmt: skip
-    nuc = nuclei_table(nt, obj.nuclei_cells, obj.nuclei.n_parts, prep.ndim,
-                       condensed_volume=opt.condensed_volume,
-                       condensed_intensity=opt.condensed_intensity)  # fmt: skip
+    nuc = nuclei_table(nt, obj.nuclei_cells, obj.nuclei.n_parts, obj.nuclei.cut, prep.ndim,
+                       condensed_diameter=opt.condensed_diameter)  # fmt: skip
     tables["nuclei"] = nuc
     for name, kind, key in (("jurkat", "jurkat", "jurkat_id"), ("cells", "msc", "cell_id")):
         df = tables[name]

@@ -108,10 +108,10 @@ def nuclei_table(
     t: Mapping[str, np.ndarray],
     assignment: pd.DataFrame,
     n_parts: np.ndarray,
+    cut: np.ndarray,
     ndim: int,
     *,
-    condensed_volume: float,
-    condensed_intensity: float,
+    condensed_diameter: float,
 ) -> pd.DataFrame:
     """One row per nucleus: the cell it lies in, its size and raw brightness, its pieces
     and the stain-free state (:func:`hcsmito.stages.segmentation.call_nuclear_state`)."""
@@ -136,12 +136,10 @@ def nuclei_table(
             "n_parts": np.asarray(n_parts, np.int64)[ids - 1],
         }
     )
+    cut = np.asarray(cut, bool)[ids - 1]
     size = df["volume_um3"] if ndim == 3 else pd.Series(np.asarray(t["area"]), index=df.index)
-    called = call_nuclear_state(
-        df.assign(volume_um3=size),
-        condensed_volume=condensed_volume,
-        condensed_intensity=condensed_intensity,
-    )
+    called = call_nuclear_state(df.assign(volume_um3=size, cut=cut),
+                                ndim=ndim, condensed_diameter=condensed_diameter)  # fmt: skip
     for c in ("volume_ratio", "intensity_ratio", "state", "apoptotic"):
         df[c] = called[c]
     return df[list(dtypes("nuclei"))].astype(dtypes("nuclei"))

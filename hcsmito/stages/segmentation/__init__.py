@@ -32,8 +32,10 @@ from hcsmito.stages.segmentation.nuclei import (
     NucleiInstances,
     assign_nuclei,
     call_nuclear_state,
+    group_fragments,
     nuclei_seeds,
     segment_nuclei,
+    typical_size,
 )
 
 __all__ = [
@@ -42,10 +44,12 @@ __all__ = [
     "NucleiInstances",
     "assign_nuclei",
     "call_nuclear_state",
+    "group_fragments",
     "jurkat_threshold_image",
     "msc_threshold_image",
     "nuclei_seeds",
     "segment_jurkat",
     "segment_msc",
     "segment_nuclei",
+    "typical_size",
 ]

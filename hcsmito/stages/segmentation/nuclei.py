@@ -34,8 +34,10 @@ __all__ = [
     "NucleiInstances",
     "assign_nuclei",
     "call_nuclear_state",
+    "group_fragments",
     "nuclei_seeds",
     "segment_nuclei",
+    "typical_size",
 ]
 
 #: The nuclear states of the stain-free call: a normal nucleus, a condensed one
@@ -51,7 +53,11 @@ class NucleiInstances(Instances):
     ----------
     n_parts : (n,) int ndarray (host)
         Connected pieces of each nucleus: more than one for a fragmented nucleus, whose
-        pieces lay within ``fragment_merge_um`` of each other.
+        pieces lay within ``fragment_merge_um`` of each other (or in one cell:
+        :func:`group_fragments`).
+    cut : (n,) bool ndarray (host)
+        The nucleus touches a face of the stack, the top and bottom planes included: its
+        size is not its own.
     flags : tuple of str
         QC codes (:data:`hcsmito.qc.QC_FLAGS`): ``nuclei_merged`` when one nucleus holds
         more than 10 typical nuclear volumes (the split failed: the cells it seeds are not
@@ -59,6 +65,7 @@ class NucleiInstances(Instances):
     """
 
     n_parts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    cut: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
     flags: tuple[str, ...] = ()
 
 
@@ -135,6 +142,7 @@ def segment_nuclei(
         touches_border(b, labels)[1:],
         thr,
         n_parts=n_parts,
+        cut=touches_border(b, labels, lateral_only=False)[1:],
         flags=_flags(labels, b, typical_voxels),
     )
 
@@ -171,7 +179,10 @@ def _split_and_group(
     dist = ndi.distance_transform_edt(mask, sampling=sp).astype(np.float32)
     radius = 0.5 * diameter
     tops = h_maxima(dist.astype(np.float64), dynamics * radius).astype(bool) & mask
-    seeds, _ = ndi.label(tops, structure=full)
+    # the top of one nucleus' distance map can come out as pixels a few apart (a plateau
+    # on a pixel grid): tops within 1 µm are one seed
+    near = ellipsoid_footprint([max(0.5 / s, 1.0) for s in sp])
+    seeds, _ = ndi.label(ndi.binary_dilation(tops, structure=near) & mask, structure=full)
     lab = watershed(-dist, markers=seeds, mask=mask).astype(np.int32)
     rest, n_rest = ndi.label(mask & (lab == 0), structure=full)
     if n_rest:
@@ -282,38 +293,101 @@ def nuclei_seeds(nuclei: Any, assignment: pd.DataFrame, kind: str) -> Any:
     return own.max(axis=0) if own.ndim == 3 else own
 
 
-def call_nuclear_state(
-    table: pd.DataFrame,
-    *,
-    condensed_volume: float = 0.5,
-    condensed_intensity: float = 1.4,
-) -> pd.DataFrame:
-    """The stain-free state of each nucleus, from its pieces, size and brightness.
+def group_fragments(
+    nuclei: NucleiInstances, cells: pd.DataFrame, *, fragment_fraction: float = 0.35
+) -> tuple[NucleiInstances, pd.DataFrame]:
+    """The small pieces that share a cell made one (fragmented) nucleus.
 
-    ``fragmented``: two or more pieces (``n_parts``). ``condensed``: volume below
-    ``condensed_volume`` x and mean intensity above ``condensed_intensity`` x the median
-    of the field's one-piece nuclei of the same cell kind (at least three of them; else
-    of all the field's one-piece nuclei): chromatin packed into a small bright ball.
-    ``apoptotic``: either. The table needs ``n_parts, cell_kind, volume_um3,
-    intensity_mean``; ``volume_ratio``, ``intensity_ratio``, ``state`` and ``apoptotic``
-    are added.
+    The pieces of a fragmented MSC nucleus lie several µm apart, too far to be bridged by
+    distance alone; what they share is their cell. Within each cell of ``cells``
+    (:func:`assign_nuclei`), the nuclei smaller than ``fragment_fraction`` x the typical
+    one-piece nucleus of that kind in the field (:func:`typical_size`; at least three,
+    else of all kinds) become one nucleus when there are two or more of them; a whole
+    nucleus beside them stays itself.
+
+    Returns
+    -------
+    NucleiInstances, DataFrame
+        Renumbered nuclei (``n_parts`` summed over the pieces) and their cells.
+    """
+    b = Backend.of(nuclei.labels)
+    n = nuclei.n
+    if n < 2:
+        return nuclei, cells
+    sizes = b.to_host(b.xp.bincount(nuclei.labels.reshape(-1), minlength=n + 1))[1:]
+    kind = cells["cell_kind"].to_numpy(object)
+    cell = cells["cell_id"].to_numpy(np.int64)
+    whole = nuclei.n_parts <= 1
+    ref = np.full(n, typical_size(sizes[whole] if whole.any() else sizes))
+    for k in set(kind):
+        own = (kind == k) & whole
+        if own.sum() >= 3:
+            ref[kind == k] = typical_size(sizes[own])
+    small = (sizes < fragment_fraction * ref) & (kind != "")
+    target = np.arange(1, n + 1)
+    for k, c in {(k, c) for k, c in zip(kind[small], cell[small], strict=True)}:
+        group = np.flatnonzero(small & (kind == k) & (cell == c))
+        if group.size >= 2:
+            target[group] = group[0] + 1
+    if (target == np.arange(1, n + 1)).all():
+        return nuclei, cells
+    new_ids, inverse = np.unique(target, return_inverse=True)
+    lut = np.zeros(n + 1, np.int32)
+    lut[1:] = inverse + 1
+    m = new_ids.size
+    n_parts = np.bincount(inverse, weights=nuclei.n_parts, minlength=m).astype(np.int64)
+    cut = np.bincount(inverse, weights=nuclei.cut, minlength=m) > 0
+    labels = b.asarray(lut)[nuclei.labels]
+    first = cells.iloc[new_ids - 1].reset_index(drop=True)
+    first["nucleus_id"] = np.arange(1, m + 1, dtype=np.int32)
+    border = np.bincount(inverse, weights=nuclei.touches_border, minlength=m) > 0
+    out = NucleiInstances(labels, border, nuclei.threshold, n_parts=n_parts, cut=cut,
+                          flags=nuclei.flags)  # fmt: skip
+    return out, first
+
+
+def typical_size(sizes: Any) -> float:
+    """The size of a field's typical nucleus: the 75th percentile of ``sizes``, which
+    stays a healthy nucleus' size while up to half of them are small (condensed nuclei,
+    fragments: a field under chemotherapy), where the median would not."""
+    sizes = np.asarray(sizes, float)
+    sizes = sizes[np.isfinite(sizes)]
+    return float(np.percentile(sizes, 75)) if sizes.size else float("nan")
+
+
+def call_nuclear_state(
+    table: pd.DataFrame, *, ndim: int = 3, condensed_diameter: float = 0.7
+) -> pd.DataFrame:
+    """The stain-free state of each nucleus, from its pieces and its size.
+
+    ``fragmented``: two or more pieces (``n_parts``). ``condensed``: one piece, not cut by
+    the stack, whose equivalent diameter is below ``condensed_diameter`` x that of the
+    typical one-piece nucleus of the same cell kind in the field (:func:`typical_size`
+    of the volumes, areas in 2-D; at least three of them, else of all kinds): chromatin
+    packed into a small ball. A diameter, not a volume, so that one cut serves 2-D and
+    3-D fields: on generated fields condensed nuclei measure 0.57-0.68 of the typical
+    diameter in 2-D and 3-D, normal ones 0.77 and up (donor cells' sizes vary). Blur spreads a
+    small nucleus' light, so its mean brightness is no cue (on generated fields condensed
+    nuclei measure 1.0-1.1 x the median); a fragmented nucleus whose pieces the blur
+    joins is small too, and called condensed. ``apoptotic``: either. The table needs
+    ``n_parts, cell_kind, volume_um3, intensity_mean`` and ``cut``; ``volume_ratio``,
+    ``intensity_ratio`` (to the same reference), ``state`` and ``apoptotic`` are added.
     """
     out = table.copy()
     whole = out["n_parts"] <= 1
     ref_v = pd.Series(np.nan, index=out.index)
     ref_i = pd.Series(np.nan, index=out.index)
-    all_v = out.loc[whole, "volume_um3"].median()
+    all_v = typical_size(out.loc[whole, "volume_um3"])
     all_i = out.loc[whole, "intensity_mean"].median()
     for _kind, rows in out.groupby("cell_kind").groups.items():
         ref = out.loc[rows][whole.loc[rows]]
         enough = len(ref) >= 3
-        ref_v[rows] = ref["volume_um3"].median() if enough else all_v
+        ref_v[rows] = typical_size(ref["volume_um3"]) if enough else all_v
         ref_i[rows] = ref["intensity_mean"].median() if enough else all_i
     out["volume_ratio"] = out["volume_um3"] / ref_v
     out["intensity_ratio"] = out["intensity_mean"] / ref_i
-    condensed = (out["volume_ratio"] < condensed_volume) & (
-        out["intensity_ratio"] > condensed_intensity
-    )
+    diameter = out["volume_ratio"] ** (1.0 / ndim)
+    condensed = (diameter < condensed_diameter) & ~out["cut"].astype(bool)
     state = np.where(~whole, "fragmented", np.where(condensed.fillna(False), "condensed", "normal"))
     out["state"] = pd.Series(state, index=out.index, dtype="string")
     out["apoptotic"] = out["state"] != "normal"

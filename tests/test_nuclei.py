@@ -1,0 +1,185 @@
+"""Nuclei: segmentation against hand-built and generated ground truth, the cells they seed,
+the stain-free apoptosis call, and the channel-role errors of a nuclear stain."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+from scipy.spatial import cKDTree
+
+from hcsmito.config import Config
+from hcsmito.io.errors import PlateError
+from hcsmito.io.roles import resolve_channel_roles
+from hcsmito.pipeline import process_field
+from hcsmito.stages.segmentation import (
+    assign_nuclei,
+    call_nuclear_state,
+    group_fragments,
+    segment_nuclei,
+    typical_size,
+)
+from hcsmito.synth import SynthParams, generate_field
+
+VOX = (0.5, 0.2, 0.2)
+
+
+def _draw(shape, balls, vox=VOX, seed=0):
+    """A DNA-stain field of ellipsoids ``(center_um, radii_um, level)``, blurred by a
+    confocal-like PSF, with Poisson noise; and the ellipsoids' own label image."""
+    grids = np.meshgrid(*[np.arange(n) * v for n, v in zip(shape, vox, strict=True)],
+                        indexing="ij")  # fmt: skip
+    img = np.zeros(shape, np.float32)
+    truth = np.zeros(shape, np.int32)
+    for k, (c, r, level) in enumerate(balls, start=1):
+        inside = sum(((g - ci) / ri) ** 2 for g, ci, ri in zip(grids, c, r, strict=True)) <= 1
+        img[inside] = level
+        truth[inside] = k
+    blur = ndi.gaussian_filter(img, [s / v for s, v in zip((0.5, 0.15, 0.15), vox, strict=True)])
+    rng = np.random.default_rng(seed)
+    return rng.poisson(blur + 20).astype(np.uint16), truth
+
+
+def _centres(labels, vox=VOX):
+    n = int(labels.max())
+    return np.array(ndi.center_of_mass(labels > 0, labels, range(1, n + 1))) * np.array(vox)
+
+
+def test_touching_nuclei_split_and_a_flat_nucleus_stays_whole():
+    balls = [
+        ((6.0, 10.0, 10.0), (2.5, 7.0, 6.0), 200),  # a flat MSC nucleus, 14 x 12 x 5 µm
+        ((8.0, 10.0, 28.0), (3.2, 3.2, 3.2), 200),  # two donor nuclei that touch
+        ((8.0, 10.0, 34.2), (3.2, 3.2, 3.2), 200),
+        ((8.0, 28.0, 28.0), (3.0, 3.6, 3.0), 200),  # one alone
+    ]
+    img, truth = _draw((28, 200, 220), balls)
+    got = segment_nuclei(img, voxel_size=VOX)
+    assert got.n == 4, got.n
+    d, _ = cKDTree(_centres(truth)).query(_centres(got.labels))
+    assert d.max() < 1.0, d
+    assert got.flags == () and list(got.n_parts) == [1, 1, 1, 1]
+
+
+def test_fragments_close_together_are_one_nucleus_and_debris_is_dropped():
+    # three pieces 1.4 µm apart (more than the blur joins, less than the merge gap)
+    pieces = [((8.0, 20.0, 20.0), (0.7, 0.7, 0.7), 300), ((8.0, 20.0, 22.8), (0.7, 0.7, 0.7), 300),
+              ((8.0, 22.4, 21.4), (0.7, 0.7, 0.7), 300)]  # fmt: skip
+    whole = [((8.0, 8.0, 8.0), (3.2, 3.2, 3.2), 200)]
+    speck = [((8.0, 8.0, 30.0), (0.15, 0.15, 0.15), 300)]  # < 1 % of a nucleus
+    img, _ = _draw((28, 160, 180), whole + pieces + speck)
+    got = segment_nuclei(img, voxel_size=VOX)
+    assert got.n == 2, got.n
+    parts = sorted(got.n_parts.tolist())
+    assert parts == [1, 3], parts
+
+
+def test_pieces_far_apart_in_one_cell_are_grouped_and_called_fragmented():
+    pieces = [((4.0, 20.0, 14.0), (1.0, 1.4, 1.4), 300), ((4.0, 20.0, 24.0), (1.0, 1.4, 1.4), 300),
+              ((4.0, 25.0, 19.0), (1.0, 1.4, 1.4), 300)]  # fmt: skip
+    others = [((4.0, 60.0, 20.0), (2.5, 7.0, 6.0), 200), ((4.0, 20.0, 60.0), (2.5, 7.0, 6.0), 200),
+              ((4.0, 60.0, 60.0), (2.5, 7.0, 6.0), 200)]  # fmt: skip
+    img, _ = _draw((20, 400, 400), pieces + others)
+    nuc = segment_nuclei(img, voxel_size=VOX)
+    assert nuc.n == 6
+    cells = np.zeros(img.shape, np.int32)  # four MSCs: one holds the three pieces
+    cells[:, :200, :200], cells[:, 200:, :200] = 1, 2
+    cells[:, :200, 200:], cells[:, 200:, 200:] = 3, 4
+    assigned = assign_nuclei(nuc.labels, msc_labels=cells)
+    grouped, cells_of = group_fragments(nuc, assigned)
+    assert grouped.n == 4 and sorted(grouped.n_parts.tolist()) == [1, 1, 1, 3]
+    assert sorted(cells_of["cell_id"].tolist()) == [1, 2, 3, 4]
+    assert (cells_of["cell_kind"] == "msc").all()
+
+
+def test_assign_prefers_the_donor_body_a_nucleus_lies_in():
+    nuclei = np.zeros((1, 10, 10), np.int32)
+    nuclei[0, 2:5, 2:5] = 1  # inside an MSC and, on top of it, a donor (a 2-D projection)
+    nuclei[0, 6:9, 6:9] = 2  # inside the MSC only
+    msc = np.zeros_like(nuclei)
+    msc[0] = 1
+    jurkat = np.zeros_like(nuclei)
+    jurkat[0, 1:6, 1:6] = 4
+    got = assign_nuclei(nuclei, msc_labels=msc, jurkat_labels=jurkat)
+    assert got["cell_kind"].tolist() == ["jurkat", "msc"]
+    assert got["cell_id"].tolist() == [4, 1]
+
+
+def test_condensed_call_uses_the_typical_nucleus_of_its_kind():
+    import pandas as pd
+
+    vols = [100.0, 120, 140, 160, 30, 180, 110]  # one small nucleus among donor nuclei
+    t = pd.DataFrame({"n_parts": [1] * 7, "cell_kind": ["jurkat"] * 7, "volume_um3": vols,
+                      "intensity_mean": [1.0] * 7, "cut": [False] * 6 + [False]})  # fmt: skip
+    got = call_nuclear_state(t, ndim=3)
+    assert got["state"].tolist() == ["normal"] * 4 + ["condensed"] + ["normal"] * 2
+    assert typical_size(vols) == np.percentile(vols, 75)
+    # a nucleus cut by the stack is not called from its size
+    assert not call_nuclear_state(t.assign(cut=True), ndim=3)["apoptotic"].any()
+
+
+def _run(p: SynthParams, condition: str, seed: int, **overrides):
+    f = generate_field(p, condition, seed=seed)
+    names = [c.lower() for c in f.channel_labels]
+    ch = {"msc": f.image[0], "mito": f.image[1], "actin": f.image[2],
+          "nuclei": f.image[names.index("hoechst")]}  # fmt: skip
+    cfg = Config(**overrides) if overrides else Config()
+    return f, process_field(ch, voxel_size=f.voxel_size, config=cfg, backend="cpu")
+
+
+def _match(a, b, tol):
+    d, i = cKDTree(b).query(a, distance_upper_bound=tol)
+    return len(set(i[np.isfinite(d)]))
+
+
+def test_generated_field_nuclei_cells_and_apoptosis_against_truth():
+    """3-D, ara-C: nuclei matched within 2 µm (F1), MSC count exact, donors within 1, and
+    the stain-free call equal to the generator's apoptotic donors."""
+    f, r = _run(SynthParams(nuclear_channel=True), "ara-C", 1)
+    tn, nn = f.tables["nuclei"], r.tables["nuclei"]
+    cols = ["z_um", "y_um", "x_um"]
+    tp = _match(nn[cols].to_numpy(), tn[cols].to_numpy(), 2.0)
+    f1 = 2 * tp / (len(tn) + len(nn))
+    assert f1 >= 0.95, (f1, len(tn), len(nn))
+    fields = r.tables["fields"].iloc[0]
+    assert fields["n_msc"] == f.summary["n_msc"]
+    assert abs(fields["n_jurkat"] - f.summary["n_jurkat"]) <= 1
+    assert fields["n_nuclei"] == len(nn) and fields["qc_flags"] == ""
+    # the call, per donor cell matched to the truth
+    tj, dj = f.tables["jurkat"], r.tables["jurkat"]
+    d, i = cKDTree(tj[cols].to_numpy()).query(dj[cols].to_numpy(), distance_upper_bound=5.0)
+    ok = np.isfinite(d)
+    called = dj["apoptotic"].fillna(False).to_numpy(bool)[ok]
+    truth = tj["apoptotic"].to_numpy(bool)[i[ok]]
+    assert truth.sum() >= 3 and (called == truth).all(), (called, truth)
+    assert fields["n_jurkat_apoptotic"] == truth.sum()
+
+
+def test_nuclei_count_the_msc_that_a_2d_field_merges():
+    """A 2-D field where the cytoplasm alone finds 3 MSCs of 5: seeded by their nuclei, 5;
+    the same field with ``nuclei.seed_cells: false`` keeps the old count (the test fails
+    without the seeding)."""
+    p = SynthParams(nuclear_channel=True, shape=SynthParams().shape[1:])
+    f, seeded = _run(p, "DMSO", 0)
+    _, unseeded = _run(p, "DMSO", 0, nuclei={"seed_cells": False})
+    assert f.summary["n_msc"] == 5
+    assert seeded.tables["fields"]["n_msc"].iloc[0] == 5
+    assert unseeded.tables["fields"]["n_msc"].iloc[0] == 3
+
+
+def test_nuclei_channel_with_seeding_off_leaves_the_cell_tables_as_without_it():
+    p = SynthParams(nuclear_channel=True, shape=(16, 128, 128), n_msc=3, n_jurkat=5)
+    f, r = _run(p, "DMSO", 4, nuclei={"seed_cells": False})
+    ch = {"msc": f.image[0], "mito": f.image[1], "actin": f.image[2]}
+    plain = process_field(ch, voxel_size=f.voxel_size, config=Config(), backend="cpu")
+    for name in ("cells", "jurkat", "foci", "tnt"):
+        got = r.tables[name].drop(columns=["nucleus_id", "apoptotic"], errors="ignore")
+        assert got.equals(plain.tables[name]), name
+    assert len(plain.tables["nuclei"]) == 0 and "n_nuclei" not in plain.tables["fields"]
+    assert "nuclei" not in plain.labels and "nuclei" in r.labels
+
+
+def test_two_channels_matching_nuclei_is_an_error_naming_the_role():
+    with pytest.raises(PlateError, match=r"nuclei.*(?s:.*)channels\.nuclei"):
+        resolve_channel_roles(["GFP", "MitoTracker", "Phalloidin", "Hoechst", "DAPI"])
+    got = resolve_channel_roles(["GFP", "MitoTracker", "Hoechst 33342"])
+    assert got["nuclei"] == 2 and got["actin"] is None
