@@ -8,7 +8,7 @@ go to ``labels.zarr``) and the aggregation (which tables it reads). Adding a rol
 table here is the whole declaration; a stage that fills the table is the only other edit.
 
 >>> [r.name for r in ROLES]
-['msc', 'mito', 'actin', 'nuclei']
+['msc', 'mito', 'actin', 'nuclei', 'annexin', 'pi']
 >>> list(TABLES["foci"].dtypes)[:3]
 ['focus_id', 'cell_id', 'z_um']
 
@@ -35,6 +35,7 @@ __all__ = [
     "conform",
     "empty_table",
     "field_tables",
+    "marker_names",
     "role",
     "role_names",
 ]
@@ -64,6 +65,9 @@ class Role:
         The channel is written to ``labels.zarr`` beside the label images.
     required : bool
         A field without this role cannot be processed.
+    marker : bool
+        A per-cell marker (annexin V, PI...): each MSC and donor cell gets its mean and
+        integrated intensity on the raw channel and a positive call.
     doc : str
         What the channel shows.
     """
@@ -75,6 +79,7 @@ class Role:
     background: bool = False
     to_labels: bool = True
     required: bool = False
+    marker: bool = False
     doc: str = ""
 
 
@@ -87,6 +92,10 @@ ROLES: tuple[Role, ...] = (
     Role("actin", "phalloidin|actin", 0.67, "FFFFFF", doc="phalloidin: TNTs"),
     Role("nuclei", "hoechst|dapi|nuclei|nuclear", 0.46, "0000FF",
          doc="Hoechst / DAPI: nuclei, which seed the cells"),
+    Role("annexin", "annexin", 0.67, "FFFF00", marker=True,
+         doc="annexin V: apoptotic cells' membranes (per-cell marker)"),
+    Role("pi", r"\bpi\b|propidium", 0.62, "FF8000", marker=True,
+         doc="propidium iodide: dead cells' nuclei (per-cell marker)"),
 )
 # fmt: on
 
@@ -94,6 +103,11 @@ ROLES: tuple[Role, ...] = (
 def role_names() -> tuple[str, ...]:
     """The declared role names, in order."""
     return tuple(r.name for r in ROLES)
+
+
+def marker_names() -> tuple[str, ...]:
+    """The roles that are per-cell markers, in order."""
+    return tuple(r.name for r in ROLES if r.marker)
 
 
 def role(name: str) -> Role:

@@ -4,18 +4,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from hcsmito import schema
+
 UNITS = ("field", "well", "experiment")
 
 
 @dataclass(frozen=True)
 class Readout:
-    """One readout: a per-field ratio ``scale * num / den`` or a per-field quantity ``num``."""
+    """One readout: a per-field ratio ``scale * num / den`` or a per-field quantity ``num``.
+
+    ``optional``: the readout of a channel a plate may lack (nuclei, markers); the
+    statistics leave it out, without a word, where the fields table lacks its columns.
+    """
 
     name: str
     label: str
     num: str
     den: str | None = None
     scale: float = 1.0
+    optional: bool = False
 
     @property
     def is_ratio(self) -> bool:
@@ -39,10 +46,33 @@ READOUTS: dict[str, Readout] = {
         ),  # fmt: skip
         Readout("n_tnt", "TNTs per field", "n_tnt"),
         Readout("n_tnt_with_mito", "TNTs carrying mitochondria per field", "n_tnt_with_mito"),
+        Readout(
+            "pct_jurkat_apoptotic",
+            "Jurkat apoptotic by nuclear morphology, a stain-free proxy (%)",
+            "n_jurkat_apoptotic",
+            "n_jurkat_with_nucleus",
+            100.0,
+            optional=True,
+        ),  # fmt: skip
+        *(
+            Readout(
+                f"pct_{kind}_{m}_positive",
+                f"{who} {schema.role(m).doc.split(':')[0]}+ (%)",
+                f"n_{kind}_{m}_positive",
+                f"n_{kind}",
+                100.0,
+                optional=True,
+            )
+            for m in schema.marker_names()
+            for kind, who in (("jurkat", "Jurkat"), ("msc", "MSC"))
+        ),  # fmt: skip
     )
 }
 
-#: The per-field counts summed per well.
-COUNTS = ("n_msc", "n_msc_red_positive", "n_foci", "n_jurkat", "n_jurkat_adhered")
+#: The per-field counts summed per well (those of a channel a plate lacks are absent).
+COUNTS = ("n_msc", "n_msc_red_positive", "n_foci", "n_jurkat", "n_jurkat_adhered",
+          "n_jurkat_apoptotic", "n_jurkat_with_nucleus",
+          *(f"n_{kind}_{m}_positive" for m in schema.marker_names()
+            for kind in ("jurkat", "msc")))  # fmt: skip
 #: The columns that name a field in every table.
 KEY = ["plate", "well", "field"]

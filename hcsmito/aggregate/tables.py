@@ -135,6 +135,9 @@ def aggregate_tables(
     """
     exclude, names, rdefs = _check_options(exclude_flags, unit, readouts)
     fields, ok_mask, excluded_mask, flagged = _field_states(tables, exclude)
+    # the readouts of channels the plate lacks (nuclei, markers): not measured, not tested
+    have = [r for r in rdefs if not r.optional or {r.num, r.den or r.num} <= set(fields)]
+    names, rdefs = [r.name for r in have], have
     used_mask = ok_mask & ~excluded_mask
     plate_map = _normalized_map(plate_map)
     failed = fields.loc[~ok_mask, KEY + [c for c in ("status", "error") if c in fields]]

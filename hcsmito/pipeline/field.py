@@ -302,6 +302,7 @@ def _nuclei_tables(prep: Prepared, obj: _Objects, tables: dict, config: FieldCon
     with_nucleus = int(jur["apoptotic"].notna().sum())
     tables["fields"] = tables["fields"].assign(
         n_nuclei=pd.array([len(nuc)], dtype="Int64"),
+        n_jurkat_with_nucleus=pd.array([with_nucleus], dtype="Int64"),
         n_jurkat_apoptotic=pd.array([n_apo], dtype="Int64"),
         pct_jurkat_apoptotic=[100.0 * n_apo / with_nucleus if with_nucleus else np.nan],
     )
