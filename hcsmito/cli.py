@@ -42,10 +42,20 @@ def _shape(text: str) -> tuple[int, ...]:
 
 def _cmd_synth(args: argparse.Namespace) -> int:
     from hcsmito.io.names import plate_well
-    from hcsmito.synth import SynthParams, write_synth_plate
+    from hcsmito.synth import FATE_CONDITIONS, SynthParams, write_synth_plate
 
     # wells of a real plate (rows A-P, columns 1-24 on 384 wells; at most 1536 wells)
     wells = [plate_well(w) for w in args.wells.split(",") if w.strip()] if args.wells else None
+    conditions = None
+    if args.conditions is not None:
+        text = args.conditions.strip()
+        conditions = FATE_CONDITIONS if text.lower() == "fate" else [
+            c.strip() for c in text.split(",") if c.strip()
+        ]  # fmt: skip
+        if not conditions:
+            raise SystemExit("--conditions: give names such as DMSO,ara-C, or 'fate'")
+    opts = {"allow_cut": args.allow_cut, "nuclear_channel": args.nuclei,
+            "annexin_channel": args.annexin}  # fmt: skip
     out = write_synth_plate(
         Path(args.out),
         seed=args.seed,
@@ -53,7 +63,8 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         fields=args.fields,
         shape=args.shape,
         ngff=args.ngff,
-        params=SynthParams(allow_cut=True) if args.allow_cut else None,
+        params=SynthParams(**{k: v for k, v in opts.items() if v}) if any(opts.values()) else None,
+        conditions=conditions,
         overwrite=args.overwrite,
     )
     print(f"wrote {out}")
@@ -284,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--wells",
         help="comma-separated wells of a standard plate, e.g. B/2,B/3 (at most 1536 wells: rows "
-        "A-AF, columns 1-48; default: a 10-well layout of five conditions)",
+        "A-AF, columns 1-48; default: rows B-C, a column per condition: 10 wells for five)",
     )
     s.add_argument("--fields", type=int, default=2, help="fields per well")
     s.add_argument(
@@ -295,6 +306,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--allow-cut",
         action="store_true",
         help="let a --shape too shallow for the MSCs cut the cells (a shallow-stack plate)",
+    )
+    s.add_argument(
+        "--nuclei",
+        action="store_true",
+        help="add a nuclear stain (channel 'Hoechst'); the truth gets the nuclei and each "
+        "cell's fate (apoptotic)",
+    )
+    s.add_argument(
+        "--annexin",
+        action="store_true",
+        help="add an annexin V channel (channel 'Annexin V': a ring on apoptotic cells); the "
+        "truth gets each cell's fate",
+    )
+    s.add_argument(
+        "--conditions",
+        help="conditions laid out one per plate column, comma-separated, e.g. "
+        "'DMSO,ara-C,ara-C + anti-ICAM-1' (combinations joined by '+'), or 'fate': the "
+        "protection half of the assay (hcsmito.synth.FATE_CONDITIONS: DMSO, chemotherapy "
+        "with and without cytochalasin D / anti-ICAM-1); default: hcsmito.synth."
+        "PLATE_CONDITIONS",
     )
     s.add_argument(
         "--overwrite", action="store_true", help="replace the plate, its truth and plate map"

@@ -322,3 +322,36 @@ def test_synth_stack_too_short_names_the_allow_cut_flag(tmp_path, capsys):
     assert main([*args, "--allow-cut"]) == 0
     meta = json.loads((tmp_path / "s_truth" / "synth.json").read_text())
     assert meta["params"]["allow_cut"] is True and meta["params"]["shape"][0] == 10
+
+
+def test_synth_nuclei_annexin_and_fate_conditions(tmp_path, capsys):
+    """--nuclei / --annexin add the Hoechst and Annexin V channels and the fate truth;
+    --conditions lays conditions out one per column ('fate': synth.FATE_CONDITIONS)."""
+    from hcsmito.io.plate import open_plate
+    from hcsmito.synth import FATE_CONDITIONS, read_truth
+
+    plate = tmp_path / "f.zarr"
+    args = ["synth", "--out", str(plate), "--wells", "B/2,B/3,C/2", "--fields", "1",
+            "--shape", "16,64,64", "--nuclei", "--annexin"]  # fmt: skip
+    assert main([*args, "--conditions", "DMSO,ara-C + anti-ICAM-1"]) == 0
+    pm = pd.read_csv(tmp_path / "f_platemap.csv")
+    assert dict(zip(pm["well"], pm["condition"], strict=True)) == {
+        "B/2": "DMSO", "B/3": "ara-C + anti-ICAM-1", "C/2": "DMSO"}  # fmt: skip
+    labels = [c.lower() for c in open_plate(plate).read_field("B/2", 0).channel_labels]
+    assert labels[-2:] == ["hoechst", "annexin v"]
+    truth = read_truth(plate)
+    assert "nuclei" in truth and "apoptotic" in truth["jurkat"]
+    meta = json.loads((tmp_path / "f_truth" / "synth.json").read_text())
+    assert meta["params"]["nuclear_channel"] and meta["params"]["annexin_channel"]
+    # 'fate' names the protection half of the assay; an unknown condition is one line
+    assert main([*args, "--conditions", "fate", "--wells", "B/2,B/3", "--overwrite"]) == 0
+    pm = pd.read_csv(tmp_path / "f_platemap.csv")
+    assert list(pm["condition"]) == list(FATE_CONDITIONS[:2])
+    capsys.readouterr()
+    assert main([*args, "--conditions", "DMSO,aspirin", "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert "aspirin" in err and "Traceback" not in err
+    # without the flags: today's three channels
+    assert main(["synth", "--out", str(tmp_path / "p.zarr"), "--wells", "B/2", "--fields", "1",
+                 "--shape", "16,64,64"]) == 0  # fmt: skip
+    assert len(open_plate(tmp_path / "p.zarr").read_field("B/2", 0).channel_labels) == 3

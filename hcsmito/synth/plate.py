@@ -41,11 +41,21 @@ def default_layout(conditions: Sequence[str] = PLATE_CONDITIONS) -> dict[str, st
     }
 
 
-def _layout(wells: Sequence[str] | Mapping[str, str] | None) -> dict[str, str]:
+def _layout(
+    wells: Sequence[str] | Mapping[str, str] | None,
+    conditions: Sequence[str] | None = None,
+) -> dict[str, str]:
     from hcsmito.io.names import parse_well
 
+    if conditions is not None:
+        conditions = tuple(conditions)
+        if not conditions:
+            raise ValueError("conditions is empty: give names such as ['DMSO', 'ara-C'] or None")
+        if isinstance(wells, Mapping):
+            raise ValueError("conditions: give wells as a list, not a well -> condition mapping")
+    order = PLATE_CONDITIONS if conditions is None else conditions
     if wells is None:
-        return default_layout()
+        return default_layout(order)
     if isinstance(wells, Mapping):
         for w, c in wells.items():
             try:
@@ -58,8 +68,10 @@ def _layout(wells: Sequence[str] | Mapping[str, str] | None) -> dict[str, str]:
     wells = list(wells)
     if not wells:
         raise ValueError("wells is empty: give well names such as ['B2', 'B3'] or None")
+    for c in order:
+        resolve_condition(c)
     cols = sorted({parse_well(w)[1] for w in wells})
-    by_col = {c: PLATE_CONDITIONS[i % len(PLATE_CONDITIONS)] for i, c in enumerate(cols)}
+    by_col = {c: order[i % len(order)] for i, c in enumerate(cols)}
     return {w: by_col[parse_well(w)[1]] for w in wells}
 
 
@@ -89,6 +101,7 @@ def write_synth_plate(
     ngff: str = "0.5",
     params: SynthParams | None = None,
     channels: Sequence[str] | None = None,
+    conditions: Sequence[str] | None = None,
     overwrite: bool = False,
 ) -> Path:
     """Generate a plate of synthetic co-culture fields, its plate map and its truth.
@@ -100,9 +113,9 @@ def write_synth_plate(
     seed : int
         Plate seed; each field's seed is :func:`field_seed` ``(seed, well, field)``.
     wells : sequence of str or mapping of str to str, optional
-        Wells to write (conditions assigned by column, in the order of
-        ``PLATE_CONDITIONS``), or a mapping well -> condition. Default
-        :func:`default_layout` (10 wells, each condition in 2).
+        Wells to write (conditions assigned by column, in the order of ``conditions``),
+        or a mapping well -> condition. Default :func:`default_layout` ``(conditions)``
+        (rows B-C, a column per condition: 10 wells for five conditions).
     fields : int
         Fields per well.
     shape : (Z, Y, X) or (Y, X) sequence of int, optional
@@ -117,6 +130,10 @@ def write_synth_plate(
         Channel labels to write, in order (default all of ``params.channel_labels``:
         ``GFP``, ``MitoTracker Red``, ``Phalloidin``, then ``Hoechst``, ``Annexin V`` when
         drawn): e.g. a plate without actin. The truth is the same.
+    conditions : sequence of str, optional
+        The conditions laid out one per plate column, cycling (default
+        ``PLATE_CONDITIONS``; e.g. ``FATE_CONDITIONS``); names from ``CONDITIONS`` or
+        combinations such as ``"ara-C + anti-ICAM-1"``. Not with a ``wells`` mapping.
     overwrite : bool
         Replace an existing plate, plate map and truth.
 
@@ -133,7 +150,7 @@ def write_synth_plate(
     p = params if params is not None else SynthParams()
     if shape is not None:
         p = SynthParams(**{**p.model_dump(), "shape": tuple(int(s) for s in shape)})
-    layout = _layout(wells)
+    layout = _layout(wells, conditions)
     drawn = p.channel_labels
     channels = tuple(drawn if channels is None else channels)
     unknown = [c for c in channels if c not in drawn]
