@@ -14,7 +14,12 @@ from scipy import ndimage as sndi
 
 from hcsmito.stages._util import bbox, enhance_spots, fill_holes, voronoi_labels
 from hcsmito.stages.foci import detect_foci
-from hcsmito.stages.tnt._geometry import far_from, feature_transform, nearest_features
+from hcsmito.stages.tnt._geometry import (
+    far_from,
+    feature_transform,
+    near_features,
+    nearest_features,
+)
 
 SP = (0.6, 0.3, 0.3)
 
@@ -135,7 +140,8 @@ def test_fill_holes_equals_binary_fill_holes(backend, seed, kind):
 @pytest.mark.parametrize("seed", range(3))
 @pytest.mark.parametrize("min_um", [0.3, 0.6, 0.9, 1.0, 1.5])
 @pytest.mark.parametrize("two_d", [False, True])
-def test_far_from_equals_the_distance_transform(backend, seed, min_um, two_d):
+@pytest.mark.parametrize("tile", [7, 16, 128])
+def test_far_from_equals_the_distance_transform(backend, seed, min_um, two_d, tile):
     rng = np.random.default_rng(seed)
     shape = (50, 60) if two_d else (9, 50, 60)
     sp = SP[1:] if two_d else SP
@@ -144,7 +150,7 @@ def test_far_from_equals_the_distance_transform(backend, seed, min_um, two_d):
     feats[pts] = True
     feats = sndi.binary_dilation(feats, iterations=2)
     want = sndi.distance_transform_edt(~feats, sampling=sp) > min_um
-    got = far_from(backend, backend.asarray(feats), min_um, sp)
+    got = far_from(backend, backend.asarray(feats), min_um, sp, tile=tile)
     np.testing.assert_array_equal(backend.to_host(got), want)
 
 
@@ -172,3 +178,23 @@ def test_foci_keep_their_spot_response(backend):
     np.testing.assert_array_equal(
         backend.to_host(foci.spots.response), backend.to_host(enhance_spots(mito, voxel_size=SP))
     )
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("within_um", [0.3, 0.6, 1.2])
+def test_near_features_equal_the_distance_transform(backend, seed, within_um):
+    xp = backend.xp
+    rng = np.random.default_rng(seed)
+    shape = (10, 60, 70)
+    feats = np.zeros(shape, bool)
+    feats[tuple(rng.integers(0, n, 30) for n in shape)] = True
+    fz, fy, fx = np.nonzero(feats)
+    near = [np.clip(np.resize(c, 100) + rng.integers(-2, 3, 100), 0, n - 1)
+            for c, n in zip((fz, fy, fx), shape, strict=True)]  # fmt: skip
+    pts = tuple(np.r_[a, rng.integers(0, n, 100)] for a, n in zip(near, shape, strict=True))
+    at = tuple(xp.asarray(p) for p in pts)
+    tiles = xp.asarray(pts[2] // 16 + (pts[1] // 16) * 8)
+    got = near_features(backend, xp.asarray(feats), at, tiles, SP, within_um)
+    want = sndi.distance_transform_edt(~feats, sampling=SP)[pts] <= within_um
+    assert want.any() and not want.all()
+    np.testing.assert_array_equal(backend.to_host(got), want)

@@ -38,7 +38,7 @@ def nearest_features(
     groups: Any,
     sp,
     *,
-    margins_um: tuple[float, ...] = (1.5, 6.0),
+    margins_um: tuple[float, ...] = (1.5, 6.0, 24.0),
 ) -> tuple[Any, ...]:
     """The feature transform of ``background`` (nearest ``False`` voxel) read at the voxels
     ``at``, computed on boxes around them instead of the whole array.
@@ -101,6 +101,53 @@ def nearest_features(
     return out
 
 
+def near_features(
+    b: Backend, features: Any, at: tuple[Any, ...], groups: Any, sp, within_um: float
+) -> Any:
+    """Whether each voxel of ``at`` lies within ``within_um`` of a ``True`` voxel of
+    ``features`` (``distance_transform_edt(~features)[at] <= within_um``, bool per voxel),
+    from feature transforms on boxes around the voxels (grouped by ``groups``).
+
+    Each box reaches ``within_um`` and a voxel beyond it along every axis, so every
+    feature within that distance of a voxel is in its box, and the nearest of them in the
+    box is its nearest in the array: the same distance as the whole array's transform
+    where it is within ``within_um``, and a larger one where it is not.
+    """
+    xp = b.xp
+    nd = features.ndim
+    n = int(at[0].shape[0])
+    out = xp.zeros(n, dtype=bool)
+    if n == 0:
+        return out
+    pts = np.stack([b.to_host(c) for c in at], axis=1)  # device->host: the voxels' coordinates
+    inv = np.unique(b.to_host(groups), return_inverse=True)[1].reshape(-1)  # device->host
+    k = int(inv.max()) + 1
+    lo = np.full((k, nd), np.iinfo(np.int64).max)
+    hi = np.full((k, nd), -1)
+    np.minimum.at(lo, inv, pts)
+    np.maximum.at(hi, inv, pts)
+    m = np.array([int(math.floor(within_um / s)) + 1 for s in sp])
+    lo = np.maximum(lo - m, 0)
+    hi = np.minimum(hi + m + 1, np.asarray(features.shape))
+    boxes = _merge_boxes(lo, hi, np.arange(k))
+    box_of = np.full(k, -1)
+    for i, (_, _, members) in enumerate(boxes):
+        box_of[members] = i
+    which = box_of[inv]
+    for i, (blo, bhi, _) in enumerate(boxes):
+        sel = np.flatnonzero(which == i)
+        box = tuple(slice(int(a), int(z)) for a, z in zip(blo, bhi, strict=True))
+        sub = features[box]
+        if not bool(sub.any()):
+            continue  # nothing within reach
+        ft = feature_transform(b, ~sub, sp)
+        q = pts[sel] - blo
+        qd = tuple(b.asarray(q[:, j]) for j in range(nd))
+        d = feature_distance(b, tuple(ft[j][qd] for j in range(nd)), qd, sp)
+        out[b.asarray(sel)] = d <= within_um
+    return out
+
+
 def _box_features(b: Backend, background, pts, blo, bhi, sp, out, sel) -> np.ndarray:
     """Feature transform on the box ``[blo, bhi)`` read at ``pts`` (host, full-array
     coordinates): written to ``out`` at ``sel`` where provably the whole array's; which."""
@@ -157,50 +204,67 @@ def _merge_boxes(lo: np.ndarray, hi: np.ndarray, owner: np.ndarray, window: int 
     return [(a, z, np.asarray(m)) for a, z, m in zip(olo, ohi, omem, strict=True)]
 
 
-def far_from(b: Backend, features: Any, min_um: float, sp) -> Any:
+def far_from(b: Backend, features: Any, min_um: float, sp, tile: int = 128) -> Any:
     """Voxels farther than ``min_um`` from every voxel of ``features`` (bool, same shape):
-    ``distance_transform_edt(~features) > min_um``, computed on the features' box.
+    ``distance_transform_edt(~features) > min_um``.
 
-    The distance of each voxel to its feature (:func:`feature_distance`'s float64
-    arithmetic: per axis ``((f - c) * s)²``, summed in axis order) is read from a table of
-    the per-axis terms by offset, a few planes at a time, and compared with the largest
-    sum whose square root is still ``<= min_um``: the same decision as the square root's,
-    without a float64 volume per axis.
+    Computed tile by tile (``tile`` voxels in y and x, all z): every feature within
+    ``min_um`` of a tile's voxel lies in the tile grown by ``min_um`` and one voxel, so
+    the nearest feature there is the nearest in the array wherever it is that close, and
+    a tile whose grown box holds no feature is far from them all. The distance of each
+    voxel to its feature (:func:`feature_distance`'s float64 arithmetic: per axis
+    ``((f - c) * s)²``, summed in axis order) is read from a table of the per-axis terms
+    by offset and compared with the largest sum whose square root is still ``<= min_um``:
+    the same decision as the square root's.
     """
     xp = b.xp
+    nd = features.ndim
     out = xp.ones(features.shape, dtype=bool)
-    # beyond this margin every voxel is farther than min_um (by at least one voxel)
-    box = bbox(b, features, tuple(int(math.floor(min_um / s)) + 1 for s in sp))
+    m = tuple(int(math.floor(min_um / s)) + 1 for s in sp)
+    box = bbox(b, features, m)
     if box is None:
         return out
-    sub = features[box]
-    ft = feature_transform(b, ~sub, sp)
-    shape = sub.shape
-    nd = len(shape)
-    # term tables: entry k + n - 1 is ((k as float64) * s)², k = f - c in [-(n - 1), n - 1]
-    terms = []
-    for n, s in zip(shape, sp, strict=True):
-        t = xp.arange(-(n - 1), n, dtype=xp.int64).astype(xp.float64) * s
-        t *= t
-        terms.append(t)
     limit = _sqrt_at_most(float(min_um))
-    sub_out = out[box]  # a view: written in place
-    plane = int(np.prod(shape[1:])) if nd > 1 else 1
-    step = max(1, (1 << 21) // max(plane, 1))
-    grids = [xp.arange(n, dtype=xp.int32) for n in shape]
-    for z0 in range(0, shape[0], step):
-        z1 = min(z0 + step, shape[0])
-        acc = None
-        for ax in range(nd):
-            f = ft[ax][z0:z1]
-            c = grids[ax][z0:z1] if ax == 0 else grids[ax]
-            c = c.reshape((-1,) + (1,) * (nd - 1 - ax)) if ax < nd - 1 else c
-            k = f - c
-            k += shape[ax] - 1
-            t = terms[ax][k]
-            acc = t if acc is None else xp.add(acc, t, out=acc)
-        sub_out[z0:z1] = acc > limit
+    lead = tuple(range(nd - 2))  # the axes kept whole (z)
+    starts = [range(box[ax].start, box[ax].stop, tile) for ax in (nd - 2, nd - 1)]
+    for y0 in starts[0]:
+        for x0 in starts[1]:
+            own = tuple(box[ax] for ax in lead) + (
+                slice(y0, min(y0 + tile, box[nd - 2].stop)),
+                slice(x0, min(x0 + tile, box[nd - 1].stop)),
+            )
+            grown = tuple(
+                slice(max(s.start - r, 0), min(s.stop + r, n))
+                for s, r, n in zip(own, m, features.shape, strict=True)
+            )
+            sub = features[grown]
+            if not bool(sub.any()):
+                continue  # no feature within reach of the tile
+            ft = feature_transform(b, ~sub, sp)
+            at = tuple(
+                slice(o.start - g.start, o.stop - g.start) for o, g in zip(own, grown, strict=True)
+            )
+            out[own] = _farther(b, ft, at, sub.shape, sp, limit)
     return out
+
+
+def _farther(b: Backend, ft, at: tuple[slice, ...], shape, sp, limit: float) -> Any:
+    """``feature_distance > sqrt(limit)`` on the block ``at`` of a feature transform."""
+    xp = b.xp
+    nd = len(shape)
+    acc = None
+    for ax in range(nd):
+        n = shape[ax]
+        # term table: entry k + n - 1 is ((k as float64) * s)², k = f - c in [-(n - 1), n - 1]
+        t = xp.arange(-(n - 1), n, dtype=xp.int64).astype(xp.float64) * sp[ax]
+        t *= t
+        c = xp.arange(at[ax].start, at[ax].stop, dtype=xp.int32)
+        c = c.reshape((-1,) + (1,) * (nd - 1 - ax))
+        k = ft[ax][at] - c
+        k += n - 1
+        term = t[k]
+        acc = term if acc is None else xp.add(acc, term, out=acc)
+    return acc > limit
 
 
 def _sqrt_at_most(m: float) -> float:

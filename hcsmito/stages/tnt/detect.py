@@ -26,6 +26,7 @@ from hcsmito.stages.tnt._geometry import (
     feature_distance,
     feature_transform,
     inside_stack,
+    near_features,
     nearest_features,
     path_length,
     skeleton_graph,
@@ -523,16 +524,11 @@ def _cargo_response(
     hi = [int(b.to_host(c.max())) + 1 for c in cidx]  # device->host: one value per axis
     if foci_labels is not None:
         foci = b.asarray(foci_labels) > 0
-        box = bbox(b, foci)
-        if box is not None:
-            # distance to the nearest focus on the path, on the box of the foci and the path
-            box = tuple(
-                slice(min(s.start, a), max(s.stop, z)) for s, a, z in zip(box, lo, hi, strict=True)
-            )
-            ft = feature_transform(b, ~foci[box], sp)
-            at = tuple(c - s.start for c, s in zip(cidx, box, strict=True))
-            d = feature_distance(b, tuple(f[at] for f in ft), at, sp)
-            hit |= d <= mito_tolerance_um
+        if bool(foci.any()):
+            # a focus within the tolerance of the path: feature transforms on boxes around
+            # the path voxels (grouped by 32-voxel tiles of the plane)
+            tile = cidx[-1] // 32 + (cidx[-2] // 32) * (foci.shape[-1] // 32 + 1)
+            hit |= near_features(b, foci, cidx, tile, sp, mito_tolerance_um)
     if mito is not None:
         spots = enhance_spots(
             mito, voxel_size=sp, foci_diameter_um=mito_diameter_um, psf_sigma_um=psf_sigma_um,
