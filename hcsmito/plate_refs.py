@@ -15,7 +15,14 @@ import numpy as np
 from hcsmito import schema
 from hcsmito.config import Config
 
-__all__ = ["plate_glass", "plate_thresholds", "read_channels", "reader_flags", "select_fields"]
+__all__ = [
+    "check_roles",
+    "plate_glass",
+    "plate_thresholds",
+    "read_channels",
+    "reader_flags",
+    "select_fields",
+]
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +45,31 @@ def read_channels(plate, well_path: str, field: int, config: Config):
         r: img.read_channel(i, nonfinite=nonfinite) for r, i in roles.items() if i is not None
     }
     return img, roles, channels
+
+
+def check_roles(plate, refs, config: Config) -> None:
+    """Refuse, before any field runs, channel roles that no selected field can resolve: a
+    channel the config names that the plate lacks, two channels matching one role's
+    pattern (e.g. "Hoechst" and "DAPI" for ``nuclei``). Fields are grouped by their
+    channel labels (metadata only); where some groups resolve, the others fail field by
+    field, named, and the rest of the plate runs."""
+    from hcsmito.io.errors import PlateError
+
+    required = [r.name for r in schema.ROLES if r.required]
+    first: dict[tuple[str, ...], PlateError | None] = {}
+    for ref in refs:
+        img = plate.read_field(ref.well_path, ref.field)
+        key = tuple(img.channel_labels)
+        if key in first:
+            continue
+        try:
+            img.resolve_roles(config.channels.roles(), required=required)
+            first[key] = None
+        except PlateError as err:
+            first[key] = err
+    errors = list(first.values())
+    if errors and all(e is not None for e in errors):
+        raise errors[0]
 
 
 def reader_flags(img) -> tuple[list[str], dict[str, float]]:

@@ -35,6 +35,7 @@ from hcsmito.cluster import check_scheduler, run_fields, with_peak_bytes
 from hcsmito.config import Config, FieldConfig, config_hash, load_config
 from hcsmito.io.rundir import FieldOutcome, RunDir, field_stem
 from hcsmito.plate_refs import (
+    check_roles,
     plate_glass,
     plate_thresholds,
     read_channels,
@@ -396,6 +397,7 @@ def run_plate(
     # all metadata (a field of several time points is refused, not read at t = 0 alone)
     plate = open_plate(plate_path, time_points="refuse")
     refs = select_fields(plate, wells)
+    check_roles(plate, refs, config)  # a channel no field has fails the run, not each field
     conditions: dict[str, str] = {}
     if plate_map is not None:  # before any field runs, not after all of them
         pm = validate_plate_map(plate_map, plate.wells)

@@ -391,8 +391,10 @@ def test_plate_threshold_cuts_every_field_alike(plate, tmp_path):
 
 def test_plate_threshold_without_the_channel_names_the_fix(plate, tmp_path):
     cfg = load_config(overrides=["plate_threshold.roles=[msc]", "channels.msc=nope"])
-    with pytest.raises(ValueError, match=r"plate-threshold sample .*nope"):
+    # refused before the plate-threshold sample, as any channel no field has
+    with pytest.raises(ValueError, match=r"'nope' matches no channel label.*channels\.msc"):
         run_plate(plate, tmp_path / "out", config=cfg, backend="cpu", progress=False)
+    assert not (tmp_path / "out").exists()
 
 
 def _tree_digest(root: Path) -> dict[str, str]:

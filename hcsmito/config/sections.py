@@ -36,6 +36,7 @@ __all__ = [
     "FociDetection",
     "Input",
     "JurkatSegmentation",
+    "MarkerCalls",
     "MscSegmentation",
     "NucleiSegmentation",
     "NoDeconvolution",
@@ -313,6 +314,30 @@ class NucleiSegmentation(_ThresholdSection):
         return super().stage_kwargs(exclude={*own, *exclude})
 
 
+class MarkerCalls(_Section):
+    """How a per-cell marker (annexin V, PI: the roles declared ``marker``) is called
+    positive (:mod:`hcsmito.stages.markers`). Used only where the plate has one."""
+
+    k: float = Field(
+        2.0, gt=0, description="auto: noise sigmas above the field's median cell contrast"
+    )
+    threshold: dict[str, float] = Field(
+        default_factory=dict,
+        description="per marker: the contrast (mean above background, intensity units) of a "
+        "positive cell, by hand or calibrated on controls; unset: auto",
+    )
+
+    @field_validator("threshold")
+    @classmethod
+    def _known_markers(cls, v: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(v) - set(schema.marker_names()))
+        if unknown:
+            raise ValueError(
+                f"unknown markers {unknown}: the markers are {list(schema.marker_names())}"
+            )
+        return v
+
+
 class FociDetection(_Section):
     """Options of :func:`hcsmito.stages.foci.detect_foci` (sizes in µm)."""
 
@@ -582,6 +607,10 @@ class Config(BaseModel):
         default_factory=NucleiSegmentation,
         description="nuclei (nuclei channel): seeds of the cells, stain-free apoptosis call",
     )
+    markers: MarkerCalls = Field(
+        default_factory=MarkerCalls,
+        description="per-cell markers (annexin V, PI): when a cell is positive",
+    )
     foci: FociDetection = Field(
         default_factory=FociDetection, description="transferred mitochondria (red foci) inside MSCs"
     )
@@ -610,8 +639,8 @@ class Config(BaseModel):
 
 
 #: The sections of :class:`Config` that one field's computation reads.
-FIELD_SECTIONS = ("optics", "deconvolution", "background", "msc", "jurkat", "nuclei", "foci",
-                  "tnt", "adhesion", "readouts", "qc")  # fmt: skip
+FIELD_SECTIONS = ("optics", "deconvolution", "background", "msc", "jurkat", "nuclei", "markers",
+                  "foci", "tnt", "adhesion", "readouts", "qc")  # fmt: skip
 
 
 class _FieldSections(BaseModel):

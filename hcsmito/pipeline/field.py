@@ -25,7 +25,7 @@ from hcsmito.pipeline.tables import (
     with_qc,
 )
 from hcsmito.qc import check_flags, field_qc
-from hcsmito.schema import empty_table
+from hcsmito.schema import empty_table, marker_names
 
 
 @dataclass
@@ -283,7 +283,39 @@ def _tables(prep: Prepared, obj: _Objects, qc_flags, config: FieldConfig, where:
               "fields": fields_df}  # fmt: skip
     if obj.nuclei is not None:
         _nuclei_tables(prep, obj, tables, config, where)
+    for marker in (m for m in marker_names() if m in prep.raw):
+        _marker_columns(prep, obj, tables, marker, config)
     return tables
+
+
+def _marker_columns(prep: Prepared, obj: _Objects, tables: dict, marker: str,
+                    config: FieldConfig) -> None:  # fmt: skip
+    """Each MSC's and donor's mean and integrated marker intensity (raw channel) and
+    positive call; the field's counts of positive cells."""
+    from hcsmito.stages.markers import call_positive, marker_levels, measure_cells
+
+    raw = prep.raw[marker]
+    levels = marker_levels(raw)
+    cells = {"jurkat": obj.jurkat.labels, "cells": obj.msc}
+    measured = {name: measure_cells(raw, lab) if lab is not None else (np.zeros(0),) * 2
+                for name, lab in cells.items()}  # fmt: skip
+    contrast = np.concatenate([m[0] for m in measured.values()]) - levels.level
+    _, thr = call_positive(contrast, levels, k=config.markers.k,
+                           threshold=config.markers.threshold.get(marker))  # fmt: skip
+    counts = {}
+    for name, (mean, total) in measured.items():
+        df = tables[name]
+        ids = df["jurkat_id" if name == "jurkat" else "cell_id"].to_numpy(np.int64) - 1
+        mean, total = mean[ids], total[ids]
+        positive = (mean - levels.level) > thr
+        tables[name] = df.assign(**{f"{marker}_mean": mean, f"{marker}_sum": total,
+                                    f"{marker}_positive": positive})  # fmt: skip
+        counts[name] = int(positive.sum())
+    tables["fields"] = tables["fields"].assign(**{
+        f"n_jurkat_{marker}_positive": pd.array([counts["jurkat"]], dtype="Int64"),
+        f"n_msc_{marker}_positive": pd.array([counts["cells"]], dtype="Int64"),
+        f"{marker}_threshold": [thr],
+    })  # fmt: skip
 
 
 def _nuclei_tables(prep: Prepared, obj: _Objects, tables: dict, config: FieldConfig, where: str):

@@ -1,0 +1,100 @@
+"""Per-cell markers (annexin V): intensities against scikit-image, the positive call on
+hand-made and generated cells, and the errors of a marker the plate or config gets wrong."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.spatial import cKDTree
+from skimage.measure import regionprops_table
+
+from hcsmito.config import Config, load_config
+from hcsmito.config.load import ConfigError
+from hcsmito.io.writer import create_plate, write_image
+from hcsmito.pipeline import process_field
+from hcsmito.runner import run_plate
+from hcsmito.stages.markers import MarkerLevels, call_positive, marker_levels, measure_cells
+from hcsmito.synth import SynthParams, generate_field
+
+
+def test_cell_means_and_sums_equal_scikit_image():
+    rng = np.random.default_rng(0)
+    labels = np.zeros((6, 40, 40), np.int32)
+    labels[1:4, 5:15, 5:15], labels[2:5, 20:35, 22:30], labels[:, 36:, :4] = 1, 2, 3
+    image = rng.poisson(100, labels.shape).astype(np.uint16)
+    mean, total = measure_cells(image, labels)
+    ref = regionprops_table(labels, image, properties=("label", "intensity_mean", "area"))
+    np.testing.assert_allclose(mean, ref["intensity_mean"])
+    np.testing.assert_allclose(total, ref["intensity_mean"] * ref["area"])
+
+
+def test_auto_call_follows_the_cells_that_stand_out_not_the_stain_level():
+    levels = MarkerLevels(level=100.0, sigma=5.0)
+    contrast = np.array([-3.0, -2, -4, -1, 60, -3, 45])
+    called, thr = call_positive(contrast, levels)
+    assert called.tolist() == [False] * 4 + [True, False, True] and thr == 10.0
+    # unspecific staining lifts every cell by 30: the same cells stand out
+    called, thr = call_positive(contrast + 30, levels)
+    assert called.tolist() == [False] * 4 + [True, False, True] and thr == pytest.approx(38.0)
+    # a threshold by hand wins
+    assert call_positive(contrast, levels, threshold=50)[0].sum() == 1
+
+
+def test_marker_levels_read_the_medium():
+    rng = np.random.default_rng(1)
+    image = rng.normal(120, 6, (8, 64, 64)).astype(np.float32)
+    image[:, 10:20, 10:20] += 80  # one bright cell
+    lv = marker_levels(image)
+    assert abs(lv.level - 120) < 2 and abs(lv.sigma - 6) < 1
+
+
+def _fate_field(condition, seed, **kw):
+    p = SynthParams(nuclear_channel=True, annexin_channel=True, **kw)
+    f = generate_field(p, condition, seed=seed)
+    names = [c.lower() for c in f.channel_labels]
+    ch = {"msc": f.image[0], "mito": f.image[1], "actin": f.image[2],
+          "nuclei": f.image[names.index("hoechst")],
+          "annexin": f.image[names.index("annexin v")]}  # fmt: skip
+    return f, process_field(ch, voxel_size=f.voxel_size, config=Config(), backend="cpu")
+
+
+@pytest.mark.parametrize(("condition", "seed"), [("ara-C", 1), ("DMSO", 1)])
+def test_annexin_call_equals_the_generators_apoptotic_cells(condition, seed):
+    f, r = _fate_field(condition, seed)
+    cols = ["z_um", "y_um", "x_um"]
+    tj, dj = f.tables["jurkat"], r.tables["jurkat"]
+    d, i = cKDTree(tj[cols].to_numpy()).query(dj[cols].to_numpy(), distance_upper_bound=5.0)
+    ok = np.isfinite(d)
+    assert ok.sum() >= len(tj) - 1
+    np.testing.assert_array_equal(dj["annexin_positive"].to_numpy()[ok],
+                                  tj["apoptotic"].to_numpy()[i[ok]])  # fmt: skip
+    fields = r.tables["fields"].iloc[0]
+    assert fields["n_jurkat_annexin_positive"] == dj["annexin_positive"].sum()
+    # MSC: the generator's apoptotic MSCs (a ring on a large cell) are called too
+    tm, dm = f.tables["msc"], r.tables["cells"]
+    d, i = cKDTree(tm[["y_um", "x_um"]].to_numpy()).query(dm[["y_um", "x_um"]].to_numpy())
+    np.testing.assert_array_equal(dm["annexin_positive"].to_numpy(),
+                                  tm["apoptotic"].to_numpy()[i])  # fmt: skip
+
+
+def test_unknown_marker_in_the_config_is_an_error():
+    with pytest.raises(ConfigError, match=r"markers.threshold.*unknown markers \['caspase'\]"):
+        load_config(overrides=["markers.threshold={caspase: 10}"])
+
+
+def test_a_marker_the_config_names_but_the_plate_lacks_fails_before_any_field(tmp_path):
+    f = generate_field(SynthParams(shape=(14, 64, 64), n_msc=1, n_jurkat=1), seed=3)
+    plate = tmp_path / "p.zarr"
+    create_plate(plate, wells=["B/2", "B/3"], fields_per_well=1)
+    for well in ("B/2", "B/3"):
+        write_image(plate, well, 0, f.image, axes="czyx", voxel_size=f.voxel_size,
+                    channel_labels=list(f.channel_labels))  # fmt: skip
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("channels:\n  annexin: AnnexinV\n")
+    with pytest.raises(Exception, match="AnnexinV") as err:
+        run_plate(plate, tmp_path / "out", config=load_config(cfg), scheduler="threads", workers=1,
+                  backend="cpu", progress=False)  # fmt: skip
+    assert "channels.annexin" in str(err.value)
+    assert not (tmp_path / "out" / "ledger").exists() or not any(
+        (tmp_path / "out" / "ledger").iterdir()
+    )
