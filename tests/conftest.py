@@ -45,3 +45,19 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real-image folder {SHARED_DATA} is absent (see shared/data/README.md)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def fate_field():
+    """One generated 3-D ara-C field with its Hoechst and annexin V channels, and the
+    pipeline's result on it (shared by the nuclei and marker tests: ~25 s once)."""
+    from hcsmito.config import Config
+    from hcsmito.pipeline import process_field
+    from hcsmito.synth import SynthParams, generate_field
+
+    f = generate_field(SynthParams(nuclear_channel=True, annexin_channel=True), "ara-C", seed=1)
+    names = [c.lower() for c in f.channel_labels]
+    ch = {"msc": f.image[0], "mito": f.image[1], "actin": f.image[2],
+          "nuclei": f.image[names.index("hoechst")],
+          "annexin": f.image[names.index("annexin v")]}  # fmt: skip
+    return f, process_field(ch, voxel_size=f.voxel_size, config=Config(), backend="cpu")

@@ -8,10 +8,9 @@ import pytest
 from scipy.spatial import cKDTree
 from skimage.measure import regionprops_table
 
-from hcsmito.config import Config, load_config
+from hcsmito.config import load_config
 from hcsmito.config.load import ConfigError
 from hcsmito.io.writer import create_plate, write_image
-from hcsmito.pipeline import process_field
 from hcsmito.runner import run_plate
 from hcsmito.stages.markers import MarkerLevels, call_positive, marker_levels, measure_cells
 from hcsmito.synth import SynthParams, generate_field
@@ -48,19 +47,8 @@ def test_marker_levels_read_the_medium():
     assert abs(lv.level - 120) < 2 and abs(lv.sigma - 6) < 1
 
 
-def _fate_field(condition, seed, **kw):
-    p = SynthParams(nuclear_channel=True, annexin_channel=True, **kw)
-    f = generate_field(p, condition, seed=seed)
-    names = [c.lower() for c in f.channel_labels]
-    ch = {"msc": f.image[0], "mito": f.image[1], "actin": f.image[2],
-          "nuclei": f.image[names.index("hoechst")],
-          "annexin": f.image[names.index("annexin v")]}  # fmt: skip
-    return f, process_field(ch, voxel_size=f.voxel_size, config=Config(), backend="cpu")
-
-
-@pytest.mark.parametrize(("condition", "seed"), [("ara-C", 1), ("DMSO", 1)])
-def test_annexin_call_equals_the_generators_apoptotic_cells(condition, seed):
-    f, r = _fate_field(condition, seed)
+def test_annexin_call_equals_the_generators_apoptotic_cells(fate_field):
+    f, r = fate_field
     cols = ["z_um", "y_um", "x_um"]
     tj, dj = f.tables["jurkat"], r.tables["jurkat"]
     d, i = cKDTree(tj[cols].to_numpy()).query(dj[cols].to_numpy(), distance_upper_bound=5.0)

@@ -131,10 +131,10 @@ def _match(a, b, tol):
     return len(set(i[np.isfinite(d)]))
 
 
-def test_generated_field_nuclei_cells_and_apoptosis_against_truth():
+def test_generated_field_nuclei_cells_and_apoptosis_against_truth(fate_field):
     """3-D, ara-C: nuclei matched within 2 µm (F1), MSC count exact, donors within 1, and
     the stain-free call equal to the generator's apoptotic donors."""
-    f, r = _run(SynthParams(nuclear_channel=True), "ara-C", 1)
+    f, r = fate_field
     tn, nn = f.tables["nuclei"], r.tables["nuclei"]
     cols = ["z_um", "y_um", "x_um"]
     tp = _match(nn[cols].to_numpy(), tn[cols].to_numpy(), 2.0)
