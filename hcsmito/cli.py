@@ -15,6 +15,8 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
+import pydantic
+
 from hcsmito import __version__
 
 
@@ -475,6 +477,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         # is named by its type too
         user = isinstance(exc, (ValueError, OSError, RuntimeError))
         text = str(exc) if user and str(exc) else f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, pydantic.ValidationError):  # 4+ lines and a link: one per error
+            text = "; ".join(
+                f"{'.'.join(str(k) for k in e['loc']) or exc.title}: "
+                f"{e['msg'].removeprefix('Value error, ')}"
+                for e in exc.errors()
+            )
         text = _cli_names(parser, args.command, text)
         hint = "" if user or args.verbose else " (-v shows the traceback)"
         print(f"hcsmito {args.command}: error: {text}{hint}", file=sys.stderr)

@@ -355,3 +355,12 @@ def test_synth_nuclei_annexin_and_fate_conditions(tmp_path, capsys):
     assert main(["synth", "--out", str(tmp_path / "p.zarr"), "--wells", "B/2", "--fields", "1",
                  "--shape", "16,64,64"]) == 0  # fmt: skip
     assert len(open_plate(tmp_path / "p.zarr").read_field("B/2", 0).channel_labels) == 3
+
+
+def test_a_validation_error_is_one_line_without_pydantics_link(tmp_path, capsys):
+    """Before: 4 lines, the input echoed twice and a link to pydantic's docs."""
+    code = main(["synth", "--out", str(tmp_path / "s.zarr"), "--shape", "4,64,64"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "every size >= 8" in err and "errors.pydantic.dev" not in err
+    assert not list(tmp_path.iterdir())
