@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 from hcsmito.aggregate import READOUTS
 from hcsmito.io.names import PLATE_FORMATS  # standard plate formats, smallest first
 from hcsmito.io.rundir import atomic_write_bytes
+from hcsmito.report.notes import READOUT_NOTES
 
 __all__ = [
     "FigureFile",
@@ -367,6 +368,8 @@ def _make_figures(agg: Mapping[str, Any], fig_dir: str | Path) -> list[FigureFil
         _, stars_from = _star_column(c)
         cap = (f"Mean ± SEM over {unit}s; dots: one {unit} each. Stars: {stars_from} "
                f"({control}); ns p ≥ 0.05, * p < 0.05, ** p < 0.01, *** p < 0.001.")  # fmt: skip
+        if name in READOUT_NOTES:
+            cap += " " + READOUT_NOTES[name]
         add(bar_chart(cond, reps, name, order=order), f"bar_{name}", READOUTS[name].label,
             cap, "bars")  # fmt: skip
         if c["day"].nunique() > 1:

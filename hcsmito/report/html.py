@@ -27,6 +27,7 @@ import pandas as pd
 from hcsmito.aggregate import READOUTS, read_aggregates, read_manifest, write_aggregates
 from hcsmito.io.rundir import RunDir, field_stem
 from hcsmito.qc import QC_FLAGS, format_flag_counts, split_flags
+from hcsmito.report.notes import READOUT_NOTES
 
 __all__ = ["build_report", "render_report"]
 
@@ -323,6 +324,8 @@ def _results_html(agg: Mapping[str, Any]) -> str:
     table.columns.name = None
     table = table.sort_values(index, key=lambda s: s.map(order) if s.name == "condition" else s)
     what = "post-hoc test (Tukey HSD / Dunnett) vs" if use_posthoc else "Welch's t-test vs"
+    notes = "".join(f"<p>{_E(READOUT_NOTES[r])}</p>" for r in cols if r in READOUT_NOTES)
+    notes = f'<div class="warn">{notes}</div>' if notes else ""
     anova = cond.drop_duplicates(["readout", "day"])[["readout", "day", "f_anova", "p_anova",
                                                       "stars_anova"]]  # fmt: skip
     anova = anova.rename(columns={"f_anova": "F", "p_anova": "p", "stars_anova": ""})
@@ -340,6 +343,7 @@ def _results_html(agg: Mapping[str, Any]) -> str:
         f"control <strong>{_E(str(summ.get('control')))}</strong>: ns p ≥ 0.05, * p &lt; "
         "0.05, ** p &lt; 0.01, *** p &lt; 0.001. Welch p-values, Holm-adjusted p-values and "
         "ratios to the control are in the conditions table below.</p>"
+        + notes
         + _table(table.fillna(""))
         + "<h3>Relative to the control</h3><p>Condition mean / control mean (same day); "
         "for adhesion this is the relative adhesion ratio.</p>"
