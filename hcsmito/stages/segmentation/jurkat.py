@@ -345,14 +345,19 @@ def _drop_haze_and_giants(
         level = float(background_level_noise(b, smooth)[0])
         signal = smooth - xp.float32(level)
         haze = float(b.to_host(xp.median(signal[msc])))  # device->host: one value
+        # sums over each candidate's own voxels only (in the same order: the same sums,
+        # without a float64 copy of the whole signal)
         lab = labels.reshape(-1)
-        own = xp.bincount(lab, weights=signal.reshape(-1), minlength=n + 1)[1:]
-        own = own / xp.maximum(xp.bincount(lab, minlength=n + 1)[1:], 1)
+        sig = signal.reshape(-1)
+        at = xp.flatnonzero(lab)
+        own = xp.bincount(lab[at], weights=sig[at], minlength=n + 1)[1:]
+        own = own / xp.maximum(xp.bincount(lab[at], minlength=n + 1)[1:], 1)
         if labels.ndim == 3:
             # the MSC voxels in each candidate's footprint columns
             under = xp.where(msc, lab2d[None], 0).reshape(-1)
-            w = xp.bincount(under, weights=signal.reshape(-1), minlength=n + 1)[1:]
-            cnt = xp.bincount(under, minlength=n + 1)[1:]
+            at = xp.flatnonzero(under)
+            w = xp.bincount(under[at], weights=sig[at], minlength=n + 1)[1:]
+            cnt = xp.bincount(under[at], minlength=n + 1)[1:]
             ref = xp.where(cnt > 0, w / xp.maximum(cnt, 1), haze)
         else:
             own = own - haze  # the projection holds the haze of the MSC under the body

@@ -285,7 +285,7 @@ def skeleton_graph(coords: np.ndarray, shape: tuple[int, ...], sp: tuple[float, 
     from scipy import sparse
 
     n = len(coords)
-    index = np.full(shape, -1, dtype=np.int64)
+    index = np.full(shape, -1, dtype=np.int64 if n >= 2**31 else np.int32)
     index[tuple(coords.T)] = np.arange(n)
     rows, cols, w = [], [], []
     nd = len(shape)

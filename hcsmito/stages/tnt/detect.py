@@ -252,24 +252,28 @@ def detect_tnts(
     xp = b.xp
     nd = actin.ndim
     sp = spacing(voxel_size, nd)
-    empty_labels = xp.zeros(actin.shape, xp.int32)
+
+    def empty_labels() -> Any:  # made when returned: no label volume held meanwhile
+        return xp.zeros(actin.shape, xp.int32)
+
     if actin.size == 0:
-        return TNTs(empty_labels, _empty_table())
+        return TNTs(empty_labels(), _empty_table())
 
     msc = (
         b.asarray(msc_labels).astype(xp.int32, copy=False)
         if msc_labels is not None
-        else empty_labels
+        else empty_labels()
     )
     jur = (
         b.asarray(jurkat_labels).astype(xp.int32, copy=False)
         if jurkat_labels is not None
-        else empty_labels
+        else empty_labels()
     )
     if tighten_cells:
         msc, jur = _tight_cells(msc, jur, msc_signal, mito, sp)
     n_msc = int(msc.max()) if msc.size else 0
-    cells = xp.where(jur > 0, jur + n_msc, msc).astype(xp.int32)
+    cells = xp.where(jur > 0, jur + n_msc, msc).astype(xp.int32, copy=False)
+    del msc  # in cells (jur stays: the cargo rule's halo)
     gl = None
     if nd == 3:
         gl = _field_glass(
@@ -281,33 +285,35 @@ def detect_tnts(
         return TNTs(labels, table, glass, thr, gl, () if gl is None else gl.flags)
 
     if not bool((cells > 0).any()):  # no cells, no TNTs: the glass does not matter
-        return TNTs(empty_labels, _empty_table(), glass, glass=gl)
+        return TNTs(empty_labels(), _empty_table(), glass, glass=gl)
 
     resp, radius = tubeness(
         actin, voxel_size=sp, tube_radius_um=tube_radius_um, psf_sigma_um=psf_sigma_um
     )
     pos = resp[resp > 0]
     if int(pos.size) < 16:
-        return result(empty_labels, _empty_table())
+        return result(empty_labels(), _empty_table())
     med = float(b.to_host(xp.median(pos)))  # device->host: one value
     noise = robust_sigma(b, pos)
     if not noise > 0:
-        return result(empty_labels, _empty_table())
+        return result(empty_labels(), _empty_table())
     thr_hi = med + threshold_k * noise
     thr_lo = med + threshold_low_k * noise
+    del pos
 
     free = cells == 0
     low = (resp > thr_lo) & free
     ones = xp.ones((3,) * nd, dtype=bool)
     comp, n_comp = b.ndi.label(low, structure=ones)
     if n_comp == 0:
-        return result(empty_labels, _empty_table(), thr_hi)
+        return result(empty_labels(), _empty_table(), thr_hi)
     core = bincount(b, comp[(resp > thr_hi) & low].reshape(-1), n_comp + 1) > 0
     core[0] = False
-    comp = xp.where(core[comp], comp, 0).astype(xp.int32)
+    del resp, low  # the tubes are their components from here (radius is read on them)
+    comp[~core[comp]] = 0  # components without a core voxel go
     mask = comp > 0
     if not bool(mask.any()):
-        return result(empty_labels, _empty_table(), thr_hi)
+        return result(empty_labels(), _empty_table(), thr_hi)
 
     from skimage.morphology import skeletonize
 
@@ -315,7 +321,7 @@ def detect_tnts(
     skel = skeletonize(mask_h)
     coords = np.argwhere(skel)
     if len(coords) == 0:
-        return result(empty_labels, _empty_table(), thr_hi)
+        return result(empty_labels(), _empty_table(), thr_hi)
     # nearest cell of every tube voxel (feature transform of the free space, on boxes
     # around the tubes); distances only where read
     m_idx = xp.nonzero(mask)
@@ -429,7 +435,7 @@ def detect_tnts(
         path_img[tuple(coords[path].T)] = len(rows)
         kept.append(path)
     if not rows:
-        return result(empty_labels, _empty_table(), thr_hi)
+        return result(empty_labels(), _empty_table(), thr_hi)
     # each tube voxel goes to the TNT whose path is nearest, within its own component: only
     # the components of the TNTs get labels; on their box, which holds every path voxel (the
     # feature transform there is exact)
