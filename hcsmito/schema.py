@@ -214,6 +214,7 @@ _TABLE_LIST: tuple[Table, ...] = (
         ("volume_um3", "float64", UM3), ("equivalent_diameter_um", "float64", UM),
         ("intensity_mean", "float64"), ("intensity_sum", "float64"),
         ("n_parts", "int64"), ("volume_ratio", "float64"), ("intensity_ratio", "float64"),
+        ("diameter_to_cell", "float64"),
         ("state", "string"), ("apoptotic", "bool"),
     ), id_column="nucleus_id", doc="nucleus (with a nuclear channel)"),
     # counts are nullable: a failed field's row holds <NA>, not 0

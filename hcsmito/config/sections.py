@@ -307,10 +307,19 @@ class NucleiSegmentation(_ThresholdSection):
     condensed_diameter: float = Field(
         0.7, gt=0, description="condensed: diameter below this x the field's typical nucleus"
     )
+    condensed_cell_ratio: float = Field(
+        0.54, gt=0, lt=1, description="condensed donor nucleus: diameter below this x its cell's"
+    )
 
     def stage_kwargs(self, *, exclude: Iterable[str] = ()) -> dict[str, Any]:
         """The options of :func:`segment_nuclei` (the others are the pipeline's)."""
-        own = {"seed_cells", "min_share", "cell_fragment_fraction", "condensed_diameter"}
+        own = {
+            "seed_cells",
+            "min_share",
+            "cell_fragment_fraction",
+            "condensed_diameter",
+            "condensed_cell_ratio",
+        }
         return super().stage_kwargs(exclude={*own, *exclude})
 
 

@@ -323,8 +323,16 @@ def _nuclei_tables(prep: Prepared, obj: _Objects, tables: dict, config: FieldCon
     opt = config.nuclei
     nt = regionprops_table(obj.nuclei.labels, [prep.raw["nuclei"]], spacing=prep.spacing,
                            where=where)  # fmt: skip
+    b = prep.b
+
+    def voxels(labels):  # device->host: one count per label
+        return b.to_host(b.xp.bincount(labels.reshape(-1).astype(b.xp.int64)))
+
     nuc = nuclei_table(nt, obj.nuclei_cells, obj.nuclei.n_parts, obj.nuclei.cut, prep.ndim,
-                       condensed_diameter=opt.condensed_diameter)  # fmt: skip
+                       nucleus_voxels=voxels(obj.nuclei.labels),
+                       donor_voxels=voxels(obj.jurkat.labels),
+                       condensed_diameter=opt.condensed_diameter,
+                       condensed_cell_ratio=opt.condensed_cell_ratio)  # fmt: skip
     tables["nuclei"] = nuc
     for name, kind, key in (("jurkat", "jurkat", "jurkat_id"), ("cells", "msc", "cell_id")):
         df = tables[name]

@@ -111,10 +111,15 @@ def nuclei_table(
     cut: np.ndarray,
     ndim: int,
     *,
+    nucleus_voxels: np.ndarray,
+    donor_voxels: np.ndarray,
     condensed_diameter: float,
+    condensed_cell_ratio: float,
 ) -> pd.DataFrame:
     """One row per nucleus: the cell it lies in, its size and raw brightness, its pieces
-    and the stain-free state (:func:`hcsmito.stages.segmentation.call_nuclear_state`)."""
+    and the stain-free state (:func:`hcsmito.stages.segmentation.call_nuclear_state`).
+    ``nucleus_voxels`` and ``donor_voxels``: voxels per label (index = label) of the
+    nuclei and the donor cells, for a donor nucleus' diameter relative to its cell's."""
     from hcsmito.stages.segmentation import call_nuclear_state
 
     n = len(t["label"])
@@ -137,9 +142,16 @@ def nuclei_table(
         }
     )
     cut = np.asarray(cut, bool)[ids - 1]
+    donor = (df["cell_kind"] == "jurkat").to_numpy() & (df["cell_id"].to_numpy() > 0)
+    cell = np.asarray(donor_voxels, float)
+    own = np.where(donor, cell[np.minimum(df["cell_id"].to_numpy(), cell.size - 1)], np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = (np.asarray(nucleus_voxels, float)[ids] / own) ** (1.0 / ndim)
+    df["diameter_to_cell"] = np.where(donor & (own > 0), ratio, np.nan)
     size = df["volume_um3"] if ndim == 3 else pd.Series(np.asarray(t["area"]), index=df.index)
-    called = call_nuclear_state(df.assign(volume_um3=size, cut=cut),
-                                ndim=ndim, condensed_diameter=condensed_diameter)  # fmt: skip
+    called = call_nuclear_state(df.assign(volume_um3=size, cut=cut), ndim=ndim,
+                                condensed_diameter=condensed_diameter,
+                                condensed_cell_ratio=condensed_cell_ratio)  # fmt: skip
     for c in ("volume_ratio", "intensity_ratio", "state", "apoptotic"):
         df[c] = called[c]
     return df[list(dtypes("nuclei"))].astype(dtypes("nuclei"))

@@ -356,7 +356,11 @@ def typical_size(sizes: Any) -> float:
 
 
 def call_nuclear_state(
-    table: pd.DataFrame, *, ndim: int = 3, condensed_diameter: float = 0.7
+    table: pd.DataFrame,
+    *,
+    ndim: int = 3,
+    condensed_diameter: float = 0.7,
+    condensed_cell_ratio: float = 0.54,
 ) -> pd.DataFrame:
     """The stain-free state of each nucleus, from its pieces and its size.
 
@@ -366,7 +370,14 @@ def call_nuclear_state(
     of the volumes, areas in 2-D; at least three of them, else of all kinds): chromatin
     packed into a small ball. A diameter, not a volume, so that one cut serves 2-D and
     3-D fields: on generated fields condensed nuclei measure 0.57-0.68 of the typical
-    diameter in 2-D and 3-D, normal ones 0.77 and up (donor cells' sizes vary). Blur spreads a
+    diameter in 2-D and 3-D, normal ones 0.77 and up (donor cells' sizes vary).
+
+    Where the table has ``diameter_to_cell`` (a donor's nucleus: its equivalent diameter
+    over its cell's), that decides instead, below ``condensed_cell_ratio``: it does not
+    depend on the rest of the field, whose typical nucleus is a condensed one where most
+    donors are apoptotic (chemotherapy without protection). On generated fields donors'
+    nuclei measure 0.60-0.76 of their cell, condensed ones 0.40-0.48, fragmented ones
+    (their pieces joined by the blur) 0.32-0.42. Blur spreads a
     small nucleus' light, so its mean brightness is no cue (on generated fields condensed
     nuclei measure 1.0-1.1 x the median); a fragmented nucleus whose pieces the blur
     joins is small too, and called condensed. ``apoptotic``: either. The table needs
@@ -387,7 +398,11 @@ def call_nuclear_state(
     out["volume_ratio"] = out["volume_um3"] / ref_v
     out["intensity_ratio"] = out["intensity_mean"] / ref_i
     diameter = out["volume_ratio"] ** (1.0 / ndim)
-    condensed = (diameter < condensed_diameter) & ~out["cut"].astype(bool)
+    small = diameter < condensed_diameter
+    if "diameter_to_cell" in out:  # a donor's nucleus: against its own cell
+        own = out["diameter_to_cell"].astype(float)
+        small = small.where(own.isna(), own < condensed_cell_ratio)
+    condensed = small & ~out["cut"].astype(bool)
     state = np.where(~whole, "fragmented", np.where(condensed.fillna(False), "condensed", "normal"))
     out["state"] = pd.Series(state, index=out.index, dtype="string")
     out["apoptotic"] = out["state"] != "normal"
