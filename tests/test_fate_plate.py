@@ -20,6 +20,8 @@ automatic call assumes fewer than half of a field's cells positive).
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -72,10 +74,20 @@ def plates(tmp_path_factory):
     pd.DataFrame({"well": list(layout), "condition": list(layout.values())}).to_csv(
         plate_map, index=False
     )
+    plates = {"fate": layout, "dmso": dict.fromkeys(layout, "DMSO")}
+    # both plates drawn at once: the generator's filters release the GIL
+    with ThreadPoolExecutor(2) as pool:
+        futures = [
+            pool.submit(
+                write_synth_plate, d / f"{name}.zarr", seed=15, wells=wells, fields=1, params=PARAMS
+            )  # fmt: skip
+            for name, wells in plates.items()
+        ]
+        for f in futures:
+            f.result()
     out = {}
-    for name, wells in (("fate", layout), ("dmso", dict.fromkeys(layout, "DMSO"))):
+    for name in plates:
         plate = d / f"{name}.zarr"
-        write_synth_plate(plate, seed=15, wells=wells, fields=1, params=PARAMS)
         run = d / f"{name}_out"
         summary = run_plate(plate, run, config=CONFIG, plate_map=plate_map, backend="cpu",
                             progress=False, report=False)  # fmt: skip
