@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy import ndimage as sndi
 
-from hcsmito.stages._util import bbox, enhance_spots, fill_holes, voronoi_labels
+from hcsmito.stages._util import bbox, enhance_spots, fill_holes, label_sizes, voronoi_labels
 from hcsmito.stages.foci import detect_foci
 from hcsmito.stages.tnt._geometry import (
     far_from,
@@ -198,3 +198,13 @@ def test_near_features_equal_the_distance_transform(backend, seed, within_um):
     want = sndi.distance_transform_edt(~feats, sampling=SP)[pts] <= within_um
     assert want.any() and not want.all()
     np.testing.assert_array_equal(backend.to_host(got), want)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_label_sizes_equal_bincount(backend, seed):
+    rng = np.random.default_rng(seed)
+    lab = rng.integers(0, 40, (6, 20, 30)).astype(np.int32)
+    lab[lab > 30] = 0
+    for case in (lab, np.zeros_like(lab), np.full((3, 4), 7, np.int32)):
+        got = label_sizes(backend, backend.asarray(case))
+        np.testing.assert_array_equal(backend.to_host(got), np.bincount(case.ravel()))

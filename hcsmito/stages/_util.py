@@ -240,8 +240,17 @@ def background_level_noise(b: Backend, image: Any, mask: Any = None) -> tuple[fl
 
 
 def label_sizes(b: Backend, labels: Any) -> Any:
-    """Voxel count per label value (index 0 = background), on the labels' device."""
-    return b.xp.bincount(labels.reshape(-1).astype(b.xp.int64, copy=False))
+    """Voxel count per label value (index 0 = background), on the labels' device.
+
+    Counted over the labelled voxels only (the background is the rest): no int64 copy of
+    a sparse label volume.
+    """
+    xp = b.xp
+    flat = labels.reshape(-1)
+    fg = flat[xp.flatnonzero(flat)].astype(xp.int64, copy=False)
+    sizes = bincount(b, fg, 1)
+    sizes[0] = flat.size - fg.size
+    return sizes
 
 
 def relabel_sequential(b: Backend, labels: Any) -> Any:
