@@ -223,6 +223,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
     }
     if args.calibrate:
         options["calibrate"] = [c.strip() for c in args.calibrate.split(",") if c.strip()]
+    if args.calibrate_markers:
+        options["calibrate_markers"] = [
+            c.strip() for c in args.calibrate_markers.split(",") if c.strip()
+        ]
     if args.exclude_flags is not None:
         options["exclude_flags"] = [c.strip() for c in args.exclude_flags.split(",") if c.strip()]
     rd = RunDir(args.out)
@@ -402,6 +406,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="post-hoc test (default: statistics.posthoc of the run's config, tukey)",
     )
     rp.add_argument("--calibrate", help="negative-control conditions for red_positive, e.g. DMSO")
+    rp.add_argument(
+        "--calibrate-markers",
+        help="control conditions that calibrate the marker calls (annexin V, PI), e.g. DMSO",
+    )
     rp.add_argument(
         "--exclude-flags",
         metavar="CODES",

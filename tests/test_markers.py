@@ -86,3 +86,40 @@ def test_a_marker_the_config_names_but_the_plate_lacks_fails_before_any_field(tm
     assert not (tmp_path / "out" / "ledger").exists() or not any(
         (tmp_path / "out" / "ledger").iterdir()
     )
+
+
+def test_marker_calibration_on_control_wells_sets_the_share_and_recounts_fields():
+    """Two wells of controls, two treated: the calibrated threshold leaves at most 10 % of
+    the control cells positive, and every field's count is recomputed from its cells."""
+    import pandas as pd
+
+    from hcsmito.aggregate import aggregate_tables
+
+    rng = np.random.default_rng(5)
+    key = []
+    for w, treated in (("B/2", 0), ("B/3", 0), ("C/2", 1), ("C/3", 1)):
+        for cid in range(1, 21):
+            bright = rng.random() < (0.05 if not treated else 0.5)
+            key.append((w, cid, 100 + rng.normal(3, 1) + (60 if bright else 0)))
+    jurkat = pd.DataFrame(key, columns=["well", "jurkat_id", "annexin_mean"]).assign(
+        plate="p", field=0
+    )
+    fields = pd.DataFrame({"plate": "p", "well": ["B/2", "B/3", "C/2", "C/3"], "field": 0,
+                           "n_msc": 0, "n_jurkat": 20, "status": "ok",
+                           "annexin_background": 100.0,
+                           "n_jurkat_annexin_positive": pd.array([0] * 4, dtype="Int64"),
+                           "n_msc_annexin_positive": pd.array([0] * 4, dtype="Int64")})  # fmt: skip
+    pm = pd.DataFrame({"well": ["B/2", "B/3", "C/2", "C/3"],
+                       "condition": ["DMSO", "DMSO", "ara-C", "ara-C"], "replicate": [1, 2, 1, 2],
+                       "day": 1.0})  # fmt: skip
+    res = aggregate_tables({"fields": fields, "jurkat": jurkat}, pm, calibrate_markers=["DMSO"],
+                           readouts=["pct_jurkat_annexin_positive"])  # fmt: skip
+    rule = res["summary"]["marker_calibration"]["annexin"]
+    assert rule["share"] <= 0.1 and rule["n_cells"] == 40
+    contrast = jurkat["annexin_mean"] - 100.0
+    expected = (contrast > rule["threshold"]).groupby(jurkat["well"]).sum()
+    wells = res["wells"].set_index("well")
+    for w in expected.index:
+        assert wells.loc[w, "pct_jurkat_annexin_positive"] == pytest.approx(100 * expected[w] / 20)
+    with pytest.raises(ValueError, match="not in the plate map"):
+        aggregate_tables({"fields": fields, "jurkat": jurkat}, pm, calibrate_markers=["PBS"])

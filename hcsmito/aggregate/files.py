@@ -96,7 +96,7 @@ def write_aggregates(
             )
     kw: dict[str, Any] = {}
     for key in ("unit", "control", "posthoc", "calibrate", "max_share", "calibrate_by",
-                "readouts", "exclude_flags"):  # fmt: skip
+                "calibrate_markers", "marker_max_share", "readouts", "exclude_flags"):  # fmt: skip
         val = _setting(config, "statistics", key, None)
         if val is not None:
             kw[key] = val

@@ -12,6 +12,8 @@ import pandas as pd
 
 from hcsmito import schema
 from hcsmito import stats as hs
+from hcsmito.aggregate.markers import apply_marker_thresholds
+from hcsmito.aggregate.markers import calibrate_markers as calibrate_markers_on
 from hcsmito.aggregate.readouts import COUNTS, KEY, READOUTS, UNITS, Readout
 from hcsmito.aggregate.red_positive import (
     apply_red_positive,
@@ -89,6 +91,8 @@ def aggregate_tables(
     calibrate: Sequence[str] | None = None,
     max_share: float = 0.05,
     calibrate_by: str = "n_foci",
+    calibrate_markers: Sequence[str] | None = None,
+    marker_max_share: float = 0.1,
     exclude_flags: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Aggregate per-field tables into per-well and per-condition results with statistics.
@@ -118,6 +122,11 @@ def aggregate_tables(
         (:func:`calibrate_red_positive`); overrides ``red_positive``.
     max_share, calibrate_by
         Options of :func:`calibrate_red_positive`.
+    calibrate_markers : sequence of str, optional
+        Control conditions on which each marker's (annexin V, PI) positive call is
+        calibrated (:func:`hcsmito.aggregate.markers.calibrate_markers`: at most
+        ``marker_max_share`` of their cells positive) and recomputed for every cell;
+        default: the calls as the fields made them.
     exclude_flags : sequence of str
         QC codes (:data:`hcsmito.qc.QC_FLAGS`): ``ok`` fields whose ``qc_flags`` hold any
         of them are left out of the well values, the calibration and the statistics.
@@ -144,6 +153,15 @@ def aggregate_tables(
     notes: list[str] = []
     fields, rule = _red_positive_rule(tables, fields, used_mask, plate_map, red_positive,
                                       calibrate, max_share, calibrate_by)  # fmt: skip
+    marker_rule = None
+    if calibrate_markers:
+        if plate_map is None:
+            raise ValueError("calibrating markers needs a plate map naming the control wells")
+        marker_rule = calibrate_markers_on(tables, fields[used_mask], plate_map,
+                                           controls=calibrate_markers,
+                                           max_share=marker_max_share)  # fmt: skip
+        thresholds = {m: r["threshold"] for m, r in marker_rule.items()}
+        _, fields = apply_marker_thresholds(tables, fields, thresholds)
     wells, ok, fields = _well_table(fields, used_mask, rdefs, plate_map, notes)
     replicates = _replicates(wells, ok, rdefs, names, unit)
     conditions, trends, ctrl, order = _statistics(replicates, names, plate_map, control,
@@ -154,6 +172,7 @@ def aggregate_tables(
         "posthoc": posthoc,
         "readouts": names,
         "red_positive": rule,
+        "marker_calibration": marker_rule,
         "n_fields": int(len(fields)),
         "n_fields_failed": int((~ok_mask).sum()),
         "failed_fields": json.loads(failed.to_json(orient="records")),

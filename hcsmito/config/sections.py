@@ -516,6 +516,12 @@ class Statistics(_Section):
     calibrate_by: Literal["n_foci", "foci_volume_um3"] = Field(
         "n_foci", description="the cell readout calibrated (a count, or µm³)"
     )
+    calibrate_markers: tuple[str, ...] | None = Field(
+        None, description="control conditions that calibrate the marker calls (annexin V, PI)"
+    )
+    marker_max_share: float = Field(
+        0.1, ge=0, lt=1, description="marker+ share of the control wells' cells allowed"
+    )
     readouts: tuple[str, ...] | None = Field(
         None, description="readouts tested (names of hcsmito.aggregate.READOUTS; null: all)"
     )

@@ -315,6 +315,7 @@ def _marker_columns(prep: Prepared, obj: _Objects, tables: dict, marker: str,
         f"n_jurkat_{marker}_positive": pd.array([counts["jurkat"]], dtype="Int64"),
         f"n_msc_{marker}_positive": pd.array([counts["cells"]], dtype="Int64"),
         f"{marker}_threshold": [thr],
+        f"{marker}_background": [levels.level],
     })  # fmt: skip
 
 
