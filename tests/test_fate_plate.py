@@ -105,13 +105,15 @@ def _truth_fields(plate) -> pd.DataFrame:
     return t.assign(n_jurkat_with_nucleus=t["n_jurkat"], status="ok")
 
 
-#: The stain-free call where most donor cells of a field are apoptotic: known to fail.
-_PROXY_SATURATES = pytest.mark.xfail(
+#: The stain-free call on the two combinations (most donor cells apoptotic): known to fail.
+_PROXY_MISSES = pytest.mark.xfail(
     strict=True,
-    reason="the stain-free call takes the field's typical Jurkat nucleus as the 75th "
-    "percentile of its nuclei: where more than ~3/4 of a field's donor cells are apoptotic "
-    "(the two combinations here, ~85 %) it is a condensed one, and condensed nuclei are no "
-    "longer called (ara-C + cytochalasin D: 11 % measured, 91 % true)",
+    reason="the stain-free call misses apoptotic donors on these 2-D fields: ara-C + "
+    "cytochalasin D 74 % called against 91 % true; over the plate 15 condensed and 12 "
+    "fragmented donor nuclei are called normal (median nucleus / cell diameter 0.56 and "
+    "0.58, one piece, against the 0.54 cut), so the differences are 15.6 and 15.3 points "
+    "against the truth's 32.1 and 22.0 (p 0.19, 0.07); "
+    "before 2fe073d (typical nucleus of the field) 11 % called",
 )
 
 
@@ -136,7 +138,7 @@ def test_fate_plate_annexin_recovers_direction_and_significance(plates, ref, con
 
 @pytest.mark.parametrize(
     ("ref", "cond"),
-    [COMPARISONS[0], *(pytest.param(*c, marks=_PROXY_SATURATES) for c in COMPARISONS[1:])],
+    [COMPARISONS[0], *(pytest.param(*c, marks=_PROXY_MISSES) for c in COMPARISONS[1:])],
 )
 def test_fate_plate_proxy_recovers_direction_and_significance(plates, ref, cond):
     _check(plates, PROXY, ref, cond)
