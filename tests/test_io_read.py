@@ -204,9 +204,11 @@ def test_channel_roles_defaults_and_explicit():
         "mito": 1,
         "actin": 2,
     }
-    assert resolve_channel_roles(labels) == {"msc": 0, "mito": 1, "actin": 2}
+    # every declared role: those no label matches are None
+    absent = {"nuclei": None, "annexin": None, "pi": None}
+    assert resolve_channel_roles(labels) == {"msc": 0, "mito": 1, "actin": 2, **absent}
     two = ["EGFP", "MitoTracker"]
-    assert resolve_channel_roles(two) == {"msc": 0, "mito": 1, "actin": None}
+    assert resolve_channel_roles(two) == {"msc": 0, "mito": 1, "actin": None, **absent}
     odd = ["ch488", "ch561", "F-ACTIN"]
     assert resolve_channel_roles(odd, {"msc": "CH488", "mito": 1, "actin": None}) == {
         "msc": 0,
@@ -230,4 +232,4 @@ def test_channel_roles_errors_name_labels_and_fix():
     with pytest.raises(PlateError, match="both resolve to channel 1"):
         resolve_channel_roles(["GFP", "Mito"], {"msc": 1, "mito": None})
     with pytest.raises(PlateError, match="no default label pattern"):
-        resolve_channel_roles(["GFP", "Mito"], {"nuclei": None})
+        resolve_channel_roles(["GFP", "Mito"], {"caspase": None})
