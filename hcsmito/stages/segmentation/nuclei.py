@@ -301,9 +301,10 @@ def group_fragments(
     The pieces of a fragmented MSC nucleus lie several µm apart, too far to be bridged by
     distance alone; what they share is their cell. Within each cell of ``cells``
     (:func:`assign_nuclei`), the nuclei smaller than ``fragment_fraction`` x the typical
-    one-piece nucleus of that kind in the field (:func:`typical_size`; at least three,
-    else of all kinds) become one nucleus when there are two or more of them; a whole
-    nucleus beside them stays itself.
+    one-piece nucleus of that kind in the field (:func:`typical_size`; of all kinds
+    where the field has none of that kind) become one nucleus when there are two or more
+    of them; one that touches a whole nucleus of its cell (a piece the split cut off at a
+    neck) rejoins it as one piece; a whole nucleus stays itself.
 
     Returns
     -------
@@ -321,12 +322,20 @@ def group_fragments(
     ref = np.full(n, typical_size(sizes[whole] if whole.any() else sizes))
     for k in set(kind):
         own = (kind == k) & whole
-        if own.sum() >= 3:
+        if own.any():  # MSCs: a field holds a few, whose nuclei are 3-5x a donor's
             ref[kind == k] = typical_size(sizes[own])
     small = (sizes < fragment_fraction * ref) & (kind != "")
     target = np.arange(1, n + 1)
-    for k, c in {(k, c) for k, c in zip(kind[small], cell[small], strict=True)}:
-        group = np.flatnonzero(small & (kind == k) & (cell == c))
+    # a small piece touching a whole nucleus of its cell is a piece the split cut off (a
+    # neck in a textured nucleus): it rejoins it, one piece as before the split
+    joined = np.zeros(n, bool)
+    for s_id, w_id in _touching(b.to_host(nuclei.labels)):  # device->host: the nuclei
+        si, wi = s_id - 1, w_id - 1
+        if small[si] and not small[wi] and kind[si] == kind[wi] and cell[si] == cell[wi]:
+            target[si], joined[si] = w_id, True
+    rest = small & ~joined
+    for k, c in {(k, c) for k, c in zip(kind[rest], cell[rest], strict=True)}:
+        group = np.flatnonzero(rest & (kind == k) & (cell == c))
         if group.size >= 2:
             target[group] = group[0] + 1
     if (target == np.arange(1, n + 1)).all():
@@ -335,7 +344,8 @@ def group_fragments(
     lut = np.zeros(n + 1, np.int32)
     lut[1:] = inverse + 1
     m = new_ids.size
-    n_parts = np.bincount(inverse, weights=nuclei.n_parts, minlength=m).astype(np.int64)
+    parts = np.where(joined, 0, nuclei.n_parts)
+    n_parts = np.bincount(inverse, weights=parts, minlength=m).astype(np.int64)
     cut = np.bincount(inverse, weights=nuclei.cut, minlength=m) > 0
     labels = b.asarray(lut)[nuclei.labels]
     first = cells.iloc[new_ids - 1].reset_index(drop=True)
@@ -347,12 +357,29 @@ def group_fragments(
 
 
 def typical_size(sizes: Any) -> float:
-    """The size of a field's typical nucleus: the 75th percentile of ``sizes``, which
-    stays a healthy nucleus' size while up to half of them are small (condensed nuclei,
-    fragments: a field under chemotherapy), where the median would not."""
+    """The size of a field's typical nucleus: the median of the upper half of ``sizes``
+    (about the 75th percentile), which stays a healthy nucleus' size while up to half of
+    them are small (condensed nuclei, fragments: a field under chemotherapy), where the
+    median would not; and, among the few MSC nuclei of a field, the pieces of one
+    fragmented nucleus do not pull it down to their own size."""
     sizes = np.asarray(sizes, float)
     sizes = sizes[np.isfinite(sizes)]
-    return float(np.percentile(sizes, 75)) if sizes.size else float("nan")
+    if not sizes.size:
+        return float("nan")
+    return float(np.median(sizes[sizes >= np.median(sizes)]))
+
+
+def _touching(labels: np.ndarray) -> list[tuple[int, int]]:
+    """The pairs of distinct labels that share a face (each pair both ways)."""
+    pairs = []
+    for ax in range(labels.ndim):
+        a = np.take(labels, np.arange(labels.shape[ax] - 1), axis=ax).ravel()
+        c = np.take(labels, np.arange(1, labels.shape[ax]), axis=ax).ravel()
+        sel = (a != c) & (a > 0) & (c > 0)
+        pairs.append(np.stack([a[sel], c[sel]], axis=1))
+    both = np.concatenate(pairs) if pairs else np.zeros((0, 2), labels.dtype)
+    both = np.unique(np.concatenate([both, both[:, ::-1]]), axis=0)
+    return [(int(x), int(y)) for x, y in both]
 
 
 def call_nuclear_state(
@@ -367,7 +394,7 @@ def call_nuclear_state(
     ``fragmented``: two or more pieces (``n_parts``). ``condensed``: one piece, not cut by
     the stack, whose equivalent diameter is below ``condensed_diameter`` x that of the
     typical one-piece nucleus of the same cell kind in the field (:func:`typical_size`
-    of the volumes, areas in 2-D; at least three of them, else of all kinds): chromatin
+    of the volumes, areas in 2-D; of all kinds where the field has none of that kind): chromatin
     packed into a small ball. A diameter, not a volume, so that one cut serves 2-D and
     3-D fields: on generated fields condensed nuclei measure 0.57-0.68 of the typical
     diameter in 2-D and 3-D, normal ones 0.77 and up (donor cells' sizes vary).
@@ -392,7 +419,7 @@ def call_nuclear_state(
     all_i = out.loc[whole, "intensity_mean"].median()
     for _kind, rows in out.groupby("cell_kind").groups.items():
         ref = out.loc[rows][whole.loc[rows]]
-        enough = len(ref) >= 3
+        enough = len(ref) >= 1  # a field holds a few MSCs, whose nuclei are 3-5x a donor's
         ref_v[rows] = typical_size(ref["volume_um3"]) if enough else all_v
         ref_i[rows] = ref["intensity_mean"].median() if enough else all_i
     out["volume_ratio"] = out["volume_um3"] / ref_v
