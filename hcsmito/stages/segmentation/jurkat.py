@@ -29,6 +29,7 @@ from hcsmito.stages.segmentation._common import (
     box,
     check_image,
     extend_through_z,
+    majority_label,
     watershed_2d,
 )
 from hcsmito.stages.threshold import AutoThreshold, ThresholdLike, as_threshold
@@ -447,19 +448,6 @@ def _msc_under(b: Backend, jurkat2d: Any, msc_labels: Any, n: int) -> tuple[np.n
     """Per Jurkat: the MSC label covering most of its footprint and that fraction."""
     if n == 0 or msc_labels is None:
         return np.zeros(n, np.int32), np.zeros(n, np.float32)
-    xp = b.xp
     msc = b.asarray(msc_labels)
-    msc2d = msc.max(axis=0) if msc.ndim == 3 else msc
-    n_msc = int(msc2d.max())
-    j = jurkat2d.reshape(-1).astype(xp.int64)
-    m = msc2d.reshape(-1).astype(xp.int64)
-    pair = xp.bincount(j * (n_msc + 1) + m, minlength=(n + 1) * (n_msc + 1))
-    table = b.to_host(pair.reshape(n + 1, n_msc + 1))[1:]  # device->host: n × n_msc counts
-    area = table.sum(axis=1)
-    over = table[:, 1:]
-    if over.shape[1] == 0:
-        return np.zeros(n, np.int32), np.zeros(n, np.float32)
-    best = over.argmax(axis=1)
-    frac = over[np.arange(n), best] / np.maximum(area, 1)
-    ids = np.where(frac > 0, best + 1, 0).astype(np.int32)
+    ids, frac = majority_label(b, jurkat2d, msc.max(axis=0) if msc.ndim == 3 else msc, n)
     return ids, frac.astype(np.float32)

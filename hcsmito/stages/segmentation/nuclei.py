@@ -26,7 +26,12 @@ from hcsmito.stages._util import (
     spacing,
     touches_border,
 )
-from hcsmito.stages.segmentation._common import Instances, check_image, fg_threshold
+from hcsmito.stages.segmentation._common import (
+    Instances,
+    check_image,
+    fg_threshold,
+    majority_label,
+)
 from hcsmito.stages.threshold import ThresholdLike, as_threshold
 
 __all__ = [
@@ -255,30 +260,13 @@ def assign_nuclei(
     for name, labels in (("msc", msc_labels), ("jurkat", jurkat_labels)):
         if labels is None or n == 0:
             continue
-        best, frac = _majority(b, nuclei, b.asarray(labels), n)
+        best, frac = majority_label(b, nuclei, b.asarray(labels), n)
         take = (frac >= min_share) & ((kind == "") | (name == "jurkat"))
         kind[take], cell[take], share[take] = name, best[take], frac[take]
     return pd.DataFrame(
         {"nucleus_id": np.arange(1, n + 1, dtype=np.int32), "cell_kind": kind,
          "cell_id": cell, "share": share}
     )  # fmt: skip
-
-
-def _majority(b: Backend, nuclei: Any, labels: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per nucleus: the label covering most of its voxels and that share (host)."""
-    xp = b.xp
-    m = int(labels.max()) if labels.size else 0
-    if m == 0:
-        return np.zeros(n, np.int32), np.zeros(n)
-    sel = nuclei.reshape(-1) > 0
-    nu = nuclei.reshape(-1)[sel].astype(xp.int64)
-    lab = labels.reshape(-1)[sel].astype(xp.int64)
-    pair = xp.bincount(nu * (m + 1) + lab, minlength=(n + 1) * (m + 1))
-    table = b.to_host(pair.reshape(n + 1, m + 1))[1:]  # device->host: n × m counts
-    total = np.maximum(table.sum(axis=1), 1)
-    best = table[:, 1:].argmax(axis=1)
-    frac = table[np.arange(n), best + 1] / total
-    return (best + 1).astype(np.int32), frac
 
 
 def nuclei_seeds(nuclei: Any, assignment: pd.DataFrame, kind: str) -> Any:
