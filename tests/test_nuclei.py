@@ -185,3 +185,23 @@ def test_two_channels_matching_nuclei_is_an_error_naming_the_role():
         resolve_channel_roles(["GFP", "MitoTracker", "Phalloidin", "Hoechst", "DAPI"])
     got = resolve_channel_roles(["GFP", "MitoTracker", "Hoechst 33342"])
     assert got["nuclei"] == 2 and got["actin"] is None
+
+
+def test_h_maxima_by_component_equals_scikit_image_on_the_whole_volume():
+    from skimage.morphology import h_maxima
+
+    from hcsmito.stages.segmentation.nuclei import _h_maxima_by_component
+
+    balls = [
+        ((6.0, 10.0, 10.0), (2.5, 7.0, 6.0), 200),
+        ((8.0, 10.0, 28.0), (3.2, 3.2, 3.2), 200),
+        ((8.0, 10.0, 34.2), (3.2, 3.2, 3.2), 200),
+        ((8.0, 28.0, 28.0), (0.4, 0.4, 0.4), 300),
+    ]
+    _, truth = _draw((28, 200, 220), balls)
+    mask = truth > 0
+    dist = ndi.distance_transform_edt(mask, sampling=VOX).astype(np.float32)
+    full = np.ones((3, 3, 3), bool)
+    for h in (0.2, 1.0):  # the small ball: above h once, below it once
+        whole = h_maxima(dist.astype(np.float64), h).astype(bool) & mask
+        np.testing.assert_array_equal(_h_maxima_by_component(dist, mask, h, full), whole)
