@@ -38,7 +38,7 @@ def read_channels(plate, well_path: str, field: int, config: Config):
     nonfinite = "replace" if opts.nonfinite == "flag" else "error"
     img = plate.read_field(well_path, field, missing_chunks=missing)
     required = [r.name for r in schema.ROLES if r.required]
-    roles = img.resolve_roles(config.channels.roles(), required=required)
+    roles = img.resolve_roles(config.channel_roles(), required=required)
     # read in this task, not as new tasks of the cluster it runs on; crafted chunks always
     # fail this field with a message naming them
     channels = {
@@ -49,10 +49,11 @@ def read_channels(plate, well_path: str, field: int, config: Config):
 
 def check_roles(plate, refs, config: Config) -> None:
     """Refuse, before any field runs, channel roles that no selected field can resolve: a
-    channel the config names that the plate lacks, two channels matching one role's
-    pattern (e.g. "Hoechst" and "DAPI" for ``nuclei``). Fields are grouped by their
-    channel labels (metadata only); where some groups resolve, the others fail field by
-    field, named, and the rest of the plate runs."""
+    channel the config names that the plate lacks (a role's, or a marker's of
+    ``markers.channels``), two channels matching one role's pattern (e.g. "Hoechst" and
+    "DAPI" for ``nuclei``). Fields are grouped by their channel labels (metadata only);
+    where some groups resolve, the others fail field by field, named, and the rest of the
+    plate runs."""
     from hcsmito.io.errors import PlateError
 
     required = [r.name for r in schema.ROLES if r.required]
@@ -63,7 +64,7 @@ def check_roles(plate, refs, config: Config) -> None:
         if key in first:
             continue
         try:
-            img.resolve_roles(config.channels.roles(), required=required)
+            img.resolve_roles(config.channel_roles(), required=required)
             first[key] = None
         except PlateError as err:
             first[key] = err

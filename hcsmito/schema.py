@@ -18,6 +18,7 @@ roles when it is imported; every other reader reads the declaration when it is c
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -25,6 +26,7 @@ import pandas as pd
 
 __all__ = [
     "KEY_COLUMNS",
+    "MARKER_COLUMNS",
     "ROLES",
     "Column",
     "Role",
@@ -35,7 +37,11 @@ __all__ = [
     "conform",
     "empty_table",
     "field_tables",
+    "marker_columns",
+    "marker_key",
     "marker_names",
+    "marker_problem",
+    "markers_in",
     "role",
     "role_names",
 ]
@@ -106,7 +112,8 @@ def role_names() -> tuple[str, ...]:
 
 
 def marker_names() -> tuple[str, ...]:
-    """The roles that are per-cell markers, in order."""
+    """The roles that are per-cell markers, in order (the built-in markers: a config may
+    name more, ``markers.channels``)."""
     return tuple(r.name for r in ROLES if r.marker)
 
 
@@ -267,6 +274,88 @@ def aggregate_tables() -> tuple[str, ...]:
     return tuple(t.name for t in TABLES.values() if t.per == "aggregate")
 
 
+# --------------------------------------------------------------------------- markers
+
+# fmt: off
+#: The columns each per-cell marker adds to a table, ``{m}`` standing for its name (a role
+#: declared ``marker``, or a marker the config names in ``markers.channels``): mean and
+#: integrated intensity on the raw channel, the contrast the call reads
+#: (:mod:`hcsmito.stages.markers`) and the call; per field the counts of positive cells,
+#: the threshold and the channel's background level.
+MARKER_COLUMNS: dict[str, tuple[Column, ...]] = {
+    **{name: _cols(("{m}_mean", "float64"), ("{m}_sum", "float64"),
+                   ("{m}_contrast", "float64"), ("{m}_positive", "bool"))
+       for name in ("cells", "jurkat")},
+    "fields": _cols(("n_jurkat_{m}_positive", "Int64"), ("n_msc_{m}_positive", "Int64"),
+                    ("{m}_threshold", "float64"), ("{m}_background", "float64")),
+}
+# fmt: on
+
+#: What a marker's name must be once made safe (:func:`marker_key`): it becomes part of
+#: column names.
+_MARKER_NAME = re.compile(r"[a-z][a-z0-9_]*")
+
+
+def marker_columns(name: str, marker: str) -> tuple[Column, ...]:
+    """The columns that ``marker`` adds to table ``name`` (none for other tables).
+
+    >>> [c.name for c in marker_columns("fields", "casp3")][:2]
+    ['n_jurkat_casp3_positive', 'n_msc_casp3_positive']
+    """
+    return tuple(
+        Column(c.name.format(m=marker), c.dtype, c.unit) for c in MARKER_COLUMNS.get(name, ())
+    )
+
+
+def marker_key(name: str) -> str:
+    """A marker's name as its columns carry it: lowercase, each run of other characters
+    than letters and digits one ``_``, none at the ends.
+
+    >>> marker_key("SYTOX Green"), marker_key("Casp-3/7")
+    ('sytox_green', 'casp_3_7')
+    """
+    return re.sub(r"[^a-z0-9]+", "_", str(name).lower()).strip("_")
+
+
+def marker_problem(name: str) -> str | None:
+    """Why ``name`` (made safe by :func:`marker_key`) cannot name a marker the config adds,
+    or None: not a safe name, a built-in role's name, or a name whose columns would be
+    columns the tables already declare (``red``: ``n_msc_red_positive``)."""
+    if not _MARKER_NAME.fullmatch(name):
+        return "a marker name needs a letter first, then letters, digits or '_'"
+    if name in role_names():
+        kind = "marker" if role(name).marker else "channel role"
+        return (
+            f"{name!r} is a built-in {kind}: name its channel in `channels.{name}`, or "
+            "give the marker another name"
+        )
+    key = {c.name for c in KEY_COLUMNS}
+    for table in MARKER_COLUMNS:
+        taken = key | set(TABLES[table].dtypes)
+        clash = [c.name for c in marker_columns(table, name) if c.name in taken]
+        if clash:
+            return f"its column {clash[0]!r} is a column of the {table} table: rename the marker"
+    return None
+
+
+def markers_in(columns: Iterable[str], table: str = "fields") -> tuple[str, ...]:
+    """The markers whose every column of ``table`` is among ``columns`` (a table's
+    columns): the built-in markers first, then the others as the columns come.
+
+    >>> markers_in(["n_msc", "n_jurkat_casp3_positive", "n_msc_casp3_positive",
+    ...             "casp3_threshold", "casp3_background"])
+    ('casp3',)
+    """
+    cols = list(columns)
+    have = set(cols)
+    first = MARKER_COLUMNS[table][0].name
+    pattern = re.compile(re.escape(first).replace(re.escape("{m}"), "([a-z][a-z0-9_]*)"))
+    found = [m.group(1) for c in cols if (m := pattern.fullmatch(c))]
+    found = [m for m in found if {c.name for c in marker_columns(table, m)} <= have]
+    builtin = [m for m in marker_names() if m in found]
+    return tuple(builtin + [m for m in dict.fromkeys(found) if m not in builtin])
+
+
 def empty_table(name: str, *, keys: bool = False) -> pd.DataFrame:
     """A table with zero rows and the declared columns of ``name`` (with
     :data:`KEY_COLUMNS` first when ``keys``)."""
@@ -294,11 +383,15 @@ def column_units(name: str, columns: Iterable[str]) -> dict[str, str]:
 
 def conform(name: str, df: pd.DataFrame) -> pd.DataFrame:
     """``df`` as table ``name`` is written: when it has no rows, its declared columns
-    (and :data:`KEY_COLUMNS`) take their declared dtypes, so that an empty table's
-    Parquet schema still types every column (not ``null``, nor text for numbers)."""
+    (and :data:`KEY_COLUMNS`, and the columns of the markers it has:
+    :data:`MARKER_COLUMNS`) take their declared dtypes, so that an empty table's Parquet
+    schema still types every column (not ``null``, nor text for numbers)."""
     if len(df) or name not in TABLES:
         return df
     cols = KEY_COLUMNS + TABLES[name].columns
+    if name in MARKER_COLUMNS:
+        for m in markers_in(df.columns, name):
+            cols += marker_columns(name, m)
     # an empty object column would be Arrow's null type: text columns are strings
     return df.astype(
         {c.name: "string" if c.dtype == "object" else c.dtype for c in cols if c.name in df}

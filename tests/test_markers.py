@@ -12,7 +12,13 @@ from hcsmito.config import load_config
 from hcsmito.config.load import ConfigError
 from hcsmito.io.writer import create_plate, write_image
 from hcsmito.runner import run_plate
-from hcsmito.stages.markers import MarkerLevels, call_positive, marker_levels, measure_cells
+from hcsmito.stages.markers import (
+    MarkerLevels,
+    call_positive,
+    marker_levels,
+    measure_cells,
+    measure_marker,
+)
 from hcsmito.synth import SynthParams, generate_field
 
 
@@ -32,11 +38,63 @@ def test_auto_call_follows_the_cells_that_stand_out_not_the_stain_level():
     contrast = np.array([-3.0, -2, -4, -1, 60, -3, 45])
     called, thr = call_positive(contrast, levels)
     assert called.tolist() == [False] * 4 + [True, False, True] and thr == 10.0
-    # unspecific staining lifts every cell by 30: the same cells stand out
+    # unspecific staining lifts every cell by 30: the same cells stand out, above the
+    # lower quartile of the cells (27 by hand: the 2nd and 3rd lowest, -3 + 30) + 2 sigma
     called, thr = call_positive(contrast + 30, levels)
-    assert called.tolist() == [False] * 4 + [True, False, True] and thr == pytest.approx(38.0)
+    assert called.tolist() == [False] * 4 + [True, False, True] and thr == pytest.approx(37.0)
     # a threshold by hand wins
     assert call_positive(contrast, levels, threshold=50)[0].sum() == 1
+    # five of eight cells positive (a chemotherapy field): the median (a positive cell)
+    # would leave most unmarked; the quartile stays on the unstained cells
+    many = np.array([-2.0, 80, -1, 95, 70, 0, 88, 75])
+    called, thr = call_positive(many, levels)
+    assert called.tolist() == [c > 50 for c in many] and thr == pytest.approx(10.0)
+
+
+def _projected_field():
+    """A hand-made 2-D projection: medium at 100, an MSC (rows 10-69, columns 10-89)
+    stained +80 (apoptotic), a live donor over it (+0 of its own: it shows the MSC's +80),
+    an apoptotic donor over it (+150 on its 2-pixel rim over the MSC's +80), a live donor
+    and an apoptotic one (+150 rim) on the medium; 0.3 µm pixels."""
+    image = np.full((80, 200), 100.0, np.float32)
+    msc = np.zeros(image.shape, np.int32)
+    msc[10:70, 10:90] = 1
+    image[msc == 1] += 80
+    donors = np.zeros(image.shape, np.int32)
+    boxes = {1: (20, 40, 20, 40), 2: (40, 60, 55, 75), 3: (20, 40, 140, 160), 4: (50, 70, 140, 160)}
+    for i, (y0, y1, x0, x1) in boxes.items():
+        donors[y0:y1, x0:x1] = i
+        if i in (2, 4):
+            rim = np.zeros(image.shape, bool)
+            rim[y0:y1, x0:x1] = True
+            rim[y0 + 2 : y1 - 2, x0 + 2 : x1 - 2] = False
+            image[rim] += 150
+    rng = np.random.default_rng(0)
+    return image + rng.normal(0, 1, image.shape).astype(np.float32), donors, msc
+
+
+def test_a_donor_over_a_stained_msc_is_measured_above_the_msc_not_the_medium():
+    """2-D: the live donor over the apoptotic MSC has the MSC's +80 in every pixel; its
+    contrast is its mean less the MSC's level near it (0 by construction), the apoptotic
+    donor's is its rim's share of +150 (144 of 400 pixels: 54), and the MSC is measured
+    on its pixels away from the donors (+80), not with their rims."""
+    image, donors, msc = _projected_field()
+    levels, donor, cell = measure_marker(image, donors, msc, spacing=(0.3, 0.3))
+    rim = 150 * (400 - 16 * 16) / 400
+    np.testing.assert_allclose(donor.contrast, [0, rim, 0, rim], atol=1.0)
+    np.testing.assert_allclose(cell.contrast, [80], atol=0.5)
+    # the raw measures are the labels' own (regionprops), the field level the medium
+    ref = regionprops_table(donors, image, properties=("intensity_mean", "area"))
+    np.testing.assert_allclose(donor.mean, ref["intensity_mean"], rtol=1e-6)
+    np.testing.assert_allclose(donor.sum, ref["intensity_mean"] * ref["area"], rtol=1e-5)
+    assert abs(levels.level - 100) < 1
+    called, _ = call_positive(np.concatenate([donor.contrast, cell.contrast]), levels)
+    assert called.tolist() == [False, True, False, True, True]
+    # labels that do not overlap (a 3-D field): the contrast is the mean above the level
+    apart = np.where(msc > 0, 0, donors)
+    _, d2, c2 = measure_marker(image, apart, msc, spacing=(0.3, 0.3))
+    np.testing.assert_allclose(d2.contrast, d2.mean - levels.level)
+    np.testing.assert_allclose(c2.contrast, c2.mean - levels.level)
 
 
 def test_marker_levels_read_the_medium():
@@ -106,7 +164,7 @@ def test_marker_calibration_on_control_wells_sets_the_share_and_recounts_fields(
     )
     fields = pd.DataFrame({"plate": "p", "well": ["B/2", "B/3", "C/2", "C/3"], "field": 0,
                            "n_msc": 0, "n_jurkat": 20, "status": "ok",
-                           "annexin_background": 100.0,
+                           "annexin_background": 100.0, "annexin_threshold": 10.0,
                            "n_jurkat_annexin_positive": pd.array([0] * 4, dtype="Int64"),
                            "n_msc_annexin_positive": pd.array([0] * 4, dtype="Int64")})  # fmt: skip
     pm = pd.DataFrame({"well": ["B/2", "B/3", "C/2", "C/3"],

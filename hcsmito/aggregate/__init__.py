@@ -1,6 +1,7 @@
 """From per-field tables to per-well and per-condition readouts with statistics.
 
-The readouts of the assay (:data:`READOUTS`) are built bottom-up:
+The readouts of the assay (:data:`READOUTS`, and those of a marker the config adds:
+:func:`readouts_for`) are built bottom-up:
 
 - **field**: the row of ``fields.parquet`` (ratios such as % MSC Red+ are
   ``numerator / denominator`` of that field, NaN when the denominator is 0);
@@ -26,7 +27,14 @@ Modules: :mod:`~hcsmito.aggregate.readouts` (what is measured),
 """
 
 from hcsmito.aggregate.files import read_aggregates, read_manifest, read_tables, write_aggregates
-from hcsmito.aggregate.readouts import READOUTS, UNITS, Readout
+from hcsmito.aggregate.readouts import (
+    READOUTS,
+    UNITS,
+    Readout,
+    find_readout,
+    readout_label,
+    readouts_for,
+)
 from hcsmito.aggregate.red_positive import apply_red_positive, calibrate_red_positive
 from hcsmito.aggregate.tables import aggregate_tables
 
@@ -37,8 +45,11 @@ __all__ = [
     "aggregate_tables",
     "apply_red_positive",
     "calibrate_red_positive",
+    "find_readout",
     "read_aggregates",
     "read_manifest",
     "read_tables",
+    "readout_label",
+    "readouts_for",
     "write_aggregates",
 ]

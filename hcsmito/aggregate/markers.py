@@ -1,6 +1,12 @@
-"""Per-cell marker calls (annexin V, PI) calibrated on control wells: the threshold under
-which at most a given share of the control wells' cells are positive, applied to every
-cell, and the fields' counts of positive cells recomputed."""
+"""Per-cell marker calls (annexin V, PI, any marker the config adds) calibrated on control
+wells: the threshold under which at most a given share of the control wells' cells are
+positive, applied to every cell, and the fields' counts of positive cells recomputed.
+
+A cell's contrast is the one its field's call read (``<marker>_contrast``: above what
+lies under it in a projection, :mod:`hcsmito.stages.markers`); a run written before that
+column has its mean above the field's background level (``<marker>_background``), which
+is the same where no cell lies over another.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +26,7 @@ _CELLS = {"jurkat": "jurkat", "cells": "msc"}
 
 
 def _contrast(tables: Mapping[str, pd.DataFrame], fields: pd.DataFrame, marker: str):
-    """Per cell table: the cells with their contrast (mean above their field's background)."""
+    """Per cell table: the cells with their contrast (module docstring) as ``_contrast``."""
     level = fields[[*KEY, f"{marker}_background"]]
     out = {}
     for name in _CELLS:
@@ -28,7 +34,10 @@ def _contrast(tables: Mapping[str, pd.DataFrame], fields: pd.DataFrame, marker: 
         if cells is None or f"{marker}_mean" not in cells:
             continue
         c = cells.merge(level, on=KEY, how="left")
-        c["_contrast"] = c[f"{marker}_mean"] - c[f"{marker}_background"]
+        if f"{marker}_contrast" in c:
+            c["_contrast"] = c[f"{marker}_contrast"]
+        else:  # a run before the column
+            c["_contrast"] = c[f"{marker}_mean"] - c[f"{marker}_background"]
         out[name] = c
     return out
 
@@ -59,9 +68,7 @@ def calibrate_markers(
         normalize_well(w) for w in plate_map.loc[plate_map["condition"].isin(controls), "well"]
     }
     out = {}
-    for m in schema.marker_names():
-        if f"{m}_background" not in fields:
-            continue
+    for m in schema.markers_in(fields.columns):
         parts = _contrast(tables, fields, m)
         v = np.concatenate([c.loc[c["well"].isin(wells), "_contrast"].to_numpy(float)
                             for c in parts.values()] or [np.zeros(0)])  # fmt: skip

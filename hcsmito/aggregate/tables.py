@@ -14,7 +14,15 @@ from hcsmito import schema
 from hcsmito import stats as hs
 from hcsmito.aggregate.markers import apply_marker_thresholds
 from hcsmito.aggregate.markers import calibrate_markers as calibrate_markers_on
-from hcsmito.aggregate.readouts import COUNTS, KEY, READOUTS, UNITS, Readout
+from hcsmito.aggregate.readouts import (
+    KEY,
+    READOUTS,
+    UNITS,
+    Readout,
+    counts_for,
+    readout_label,
+    readouts_for,
+)
 from hcsmito.aggregate.red_positive import (
     apply_red_positive,
     calibrate_red_positive,
@@ -109,7 +117,8 @@ def aggregate_tables(
     unit : {"well", "field", "experiment"}
         The replicate unit of mean, SEM, n and tests (see the module docstring).
     readouts : sequence of str, optional
-        Names from :data:`READOUTS` (default all).
+        Names from :data:`READOUTS`, or of a marker the fields table has beyond them
+        (:func:`~hcsmito.aggregate.readouts.readouts_for`; default all).
     control : str, optional
         The control condition (``None``: no comparisons).
     posthoc : {"tukey", "dunnett", "none"}
@@ -123,7 +132,7 @@ def aggregate_tables(
     max_share, calibrate_by
         Options of :func:`calibrate_red_positive`.
     calibrate_markers : sequence of str, optional
-        Control conditions on which each marker's (annexin V, PI) positive call is
+        Control conditions on which each marker's (annexin V, PI, ...) positive call is
         calibrated (:func:`hcsmito.aggregate.markers.calibrate_markers`: at most
         ``marker_max_share`` of their cells positive) and recomputed for every cell;
         default: the calls as the fields made them.
@@ -142,7 +151,8 @@ def aggregate_tables(
         ``summary`` (a JSON-able dict of settings, failed fields, flagged and excluded
         fields with their codes, and notes).
     """
-    exclude, names, rdefs = _check_options(exclude_flags, unit, readouts)
+    catalog = readouts_for(tables["fields"].columns) if "fields" in tables else READOUTS
+    exclude, names, rdefs = _check_options(exclude_flags, unit, readouts, catalog)
     fields, ok_mask, excluded_mask, flagged = _field_states(tables, exclude)
     # the readouts of channels the plate lacks (nuclei, markers): not measured, not tested
     have = [r for r in rdefs if not r.optional or {r.num, r.den or r.num} <= set(fields)]
@@ -194,8 +204,9 @@ def aggregate_tables(
             "trends": trends, "summary": summary}  # fmt: skip
 
 
-def _check_options(exclude_flags, unit: str, readouts):
-    """The options checked: ``(exclude codes, readout names, readout definitions)``."""
+def _check_options(exclude_flags, unit: str, readouts, catalog: Mapping[str, Readout]):
+    """The options checked: ``(exclude codes, readout names, readout definitions)``;
+    ``catalog``: the readouts the fields table can give."""
     exclude = list(dict.fromkeys(exclude_flags or ()))
     unknown = [c for c in exclude if c not in QC_FLAGS]
     if unknown:
@@ -204,11 +215,11 @@ def _check_options(exclude_flags, unit: str, readouts):
         )
     if unit not in UNITS:
         raise ValueError(f"unit={unit!r}: use one of {UNITS}")
-    names = list(READOUTS) if readouts is None else list(readouts)
-    bad = [n for n in names if n not in READOUTS]
+    names = list(catalog) if readouts is None else list(readouts)
+    bad = [n for n in names if n not in catalog]
     if bad:
-        raise ValueError(f"unknown readouts {bad}: use names from {list(READOUTS)}")
-    rdefs = [READOUTS[n] for n in names]
+        raise ValueError(f"unknown readouts {bad}: use names from {list(catalog)}")
+    rdefs = [catalog[n] for n in names]
     return exclude, names, rdefs
 
 
@@ -286,7 +297,8 @@ def _well_table(fields, used_mask, rdefs, plate_map, notes: list[str]):
     wells["n_fields_failed"] = wells["n_fields_failed"].astype("int64")  # text when no field
     wells["n_fields_ok"] = wells["n_fields"] - wells["n_fields_failed"]
     wells["n_fields_excluded"] = wells.pop("n_fields_excluded").astype("int64")
-    tot = ok.groupby(["plate", "well"], observed=True)[[c for c in COUNTS if c in ok]].sum()
+    counts_cols = counts_for(fields.columns)
+    tot = ok.groupby(["plate", "well"], observed=True)[[c for c in counts_cols if c in ok]].sum()
     wells = wells.merge(tot.reset_index(), on=["plate", "well"], how="left")
     wells = wells.merge(_well_values(ok, rdefs), on=["plate", "well"], how="left")
     plates = list(dict.fromkeys(fields["plate"])) or [""]
@@ -307,7 +319,7 @@ def _well_table(fields, used_mask, rdefs, plate_map, notes: list[str]):
         wells["replicate"] = pd.NA
         wells["day"] = np.nan
         notes.append("no plate map: per-well results only, no statistics")
-    for c in COUNTS:
+    for c in counts_cols:
         if c in wells:
             wells[c] = wells[c].fillna(0).astype("int64")
     wells = _sort_wells(wells)
@@ -361,7 +373,7 @@ def _statistics(replicates, names, plate_map, control, posthoc, unit: str, notes
             )  # fmt: skip
             table.insert(1, "day", day)
             table.insert(2, "readout", name)
-            table["label"] = READOUTS[name].label
+            table["label"] = readout_label(name)
             table["f_anova"], table["p_anova"] = anova.f, anova.p
             table["stars_anova"] = hs.stars(anova.p)
             rows.append(table)

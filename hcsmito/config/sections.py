@@ -16,6 +16,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ValidationInfo,
     create_model,
     field_validator,
     model_validator,
@@ -324,27 +325,79 @@ class NucleiSegmentation(_ThresholdSection):
 
 
 class MarkerCalls(_Section):
-    """How a per-cell marker (annexin V, PI: the roles declared ``marker``) is called
-    positive (:mod:`hcsmito.stages.markers`). Used only where the plate has one."""
+    """Per-cell markers (:mod:`hcsmito.stages.markers`): the built-in ones (annexin V, PI:
+    the roles declared ``marker``, found by their channel label) and any other channel
+    named here, and how a cell is called positive. Used only where the plate has one."""
 
+    channels: dict[str, str | int] = Field(
+        default_factory=dict,
+        description="more markers: name -> channel label (case-insensitive) or 0-based "
+        "index, e.g. {casp3: Casp3, sytox: 4}; a list of labels names each after its label. "
+        "Each MSC and donor gets <name>_mean, _sum, _positive; names are made lowercase "
+        "(other characters '_'), and the plate must have the channel",
+    )
     k: float = Field(
-        2.0, gt=0, description="auto: noise sigmas above the field's median cell contrast"
+        2.0, gt=0, description="auto: noise sigmas above the lower quartile of the cells' contrast"
     )
     threshold: dict[str, float] = Field(
         default_factory=dict,
         description="per marker: the contrast (mean above background, intensity units) of a "
         "positive cell, by hand or calibrated on controls; unset: auto",
     )
+    margin_um: float = Field(
+        1.0, ge=0, description="2-D: margin around a donor left out of the MSC under it, µm"
+    )
+    window_um: float = Field(
+        3.0, gt=0, description="2-D: band past the margin where the level under a donor is read, µm"
+    )
+
+    @field_validator("channels", mode="before")
+    @classmethod
+    def _labels_name_markers(cls, v: Any) -> Any:
+        if isinstance(v, list | tuple):
+            v = {str(label): label for label in v}
+        for name, spec in v.items() if isinstance(v, dict) else ():
+            if isinstance(spec, bool) or not isinstance(spec, str | int):
+                raise ValueError(f"marker {name!r}: give a channel label or a 0-based index")
+        return v
+
+    @field_validator("channels")
+    @classmethod
+    def _safe_names(cls, v: dict[str, str | int]) -> dict[str, str | int]:
+        out: dict[str, str | int] = {}
+        given: dict[str, str] = {}
+        for name, spec in v.items():
+            if isinstance(spec, int) and spec < 0:
+                raise ValueError(f"marker {name!r}: give a channel label or a 0-based index")
+            key = schema.marker_key(name)
+            problem = schema.marker_problem(key)
+            if problem:
+                raise ValueError(f"marker {name!r}: {problem}")
+            if key in out:
+                raise ValueError(
+                    f"markers {given[key]!r} and {name!r} both make the columns {key}_*: "
+                    "give them distinct names"
+                )
+            out[key], given[key] = spec, name
+        return out
 
     @field_validator("threshold")
     @classmethod
-    def _known_markers(cls, v: dict[str, float]) -> dict[str, float]:
-        unknown = sorted(set(v) - set(schema.marker_names()))
+    def _known_markers(cls, v: dict[str, float], info: ValidationInfo) -> dict[str, float]:
+        known = (*schema.marker_names(), *info.data.get("channels", {}))
+        out: dict[str, float] = {}
+        unknown = []
+        for m, t in v.items():
+            out[schema.marker_key(m)] = t
+            if schema.marker_key(m) not in known:
+                unknown.append(m)
         if unknown:
-            raise ValueError(
-                f"unknown markers {unknown}: the markers are {list(schema.marker_names())}"
-            )
-        return v
+            raise ValueError(f"unknown markers {sorted(unknown)}: the markers are {list(known)}")
+        return out
+
+    def names(self) -> tuple[str, ...]:
+        """Every marker a field may measure: the built-in ones, then the config's."""
+        return (*schema.marker_names(), *self.channels)
 
 
 class FociDetection(_Section):
@@ -517,13 +570,15 @@ class Statistics(_Section):
         "n_foci", description="the cell readout calibrated (a count, or µm³)"
     )
     calibrate_markers: tuple[str, ...] | None = Field(
-        None, description="control conditions that calibrate the marker calls (annexin V, PI)"
+        None, description="control conditions that calibrate the marker calls (every marker)"
     )
     marker_max_share: float = Field(
         0.1, ge=0, lt=1, description="marker+ share of the control wells' cells allowed"
     )
     readouts: tuple[str, ...] | None = Field(
-        None, description="readouts tested (names of hcsmito.aggregate.READOUTS; null: all)"
+        None,
+        description="readouts tested (names of hcsmito.aggregate.READOUTS, or "
+        "pct_{jurkat,msc}_<marker>_positive of a marker markers.channels adds; null: all)",
     )
     exclude_flags: tuple[str, ...] = Field(
         (), description="fields carrying any of these QC flags are left out of the statistics"
@@ -624,7 +679,8 @@ class Config(BaseModel):
     )
     markers: MarkerCalls = Field(
         default_factory=MarkerCalls,
-        description="per-cell markers (annexin V, PI): when a cell is positive",
+        description="per-cell markers (annexin V, PI, channels named here): when a cell is "
+        "positive",
     )
     foci: FociDetection = Field(
         default_factory=FociDetection, description="transferred mitochondria (red foci) inside MSCs"
@@ -651,6 +707,11 @@ class Config(BaseModel):
     plate_map: Path | None = Field(
         None, description="plate map CSV: well,condition[,replicate,...]; --plate-map wins"
     )
+
+    def channel_roles(self) -> dict[str, Role]:
+        """Role -> the label, index or None the config gives: every declared role
+        (``channels``), then every marker the config adds (``markers.channels``)."""
+        return {**self.channels.roles(), **self.markers.channels}
 
 
 #: The sections of :class:`Config` that one field's computation reads.

@@ -3,7 +3,9 @@
 :func:`resolve_channel_roles` finds each role's channel index from the channel labels, by a
 label or index the config gives, else by a default label pattern
 (:data:`DEFAULT_ROLE_PATTERNS`), and refuses ambiguous or missing channels with a message
-that lists the labels present and the config key to set.
+that lists the labels present and the config key to set. A role that
+:mod:`hcsmito.schema` does not declare is a marker the config names
+(``markers.channels``): always a label or an index, its key ``markers.channels.<name>``.
 """
 
 from __future__ import annotations
@@ -46,7 +48,8 @@ def resolve_channel_roles(
     roles : mapping, optional
         Role -> ``None`` (default pattern, see :data:`DEFAULT_ROLE_PATTERNS`: a
         case-insensitive substring), a label (case-insensitive exact match) or a 0-based
-        index. Default: every declared role (:mod:`hcsmito.schema`), unset.
+        index. Default: every declared role (:mod:`hcsmito.schema`), unset. Other names
+        are markers the config adds (``Config.channel_roles``).
     required : sequence of str, optional
         Roles that must be found (default: the roles declared ``required`` in
         :mod:`hcsmito.schema`, i.e. ``mito``). Other roles left to their default pattern resolve to
@@ -74,49 +77,56 @@ def resolve_channel_roles(
     labels = list(labels)
     lower = [lab.lower() for lab in labels]
     at = f"{where}: " if where else ""
-    fix = "Set `channels.{role}` in the config to a channel label or a 0-based index."
+    declared = set(schema.role_names())
+
+    def fix(role: str) -> str:
+        key = f"channels.{role}" if role in declared else f"markers.channels.{role}"
+        return f"Set `{key}` in the config to a channel label or a 0-based index."
+
+    def what(role: str) -> str:
+        return "channel role" if role in declared else "marker"
+
     out: dict[str, int | None] = {}
     for role, spec in roles.items():
         if isinstance(spec, bool):
-            raise PlateError(f"{at}channel role {role!r}: {spec!r} is neither a label nor index")
+            raise PlateError(f"{at}{what(role)} {role!r}: {spec!r} is neither a label nor index")
         if isinstance(spec, int | np.integer):
             if not 0 <= spec < len(labels):
                 raise PlateError(
-                    f"{at}channel role {role!r} = {spec} is out of range: the image has "
-                    f"{len(labels)} channels {labels}. " + fix.format(role=role)
+                    f"{at}{what(role)} {role!r} = {spec} is out of range: the image has "
+                    f"{len(labels)} channels {labels}. " + fix(role)
                 )
             out[role] = int(spec)
         elif isinstance(spec, str):
             hits = [i for i, lab in enumerate(lower) if lab == spec.lower()]
             if not hits:
                 raise PlateError(
-                    f"{at}channel role {role!r} = {spec!r} matches no channel label; the "
-                    f"labels are {labels}. " + fix.format(role=role)
+                    f"{at}{what(role)} {role!r} = {spec!r} matches no channel label; the "
+                    f"labels are {labels}. " + fix(role)
                 )
             out[role] = hits[0]
         elif spec is None:
             pattern = patterns.get(role)
             if pattern is None:
                 raise PlateError(
-                    f"{at}channel role {role!r} has no default label pattern. "
-                    + fix.format(role=role)
+                    f"{at}{what(role)} {role!r} has no default label pattern. " + fix(role)
                 )
             hits = [i for i, lab in enumerate(lower) if re.search(pattern, lab)]
             if len(hits) > 1:
                 raise PlateError(
                     f"{at}channel role {role!r}: labels {[labels[i] for i in hits]} all match "
-                    f"the default pattern {pattern!r}. " + fix.format(role=role)
+                    f"the default pattern {pattern!r}. " + fix(role)
                 )
             if not hits:
                 if role in required:
                     raise PlateError(
                         f"{at}no channel for the required role {role!r}: no label contains "
-                        f"{pattern!r}; the labels are {labels}. " + fix.format(role=role)
+                        f"{pattern!r}; the labels are {labels}. " + fix(role)
                     )
                 log.info("%sno channel for optional role %r among %s", at, role, labels)
             out[role] = hits[0] if hits else None
         else:
-            raise PlateError(f"{at}channel role {role!r}: {spec!r} is neither a label nor index")
+            raise PlateError(f"{at}{what(role)} {role!r}: {spec!r} is neither a label nor index")
     taken: dict[int, str] = {}
     for role, idx in out.items():
         if idx is None:
@@ -124,7 +134,7 @@ def resolve_channel_roles(
         if idx in taken:
             raise PlateError(
                 f"{at}channel roles {taken[idx]!r} and {role!r} both resolve to channel {idx} "
-                f"({labels[idx]!r}). Set `channels.{role}` in the config."
+                f"({labels[idx]!r}). " + fix(role)
             )
         taken[idx] = role
     return out

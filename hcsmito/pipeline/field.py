@@ -25,7 +25,7 @@ from hcsmito.pipeline.tables import (
     with_qc,
 )
 from hcsmito.qc import check_flags, field_qc
-from hcsmito.schema import empty_table, marker_names
+from hcsmito.schema import empty_table
 
 
 @dataclass
@@ -283,32 +283,32 @@ def _tables(prep: Prepared, obj: _Objects, qc_flags, config: FieldConfig, where:
               "fields": fields_df}  # fmt: skip
     if obj.nuclei is not None:
         _nuclei_tables(prep, obj, tables, config, where)
-    for marker in (m for m in marker_names() if m in prep.raw):
+    for marker in (m for m in config.markers.names() if m in prep.raw):
         _marker_columns(prep, obj, tables, marker, config)
     return tables
 
 
 def _marker_columns(prep: Prepared, obj: _Objects, tables: dict, marker: str,
                     config: FieldConfig) -> None:  # fmt: skip
-    """Each MSC's and donor's mean and integrated marker intensity (raw channel) and
-    positive call; the field's counts of positive cells."""
-    from hcsmito.stages.markers import call_positive, marker_levels, measure_cells
+    """Each MSC's and donor's mean and integrated marker intensity (raw channel), the
+    contrast its call reads and the call (:mod:`hcsmito.stages.markers`); the field's
+    counts of positive cells."""
+    from hcsmito.stages.markers import call_positive, measure_marker
 
-    raw = prep.raw[marker]
-    levels = marker_levels(raw)
-    cells = {"jurkat": obj.jurkat.labels, "cells": obj.msc}
-    measured = {name: measure_cells(raw, lab) if lab is not None else (np.zeros(0),) * 2
-                for name, lab in cells.items()}  # fmt: skip
-    contrast = np.concatenate([m[0] for m in measured.values()]) - levels.level
-    _, thr = call_positive(contrast, levels, k=config.markers.k,
-                           threshold=config.markers.threshold.get(marker))  # fmt: skip
+    opt = config.markers
+    levels, donor, msc = measure_marker(prep.raw[marker], obj.jurkat.labels, obj.msc,
+                                        spacing=prep.spacing, margin_um=opt.margin_um,
+                                        window_um=opt.window_um)  # fmt: skip
+    _, thr = call_positive(np.concatenate([donor.contrast, msc.contrast]), levels, k=opt.k,
+                           threshold=opt.threshold.get(marker))  # fmt: skip
     counts = {}
-    for name, (mean, total) in measured.items():
+    for name, cell in (("jurkat", donor), ("cells", msc)):
         df = tables[name]
         ids = df["jurkat_id" if name == "jurkat" else "cell_id"].to_numpy(np.int64) - 1
-        mean, total = mean[ids], total[ids]
-        positive = (mean - levels.level) > thr
-        tables[name] = df.assign(**{f"{marker}_mean": mean, f"{marker}_sum": total,
+        positive = cell.contrast[ids] > thr
+        tables[name] = df.assign(**{f"{marker}_mean": cell.mean[ids],
+                                    f"{marker}_sum": cell.sum[ids],
+                                    f"{marker}_contrast": cell.contrast[ids],
                                     f"{marker}_positive": positive})  # fmt: skip
         counts[name] = int(positive.sum())
     tables["fields"] = tables["fields"].assign(**{

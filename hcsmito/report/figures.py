@@ -22,7 +22,7 @@ import pandas as pd
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
-from hcsmito.aggregate import READOUTS
+from hcsmito.aggregate import READOUTS, find_readout, readout_label
 from hcsmito.io.names import PLATE_FORMATS  # standard plate formats, smallest first
 from hcsmito.io.rundir import atomic_write_bytes
 from hcsmito.report.notes import READOUT_NOTES
@@ -125,7 +125,7 @@ def bar_chart(
     conditions, replicates : DataFrame
         Long tables of :func:`hcsmito.aggregate.aggregate_tables`.
     readout : str
-        A name from :data:`hcsmito.aggregate.READOUTS`.
+        A name from :data:`hcsmito.aggregate.READOUTS`, or a marker's readout.
     order : sequence of str, optional
         Condition order on the x axis (default: as in ``conditions``).
     """
@@ -166,7 +166,7 @@ def bar_chart(
                 ax.text(x, hi, star, ha="center", va="bottom", fontsize=9, zorder=5)
     ax.set_xticks(range(len(order)))
     ax.set_xticklabels(order, rotation=30, ha="right")
-    ax.set_ylabel(READOUTS[readout].label if readout in READOUTS else readout)
+    ax.set_ylabel(readout_label(readout))
     ax.set_ylim(0, top * 1.15 if top > 0 else 1.0)
     ax.spines[["top", "right"]].set_visible(False)
     if len(days) > 1:
@@ -200,7 +200,7 @@ def time_course(
         pts = r[r["condition"] == cond]
         ax.scatter(pts["day"], pts["value"], s=10, color=color, alpha=0.5, linewidths=0)
     ax.set_xlabel("day")
-    ax.set_ylabel(READOUTS[readout].label if readout in READOUTS else readout)
+    ax.set_ylabel(readout_label(readout))
     ax.spines[["top", "right"]].set_visible(False)
     ax.legend(frameon=False, fontsize=7)
     fig.tight_layout()
@@ -281,7 +281,7 @@ def plate_heatmap(
                 ax.text(j, i, f"{v:.3g}", ha="center", va="center", fontsize=6.5,
                         color="white" if light else "black")  # fmt: skip
     fig.colorbar(im, ax=ax, fraction=0.03, pad=0.02)
-    label = title or (READOUTS[column].label if column in READOUTS else column)
+    label = title or readout_label(column)
     ax.set_title(label, fontsize=9, pad=18)
     fig.tight_layout()
     return fig
@@ -351,7 +351,7 @@ def _make_figures(agg: Mapping[str, Any], fig_dir: str | Path) -> list[FigureFil
     cond, reps, wells = agg["conditions"], agg["replicates"], agg["wells"]
     trends = agg.get("trends")
     summary = agg.get("summary", {}) or {}
-    readouts = [r for r in summary.get("readouts", list(READOUTS)) if r in READOUTS]
+    readouts = [r for r in summary.get("readouts", list(READOUTS)) if find_readout(r)]
     order = summary.get("conditions") or None
     out: list[FigureFile] = []
 
@@ -370,11 +370,11 @@ def _make_figures(agg: Mapping[str, Any], fig_dir: str | Path) -> list[FigureFil
                f"({control}); ns p ≥ 0.05, * p < 0.05, ** p < 0.01, *** p < 0.001.")  # fmt: skip
         if name in READOUT_NOTES:
             cap += " " + READOUT_NOTES[name]
-        add(bar_chart(cond, reps, name, order=order), f"bar_{name}", READOUTS[name].label,
+        add(bar_chart(cond, reps, name, order=order), f"bar_{name}", readout_label(name),
             cap, "bars")  # fmt: skip
         if c["day"].nunique() > 1:
             add(time_course(cond, reps, name, trends=trends), f"time_{name}",
-                f"{READOUTS[name].label} over time",
+                f"{readout_label(name)} over time",
                 f"Mean ± SEM over {unit}s per day; legend: least-squares slope per day and "
                 "its p-value.", "time")  # fmt: skip
     if len(wells):
@@ -385,6 +385,6 @@ def _make_figures(agg: Mapping[str, Any], fig_dir: str | Path) -> list[FigureFil
         for name in readouts:
             if name in wells and pd.to_numeric(wells[name], errors="coerce").notna().any():
                 add(plate_heatmap(wells, name, shape=shape), f"plate_{_slug(name)}",
-                    READOUTS[name].label, "Per-well value (pooled over the well's fields); "
+                    readout_label(name), "Per-well value (pooled over the well's fields); "
                     "grey: no value.", "plate")  # fmt: skip
     return out

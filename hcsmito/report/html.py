@@ -24,7 +24,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hcsmito.aggregate import READOUTS, read_aggregates, read_manifest, write_aggregates
+from hcsmito.aggregate import (
+    READOUTS,
+    read_aggregates,
+    read_manifest,
+    readout_label,
+    write_aggregates,
+)
 from hcsmito.io.rundir import RunDir, field_stem
 from hcsmito.qc import QC_FLAGS, format_flag_counts, split_flags
 from hcsmito.report.notes import READOUT_NOTES
@@ -319,7 +325,7 @@ def _results_html(agg: Mapping[str, Any]) -> str:
     table = wide.pivot_table(index=index, columns="readout", values="text", aggfunc="first",
                              sort=False)  # fmt: skip
     cols = [r for r in (summ.get("readouts") or READOUTS) if r in table.columns]
-    table = table[cols].rename(columns={r: READOUTS[r].label for r in cols if r in READOUTS})
+    table = table[cols].rename(columns={r: readout_label(r) for r in cols})
     table = table.reset_index()
     table.columns.name = None
     table = table.sort_values(index, key=lambda s: s.map(order) if s.name == "condition" else s)
@@ -334,7 +340,7 @@ def _results_html(agg: Mapping[str, Any]) -> str:
     ratio = cond.pivot_table(index=index, columns="readout", values="ratio", aggfunc="first",
                              sort=False)  # fmt: skip
     ratio = ratio[[c for c in cols if c in ratio.columns]]
-    ratio = ratio.rename(columns={r: READOUTS[r].label for r in ratio.columns if r in READOUTS})
+    ratio = ratio.rename(columns={r: readout_label(r) for r in ratio.columns})
     ratio = ratio.reset_index()
     ratio.columns.name = None
     ratio = ratio.sort_values(index, key=lambda s: s.map(order) if s.name == "condition" else s)
