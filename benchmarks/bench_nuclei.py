@@ -65,7 +65,8 @@ BASE = SynthParams(shape=(24, 256, 256), n_msc=3, n_jurkat=16, nuclear_channel=T
 CONDITIONS = ("DMSO", "ara-C", "ara-C + anti-ICAM-1")
 #: Rows of the grid (names of VARIATIONS, or built here: see :func:`row_params`).
 ROWS = ("default", "brightness x0.5", "brightness x1.5", "noise x0.5", "noise x2", "psf x1.5",
-        "voxel x1.5", "voxel x0.5", "crowded_msc", "2-D", "2-D crowded_msc")  # fmt: skip
+        "voxel x1.5", "voxel x0.5", "crowded_msc", "nuclear_haze", "2-D", "2-D crowded_msc",
+        "2-D nuclear_haze")  # fmt: skip
 
 
 def row_params(row: str, base: SynthParams = BASE) -> SynthParams:

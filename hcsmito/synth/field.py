@@ -263,7 +263,7 @@ def generate_field(
     if fate is not None:
         nuclei = labels["nuclei"] = nuclei_label(p, plane, fate, msc, jurkat)
         if p.nuclear_channel:
-            objects.append(hoechst_object(p, fate, nuclei, seed))
+            objects.append(hoechst_object(p, fate, nuclei, seed, (msc, jurkat)))
         if p.annexin_channel:
             column = (zc, glass, top)
             objects.append(annexin_object(p, plane, fate, scene, (msc, jurkat), column))

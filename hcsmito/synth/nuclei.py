@@ -223,13 +223,23 @@ def nuclei_label(
     return out
 
 
-def hoechst_object(p: SynthParams, fate: Fate, nuclei: np.ndarray, seed: int) -> np.ndarray:
+def hoechst_object(
+    p: SynthParams,
+    fate: Fate,
+    nuclei: np.ndarray,
+    seed: int,
+    cells: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
     """Hoechst concentration (Z, Y, X) float32: each nucleus's level over its label, the
     chromatin of normal nuclei textured (``p.nucleus_texture``: relative amplitude of a
     smooth 3-D random field drawn in µm, correlation about 1 µm; child 11 of ``seed``),
-    condensed chromatin even."""
+    condensed chromatin even; the cytoplasm of the cells (``cells``: MSC and Jurkat truth
+    labels) at ``p.nuclear_haze`` times a normal nucleus's level."""
     levels = np.r_[0.0, [n.hoechst for n in fate.nuclei]].astype(np.float32)
     out = levels[nuclei]
+    if p.nuclear_haze > 0 and cells is not None:
+        cytoplasm = ((cells[0] > 0) | (cells[1] > 0)) & (nuclei == 0)
+        out[cytoplasm] = np.float32(p.nuclear_haze * p.nucleus_hoechst)
     textured = np.r_[False, [n.state == NORMAL for n in fate.nuclei]][nuclei]
     if p.nucleus_texture > 0 and textured.any():
         rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(12)[11])

@@ -325,6 +325,11 @@ class SynthParams(BaseModel):
         Hoechst concentration of a normal nucleus, its nucleus-to-nucleus spread, and the
         relative amplitude of its chromatin texture (smooth, about 1 µm; condensed
         chromatin is even).
+    nuclear_haze : float
+        DNA stain in the cytoplasm of every cell (RNA, mitochondrial DNA and unbound dye,
+        strong with DAPI and in fixed cells), as a share of a normal nucleus's
+        concentration (default 0; real widefield fields show 0.2-0.3). Drawn over the
+        cells' truth labels outside their nuclei.
     jurkat_nucleus_fraction, jurkat_nucleus_offset
         Jurkat nucleus: a spheroid shaped like its cell, its diameter a fraction (range) of
         the cell's, its centre moved from the cell's by up to this fraction of the radii
@@ -443,6 +448,7 @@ class SynthParams(BaseModel):
     nucleus_hoechst: float = Field(1.0, ge=0)
     nucleus_hoechst_cv: float = Field(0.15, ge=0, lt=0.6)
     nucleus_texture: float = Field(0.2, ge=0, lt=0.8)
+    nuclear_haze: float = Field(0.0, ge=0, lt=1)
     jurkat_nucleus_fraction: Pair = (0.6, 0.7)
     jurkat_nucleus_offset: float = Field(0.12, ge=0, lt=0.5)
     apoptosis_rate: float = Field(1.0, ge=0)

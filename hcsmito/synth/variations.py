@@ -134,6 +134,11 @@ VARIATIONS: dict[str, dict[str, Any]] = {
         "scale": {"n_msc": 1.5},
         "set": {"msc_crowding": 1.0},
     },
+    "nuclear_haze": {
+        "doc": "DNA stain in the cytoplasm at a quarter of the nuclear level (DAPI, fixed "
+        "cells): whole cells show in the nuclear channel (nothing without one)",
+        "set": {"nuclear_haze": 0.25},
+    },
     "actin_rich_jurkat": {
         "doc": "Jurkat cortex 4x richer in F-actin (brighter than stress fibres), more adhered",
         "scale": {"jurkat_actin": 4.0, "adhesion_rate": 1.5},

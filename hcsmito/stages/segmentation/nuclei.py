@@ -21,6 +21,7 @@ from hcsmito.backend import Backend
 from hcsmito.stages._util import (
     VoxelSize,
     as_float32,
+    background_level_noise,
     ellipsoid_footprint,
     gaussian,
     spacing,
@@ -32,10 +33,12 @@ from hcsmito.stages.segmentation._common import (
     fg_threshold,
     majority_label,
 )
-from hcsmito.stages.threshold import ThresholdLike, as_threshold
+from hcsmito.stages.threshold import AutoThreshold, ThresholdLike, as_threshold
 
 __all__ = [
     "NUCLEUS_STATES",
+    "above_haze",
+    "nuclear_threshold",
     "NucleiInstances",
     "assign_nuclei",
     "call_nuclear_state",
@@ -132,7 +135,7 @@ def segment_nuclei(
     if img.size == 0:
         return empty
     smooth = gaussian(b, img, [smooth_um / s for s in sp])
-    thr = fg_threshold(b, smooth, as_threshold(threshold))
+    thr = nuclear_threshold(b, smooth, threshold, sp, smooth_um / sp[-1])
     mask = b.to_host(smooth > thr)  # device->host: the nuclear mask (the watershed's)
     if not mask.any():
         return NucleiInstances(empty.labels, empty.touches_border, thr)
@@ -150,6 +153,143 @@ def segment_nuclei(
         cut=touches_border(b, labels, lateral_only=False)[1:],
         flags=_flags(labels, b, typical_voxels),
     )
+
+
+#: Haze test of :func:`above_haze`: a dim voxel farther than this from every bright core
+#: (µm; z distances count a third) is not the blurred rim of a nucleus.
+HAZE_FAR_UM = 2.0
+#: ... and the field has haze when more than this share of its dim voxels are that far.
+HAZE_SHARE = 0.4
+#: Where a haze is found, the nuclear outline lies this share of the way from the haze to
+#: the nuclear core: the middle of a blurred step (a perinuclear haze brighter than the
+#: rest of the cytoplasm stays outside, as on the BPAE field).
+HAZE_FRACTION = 0.5
+#: Histogram bins of the per-object Otsu split.
+_BINS = 64
+
+
+def nuclear_threshold(
+    b: Backend, smooth: Any, threshold: ThresholdLike, sp: tuple[float, ...], smooth_px: float
+) -> float:
+    """Threshold of a smoothed DNA stain: :func:`fg_threshold`, raised above a cytoplasmic
+    haze (:func:`above_haze`) where the threshold is ``auto``.
+
+    Where the haze covers more of the field than the background does (cells spread over
+    most of a 2-D field), the histogram's mode is the haze, and the noise sigma taken
+    below it spans the background too: the ``auto`` threshold then lies far above the
+    haze, into the nuclei. The darker population below the mode, when it stands more than
+    ``k`` of its own sigmas below it, is the background, and the haze test starts from
+    there.
+    """
+    opt = as_threshold(threshold)
+    thr = fg_threshold(b, smooth, opt)
+    if not isinstance(opt, AutoThreshold):
+        return thr
+    start = thr
+    level, sigma = background_level_noise(b, smooth)
+    noise = _pixel_noise(b, smooth, smooth_px)
+    if 0 < noise < sigma / 3:  # the sigma below the mode is not noise: two populations
+        darker = smooth < level - opt.k * noise
+        if int(darker.sum()) > 0.01 * smooth.size:
+            low, low_sigma = background_level_noise(b, smooth, darker)
+            start = min(thr, low + opt.k * max(low_sigma, noise))
+    raised = above_haze(b, smooth, start, sp, fraction=HAZE_FRACTION)
+    return raised if raised > start else thr
+
+
+def above_haze(
+    b: Backend,
+    smooth: Any,
+    thr: float,
+    sp: tuple[float, ...],
+    *,
+    fraction: float = 0.3,
+    far_um: float = HAZE_FAR_UM,
+    share: float = HAZE_SHARE,
+) -> float:
+    """The nuclear threshold raised above a DNA stain's cytoplasmic haze, if the field has it.
+
+    DAPI and Hoechst also stain the cytoplasm faintly (RNA, mitochondrial DNA, free dye;
+    in widefield images the out-of-focus glow of the nuclei adds to it), often at a
+    quarter of the nuclear level and over a far larger area. A threshold from the field's
+    foreground (:func:`fg_threshold`) then falls below the haze and whole cells, or groups
+    of nuclei with the glow between them, come out as "nuclei" (e.g. 4 nuclei on a 2-D
+    BPAE field with one). The test: each object at ``thr`` is split in two by Otsu's
+    method on its own intensities (its bright core and the rest); the blurred rim of a
+    nucleus lies next to its core, haze does not. When more than ``share`` of the dim
+    voxels lie farther than ``far_um`` from every core (z distances counted a third: the
+    axial blur is wider), the threshold becomes ``haze + fraction * (core - haze)`` with
+    ``haze`` and ``core`` the medians of those far voxels and of the cores. Otherwise
+    ``thr`` is returned unchanged.
+
+    The test runs on a grid of about 0.5 µm laterally (the image subsampled): it is a
+    statistic of the field, not an outline.
+    """
+    xp = b.xp
+    step = max(1, int(0.5 / max(sp[-1], 1e-6)))
+    sub = smooth[(..., slice(None, None, step), slice(None, None, step))]
+    sub_sp = (*sp[:-2], sp[-2] * step, sp[-1] * step)
+    mask = sub > thr
+    labels, n = b.ndi.label(mask)
+    n = int(n)
+    if n == 0:
+        return thr
+    # per-object histograms between thr and the object's maximum: one bincount
+    idx = xp.arange(1, n + 1)
+    top = xp.asarray(b.ndi.maximum(sub, labels, idx), dtype=xp.float32)
+    top = xp.concatenate([xp.asarray([thr + 1.0], xp.float32), top])
+    lab_in = labels[mask]
+    v = sub[mask]
+    width = xp.maximum(top[lab_in] - xp.float32(thr), xp.float32(1e-6))
+    bins = xp.clip(((v - xp.float32(thr)) / width * _BINS).astype(xp.int64), 0, _BINS - 1)
+    hist = b.to_host(xp.bincount(lab_in.astype(xp.int64) * _BINS + bins,
+                                 minlength=(n + 1) * _BINS)).reshape(n + 1, _BINS)  # fmt: skip
+    cut = _otsu_rows(hist.astype(np.float64))  # bin index of each object's split
+    top_h = b.to_host(top).astype(np.float64)
+    level = thr + (cut + 1) / _BINS * (top_h - thr)  # device->host above: (n+1) x 64 counts
+    core = mask & (sub > b.asarray(level.astype(np.float32))[labels])
+    if not bool(core.any()):
+        return thr
+    dim = mask & ~core
+    scale = tuple(s / 3 if (len(sub_sp) == 3 and k == 0) else s for k, s in enumerate(sub_sp))
+    dist = b.ndi.distance_transform_edt(~core, sampling=scale)
+    far = dim & (dist > far_um)
+    n_dim, n_far = int(dim.sum()), int(far.sum())
+    if n_dim == 0 or n_far <= share * n_dim:
+        return thr
+    # the haze around the nuclei: a perinuclear haze brighter than the rest of the
+    # cytoplasm (as on the BPAE field) sets where their outline lies
+    near = far & (dist <= 2 * far_um)
+    haze = float(b.to_host(xp.median(sub[near if bool(near.any()) else far])))  # device->host
+    nuclear = float(b.to_host(xp.median(sub[core])))
+    return max(thr, haze + fraction * (nuclear - haze))
+
+
+def _pixel_noise(b: Backend, smooth: Any, smooth_px: float) -> float:
+    """Noise sigma of a smoothed image from the differences of lateral neighbours: their
+    median absolute value is set by the flat regions (background, haze) whatever their
+    levels, unlike a histogram's width. For white noise smoothed by a Gaussian of
+    ``smooth_px``, neighbours correlate by ``exp(-1 / (4 smooth_px²))``."""
+    xp = b.xp
+    d = smooth[..., 1:] - smooth[..., :-1]
+    mad = float(b.to_host(xp.median(xp.abs(d[..., ::3, ::3]))))  # device->host: one value
+    rho = math.exp(-1.0 / (4.0 * max(smooth_px, 1e-3) ** 2))
+    return 1.4826 * mad / math.sqrt(max(2.0 * (1.0 - rho), 1e-12))
+
+
+def _otsu_rows(hist: np.ndarray) -> np.ndarray:
+    """Otsu's split of each row of a histogram: the last bin of the lower class (a bin
+    index per row; rows with fewer than two filled bins split after their first)."""
+    nb = hist.shape[1]
+    centers = np.arange(nb, dtype=np.float64) + 0.5
+    w0 = np.cumsum(hist, axis=1)
+    m0 = np.cumsum(hist * centers, axis=1)
+    total, mass = w0[:, -1:], m0[:, -1:]
+    w1 = total - w0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = w0 * w1 * (m0 / w0 - (mass - m0) / w1) ** 2
+    between = np.nan_to_num(between[:, :-1], nan=-1.0, posinf=-1.0, neginf=-1.0)
+    return between.argmax(axis=1)
 
 
 def _typical_volume(diameter: float, ndim: int) -> float:
