@@ -294,3 +294,42 @@ def test_default_yaml_lists_every_option_with_a_comment(key, field):
     assert top in blocks, f"{top}: no section in conf/default.yaml"
     line = re.compile(rf"^\s*(?:#\s*)?{re.escape(name)}:[^#\n]*#\s*\S", re.M)
     assert line.search(blocks[top]), f"{key}: not in conf/default.yaml with a comment"
+
+
+def test_markers_the_config_names_become_safe_column_names():
+    cfg = load_config(overrides=["markers.channels=[Casp3, SYTOX Green]",
+                                 "markers.threshold={SYTOX Green: 25}"])  # fmt: skip
+    # names made as schema.marker_key says: lowercase, other characters "_"
+    assert cfg.markers.channels == {"casp3": "Casp3", "sytox_green": "SYTOX Green"}
+    assert cfg.markers.threshold == {"sytox_green": 25.0}
+    assert cfg.markers.names() == ("annexin", "pi", "casp3", "sytox_green")
+    roles = cfg.channel_roles()
+    assert roles["casp3"] == "Casp3" and roles["sytox_green"] == "SYTOX Green"
+    assert list(roles)[:6] == list(cfg.channels.roles())
+    assert load_config(overrides=["markers.channels={casp3: 4}"]).markers.channels == {"casp3": 4}
+    assert Config().channel_roles() == Config().channels.roles()  # no entry: the roles alone
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "markers.channels={annexin: Casp3}",
+            r"'annexin' is a built-in marker: .*channels\.annexin",
+        ),
+        ("markers.channels={nuclei: Casp3}", r"'nuclei' is a built-in channel role"),
+        ("markers.channels={Red: Casp3}", r"column 'red_positive' is a column of the cells table"),
+        ("markers.channels={3x: Casp3}", r"marker '3x': a marker name needs a letter first"),
+        (
+            "markers.channels=[Casp-3, casp 3]",
+            r"'Casp-3' and 'casp 3' both make the columns casp_3_",
+        ),
+        ("markers.channels={casp3: true}", r"marker 'casp3': give a channel label or a 0-based"),
+        ("markers.channels={casp3: -1}", r"marker 'casp3': give a channel label or a 0-based"),
+        ("markers.threshold={casp3: 5}", r"unknown markers \['casp3'\]: the markers are"),
+    ],
+)
+def test_a_marker_name_that_cannot_be_columns_is_one_clear_error(override, message):
+    with pytest.raises(ConfigError, match=r"markers\.(channels|threshold): .*" + message) as err:
+        load_config(overrides=[override])
+    assert "\n" not in str(err.value)

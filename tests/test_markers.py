@@ -181,3 +181,102 @@ def test_marker_calibration_on_control_wells_sets_the_share_and_recounts_fields(
         assert wells.loc[w, "pct_jurkat_annexin_positive"] == pytest.approx(100 * expected[w] / 20)
     with pytest.raises(ValueError, match="not in the plate map"):
         aggregate_tables({"fields": fields, "jurkat": jurkat}, pm, calibrate_markers=["PBS"])
+
+
+def _casp3_plate(tmp_path, label="Casp3"):
+    """Two wells (DMSO, ara-C) of one small 2-D field each, their annexin V channel
+    labelled ``label``: a marker no built-in role matches; the generator's truth says
+    which cells carry it."""
+    plate = tmp_path / "p.zarr"
+    create_plate(plate, wells=["B/2", "B/3"], fields_per_well=1)
+    truth = {}
+    p = SynthParams(shape=(192, 192), n_msc=2, n_jurkat=10, annexin_channel=True)
+    for well, cond in (("B/2", "DMSO"), ("B/3", "ara-C")):
+        f = generate_field(p, cond, seed=4)
+        labels = [label if c == "Annexin V" else c for c in f.channel_labels]
+        write_image(plate, well, 0, f.image, axes="cyx", voxel_size=f.voxel_size,
+                    channel_labels=labels)  # fmt: skip
+        truth[well] = f.tables
+    pm = tmp_path / "map.csv"
+    pm.write_text("well,condition\nB/2,DMSO\nB/3,ara-C\n")
+    return plate, pm, truth
+
+
+def test_a_marker_the_config_names_is_measured_called_and_reported(tmp_path, capsys):
+    """A "Casp3" channel named in markers.channels: every donor and MSC gets casp3_mean,
+    _sum, _contrast, _positive (the donors' calls are the generator's apoptotic cells),
+    each field its counts, threshold and background; ``report --calibrate-markers DMSO``
+    calibrates it (at most 10 % of the DMSO cells positive) and gives the wells % casp3+
+    recounted from their cells, and the conditions and report.html its readouts; the
+    columns have the dtypes schema.MARKER_COLUMNS declares. Without the config entry the
+    same plate's tables are the same, less the casp3 columns."""
+    import pandas as pd
+
+    from hcsmito import schema
+    from hcsmito.aggregate import read_aggregates, read_tables
+    from hcsmito.cli import main
+
+    plate, pm, truth = _casp3_plate(tmp_path)
+    kw = dict(plate_map=pm, scheduler="threads", workers=1, backend="cpu", progress=False,
+              report=False)  # fmt: skip
+    cfg = load_config(overrides=["markers.channels=[Casp3]"])
+    assert run_plate(plate, tmp_path / "out", config=cfg, **kw).ok
+    t = read_tables(tmp_path / "out")
+    for name in ("cells", "jurkat", "fields"):
+        for col in schema.marker_columns(name, "casp3"):
+            assert str(t[name][col.name].dtype) == str(pd.Series(dtype=col.dtype).dtype), col
+    assert schema.markers_in(t["fields"].columns) == ("casp3",)
+    jur = t["jurkat"]
+    for well, tables in truth.items():
+        tj, dj = tables["jurkat"], jur[jur["well"] == well]
+        d, i = cKDTree(tj[["y_um", "x_um"]].to_numpy()).query(
+            dj[["y_um", "x_um"]].to_numpy(), distance_upper_bound=5.0
+        )
+        ok = np.isfinite(d)
+        assert ok.sum() >= len(tj) - 1
+        np.testing.assert_array_equal(dj["casp3_positive"].to_numpy()[ok],
+                                      tj["apoptotic"].to_numpy()[i[ok]])  # fmt: skip
+    assert jur["casp3_positive"].sum() >= 3  # ara-C: apoptotic donors to find
+    fields = t["fields"].set_index("well")
+    per_well = jur.groupby("well")["casp3_positive"].sum()
+    assert (fields["n_jurkat_casp3_positive"] == per_well.reindex(fields.index)).all()
+    # the report, calibrated on DMSO: at most 10 % of its cells (donors and MSCs) above
+    # the threshold, the wells' % recounted from their cells' contrast
+    assert main(["report", str(tmp_path / "out"), "--calibrate-markers", "DMSO"]) == 0
+    capsys.readouterr()
+    agg = read_aggregates(tmp_path / "out")
+    rule = agg["summary"]["marker_calibration"]["casp3"]
+    dmso = pd.concat(
+        [t[n].loc[t[n]["well"] == "B/2", "casp3_contrast"] for n in ("jurkat", "cells")]
+    )
+    assert rule["n_cells"] == len(dmso) and (dmso > rule["threshold"]).mean() <= 0.1
+    recount = jur.assign(pos=jur["casp3_contrast"] > rule["threshold"]).groupby("well")["pos"]
+    expect = 100 * recount.sum() / recount.size()
+    wells = agg["wells"].set_index("well")
+    np.testing.assert_allclose(wells.loc[expect.index, "pct_jurkat_casp3_positive"], expect)
+    cond = agg["conditions"]
+    got = cond.loc[cond["readout"] == "pct_jurkat_casp3_positive", ["condition", "label"]]
+    assert set(got["condition"]) == {"DMSO", "ara-C"}
+    assert set(got["label"]) == {"Jurkat casp3+ (%)"}
+    assert "Jurkat casp3+ (%)" in (tmp_path / "out" / "report.html").read_text()
+    # without the config entry: the same tables, less the marker's columns and the QC
+    # flag of its channel where it is blank (DMSO: no casp3+ cell; as for annexin V)
+    assert run_plate(plate, tmp_path / "plain", **kw).ok
+    plain = read_tables(tmp_path / "plain")
+    flags = t["fields"]["qc_flags"].str.replace("empty_channel", "").str.strip(",")
+    t["fields"] = t["fields"].assign(qc_flags=flags.astype(t["fields"]["qc_flags"].dtype))
+    for name, df in plain.items():
+        drop = [c.name for c in schema.marker_columns(name, "casp3")]
+        pd.testing.assert_frame_equal(t[name].drop(columns=drop), df)
+
+
+def test_a_config_marker_the_plate_lacks_is_one_line_before_any_field(tmp_path):
+    plate, _, _ = _casp3_plate(tmp_path, label="Cy5")
+    cfg = load_config(overrides=["markers.channels={casp3: Casp3}"])
+    with pytest.raises(Exception, match="marker 'casp3' = 'Casp3' matches no channel") as err:
+        run_plate(plate, tmp_path / "out", config=cfg, scheduler="threads", workers=1,
+                  backend="cpu", progress=False)  # fmt: skip
+    assert "markers.channels.casp3" in str(err.value) and "\n" not in str(err.value)
+    assert "Cy5" in str(err.value)  # the labels present
+    ledger = tmp_path / "out" / "ledger"
+    assert not ledger.exists() or not any(ledger.iterdir())
