@@ -280,3 +280,28 @@ def test_a_config_marker_the_plate_lacks_is_one_line_before_any_field(tmp_path):
     assert "Cy5" in str(err.value)  # the labels present
     ledger = tmp_path / "out" / "ledger"
     assert not ledger.exists() or not any(ledger.iterdir())
+
+
+def test_an_empty_table_keeps_its_markers_columns_typed(tmp_path):
+    """A table without rows (a field without cells) written as Parquet: each marker's
+    columns, found by their names (schema.markers_in), take the declared types, not
+    Arrow's null type of an empty object column."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from hcsmito import schema
+    from hcsmito.io.rundir import RunDir
+
+    rd = RunDir(tmp_path)
+    rd.tables_dir.mkdir(parents=True)
+    arrow = {"float64": pa.float64(), "bool": pa.bool_(), "Int64": pa.int64()}
+    for name in ("cells", "jurkat", "fields"):
+        cols = [c.name for m in ("annexin", "casp3") for c in schema.marker_columns(name, m)]
+        df = schema.empty_table(name, keys=True).assign(
+            **{c: pd.Series(dtype=object) for c in cols}
+        )
+        got = pq.read_schema(rd.write_table(name, df))
+        for m in ("annexin", "casp3"):
+            for col in schema.marker_columns(name, m):
+                assert got.field(col.name).type == arrow[col.dtype], (name, col.name)
