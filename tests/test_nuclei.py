@@ -91,6 +91,51 @@ def test_pieces_far_apart_in_one_cell_are_grouped_and_called_fragmented():
     assert (cells_of["cell_kind"] == "msc").all()
 
 
+def test_msc_pieces_split_between_two_cells_or_in_no_cell_are_one_nucleus():
+    """The pieces of one fragmented MSC nucleus where crowded cytoplasm put the boundary
+    between two MSCs through them, and one piece in the rim no mask holds (beside a donor
+    in a projection): one nucleus of 3 pieces, in an MSC. Without the voxel size (the
+    old behaviour) they stay 2 nuclei in two cells and one in none."""
+    pieces = [((4.0, 20.0, 15.0), (1.0, 1.4, 1.4), 300), ((4.0, 20.0, 23.0), (1.0, 1.4, 1.4), 300),
+              ((4.0, 25.0, 17.0), (1.0, 1.4, 1.4), 300)]  # fmt: skip
+    others = [((4.0, 60.0, 20.0), (2.5, 7.0, 6.0), 200), ((4.0, 60.0, 60.0), (2.5, 7.0, 6.0), 200)]
+    img, _ = _draw((20, 400, 400), pieces + others)
+    nuc = segment_nuclei(img, voxel_size=VOX)
+    assert nuc.n == 5
+    cells = np.zeros(img.shape, np.int32)
+    cells[:, :200, :95], cells[:, :200, 95:200] = 1, 2  # x 19 µm: between the first two
+    cells[:, 200:, :200], cells[:, 200:, 200:] = 3, 4
+    y, x = np.ogrid[:400, :400]
+    cells[:, (np.hypot(y - 125, x - 85) < 9)] = 0  # the third piece (25, 17 µm) in a gap
+    for sp, n, parts, kinds in ((VOX, 3, [1, 1, 3], ["msc"] * 3),
+                                (None, 5, [1] * 5, ["", "msc", "msc", "msc", "msc"])):  # fmt: skip
+        assigned = assign_nuclei(nuc.labels, msc_labels=cells, spacing_um=sp)
+        grouped, cells_of = group_fragments(nuc, assigned, spacing_um=sp)
+        assert grouped.n == n and sorted(grouped.n_parts.tolist()) == parts
+        assert sorted(cells_of["cell_kind"].tolist()) == kinds
+
+
+def test_two_touching_halves_of_one_msc_nucleus_are_joined_two_apart_stay_two():
+    """An MSC nucleus pinched by a donor that displaces it (a waist: two distance maxima,
+    the split cuts it in two): the halves touch and lie in one MSC, so they are one nucleus; two nuclei of
+    one cytoplasm mask (crowded MSCs) that do not touch stay two."""
+    y, x = np.ogrid[:200, :200]
+    dna = np.zeros((200, 200), np.float32)
+    crescent = (np.hypot(y - 100, x - 75) < 25) | (np.hypot(y - 100, x - 120) < 25)
+    dna[crescent] = 300
+    dna[(np.hypot(y - 30, x - 30) < 20)] = 300  # a round nucleus apart
+    dna = ndi.gaussian_filter(dna, 1.0) + 20
+    vox = (0.2, 0.2)
+    nuc = segment_nuclei(dna, voxel_size=vox, nucleus_diameter_um=8.0)
+    assert nuc.n == 3  # the pinched nucleus split at its waist, and the round one
+    cells = np.ones((200, 200), np.int32)  # one MSC mask holds all
+    assigned = assign_nuclei(nuc.labels, msc_labels=cells, spacing_um=vox)
+    grouped, cells_of = group_fragments(nuc, assigned, spacing_um=vox)
+    assert grouped.n == 2 and grouped.n_parts.tolist() == [1, 1]
+    big = grouped.labels == grouped.labels[100, 75]
+    assert (big == crescent).mean() > 0.98
+
+
 def test_assign_prefers_the_donor_body_a_nucleus_lies_in():
     nuclei = np.zeros((1, 10, 10), np.int32)
     nuclei[0, 2:5, 2:5] = 1  # inside an MSC and, on top of it, a donor (a 2-D projection)

@@ -403,13 +403,24 @@ def _flags(labels: Any, b: Backend, typical_voxels: float) -> tuple[str, ...]:
 
 
 def assign_nuclei(
-    nuclei: Any, *, msc_labels: Any = None, jurkat_labels: Any = None, min_share: float = 0.5
+    nuclei: Any,
+    *,
+    msc_labels: Any = None,
+    jurkat_labels: Any = None,
+    min_share: float = 0.5,
+    spacing_um: tuple[float, ...] | None = None,
 ) -> pd.DataFrame:
     """The cell each nucleus lies in.
 
     A nucleus belongs to the donor cell (``jurkat``) holding at least ``min_share`` of its
-    voxels, else to the MSC holding that share, else to none: donor cells first, because
-    in a 2-D field the projection of a donor resting on an MSC lies inside that MSC too.
+    voxels, else to the MSC holding that share of its voxels outside donor bodies, else
+    to none: donor cells first, because in a 2-D field the projection of a donor resting
+    on an MSC lies inside that MSC too; and a donor lying over part of an MSC nucleus (a
+    projection takes those pixels from the MSC) does not make the MSC lose its nucleus.
+    A nucleus in no cell (a piece of a fragmented MSC nucleus in the dim rim between a
+    donor and its MSC, which neither mask holds) belongs to the MSC holding ``min_share``
+    of its surroundings within :data:`SURROUND_UM` (``spacing_um``: the voxel size, µm;
+    without it, that step is skipped).
 
     Returns
     -------
@@ -422,16 +433,43 @@ def assign_nuclei(
     kind = np.full(n, "", dtype=object)
     cell = np.zeros(n, np.int32)
     share = np.zeros(n, np.float64)
+    donor = None if jurkat_labels is None else b.asarray(jurkat_labels) > 0
     for name, labels in (("msc", msc_labels), ("jurkat", jurkat_labels)):
         if labels is None or n == 0:
             continue
-        best, frac = majority_label(b, nuclei, b.asarray(labels), n)
+        objects = nuclei if name == "jurkat" or donor is None else nuclei * ~donor
+        best, frac = majority_label(b, objects, b.asarray(labels), n)
         take = (frac >= min_share) & ((kind == "") | (name == "jurkat"))
         kind[take], cell[take], share[take] = name, best[take], frac[take]
+    if msc_labels is not None and (kind == "").any():
+        _assign_by_surroundings(b, nuclei, b.asarray(msc_labels), kind, cell, share,
+                                min_share, spacing_um)  # fmt: skip
     return pd.DataFrame(
         {"nucleus_id": np.arange(1, n + 1, dtype=np.int32), "cell_kind": kind,
          "cell_id": cell, "share": share}
     )  # fmt: skip
+
+
+#: The surroundings of a nucleus in no cell that :func:`assign_nuclei` looks at, µm.
+SURROUND_UM = 1.5
+
+
+def _assign_by_surroundings(b, nuclei, msc, kind, cell, share, min_share, spacing_um) -> None:
+    """:func:`assign_nuclei`'s last step, in place: the unassigned nuclei whose
+    surroundings (a shell ``SURROUND_UM`` thick) lie mostly in one MSC."""
+    if spacing_um is None:
+        return
+    xp = b.xp
+    n = kind.size
+    lost = np.zeros(n + 1, np.int32)
+    lost[1:] = np.where(kind == "", np.arange(1, n + 1), 0)
+    own = b.asarray(lost)[nuclei]
+    fp = ellipsoid_footprint([SURROUND_UM / s for s in spacing_um])
+    grown = b.ndi.grey_dilation(own, footprint=b.asarray(fp))
+    shell = xp.where(nuclei == 0, grown, 0)
+    best, frac = majority_label(b, shell, msc, n)
+    take = (kind == "") & (frac >= min_share)
+    kind[take], cell[take], share[take] = "msc", best[take], 0.0
 
 
 def nuclei_seeds(nuclei: Any, assignment: pd.DataFrame, kind: str) -> Any:
@@ -447,7 +485,11 @@ def nuclei_seeds(nuclei: Any, assignment: pd.DataFrame, kind: str) -> Any:
 
 
 def group_fragments(
-    nuclei: NucleiInstances, cells: pd.DataFrame, *, fragment_fraction: float = 0.35
+    nuclei: NucleiInstances,
+    cells: pd.DataFrame,
+    *,
+    fragment_fraction: float = 0.35,
+    spacing_um: tuple[float, ...] | None = None,
 ) -> tuple[NucleiInstances, pd.DataFrame]:
     """The small pieces that share a cell made one (fragmented) nucleus.
 
@@ -457,13 +499,19 @@ def group_fragments(
     one-piece nucleus of that kind in the field (:func:`typical_size`; of all kinds
     where the field has none of that kind) become one nucleus when there are two or more
     of them; one that touches a whole nucleus of its cell (a piece the split cut off at a
-    neck) rejoins it as one piece; a whole nucleus stays itself.
+    neck) rejoins it as one piece; a whole nucleus stays itself, except that two whole
+    MSC nuclei of one MSC that touch are one nucleus the split cut in two. With
+    ``spacing_um`` (the voxel size, µm), the small MSC pieces whose centres lie within a
+    typical MSC nucleus's diameter are one nucleus whatever cell holds them.
 
     Returns
     -------
     NucleiInstances, DataFrame
         Renumbered nuclei (``n_parts`` summed over the pieces) and their cells.
     """
+    from scipy import ndimage as ndi
+    from scipy.sparse.csgraph import connected_components
+
     b = Backend.of(nuclei.labels)
     n = nuclei.n
     if n < 2:
@@ -482,15 +530,43 @@ def group_fragments(
     # a small piece touching a whole nucleus of its cell is a piece the split cut off (a
     # neck in a textured nucleus): it rejoins it, one piece as before the split
     joined = np.zeros(n, bool)
-    for s_id, w_id in _touching(b.to_host(nuclei.labels)):  # device->host: the nuclei
+    touching = _touching(b.to_host(nuclei.labels))  # device->host: the nuclei
+    for s_id, w_id in touching:
         si, wi = s_id - 1, w_id - 1
         if small[si] and not small[wi] and kind[si] == kind[wi] and cell[si] == cell[wi]:
             target[si], joined[si] = w_id, True
+    # two whole nuclei of one MSC that touch are one nucleus the split cut in two (an MSC
+    # nucleus bent around a donor cell that displaces it: two distance maxima); the
+    # nuclei of two MSCs lie apart, each under its own dome
+    for a_id, c_id in touching:
+        ai, ci = a_id - 1, c_id - 1
+        if (a_id < c_id and kind[ai] == kind[ci] == "msc" and cell[ai] == cell[ci]
+                and whole[ai] and whole[ci] and not small[ai] and not small[ci]):  # fmt: skip
+            old, new = max(target[ai], target[ci]), min(target[ai], target[ci])
+            target[target == old] = new
+            joined[ci if c_id == old else ai] = True
     rest = small & ~joined
     for k, c in {(k, c) for k, c in zip(kind[rest], cell[rest], strict=True)}:
         group = np.flatnonzero(rest & (kind == k) & (cell == c))
         if group.size >= 2:
             target[group] = group[0] + 1
+    # the pieces of one MSC nucleus can fall into two of the cytoplasm's MSCs (crowded
+    # cells it has not split where they meet): MSC pieces closer than a typical MSC
+    # nucleus's diameter are one nucleus
+    pieces = np.flatnonzero(rest & (kind == "msc"))
+    if pieces.size >= 2 and spacing_um is not None:
+        host = b.to_host(nuclei.labels)  # device->host: the nuclei
+        centre = np.array(ndi.center_of_mass(host > 0, host, pieces + 1)) * np.array(spacing_um)
+        reach = 2.0 * (ref[pieces[0]] * float(np.prod(spacing_um)) / _unit_volume(host.ndim)) ** (
+            1.0 / host.ndim
+        )
+        near = np.linalg.norm(centre[:, None] - centre[None], axis=-1) <= reach
+        _, comp = connected_components(near, directed=False)
+        for g in np.unique(comp):
+            members = pieces[comp == g]
+            if members.size >= 2:
+                first = target[members].min()
+                target[np.isin(target, target[members])] = first
     if (target == np.arange(1, n + 1)).all():
         return nuclei, cells
     new_ids, inverse = np.unique(target, return_inverse=True)
@@ -507,6 +583,11 @@ def group_fragments(
     out = NucleiInstances(labels, border, nuclei.threshold, n_parts=n_parts, cut=cut,
                           flags=nuclei.flags)  # fmt: skip
     return out, first
+
+
+def _unit_volume(ndim: int) -> float:
+    """Volume of a ball (area of a disc) of radius 1."""
+    return 4.0 / 3.0 * math.pi if ndim == 3 else math.pi
 
 
 def typical_size(sizes: Any) -> float:
