@@ -117,8 +117,8 @@ def test_msc_pieces_split_between_two_cells_or_in_no_cell_are_one_nucleus():
 
 def test_two_touching_halves_of_one_msc_nucleus_are_joined_two_apart_stay_two():
     """An MSC nucleus pinched by a donor that displaces it (a waist: two distance maxima,
-    the split cuts it in two): the halves touch and lie in one MSC, so they are one nucleus; two nuclei of
-    one cytoplasm mask (crowded MSCs) that do not touch stay two."""
+    the split cuts it in two): the halves touch and lie in one MSC, so they are one
+    nucleus; two nuclei of one cytoplasm mask (crowded MSCs) that do not touch stay two."""
     y, x = np.ogrid[:200, :200]
     dna = np.zeros((200, 200), np.float32)
     crescent = (np.hypot(y - 100, x - 75) < 25) | (np.hypot(y - 100, x - 120) < 25)
