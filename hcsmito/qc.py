@@ -460,6 +460,7 @@ def field_qc(
     vignetting_ratio: float = 0.6,
     msc_cover: float = 0.9,
     stack_cut_fraction: float = 0.25,
+    markers: Iterable[str] = (),
 ) -> FieldQC:
     """The image-level QC flags of one field.
 
@@ -473,6 +474,10 @@ def field_qc(
     saturated_share, empty_snr, focus_length_um, vignetting_ratio, msc_cover,
     stack_cut_fraction
         Thresholds (the ``qc:`` section of the config; see :data:`QC_FLAGS` for each).
+    markers : iterable of str
+        Roles of per-cell markers (annexin V, PI, a config's own): a marker channel with no
+        signal above its noise is an answer (no positive cell: a control well), not an
+        empty channel. Its signal-to-noise is still recorded.
 
     Returns
     -------
@@ -490,10 +495,10 @@ def field_qc(
             flags.append("saturated")
         snr = signal_to_noise(a)
         m[f"snr.{role}"] = snr
-        if snr < empty_snr:
-            flags.append("empty_channel")
-        else:
+        if snr >= empty_snr:
             live.append(role)
+        elif role not in markers:
+            flags.append("empty_channel")
 
     # focus: over the channels with signal
     lengths, planes = {}, {}

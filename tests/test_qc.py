@@ -154,6 +154,20 @@ def test_empty_channel_noise_only(field):
     assert signal_to_noise(np.zeros((8, 32, 32), np.uint16)) == 0.0
 
 
+def test_a_marker_channel_without_positive_cells_is_not_an_empty_channel(field):
+    """Annexin V in a vehicle well, or a config's own marker, with no positive cell: flat
+    noise is the answer (none positive), not a defect; the same channel as a cell
+    channel is flagged. Its signal-to-noise is still recorded."""
+    rng = np.random.default_rng(6)
+    flat = np.rint(100 + rng.poisson(10.0, field.image.shape[1:])).astype(field.image.dtype)
+    roles = {"msc": field.image[0], "mito": field.image[1], "actin": field.image[2]}
+    for name in ("annexin", "casp3"):
+        q = field_qc({**roles, name: flat}, voxel_size=field.voxel_size, markers=(name,))
+        assert q.flags == () and q.metrics[f"snr.{name}"] < 10
+    q = field_qc({**roles, "annexin": flat}, voxel_size=field.voxel_size)
+    assert q.flags == ("empty_channel",)
+
+
 def test_cells_filling_a_shallow_stack_are_not_an_empty_channel():
     """A stack that holds only the MSC layer, MSCs over 80 % of the field: the median is
     cell, and a high-pass across its few planes is all cell edges (measured before:

@@ -250,7 +250,7 @@ def _field_qc(prep: Prepared, obj: _Objects, config: FieldConfig):
     with prep.timer("qc"):
         qc = field_qc(
             prep.raw, voxel_size=prep.vox, msc_labels=obj.msc, jurkat_labels=obj.jurkat.labels,
-            **config.qc.stage_kwargs(),
+            markers=config.markers.names(), **config.qc.stage_kwargs(),
         )  # fmt: skip
         stages = {"segment_msc": obj.msc_instances, "segment_jurkat": obj.jurkat,
                   "segment_nuclei": obj.nuclei, "foci": obj.foci, "tnt": obj.tnts}  # fmt: skip
