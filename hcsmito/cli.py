@@ -408,7 +408,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--calibrate", help="negative-control conditions for red_positive, e.g. DMSO")
     rp.add_argument(
         "--calibrate-markers",
-        help="control conditions that calibrate the marker calls (annexin V, PI), e.g. DMSO",
+        help="control conditions that calibrate the marker calls (annexin V, PI, the config's "
+        "markers.channels), e.g. DMSO",
     )
     rp.add_argument(
         "--exclude-flags",
