@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 
 __all__ = [
     "CONNECT_TIMEOUT_S",
+    "PEAK_FIXED_BYTES",
     "PEAK_WORKING_BYTES",
     "FieldSlots",
     "check_scheduler",
@@ -32,28 +33,40 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S = 5.0
 _NEEDS_JOBQUEUE = "scheduler 'slurm' needs dask-jobqueue: pip install 'hcsmito[slurm]'"
 
-#: Host bytes a field holds at its peak per voxel of one channel, besides the stored voxel
-#: itself (its dtype's size). Measured by ``benchmarks/bench_field.py`` (benchmarks/RESULTS.md,
-#: "Cost of each stage of one field", commit b13181b): one 3 x 40 x 1024^2 uint16 field, default
-#: config, CPU, peaked at 4.43 GiB RSS, 113 bytes per field voxel, 37.7 per channel voxel: the
-#: 2 stored bytes and ~36 of float32 working copies (TNT detection holds the most). On a GPU the
-#: host holds less; the estimate stays on the safe side there.
-PEAK_WORKING_BYTES = 36
+#: Host bytes a field holds at its peak per field voxel (``z·y·x``), besides its stored
+#: channels (each counted at its dtype's size): the stages' working arrays and the label
+#: images. Measured by ``benchmarks/bench_field.py`` (benchmarks/RESULTS.md, "Field memory:
+#: what a field holds"): one 3 x 40 x 1024^2 uint16 field, default config, CPU, peaked at
+#: 54 B of RSS per field voxel (2.1 GiB; the process' ~0.25 GB of libraries included), 6
+#: of them the stored channels; the TNT stage holds the most. This is the other 48 with a
+#: 15 % margin. Deconvolution and background subtraction hold a float32 copy of each
+#: channel they process and their own working arrays on top (set
+#: ``resources.memory_per_field`` for them). On a GPU the host holds less.
+PEAK_WORKING_BYTES = 56
+
+#: Host bytes a field holds beyond its per-voxel share, whatever its size (per-plane and
+#: per-object buffers, tables): a 16 x 256^2 field with five channels peaks at ~60 MB over
+#: it (tracemalloc), which is most of what a small field holds.
+PEAK_FIXED_BYTES = 64 * 2**20
 
 
 def field_peak_bytes(shape: Sequence[int], dtype, axes: str = "czyx") -> int:
-    """A field's expected peak host memory while it is processed, in bytes: its voxels
-    (``z·y·x``, every channel) times :data:`PEAK_WORKING_BYTES` plus the dtype's size.
+    """A field's expected peak host memory while it is processed, in bytes: its field
+    voxels (``z·y·x``) times :data:`PEAK_WORKING_BYTES` plus its channels' stored bytes
+    (``c·z·y·x`` times the dtype's size), plus :data:`PEAK_FIXED_BYTES`.
 
-    A 3 x 40 x 1024^2 uint16 field: 3 * 40 * 1024^2 * 38 = 4.45 GiB (measured: 4.43 GiB).
-    Channels no role reads are counted too (on the safe side).
+    A 3 x 40 x 1024^2 uint16 field: 64 MiB + 40 * 1024^2 * (56 + 3 * 2) = 2.48 GiB
+    (measured: 2.1 GiB); 3 x 40 x 2048^2: 9.75 GiB. Channels no role reads are counted too
+    (on the safe side); a time axis is not (one time point is read).
     """
     import numpy as np
 
     if len(shape) != len(axes):
         raise ValueError(f"shape {tuple(shape)} does not match axes {axes!r}")
-    voxels = math.prod(n for n, ax in zip(shape, axes, strict=True) if ax in "zyxc")
-    return int(math.ceil(voxels * (PEAK_WORKING_BYTES + np.dtype(dtype).itemsize)))
+    field = math.prod(n for n, ax in zip(shape, axes, strict=True) if ax in "zyx")
+    channels = math.prod(n for n, ax in zip(shape, axes, strict=True) if ax == "c")
+    stored = channels * np.dtype(dtype).itemsize
+    return PEAK_FIXED_BYTES + int(math.ceil(field * (PEAK_WORKING_BYTES + stored)))
 
 
 def fields_at_once(slots: int, peak: int | None, memory: int | None) -> int:

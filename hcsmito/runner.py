@@ -240,16 +240,20 @@ def _write_field_outputs(
     axes = "zyx"[3 - ndim :]
     vox = {a: voxel_size[a] for a in axes}
     roles = [r.name for r in schema.ROLES if r.to_labels and r.name in channels]
-    stack = []
-    for r in roles:
+    # one uint16 stack, filled a channel at a time (no float copy of a stored channel)
+    stack = np.empty((len(roles), *channels[roles[0]].shape), np.uint16) if roles else None
+    for i, r in enumerate(roles):
         a = res.processed.get(r, channels[r])
-        stack.append(np.clip(np.rint(a), 0, 65535).astype(np.uint16))
+        if a.dtype.kind == "u" and a.dtype.itemsize <= 2:
+            stack[i] = a  # nothing to round or clip
+        else:
+            stack[i] = np.clip(np.rint(a), 0, 65535)
     lab_plate = rd.labels
     write_image(
         lab_plate,
         task.well_path,
         task.field,
-        np.stack(stack),
+        stack,
         axes="c" + axes,
         voxel_size=vox,
         channel_labels=[labels[r] for r in roles],

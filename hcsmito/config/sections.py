@@ -620,8 +620,9 @@ class Resources(_Section):
         None,
         gt=0,
         description="host memory one field takes at its peak, in bytes or with a unit "
-        "(6GiB, 6GB); null: estimated from the field's shape and dtype (38 bytes per voxel "
-        "and channel for uint16); fewer fields run at once when the memory holds fewer",
+        "(6GiB, 6GB); null: estimated from the field's shape and dtype "
+        "(hcsmito.cluster.field_peak_bytes); fewer fields run at once when the memory holds "
+        "fewer",
     )
     slurm: Slurm = Field(default_factory=Slurm, description="Slurm jobs (--scheduler slurm)")
 

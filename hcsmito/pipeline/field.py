@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -35,7 +35,8 @@ class FieldResult:
     Attributes
     ----------
     labels : dict of str to ndarray
-        ``msc``, ``jurkat``, ``foci`` label images (int32, the field's spatial shape).
+        ``msc``, ``jurkat``, ``foci`` label images (int32, the field's spatial shape; also
+        ``tnt`` with an actin channel, ``nuclei`` with a nuclei channel).
     tables : dict of str to DataFrame
         ``foci``, ``cells``, ``jurkat`` (one row per object) and ``fields`` (one row).
     processed : dict of str to ndarray
@@ -97,6 +98,7 @@ def process_field(
     obj = _segment_cells(prep, config)
     _detect_foci(prep, obj, config)
     _detect_tnts(prep, obj, config)
+    obj.foci = replace(obj.foci, spots=None)  # read by the TNT stage's cargo rule only
     _measure_adhesion(prep, obj, config)
     qc, qc_flags = _field_qc(prep, obj, config)
     with prep.timer("morphometry"):
@@ -118,7 +120,9 @@ def process_field(
 
 @dataclass
 class _Objects:
-    """The objects of one field, on the device, as the phases find them."""
+    """The objects of one field, on the device, as the phases find them. Their label
+    images are held from their stage to the end of the field, in the smallest dtype that
+    holds their labels (:func:`_held`); the field returns them as int32."""
 
     msc: Any = None  # MSC labels, None without an msc channel
     msc_instances: Any = None
@@ -139,18 +143,19 @@ def _segment_cells(prep: Prepared, config: FieldConfig) -> _Objects:
     det, vox, xp = prep.det, prep.vox, prep.b.xp
     if "msc" in det:
         with prep.timer("segment_msc"):
-            obj.msc_instances = segment_msc(det["msc"], voxel_size=vox, **config.msc.stage_kwargs())
+            obj.msc_instances = _held(prep, segment_msc(det["msc"], voxel_size=vox,
+                                                        **config.msc.stage_kwargs()))  # fmt: skip
             obj.msc = obj.msc_instances.labels
             obj.touches = np.asarray(obj.msc_instances.touches_border, bool)
     else:
         prep.notes.append("no msc channel: foci measured over the whole field (cell_id 0)")
     if config.jurkat.enabled:
         with prep.timer("segment_jurkat"):
-            obj.jurkat = segment_jurkat(
+            obj.jurkat = _held(prep, segment_jurkat(
                 det["mito"], voxel_size=vox, msc_labels=obj.msc, **config.jurkat.stage_kwargs()
-            )
+            ))  # fmt: skip
     else:
-        obj.jurkat = JurkatInstances(xp.zeros(prep.shapes["mito"], xp.int32), np.zeros(0, bool))
+        obj.jurkat = JurkatInstances(xp.zeros(prep.shapes["mito"], xp.uint16), np.zeros(0, bool))
         prep.notes.append("jurkat.enabled is false: no donor detection (n_jurkat is 0)")
     if "nuclei" in det:
         _seed_by_nuclei(prep, obj, config)
@@ -172,29 +177,30 @@ def _seed_by_nuclei(prep: Prepared, obj: _Objects, config: FieldConfig) -> None:
 
     det, vox, opt = prep.det, prep.vox, config.nuclei
     with prep.timer("segment_nuclei"):
-        obj.nuclei = segment_nuclei(det["nuclei"], voxel_size=vox, **opt.stage_kwargs())
+        obj.nuclei = _held(prep, segment_nuclei(det["nuclei"], voxel_size=vox,
+                                                **opt.stage_kwargs()))  # fmt: skip
 
     def assign():
         return assign_nuclei(obj.nuclei.labels, msc_labels=obj.msc,
-                             jurkat_labels=obj.jurkat.labels, min_share=opt.min_share,
-                             spacing_um=prep.spacing)  # fmt: skip
+                             jurkat_labels=obj.jurkat.labels, min_share=opt.min_share)  # fmt: skip
 
     with prep.timer("segment_nuclei"):
         share = opt.cell_fragment_fraction
-        obj.nuclei, cells = group_fragments(obj.nuclei, assign(), fragment_fraction=share,
-                                             spacing_um=prep.spacing)
+        obj.nuclei, cells = group_fragments(obj.nuclei, assign(), fragment_fraction=share)
+        obj.nuclei = _held(prep, obj.nuclei)
     if opt.seed_cells and obj.msc is not None and (cells["cell_kind"] == "msc").any():
         with prep.timer("segment_msc"):
             seeds = nuclei_seeds(obj.nuclei.labels, cells, "msc")
-            obj.msc_instances = segment_msc(det["msc"], voxel_size=vox, seeds=seeds,
-                                            **config.msc.stage_kwargs())  # fmt: skip
+            obj.msc_instances = _held(prep, segment_msc(det["msc"], voxel_size=vox, seeds=seeds,
+                                                        **config.msc.stage_kwargs()))  # fmt: skip
             obj.msc = obj.msc_instances.labels
             obj.touches = np.asarray(obj.msc_instances.touches_border, bool)
     if opt.seed_cells and config.jurkat.enabled and (cells["cell_kind"] == "jurkat").any():
         with prep.timer("segment_jurkat"):
             seeds = nuclei_seeds(obj.nuclei.labels, cells, "jurkat")
-            obj.jurkat = segment_jurkat(det["mito"], voxel_size=vox, msc_labels=obj.msc,
-                                        seeds=seeds, **config.jurkat.stage_kwargs())  # fmt: skip
+            obj.jurkat = _held(prep, segment_jurkat(det["mito"], voxel_size=vox,
+                                                    msc_labels=obj.msc, seeds=seeds,
+                                                    **config.jurkat.stage_kwargs()))  # fmt: skip
     with prep.timer("segment_nuclei"):
         obj.nuclei_cells = assign() if opt.seed_cells else cells
 
@@ -206,8 +212,9 @@ def _detect_foci(prep: Prepared, obj: _Objects, config: FieldConfig) -> None:
     if obj.msc is None:
         kw["require_parent"] = False
     with prep.timer("foci"):
-        obj.foci = detect_foci(prep.det["mito"], voxel_size=prep.vox, msc_labels=obj.msc,
-                               jurkat_labels=obj.jurkat.labels, **kw)  # fmt: skip
+        obj.foci = _held(prep, detect_foci(prep.det["mito"], voxel_size=prep.vox,
+                                           msc_labels=obj.msc, jurkat_labels=obj.jurkat.labels,
+                                           **kw))  # fmt: skip
 
 
 def _detect_tnts(prep: Prepared, obj: _Objects, config: FieldConfig) -> None:
@@ -222,7 +229,7 @@ def _detect_tnts(prep: Prepared, obj: _Objects, config: FieldConfig) -> None:
         obj.tnts = detect_tnts(
             det["actin"],
             voxel_size=prep.vox,
-            msc_labels=obj.msc if obj.msc is not None else xp.zeros(det["actin"].shape, xp.int32),
+            msc_labels=obj.msc if obj.msc is not None else xp.zeros(det["actin"].shape, xp.uint16),
             jurkat_labels=obj.jurkat.labels,
             foci_labels=obj.foci.labels,
             mito=det["mito"],
@@ -233,6 +240,7 @@ def _detect_tnts(prep: Prepared, obj: _Objects, config: FieldConfig) -> None:
             mito_spots=obj.foci.spots,  # the foci stage's spot response, not computed again
             **config.tnt.stage_kwargs(),
         )
+        obj.tnts = _held(prep, obj.tnts)
 
 
 def _measure_adhesion(prep: Prepared, obj: _Objects, config: FieldConfig) -> None:
@@ -351,18 +359,37 @@ def _nuclei_tables(prep: Prepared, obj: _Objects, tables: dict, config: FieldCon
     )
 
 
+def _held(prep: Prepared, result: Any) -> Any:
+    """A stage's result with its ``labels`` in uint16 when its largest label fits (half the
+    bytes of int32 while the field holds them; every later stage reads labels of any
+    integer dtype), else as they are."""
+    xp = prep.b.xp
+    labels = result.labels
+    if labels.dtype == xp.uint16 or labels.dtype.kind not in "iu":
+        return result
+    top = int(labels.max()) if labels.size else 0  # device→host: one number
+    if top > np.iinfo(np.uint16).max or (labels.size and int(labels.min()) < 0):
+        return result
+    return replace(result, labels=labels.astype(xp.uint16))
+
+
 def _labels_to_host(prep: Prepared, obj: _Objects) -> dict[str, np.ndarray]:
+    """The label images for output, int32 (device→host: label images)."""
     b = prep.b
+
+    def host(labels) -> np.ndarray:
+        return b.to_host(labels).astype(np.int32, copy=False)
+
     labels = {
-        "msc": b.to_host(obj.msc) if obj.msc is not None
+        "msc": host(obj.msc) if obj.msc is not None
         else np.zeros(prep.shapes["mito"], np.int32),
-        "jurkat": b.to_host(obj.jurkat.labels),  # device→host: label images for output
-        "foci": b.to_host(obj.foci.labels),
+        "jurkat": host(obj.jurkat.labels),
+        "foci": host(obj.foci.labels),
     }  # fmt: skip
     if obj.tnts is not None:
-        labels["tnt"] = b.to_host(obj.tnts.labels)  # device→host: label image for output
+        labels["tnt"] = host(obj.tnts.labels)
     if obj.nuclei is not None:
-        labels["nuclei"] = b.to_host(obj.nuclei.labels)  # device→host: label image for output
+        labels["nuclei"] = host(obj.nuclei.labels)
     return labels
 
 

@@ -1,5 +1,5 @@
-"""The first phase of a field: checks, then the detection images (float32 copies of the
-channels, deconvolved and background-subtracted as the config says), on the backend."""
+"""The first phase of a field: checks, then the detection images (the channels,
+deconvolved and background-subtracted in float32 as the config says), on the backend."""
 
 from __future__ import annotations
 
@@ -98,6 +98,11 @@ def load_psf_file(path, file_voxel: tuple[float, ...], voxel: tuple[float, ...])
 
 @dataclass
 class Prepared:
+    """A field ready for the stages: ``raw`` channels by role as given (on the backend);
+    ``det`` the detection images, float32 where deconvolved or background-subtracted, else
+    the raw channel itself (the stages cast); ``decon`` / ``processed`` the deconvolved
+    channels on the backend / the host."""
+
     b: Backend
     timer: Timer
     notes: list[str]
@@ -114,8 +119,8 @@ class Prepared:
 def prepare(
     channels, voxel_size, config: FieldConfig, backend: Backend | str, where: str
 ) -> Prepared:
-    """Checks, then the detection images: float32 copies of the channels, deconvolved and
-    background-subtracted as the config says (the stages segment these)."""
+    """Checks, then the detection images: the channels, deconvolved and background-subtracted
+    (float32) as the config says (the stages segment these)."""
     from hcsmito.stages.background import subtract_background
 
     if "mito" not in channels or channels["mito"] is None:
@@ -139,7 +144,7 @@ def prepare(
 
     with timer("load"):
         raw = {r: b.asarray(a) for r, a in channels.items() if a is not None}  # host→device
-    det = {r: a.astype(xp.float32) for r, a in raw.items()}
+    det = detection_channels(raw, config, xp)
     processed: dict[str, np.ndarray] = {}
 
     decon = deconvolve(config.deconvolution, det, optics=config.optics, spacing=spacing,
@@ -156,6 +161,18 @@ def prepare(
                     )
 
     return Prepared(b, timer, notes, ndim, spacing, vox, shapes, raw, det, decon, processed)
+
+
+def detection_channels(raw: dict[str, Any], config: FieldConfig, xp: Any) -> dict[str, Any]:
+    """The channels the stages read, before deconvolution and background subtraction:
+    a float32 copy of each channel that is deconvolved or background-subtracted, the
+    others as they are. Every stage casts its channel to float32 itself, a stage or a
+    slab at a time (the same numbers as a copy made here): no float32 volume of a channel
+    is held for the whole field unless it is processed."""
+    changed = set(getattr(config.deconvolution, "channels", ()))
+    if config.background.method != "none":
+        changed |= {r.name for r in schema.ROLES if r.background}
+    return {r: a.astype(xp.float32) if r in changed else a for r, a in raw.items()}
 
 
 @singledispatch

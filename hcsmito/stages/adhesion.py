@@ -96,40 +96,26 @@ def measure_adhesion(
     xp = b.xp
     nd = jurkat_labels.ndim
     sp = spacing(voxel_size, nd)
-    jur = _as_index(b, jurkat_labels)
+    # labels of any integer dtype, read a plane at a time (3-D): no volume-sized copies
+    jur = b.asarray(jurkat_labels)
     n_j = int(jur.max()) if jur.size else 0
     if n_j == 0:
         return _table(np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0))
-    present = b.to_host(xp.bincount(jur.reshape(-1), minlength=n_j + 1) > 0)  # device->host
+    counts = sum(bincount(b, _as_index(b, p).reshape(-1), n_j + 1)
+                 for p in (jur if nd == 3 else jur[None]))  # fmt: skip
+    present = b.to_host(counts > 0)  # device->host
     present[0] = False
     ids = np.flatnonzero(present).astype(np.int32)
     if msc_labels is None:
         return _table(ids, np.zeros(ids.size, np.int32), np.zeros(ids.size))
-    msc = _as_index(b, msc_labels)
+    msc = b.asarray(msc_labels)
     n_m = int(msc.max()) if msc.size else 0
     if n_m == 0:
         return _table(ids, np.zeros(ids.size, np.int32), np.zeros(ids.size))
 
     pixel_area = sp[-2] * sp[-1]
     if nd == 3:
-        planes = max(int(math.floor(contact_distance_um / sp[0] + 1e-9)), 1)
-        below = xp.zeros_like(jur)
-        below[1:] = jur[:-1]
-        bottom = (jur > 0) & (below != jur)
-        # first MSC voxel at or below each voxel, within the contact distance
-        under = msc.copy()
-        for k in range(1, planes + 1):
-            shifted = xp.zeros_like(msc)
-            shifted[k:] = msc[:-k]
-            under = xp.where(under > 0, under, shifted)
-        contact = bottom & (under > 0)
-        if min_lift_um > 0:
-            # thickness of MSC under each bottom voxel: from the lowest MSC voxel of the column
-            z = xp.arange(jur.shape[0], dtype=xp.int32)[:, None, None]
-            base = xp.where(msc > 0, z, jur.shape[0]).min(axis=0)
-            lift = (z - base[None]).astype(xp.float32) * np.float32(sp[0])
-            contact &= lift >= min_lift_um
-        j_sel, m_sel = jur[contact], under[contact]
+        j_sel, m_sel = _contacts(b, jur, msc, sp, contact_distance_um, min_lift_um)
     else:
         contact = (jur > 0) & (msc > 0)
         j_sel, m_sel = jur[contact], msc[contact]
@@ -141,7 +127,7 @@ def measure_adhesion(
     area = over[np.arange(ids.size), best] * pixel_area
     adhered = area >= min_contact_area_um2
     if nd == 2:
-        foot = b.to_host(xp.bincount(jur.reshape(-1), minlength=n_j + 1))[ids]  # device->host
+        foot = b.to_host(counts)[ids]  # device->host
         adhered &= area >= overlap_min * foot * pixel_area
     else:
         # the cell rests on the MSC it touches: most of its footprint lies over that MSC (a
@@ -149,6 +135,43 @@ def measure_adhesion(
         adhered &= _footprint_share(b, jur, msc, ids, best + 1, n_j, n_m) >= overlap_min
     msc_id = np.where(area > 0, best + 1, 0).astype(np.int32)
     return _table(ids, msc_id, area, adhered)
+
+
+def _contacts(
+    b: Backend, jur: Any, msc: Any, sp: tuple[float, ...], contact_distance_um: float,
+    min_lift_um: float,
+) -> tuple[Any, Any]:
+    """3-D: the Jurkat and MSC label of every contact voxel, plane by plane (z order).
+
+    A contact voxel is a Jurkat's bottom voxel (the voxel below is not the same Jurkat)
+    with an MSC voxel at or below it within the contact distance (the first such MSC,
+    upwards from the voxel's own plane) and, with ``min_lift_um``, at least that far above
+    the lowest MSC voxel of its column.
+    """
+    xp = b.xp
+    depth = jur.shape[0]
+    planes = max(int(math.floor(contact_distance_um / sp[0] + 1e-9)), 1)
+    base = None  # the lowest MSC voxel of each column (depth where none)
+    if min_lift_um > 0:
+        base = xp.full(jur.shape[1:], depth, dtype=xp.int32)
+        for z in range(depth):
+            base = xp.minimum(base, xp.where(msc[z] > 0, xp.int32(z), xp.int32(depth)))
+    j_sel, m_sel = [], []
+    for z in range(depth):
+        j = jur[z]
+        bottom = j > 0
+        if z > 0:
+            bottom &= jur[z - 1] != j
+        under = msc[z]
+        for k in range(1, min(planes, z) + 1):
+            under = xp.where(under > 0, under, msc[z - k])
+        contact = bottom & (under > 0)
+        if base is not None:
+            lift = (xp.int32(z) - base).astype(xp.float32) * np.float32(sp[0])
+            contact &= lift >= min_lift_um
+        j_sel.append(j[contact])
+        m_sel.append(under[contact])
+    return xp.concatenate(j_sel), xp.concatenate(m_sel)
 
 
 def _footprint_share(
