@@ -136,6 +136,40 @@ def test_two_touching_halves_of_one_msc_nucleus_are_joined_two_apart_stay_two():
     assert (big == crescent).mean() > 0.98
 
 
+def test_a_donor_nucleus_merged_with_an_msc_nucleus_in_a_projection_is_cut_at_its_body():
+    """2-D: a donor's round nucleus against the end of a long MSC nucleus is one blob
+    (no second distance maximum). Cut along the donor body, which holds no other
+    nucleus: the donor gets its nucleus back (IoU >= 0.7 with the drawn disc: the body's
+    outline cuts, not the nucleus'; centre within 1 µm) and the MSC keeps the rest.
+    Without a body over it the blob stays whole."""
+    from hcsmito.stages.segmentation import split_at_donors
+
+    vox = (0.25, 0.25)
+    y, x = np.ogrid[:240, :240]
+    msc_nuc = ((y - 120) / 22.0) ** 2 + ((x - 100) / 60.0) ** 2 <= 1  # 11 x 30 µm
+    donor_nuc = np.hypot(y - 120, x - 165) < 13  # r 3.25 µm, over the MSC nucleus' end
+    other_nuc = np.hypot(y - 40, x - 40) < 13  # a donor with its own nucleus
+    dna = np.where(msc_nuc | donor_nuc | other_nuc, 300.0, 0.0).astype(np.float32)
+    dna = ndi.gaussian_filter(dna, 0.6) + 20
+    nuc = segment_nuclei(dna, voxel_size=vox)
+    assert nuc.n == 2  # the blob and the other donor's nucleus
+    bodies = np.zeros((240, 240), np.int32)
+    bodies[np.hypot(y - 120, x - 168) < 20] = 1  # its body reaches over the MSC nucleus' end
+    bodies[np.hypot(y - 40, x - 40) < 22] = 2
+    out = split_at_donors(nuc, bodies)
+    assert out.n == 3 and out.n_parts.tolist() == [1, 1, 1]
+    cells = assign_nuclei(out.labels, msc_labels=(bodies == 0).astype(np.int32),
+                          jurkat_labels=bodies)  # fmt: skip
+    own = out.labels == 1 + int(np.flatnonzero(cells["cell_id"].eq(1)
+                                               & cells["cell_kind"].eq("jurkat"))[0])  # fmt: skip
+    assert _iou(own, donor_nuc) >= 0.7, _iou(own, donor_nuc)  # cut at the body, not the disc
+    centre = np.array(ndi.center_of_mass(own)) * 0.25
+    assert np.hypot(*(centre - (120 * 0.25, 165 * 0.25))) < 1.0
+    assert sorted(cells["cell_kind"]) == ["jurkat", "jurkat", "msc"]
+    held = split_at_donors(nuc, np.where(bodies == 1, 0, bodies))  # no body over the blob
+    assert held.n == 2
+
+
 def test_assign_prefers_the_donor_body_a_nucleus_lies_in():
     nuclei = np.zeros((1, 10, 10), np.int32)
     nuclei[0, 2:5, 2:5] = 1  # inside an MSC and, on top of it, a donor (a 2-D projection)

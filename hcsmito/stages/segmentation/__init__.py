@@ -35,6 +35,7 @@ from hcsmito.stages.segmentation.nuclei import (
     group_fragments,
     nuclei_seeds,
     segment_nuclei,
+    split_at_donors,
     typical_size,
 )
 
@@ -51,5 +52,6 @@ __all__ = [
     "segment_jurkat",
     "segment_msc",
     "segment_nuclei",
+    "split_at_donors",
     "typical_size",
 ]

@@ -45,6 +45,7 @@ __all__ = [
     "group_fragments",
     "nuclei_seeds",
     "segment_nuclei",
+    "split_at_donors",
     "typical_size",
 ]
 
@@ -448,6 +449,64 @@ def assign_nuclei(
         {"nucleus_id": np.arange(1, n + 1, dtype=np.int32), "cell_kind": kind,
          "cell_id": cell, "share": share}
     )  # fmt: skip
+
+
+def split_at_donors(
+    nuclei: NucleiInstances,
+    jurkat_labels: Any,
+    *,
+    min_share: float = 0.5,
+    min_piece: float = 0.35,
+) -> NucleiInstances:
+    """Nuclei cut along the outline of a donor body that holds part of them and no
+    nucleus of its own.
+
+    In a projection a donor's nucleus beside an MSC nucleus merges with it into one blob
+    whose distance map has no second maximum (a round nucleus against the end of a long
+    one): the donor is left without a nucleus, the MSC's has grown by the donor's. Where a
+    donor body holds at least ``min_piece`` x the field's typical donor nucleus of a
+    nucleus, but less than ``min_share`` of it, and no nucleus of its own (none with
+    ``min_share`` inside it), and the part outside is as large, the part inside becomes a
+    nucleus of its own. The typical donor nucleus is that of the nuclei the bodies hold
+    (:func:`typical_size`); a field with none is left as it is.
+    """
+    b = Backend.of(nuclei.labels)
+    xp = b.xp
+    n = nuclei.n
+    if n == 0 or jurkat_labels is None:
+        return nuclei
+    donor = b.asarray(jurkat_labels)
+    if not int(donor.max()):
+        return nuclei
+    best, frac = majority_label(b, nuclei.labels, donor, n)
+    sizes = b.to_host(xp.bincount(nuclei.labels.reshape(-1), minlength=n + 1))[1:]
+    held = frac >= min_share
+    if not held.any():
+        return nuclei
+    typical = typical_size(sizes[held & (nuclei.n_parts <= 1)] if held.any() else sizes)
+    inside = sizes * frac
+    owned = np.isin(best, best[held])
+    cut = (~held & (best > 0) & ~owned & (inside >= min_piece * typical)
+           & (sizes - inside >= min_piece * typical))  # fmt: skip
+    if not cut.any():
+        return nuclei
+    ids = np.flatnonzero(cut)
+    new_id = np.zeros(n + 1, np.int32)
+    new_id[ids + 1] = n + 1 + np.arange(ids.size, dtype=np.int32)
+    own_donor = np.zeros(n + 1, np.int32)
+    own_donor[ids + 1] = best[ids]
+    lab = nuclei.labels
+    piece = (b.asarray(own_donor)[lab] == donor) & (donor > 0)
+    labels = xp.where(piece, b.asarray(new_id)[lab], lab).astype(xp.int32)
+    n_parts = np.concatenate([nuclei.n_parts, np.ones(ids.size, np.int64)])
+    return NucleiInstances(
+        labels,
+        touches_border(b, labels)[1:],
+        nuclei.threshold,
+        n_parts=n_parts,
+        cut=touches_border(b, labels, lateral_only=False)[1:],
+        flags=nuclei.flags,
+    )
 
 
 #: The surroundings of a nucleus in no cell that :func:`assign_nuclei` looks at, µm.
