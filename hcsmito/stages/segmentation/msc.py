@@ -14,6 +14,7 @@ from hcsmito.stages._util import (
     VoxelSize,
     as_float32,
     background_level_noise,
+    ellipsoid_footprint,
     gaussian,
     local_maxima,
     remove_small_labels,
@@ -192,7 +193,7 @@ def _split_by_height(
     vals = height[mask2d]
     plateau = float(b.to_host(xp.percentile(vals, 75.0)))  # device->host: one value
     if seeds is not None:
-        return watershed_2d(b, height, _in_mask(b, seeds, mask2d), mask2d)
+        return watershed_2d(b, height, _in_mask(b, seeds, mask2d, lateral), mask2d)
     return watershed_2d(b, height, None, mask2d, h=seed_dynamics * plateau)
 
 
@@ -209,7 +210,13 @@ def _split_by_shape(
     dist = b.ndi.distance_transform_edt(mask2d, sampling=lateral).astype(xp.float32)
     dist = gaussian(b, dist, [0.02 * diameter_um / s for s in lateral])
     if seeds is not None:
-        return watershed_2d(b, dist, _in_mask(b, seeds, mask2d), mask2d)
+        markers = _in_mask(b, seeds, mask2d, lateral)
+        # from the seeds (nuclei) the cells grow by distance to their seed within the
+        # mask: where crowded cells touch with no neck, the outline's distance map says
+        # nothing of where one ends, and its ridges let one seed flood its neighbours
+        to_seed = b.ndi.distance_transform_edt(markers == 0, sampling=lateral)
+        relief = (to_seed - dist).astype(xp.float32)
+        return watershed_2d(b, -relief, markers, mask2d)
     sep = 0.3 * diameter_um if min_separation_um is None else min_separation_um
     seeds = local_maxima(b, dist, threshold=0.0, size=box(sep, lateral), mask=mask2d)
     return watershed_2d(b, dist, seeds, mask2d)
@@ -235,13 +242,40 @@ def _split_by_intensity(
     seed_sigma = 0.06 * msc_diameter_um if seed_smooth_um is None else seed_smooth_um
     relief = gaussian(b, proj, [seed_sigma / s for s in lateral])
     if seeds is not None:
-        return watershed_2d(b, relief, _in_mask(b, seeds, mask2d), mask2d)
+        return watershed_2d(b, relief, _in_mask(b, seeds, mask2d, lateral), mask2d)
     sep = 0.3 * msc_diameter_um if min_separation_um is None else min_separation_um
     seeds = local_maxima(b, relief, threshold=0.0, size=box(sep, lateral), mask=mask2d)
     return watershed_2d(b, relief, seeds, mask2d)
 
 
-def _in_mask(b: Backend, seeds: Any, mask2d: Any) -> Any:
-    """The given seed labels inside the mask (int32, on the mask's device)."""
+#: A seed that lies wholly outside the cell mask is moved onto the mask within this
+#: distance, µm (:func:`_in_mask`).
+SEED_REACH_UM = 2.0
+
+
+def _in_mask(b: Backend, seeds: Any, mask2d: Any, lateral: tuple[float, ...]) -> Any:
+    """The given seed labels inside the mask (int32, on the mask's device).
+
+    A seed with no pixel in the mask (the pieces of an apoptotic MSC's nucleus in the
+    dim rim beside a donor, which the cytoplasm's mask leaves out in a projection) is
+    grown by :data:`SEED_REACH_UM` and keeps the mask pixels it reaches that no other
+    seed holds; farther away it is dropped, as before.
+    """
     xp = b.xp
-    return xp.where(mask2d, b.asarray(seeds), 0).astype(xp.int32)
+    seeds = b.asarray(seeds).astype(xp.int32)
+    inside = xp.where(mask2d, seeds, 0)
+    n = int(seeds.max()) if seeds.size else 0
+    if n == 0:
+        return inside
+    present = xp.zeros(n + 1, bool)
+    present[inside.reshape(-1)] = True
+    lost = xp.zeros(n + 1, bool)
+    lost[seeds.reshape(-1)] = True
+    lost &= ~present
+    lost[0] = False
+    if not bool(lost.any()):
+        return inside
+    outside = xp.where(lost[seeds], seeds, 0)
+    fp = ellipsoid_footprint([SEED_REACH_UM / s for s in lateral])
+    grown = b.ndi.grey_dilation(outside, footprint=b.asarray(fp))
+    return xp.where(mask2d & (inside == 0) & (grown > 0), grown, inside).astype(xp.int32)
