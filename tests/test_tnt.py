@@ -346,6 +346,92 @@ def test_tubeness_in_slabs_equals_the_whole_image(monkeypatch):
     assert whole.max() > 0 and flat.max() > 0
 
 
+@pytest.mark.parametrize("two_d", [False, True])
+def test_tubeness_at_equals_the_whole_image(monkeypatch, two_d):
+    """tubeness_at (Hessians gathered at voxels, central or clamped at the edges, the
+    Gaussians on the voxels' box or given) is the whole image's tubeness bit for bit,
+    in chunks of any size; on tiny images too (axes of 1 to 4 voxels)."""
+    import hcsmito.stages.tnt.hessian as tnt
+    from hcsmito.stages._util import gaussian
+    from hcsmito.stages.tnt.hessian import _scales, tubeness_at
+
+    f = _field("DMSO", 0)
+    img = f.image[2][:, 40:100, 30:90]
+    vs = f.voxel_size
+    if two_d:
+        img, vs = img[6], {"y": 0.3, "x": 0.3}
+    whole, whole_r = tubeness(img, voxel_size=vs)
+    rng = np.random.default_rng(0)
+    at = np.sort(rng.choice(img.size, 2000, replace=False))
+    edges = np.flatnonzero(np.isin(np.indices(img.shape)[0].reshape(-1), [0, 1, img.shape[0] - 1]))
+    for idx in (at, edges, np.arange(img.size)[777:790]):
+        r, rr = tubeness_at(img, idx, voxel_size=vs)
+        np.testing.assert_array_equal(r, whole.reshape(-1)[idx])
+        np.testing.assert_array_equal(rr, whole_r.reshape(-1)[idx])
+    smooth = [gaussian(get_backend("cpu"), img.astype(np.float32), sg)
+              for _, sg in _scales(img.ndim, vs, (0.1, 0.2, 0.35), None)]  # fmt: skip
+    monkeypatch.setattr(tnt, "_SLAB_VOXELS", 97)
+    r, rr = tubeness_at(img, at, voxel_size=vs, smooth=[smooth[0], None, smooth[2]])
+    np.testing.assert_array_equal(r, whole.reshape(-1)[at])
+    np.testing.assert_array_equal(rr, whole_r.reshape(-1)[at])
+    rng_t = np.random.default_rng(1)
+    for shape in ((1, 5, 6), (2, 3, 4), (4, 4, 4), (3, 1, 7)):
+        tiny = rng_t.normal(100, 10, shape).astype(np.float32)
+        w, _ = tubeness(tiny, voxel_size=(0.6, 0.3, 0.3))
+        r, _ = tubeness_at(tiny, np.arange(tiny.size), voxel_size=(0.6, 0.3, 0.3))
+        np.testing.assert_array_equal(r, w.reshape(-1))
+
+
+@pytest.mark.parametrize("cond,seed", [("DMSO", 0), ("ara-C", 1)])
+def test_tube_pieces_are_the_whole_fields_at_the_same_threshold(monkeypatch, cond, seed):
+    """At the reference's thresholds, the pieces grown from the candidates are whole
+    pieces of the whole-field computation with its radius: all of them with every free
+    voxel a candidate, a subset (every piece of 20+ voxels here) with the default
+    candidates, and whole pieces still when almost nothing is a candidate (growth does the
+    work). The threshold from every 5th voxel is within 2 % of the whole field's."""
+    import hcsmito.stages.tnt.tubes as tubes
+    from hcsmito.stages.tnt.tubes import tube_pieces
+
+    f = _field(cond, seed)
+    actin = f.image[2]
+    free = (f.labels["msc"] == 0) & (f.labels["jurkat"] == 0)
+    kw = dict(voxel_size=(0.6, 0.3, 0.3), tube_radius_um=(0.1, 0.2, 0.35),
+              psf_sigma_um=f.params.psf_sigma_um()[2], threshold_k=7.0,
+              threshold_low_k=2.5)  # fmt: skip
+    kw["voxel_size"] = tuple(f.voxel_size[a] for a in "zyx")
+    ref = tube_pieces(actin, free, sample_stride=None, **kw)
+    thr = (ref.threshold_low, ref.threshold_high)
+    ref_mask = ref.comp > 0
+    ref_ids, ref_sizes = np.unique(ref.comp[ref_mask], return_counts=True)
+    assert len(ref_ids) > 3
+    monkeypatch.setattr(tubes, "_MIN_SAMPLE", 1 << 14)  # every 33rd voxel (32 divides 192)
+    every = tube_pieces(actin, free, thresholds=thr, candidate_k=-np.inf, **kw)
+    np.testing.assert_array_equal(every.comp > 0, ref_mask)
+    idx = np.nonzero(ref_mask)
+    np.testing.assert_array_equal(every.radius_at(idx), ref.radius_at(idx))
+    for k in (2.0, 8.0):
+        fast = tube_pieces(actin, free, thresholds=thr, candidate_k=k, **kw)
+        mask = fast.comp > 0
+        assert not (mask & ~ref_mask).any()
+        idx = np.nonzero(mask)
+        np.testing.assert_array_equal(fast.radius_at(idx), ref.radius_at(idx))
+        # whole pieces: a reference piece is found entirely or not at all
+        found = np.bincount(ref.comp[mask], minlength=ref.n + 1)[ref_ids]
+        assert np.all((found == 0) | (found == ref_sizes))
+        if k == 2.0:
+            assert np.all(found[ref_sizes >= 20] > 0)
+        assert fast.n_computed < actin.size // 3
+    monkeypatch.setattr(tubes, "_MIN_SAMPLE", 1 << 17)  # every 5th voxel
+    sampled = tube_pieces(actin, free, **kw)
+    assert sampled.threshold_high == pytest.approx(ref.threshold_high, rel=0.02)
+    assert sampled.threshold_low == pytest.approx(ref.threshold_low, rel=0.02)
+    # under twice the smallest sample, every voxel is sampled: the reference's thresholds
+    monkeypatch.setattr(tubes, "_MIN_SAMPLE", actin.size)
+    whole = tube_pieces(actin, free, **kw)
+    assert (whole.threshold_low, whole.threshold_high) == thr
+    np.testing.assert_array_equal(whole.comp > 0, ref_mask)
+
+
 @pytest.mark.parametrize("slope", [0.0, 0.4, 1.0, 2.5])
 def test_path_length_of_digital_lines(slope):
     """The smoothed length of a 26-connected digital line is its Euclidean length."""

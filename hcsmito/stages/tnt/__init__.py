@@ -9,7 +9,10 @@
    (cell cortices) and background score low. The response is the maximum over scales.
 2. **Threshold** relative to the robust noise of the response (median + k · MAD over the
    voxels with a positive response, most of which are background): a hysteresis pair
-   (``threshold_k`` for the core, ``threshold_low_k`` for its extent).
+   (``threshold_k`` for the core, ``threshold_low_k`` for its extent). The median and
+   noise come from a lattice sample of the field's voxels, and the tubeness is computed
+   only there, where a tube can be and on the pieces grown from there until they are
+   whole (:mod:`hcsmito.stages.tnt.tubes`; ``threshold_sample=None``: the whole field).
    ``thickness_um`` is twice the tube radius of the best-responding scale: a coarse
    figure, as tubes are thinner than the PSF and the pixel (it does not track the true
    diameter; see benchmarks/bench_tnt_accuracy.py).

@@ -11,7 +11,7 @@ import numpy as np
 from hcsmito.backend import Backend
 from hcsmito.stages._util import VoxelSize, as_float32, gaussian, spacing
 
-__all__ = ["tubeness"]
+__all__ = ["tubeness", "tubeness_at"]
 
 #: Voxels per slab of the Hessian stage of :func:`tubeness` (CPU: cache-sized; GPU: large
 #: enough that kernel launches do not dominate, ~1 GiB of temporaries).
@@ -143,9 +143,6 @@ def tubeness(
     """
     b = Backend.of(image)
     xp = b.xp
-    sp = spacing(voxel_size, image.ndim)
-    psf_z, psf_xy = (0.5, 0.15) if psf_sigma_um is None else psf_sigma_um
-    psf = (psf_z, psf_xy, psf_xy)[3 - image.ndim :]
     img = as_float32(b, image)
     best = xp.zeros(img.shape, xp.float32)
     best_r = xp.zeros(img.shape, xp.float32)
@@ -155,9 +152,7 @@ def tubeness(
     rows = img.shape[-2]
     plane = max(int(np.prod(img.shape)) // max(rows, 1), 1)
     step = max(1, (_SLAB_VOXELS_GPU if b.is_gpu else _SLAB_VOXELS) // plane)
-    for r in tube_radius_um:
-        sig_um = [math.sqrt(ps * ps + r * r / 4) for ps in psf]
-        sig_px = tuple(s_um / s for s_um, s in zip(sig_um, sp, strict=True))
+    for r, sig_px in _scales(image.ndim, voxel_size, tube_radius_um, psf_sigma_um):
         smooth = gaussian(b, img, sig_px)
         for y0 in range(0, rows, step):
             y1 = min(y0 + step, rows)
@@ -177,15 +172,231 @@ def tubeness(
     return best, best_r
 
 
+def _scales(
+    nd: int,
+    voxel_size: VoxelSize,
+    tube_radius_um: tuple[float, ...],
+    psf_sigma_um: tuple[float, float] | None,
+) -> list[tuple[float, tuple[float, ...]]]:
+    """(tube radius µm, Gaussian sigma per axis in pixels) of each scale of
+    :func:`tubeness`: the imaged cross-section of a solid tube, ``sqrt(psf² + r² / 4)``."""
+    sp = spacing(voxel_size, nd)
+    psf_z, psf_xy = (0.5, 0.15) if psf_sigma_um is None else psf_sigma_um
+    psf = (psf_z, psf_xy, psf_xy)[3 - nd :]
+    out = []
+    for r in tube_radius_um:
+        sig_um = [math.sqrt(ps * ps + r * r / 4) for ps in psf]
+        out.append((r, tuple(s_um / s for s_um, s in zip(sig_um, sp, strict=True))))
+    return out
+
+
+def tubeness_at(
+    image: Any,
+    at: Any,
+    *,
+    voxel_size: VoxelSize,
+    tube_radius_um: tuple[float, ...] = (0.1, 0.2, 0.35),
+    psf_sigma_um: tuple[float, float] | None = None,
+    alpha: float = 0.5,
+    smooth: Any = None,
+) -> tuple[Any, Any]:
+    """:func:`tubeness` at some voxels only: the same numbers, read at ``at``.
+
+    The Gaussian of each scale is computed on the box of ``at`` grown by the kernel's
+    radius and the 2 voxels the differences read (clipped to the image; a separable
+    Gaussian is the whole image's wherever its kernel stays within the box or meets the
+    image's own edge), and the Hessian at each voxel from the smoothed values around it,
+    with the operations of :func:`numpy.gradient` taken twice (central differences,
+    one-sided at the image's edges) in the same order: bit-identical to the whole image's
+    response and radius there, at a cost that grows with the number of voxels.
+
+    Parameters
+    ----------
+    image : (M, N) or (P, M, N) ndarray
+    at : (K,) int ndarray
+        Flat (C-order) indices into ``image``.
+    smooth : sequence of (ndarray or None), optional
+        The whole image's Gaussian of each scale, where the caller has it (that scale's
+        box is not smoothed again).
+
+    Returns
+    -------
+    response, radius : (K,) float32 ndarrays
+    """
+    b = Backend.of(image)
+    xp = b.xp
+    nd = image.ndim
+    shape = tuple(int(n) for n in image.shape)
+    at = b.asarray(at)
+    best = xp.zeros(at.shape, xp.float32)
+    best_r = xp.zeros(at.shape, xp.float32)
+    if int(at.size) == 0:
+        return best, best_r
+    coords = xp.unravel_index(at, shape)
+    lo = [int(b.to_host(c.min())) for c in coords]  # device->host: one value per axis
+    hi = [int(b.to_host(c.max())) + 1 for c in coords]  # device->host: one value per axis
+    step = _SLAB_VOXELS_GPU if b.is_gpu else _SLAB_VOXELS
+    for k, (r, sig_px) in enumerate(_scales(nd, voxel_size, tube_radius_um, psf_sigma_um)):
+        if smooth is not None and smooth[k] is not None:
+            s, origin = smooth[k], (0,) * nd
+        else:
+            # scipy's and cupyx's kernel radius: int(truncate * sigma + 0.5), truncate 3
+            m = [int(3.0 * float(sg) + 0.5) + 2 for sg in sig_px]
+            box = tuple(slice(max(a - g, 0), min(z + g, n))
+                        for a, z, g, n in zip(lo, hi, m, shape, strict=True))  # fmt: skip
+            s = gaussian(b, as_float32(b, image[box]), sig_px)
+            origin = tuple(sl.start for sl in box)
+        # in chunks of voxels: the Hessian and its eigenvalues take ~15 temporaries each
+        for c0 in range(0, int(at.size), step):
+            part = slice(c0, c0 + step)
+            cs = tuple(c[part] for c in coords)
+            # voxels 2 or more from every edge: the differences are central, the offsets
+            # into s the same for all (gathered directly); the others clamp per voxel
+            inner = _interior(b, cs, shape)
+            resp = xp.empty(cs[0].shape, xp.float32)
+            sel = xp.flatnonzero(inner)
+            if int(sel.size):
+                c_in = tuple(c[sel] for c in cs)
+                h = _hessian_inner(b, s, origin, c_in, sig_px)
+                resp[sel] = _response(b, h, nd, alpha)
+            sel = xp.flatnonzero(~inner)
+            if int(sel.size):
+                c_ed = tuple(c[sel] for c in cs)
+                h = _hessian_at(b, s, origin, shape, c_ed, sig_px)
+                resp[sel] = _response(b, h, nd, alpha)
+            del h
+            out, out_r = best[part], best_r[part]
+            gt = resp > out  # as in tubeness: resp and best are finite and never -0
+            xp.multiply(out_r, ~gt, out=out_r)
+            out_r += gt * np.float32(r)
+            xp.fmax(out, resp, out=out)
+        del s
+    return best, best_r
+
+
+def _interior(b: Backend, coords: tuple[Any, ...], shape: tuple[int, ...]) -> Any:
+    """Whether each voxel is at least 2 from every edge of an image of ``shape``."""
+    xp = b.xp
+    ok = xp.ones(coords[0].shape, bool)
+    for c, n in zip(coords, shape, strict=True):
+        ok &= (c >= 2) & (c <= n - 3)
+    return ok
+
+
+def _hessian_inner(
+    b: Backend,
+    s: Any,
+    origin: tuple[int, ...],
+    coords: tuple[Any, ...],
+    scale_px: tuple[float, ...],
+) -> dict[tuple[int, int], Any]:
+    """:func:`_hessian_at` for voxels at least 2 from every edge of the image: central
+    differences of central differences, ``((a[+1] - a[-1]) * 0.5`` twice), the same float32
+    operations as :func:`_gradient`'s inside."""
+    xp = b.xp
+    nd = s.ndim
+    flat = s.reshape(-1)
+    strides = [int(np.prod(s.shape[a + 1 :])) for a in range(nd)]
+    reach = 2 * max(strides)  # the largest offset read: base - reach >= 0 inside
+    base = sum((c - o) * st for c, o, st in zip(coords, origin, strides, strict=True))
+    base -= reach
+    half = np.float32(0.5)
+
+    def at(off: int) -> Any:
+        return xp.take(flat[reach + off :], base)
+
+    out = {}
+    for i in range(nd):
+        for j in range(i, nd):
+            si, sj = strides[i], strides[j]
+            # g_i at v + e_j and v - e_j, then their central difference along j
+            up = at(sj + si)
+            up -= at(sj - si)
+            up *= half
+            dn = at(-sj + si)
+            dn -= at(-sj - si)
+            dn *= half
+            up -= dn
+            up *= half
+            up *= np.float32(scale_px[i] * scale_px[j])
+            out[i, j] = up
+    return out
+
+
+def _hessian_at(
+    b: Backend,
+    s: Any,
+    origin: tuple[int, ...],
+    shape: tuple[int, ...],
+    coords: tuple[Any, ...],
+    scale_px: tuple[float, ...],
+) -> dict[tuple[int, int], Any]:
+    """:func:`_hessian` of the whole smoothed image, read at the voxels ``coords``.
+
+    ``s`` is the smoothed image or a box of it starting at ``origin`` (holding every voxel
+    within 2 of ``coords``) of an image of ``shape``. Each entry is ``_gradient`` of
+    ``_gradient`` at the voxel: ``(a[i + 1] - a[i - 1]) / 2`` inside, ``a[1] - a[0]`` and
+    ``a[n - 1] - a[n - 2]`` at the edges (``x * 0.5`` is ``x / 2`` exactly), then times
+    the scales: the same float32 operations on the same values.
+    """
+    xp = b.xp
+    nd = len(shape)
+    flat = s.reshape(-1)
+    strides = [int(np.prod(s.shape[a + 1 :])) for a in range(nd)]
+    # the voxels' offsets into s
+    base = sum((c - o) * st for c, o, st in zip(coords, origin, strides, strict=True))
+    half, one = np.float32(0.5), np.float32(1)
+
+    def step(c: Any, n: int) -> tuple[Any, Any, Any]:
+        """Index below, above and the factor of the central difference at index c."""
+        up = xp.minimum(c + 1, n - 1)
+        dn = xp.maximum(c - 1, 0)
+        f = xp.where((c > 0) & (c < n - 1), half, one)
+        return dn, up, f
+
+    def grad(i: int, off: Any, ci: Any) -> Any:
+        """d/d axis i of s at the voxels moved by ``off`` (flat), whose index along i is
+        ``ci``."""
+        dn, up, f = step(ci, shape[i])
+        g = xp.take(flat, off + (up - ci) * strides[i])
+        g -= xp.take(flat, off + (dn - ci) * strides[i])
+        g *= f
+        return g
+
+    out = {}
+    for i in range(nd):
+        for j in range(i, nd):
+            if shape[i] < 2 or shape[j] < 2:  # _gradient is 0 along a single voxel
+                out[i, j] = xp.zeros(coords[0].shape, xp.float32)
+                continue
+            cj = coords[j]
+            dn, up, f = step(cj, shape[j])
+            if i == j:
+                d = grad(i, base + (up - cj) * strides[j], up)
+                d -= grad(i, base + (dn - cj) * strides[j], dn)
+            else:
+                d = grad(i, base + (up - cj) * strides[j], coords[i])
+                d -= grad(i, base + (dn - cj) * strides[j], coords[i])
+            d *= f
+            d *= np.float32(scale_px[i] * scale_px[j])
+            out[i, j] = d
+    return out
+
+
 def _line_response(
     b: Backend, smooth: Any, sig_px: tuple[float, ...], alpha: float, rows: slice
 ) -> Any:
     """Normalised bright-line response of one scale from the smoothed image, on its
     ``rows`` (y; the rows around them feed the central differences only)."""
-    xp = b.xp
     h = _hessian(b, smooth, sig_px)
     h = {k: v[..., rows, :] for k, v in h.items()}
-    if smooth.ndim == 3:
+    return _response(b, h, smooth.ndim, alpha)
+
+
+def _response(b: Backend, h: dict[tuple[int, int], Any], nd: int, alpha: float) -> Any:
+    """The line response from the Hessian entries ``h`` (arrays of any one shape)."""
+    xp = b.xp
+    if nd == 3:
         e_lo, e_mid, e_hi = _sym_eigvals3(b, h)
     else:
         tr = h[0, 0] + h[1, 1]
