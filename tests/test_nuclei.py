@@ -115,6 +115,32 @@ def test_msc_pieces_split_between_two_cells_or_in_no_cell_are_one_nucleus():
         assert sorted(cells_of["cell_kind"].tolist()) == kinds
 
 
+def test_msc_fragments_below_a_donor_nucleus_do_not_set_the_msc_size_a_speck_seeds_none():
+    """A field of one healthy MSC nucleus, the 3 pieces of a fragmented one (each smaller
+    than a donor's nucleus), 2 donors and a speck of haze over the first MSC: the pieces
+    are one nucleus (with the 3 pieces among the MSC-kind sizes, the median of their upper
+    half was a piece's, and 2 of them were not "small"); the speck seeds no MSC."""
+    msc = [((4.0, 20.0, 20.0), (2.5, 7.0, 6.0), 200)]
+    frag = [((4.0, 60.0, 55.0), (1.2, 1.6, 1.6), 300), ((4.0, 60.0, 61.0), (1.2, 1.6, 1.6), 300),
+            ((4.0, 65.0, 58.0), (1.2, 1.6, 1.6), 300)]  # fmt: skip
+    donors = [((5.0, 20.0, 60.0), (2.5, 3.2, 3.2), 250), ((5.0, 60.0, 20.0), (2.5, 3.2, 3.2), 250)]
+    speck = [((4.0, 30.0, 30.0), (0.6, 0.5, 0.5), 400)]
+    img, _ = _draw((20, 400, 400), msc + frag + donors + speck)
+    nuc = segment_nuclei(img, voxel_size=VOX)
+    assert nuc.n == 7
+    cells = np.zeros(img.shape, np.int32)
+    cells[:, :, :200], cells[:, :, 200:] = 1, 2  # two MSCs: x < 40 µm, x >= 40 µm
+    bodies = np.zeros(img.shape, np.int32)
+    z, y, x = np.ogrid[:20, :400, :400]
+    for k, (_, cy, cx) in enumerate([d[0] for d in donors], start=1):
+        bodies[np.broadcast_to(np.hypot(y - cy / 0.2, x - cx / 0.2) < 25, img.shape)] = k
+    assigned = assign_nuclei(nuc.labels, msc_labels=cells, jurkat_labels=bodies)
+    grouped, cells_of = group_fragments(nuc, assigned)
+    kinds = cells_of["cell_kind"].tolist()
+    assert sorted(kinds) == ["", "jurkat", "jurkat", "msc", "msc"], kinds
+    assert sorted(grouped.n_parts[cells_of["cell_kind"].eq("msc").to_numpy()]) == [1, 3]
+
+
 def test_two_touching_halves_of_one_msc_nucleus_are_joined_two_apart_stay_two():
     """An MSC nucleus pinched by a donor that displaces it (a waist: two distance maxima,
     the split cuts it in two): the halves touch and lie in one MSC, so they are one

@@ -561,7 +561,10 @@ def group_fragments(
     neck) rejoins it as one piece; a whole nucleus stays itself, except that two whole
     MSC nuclei of one MSC that touch are one nucleus the split cut in two. With
     ``spacing_um`` (the voxel size, µm), the small MSC pieces whose centres lie within a
-    typical MSC nucleus's diameter are one nucleus whatever cell holds them.
+    typical MSC nucleus's diameter are one nucleus whatever cell holds them. The typical
+    MSC nucleus is that of the MSC nuclei larger than the field's typical donor nucleus
+    (a fragmented one's pieces are smaller); a lone piece over an MSC below
+    :data:`MSC_SPECK` of it (haze, debris) is left in no cell: it seeds no MSC.
 
     Returns
     -------
@@ -580,9 +583,15 @@ def group_fragments(
     cell = cells["cell_id"].to_numpy(np.int64)
     whole = nuclei.n_parts <= 1
     ref = np.full(n, typical_size(sizes[whole] if whole.any() else sizes))
+    donors = (kind == "jurkat") & whole
     for k in set(kind):
         own = (kind == k) & whole
-        if own.any():  # MSCs: a field holds a few, whose nuclei are 3-5x a donor's
+        if k == "msc" and donors.any():
+            # a field holds a few MSCs, whose nuclei are 3-5x a donor's: the pieces of a
+            # fragmented one, each smaller than a donor's nucleus, would set the size
+            big = own & (sizes >= typical_size(sizes[donors]))
+            own = big if big.any() else own
+        if own.any():
             ref[kind == k] = typical_size(sizes[own])
     small = (sizes < fragment_fraction * ref) & (kind != "")
     target = np.arange(1, n + 1)
@@ -626,6 +635,13 @@ def group_fragments(
             if members.size >= 2:
                 first = target[members].min()
                 target[np.isin(target, target[members])] = first
+    # a lone speck over an MSC (below MSC_SPECK x its typical nucleus, grouped with no
+    # other piece) is a grain of haze or debris, not an MSC's nucleus: it seeds no cell
+    lone = np.bincount(target, minlength=n + 1)[target] == 1
+    speck = (kind == "msc") & (sizes < MSC_SPECK * ref) & lone & ~joined
+    if speck.any():
+        cells = cells.copy()
+        cells.loc[speck, "cell_kind"], cells.loc[speck, "cell_id"] = "", 0
     if (target == np.arange(1, n + 1)).all():
         return nuclei, cells
     new_ids, inverse = np.unique(target, return_inverse=True)
@@ -642,6 +658,11 @@ def group_fragments(
     out = NucleiInstances(labels, border, nuclei.threshold, n_parts=n_parts, cut=cut,
                           flags=nuclei.flags)  # fmt: skip
     return out, first
+
+
+#: :func:`group_fragments`: a lone piece over an MSC below this share of the field's
+#: typical MSC nucleus (about a fifth of its diameter in 2-D) seeds no MSC.
+MSC_SPECK = 0.05
 
 
 def _unit_volume(ndim: int) -> float:
