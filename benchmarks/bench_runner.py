@@ -6,7 +6,9 @@ For each scheduler and worker count, in one run on the same plate, this reports:
 - the share of wall time spent outside the stages: ``1 - Σ stage seconds / (wall × workers)``.
   The stage seconds come from the per-field timings in the manifest (deconvolution,
   segmentation, foci, morphometry). What is left over is scheduling, reading, writing,
-  cluster start-up and idle workers.
+  cluster start-up and idle workers;
+- the mean stage seconds of each process' first field and of the later ones (a fresh
+  process pays its lazy imports and first calls inside the first field's stages).
 
 The tables of every configuration are checked against those of the first one before
 anything is reported.
@@ -56,6 +58,7 @@ def _one(plate: Path, out: Path, scheduler: str, workers: int) -> dict:
     )
     io_s = sum(v for f in manifest["fields"] for k, v in (f["timings"] or {}).items() if k in IO)
     n = len(manifest["fields"])
+    first, later = _first_and_later(out)
     return {
         "scheduler": scheduler,
         "workers": workers,
@@ -65,7 +68,27 @@ def _one(plate: Path, out: Path, scheduler: str, workers: int) -> dict:
         "stage_s": stage_s,
         "read_write_s": io_s,
         "outside_stages_share": 1.0 - stage_s / (wall * workers),
+        "first_field_stage_s": first,
+        "later_field_stage_s": later,
     }
+
+
+def _first_and_later(out: Path) -> tuple[float, float]:
+    """Mean stage seconds of each process' first field (its lazy imports and first-call
+    set-up are timed inside the stages) and of the other fields, from the ledger (pid,
+    wall time, file time)."""
+    by_pid: dict[int, list[tuple[float, float]]] = {}
+    for p in (out / "ledger").glob("*.json"):
+        e = json.loads(p.read_text())
+        stage = sum(v for k, v in (e.get("timings") or {}).items() if k not in IO)
+        by_pid.setdefault(e["pid"], []).append((p.stat().st_mtime - e["wall_s"], stage))
+    first, later = [], []
+    for runs in by_pid.values():
+        runs.sort()
+        first.append(runs[0][1])
+        later += [s for _, s in runs[1:]]
+    mean = lambda v: sum(v) / len(v) if v else float("nan")  # noqa: E731
+    return mean(first), mean(later)
 
 
 def main(argv=None) -> int:

@@ -251,8 +251,11 @@ def test_held_labels_and_uncast_channels_change_no_output(fate_channels, monkeyp
     channels, vox = fate_channels
     new = _run(channels, vox)
     # as before: a float32 copy of every channel for the whole field, int32 labels held
-    monkeypatch.setattr(prepare_mod, "detection_channels",
-                        lambda raw, config, xp: {r: a.astype(np.float32) for r, a in raw.items()})
+    monkeypatch.setattr(
+        prepare_mod,
+        "detection_channels",
+        lambda raw, config, xp: {r: a.astype(np.float32) for r, a in raw.items()},
+    )
     monkeypatch.setattr(field_mod, "_held", lambda prep, result: result)  # fmt: skip
     old = _run(channels, vox)
     assert len(new.tables["nuclei"]) and len(new.tables["foci"]) and len(new.tables["jurkat"])

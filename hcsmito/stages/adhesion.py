@@ -138,7 +138,11 @@ def measure_adhesion(
 
 
 def _contacts(
-    b: Backend, jur: Any, msc: Any, sp: tuple[float, ...], contact_distance_um: float,
+    b: Backend,
+    jur: Any,
+    msc: Any,
+    sp: tuple[float, ...],
+    contact_distance_um: float,
     min_lift_um: float,
 ) -> tuple[Any, Any]:
     """3-D: the Jurkat and MSC label of every contact voxel, plane by plane (z order).
