@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 __all__ = [
     "CONNECT_TIMEOUT_S",
     "PEAK_FIXED_BYTES",
+    "PEAK_NUCLEI_BYTES",
     "PEAK_WORKING_BYTES",
     "FieldSlots",
     "check_scheduler",
@@ -50,10 +51,20 @@ PEAK_WORKING_BYTES = 56
 PEAK_FIXED_BYTES = 64 * 2**20
 
 
-def field_peak_bytes(shape: Sequence[int], dtype, axes: str = "czyx") -> int:
+#: Host bytes per field voxel added when the field has a nuclei channel: the nuclei stage
+#: peaks at ~69 B per field voxel above its start (tracemalloc: a 24 x 512^2 field with five
+#: uint16 channels peaked at 82.6 B per field voxel of arrays, 10 of them the stored
+#: channels, against ~51 for three channels), with a 15 % margin.
+PEAK_NUCLEI_BYTES = 28
+
+
+def field_peak_bytes(
+    shape: Sequence[int], dtype, axes: str = "czyx", *, nuclei: bool = False
+) -> int:
     """A field's expected peak host memory while it is processed, in bytes: its field
-    voxels (``z·y·x``) times :data:`PEAK_WORKING_BYTES` plus its channels' stored bytes
-    (``c·z·y·x`` times the dtype's size), plus :data:`PEAK_FIXED_BYTES`.
+    voxels (``z·y·x``) times :data:`PEAK_WORKING_BYTES` (and :data:`PEAK_NUCLEI_BYTES`
+    with a ``nuclei`` channel) plus its channels' stored bytes (``c·z·y·x`` times the
+    dtype's size), plus :data:`PEAK_FIXED_BYTES`.
 
     A 3 x 40 x 1024^2 uint16 field: 64 MiB + 40 * 1024^2 * (56 + 3 * 2) = 2.48 GiB
     (measured: 2.1 GiB); 3 x 40 x 2048^2: 9.75 GiB. Channels no role reads are counted too
@@ -65,8 +76,9 @@ def field_peak_bytes(shape: Sequence[int], dtype, axes: str = "czyx") -> int:
         raise ValueError(f"shape {tuple(shape)} does not match axes {axes!r}")
     field = math.prod(n for n, ax in zip(shape, axes, strict=True) if ax in "zyx")
     channels = math.prod(n for n, ax in zip(shape, axes, strict=True) if ax == "c")
+    working = PEAK_WORKING_BYTES + (PEAK_NUCLEI_BYTES if nuclei else 0)
     stored = channels * np.dtype(dtype).itemsize
-    return PEAK_FIXED_BYTES + int(math.ceil(field * (PEAK_WORKING_BYTES + stored)))
+    return PEAK_FIXED_BYTES + int(math.ceil(field * (working + stored)))
 
 
 def fields_at_once(slots: int, peak: int | None, memory: int | None) -> int:
@@ -374,11 +386,16 @@ def _local_process_cluster(n: int):
 
 def with_peak_bytes(plate, task, memory_per_field: int | None):
     """The task (a :class:`hcsmito.runner.FieldTask`) with its field's expected peak
-    (``peak_bytes``): ``resources.memory_per_field``, or estimated from the field's shape and
-    dtype (its metadata; nothing is read)."""
+    (``peak_bytes``): ``resources.memory_per_field``, or estimated from the field's shape,
+    dtype and whether the config finds a nuclei channel in it (its metadata; nothing is
+    read)."""
     if memory_per_field is None:
+        from hcsmito.config import Config
+
         img = plate.read_field(task.well_path, task.field)
-        peak = field_peak_bytes(img.data.shape, img.data.dtype, "".join(img.axes))
+        channels = dict(Config.model_validate(task.config).channels)
+        nuclei = img.resolve_roles(channels).get("nuclei") is not None
+        peak = field_peak_bytes(img.data.shape, img.data.dtype, "".join(img.axes), nuclei=nuclei)
     else:
         peak = memory_per_field
     return replace(task, peak_bytes=peak)

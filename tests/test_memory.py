@@ -13,6 +13,7 @@ import pytest
 
 from hcsmito.cluster import (
     PEAK_FIXED_BYTES,
+    PEAK_NUCLEI_BYTES,
     PEAK_WORKING_BYTES,
     field_peak_bytes,
     fields_at_once,
@@ -47,6 +48,10 @@ def test_estimate_from_shape_and_dtype():
         w + 4
     )
     assert field_peak_bytes((10, 10), "uint16", "yx") == PEAK_FIXED_BYTES + 100 * (w + 2)
+    # a nuclei channel: its stage's working bytes on top
+    assert field_peak_bytes((4, 40, 1024, 1024), "uint16", nuclei=True) == (
+        PEAK_FIXED_BYTES + field * (PEAK_WORKING_BYTES + PEAK_NUCLEI_BYTES + 4 * 2)
+    )
     with pytest.raises(ValueError, match="does not match axes"):
         field_peak_bytes((3, 10, 10), "uint16")
 
@@ -306,8 +311,8 @@ def test_estimate_covers_the_measured_peak(fate_channels, monkeypatch):
     finally:
         tracemalloc.stop()
     shape = (len(channels), *channels["mito"].shape)
-    est = field_peak_bytes(shape, np.uint16)
-    assert peak <= est <= 1.5 * peak, (peak, est)
+    est = field_peak_bytes(shape, np.uint16, nuclei=True)
+    assert peak <= est <= 2 * peak, (peak, est)
 
 
 def _contacts_whole_volume(jur, msc, dz, contact_distance_um, min_lift_um):
@@ -355,3 +360,27 @@ def test_adhesion_contacts_plane_by_plane_equal_the_whole_volume(dtype):
         np.testing.assert_array_equal(m, m0)
         seen.add(len(j0))
     assert len(seen) >= 3 and min(seen) > 0  # the distance and the lift rule change it
+
+
+def test_the_runners_estimate_counts_a_nuclei_channel(plate, tmp_path):
+    from hcsmito.cluster import with_peak_bytes
+    from hcsmito.runner import FieldTask
+
+    def peak(path, memory_per_field=None) -> tuple[int, object]:
+        p = open_plate(path)
+        task = FieldTask(str(path), "p", "B/2", "B/2", 0, "out", "k",
+                         Config().model_dump(mode="json"), "cpu")  # fmt: skip
+        return with_peak_bytes(p, task, memory_per_field).peak_bytes, p.read_field("B/2", 0)
+
+    plain, img = peak(plate)
+    assert plain == field_peak_bytes(img.data.shape, img.data.dtype, img.axes)
+    # a plate with a Hoechst channel: the nuclei stage's bytes are counted
+    params = SynthParams(shape=(14, 48, 48), n_msc=1, n_jurkat=1, nuclear_channel=True)
+    fate = write_synth_plate(tmp_path / "n.zarr", seed=1, wells={"B/2": "DMSO"}, fields=1,
+                             params=params)  # fmt: skip
+    got, img = peak(fate)
+    assert got == field_peak_bytes(img.data.shape, img.data.dtype, img.axes, nuclei=True)
+    assert got - field_peak_bytes(img.data.shape, img.data.dtype, img.axes) == (
+        PEAK_NUCLEI_BYTES * img.data[0].size
+    )
+    assert peak(fate, 12345)[0] == 12345
