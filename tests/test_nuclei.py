@@ -95,7 +95,7 @@ def test_msc_pieces_split_between_two_cells_or_in_no_cell_are_one_nucleus():
     """The pieces of one fragmented MSC nucleus where crowded cytoplasm put the boundary
     between two MSCs through them, and one piece in the rim no mask holds (beside a donor
     in a projection): one nucleus of 3 pieces, in an MSC. Without the voxel size (the
-    old behaviour) they stay 3 nuclei, the 2 in cells lone specks that seed no MSC."""
+    old behaviour) they stay 2 nuclei in two cells and one in none."""
     pieces = [((4.0, 20.0, 15.0), (1.0, 1.4, 1.4), 300), ((4.0, 20.0, 23.0), (1.0, 1.4, 1.4), 300),
               ((4.0, 25.0, 17.0), (1.0, 1.4, 1.4), 300)]  # fmt: skip
     others = [((4.0, 60.0, 20.0), (2.5, 7.0, 6.0), 200), ((4.0, 60.0, 60.0), (2.5, 7.0, 6.0), 200)]
@@ -108,7 +108,7 @@ def test_msc_pieces_split_between_two_cells_or_in_no_cell_are_one_nucleus():
     y, x = np.ogrid[:400, :400]
     cells[:, (np.hypot(y - 125, x - 85) < 9)] = 0  # the third piece (25, 17 µm) in a gap
     for sp, n, parts, kinds in ((VOX, 3, [1, 1, 3], ["msc"] * 3),
-                                (None, 5, [1] * 5, ["", "", "", "msc", "msc"])):  # fmt: skip
+                                (None, 5, [1] * 5, ["", "msc", "msc", "msc", "msc"])):  # fmt: skip
         assigned = assign_nuclei(nuc.labels, msc_labels=cells, spacing_um=sp)
         grouped, cells_of = group_fragments(nuc, assigned, spacing_um=sp)
         assert grouped.n == n and sorted(grouped.n_parts.tolist()) == parts
