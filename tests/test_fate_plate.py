@@ -105,15 +105,16 @@ def _truth_fields(plate) -> pd.DataFrame:
     return t.assign(n_jurkat_with_nucleus=t["n_jurkat"], status="ok")
 
 
-#: The stain-free call on the two combinations (most donor cells apoptotic): known to fail.
+#: The stain-free call on ara-C + cytochalasin D (most donor cells apoptotic): known to
+#: fail. ara-C + anti-ICAM-1 passes since the 2-D nuclei of 2026-11-30 (c7046e3-2f9b0e3:
+#: donors' nuclei cut out of MSC nuclei, MSC pieces grouped).
 _PROXY_MISSES = pytest.mark.xfail(
     strict=True,
     reason="the stain-free call misses apoptotic donors on these 2-D fields: ara-C + "
-    "cytochalasin D 74 % called against 91 % true; over the plate 15 condensed and 12 "
-    "fragmented donor nuclei are called normal (median nucleus / cell diameter 0.56 and "
-    "0.58, one piece, against the 0.54 cut), so the differences are 15.6 and 15.3 points "
-    "against the truth's 32.1 and 22.0 (p 0.19, 0.07); "
-    "before 2fe073d (typical nucleus of the field) 11 % called",
+    "cytochalasin D 74 % called against 91 % true at 2fe073d; over the plate 15 condensed "
+    "and 12 fragmented donor nuclei were called normal (median nucleus / cell diameter "
+    "0.56 and 0.58, one piece, against the 0.54 cut); before 2fe073d (typical nucleus of "
+    "the field) 11 % called",
 )
 
 
@@ -138,7 +139,7 @@ def test_fate_plate_annexin_recovers_direction_and_significance(plates, ref, con
 
 @pytest.mark.parametrize(
     ("ref", "cond"),
-    [COMPARISONS[0], *(pytest.param(*c, marks=_PROXY_MISSES) for c in COMPARISONS[1:])],
+    [COMPARISONS[0], pytest.param(*COMPARISONS[1], marks=_PROXY_MISSES), COMPARISONS[2]],
 )
 def test_fate_plate_proxy_recovers_direction_and_significance(plates, ref, cond):
     _check(plates, PROXY, ref, cond)

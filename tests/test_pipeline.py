@@ -270,16 +270,22 @@ def test_fields_row_carries_qc_flags_and_glass(small_field):
 
 
 def _with_flags(monkeypatch, module, name, flags):
-    """Make stage ``module.name`` return its result plus a ``flags`` attribute."""
+    """Make stage ``module.name`` return its result plus a ``flags`` attribute (a dataclass
+    like the stage's own, which the pipeline copies with ``dataclasses.replace``)."""
+    import dataclasses
     import importlib
-    from types import SimpleNamespace
 
     mod = importlib.import_module(module)
     real = getattr(mod, name)
 
     def stage(*args, **kw):
         res = real(*args, **kw)
-        return SimpleNamespace(**{**vars(res), "flags": flags})
+        cls = dataclasses.make_dataclass(
+            type(res).__name__, [("flags", tuple, dataclasses.field(default=()))],
+            bases=(type(res),), frozen=type(res).__dataclass_params__.frozen,
+        )  # fmt: skip
+        own = {f.name: getattr(res, f.name) for f in dataclasses.fields(res) if f.init}
+        return cls(**{**own, "flags": flags})
 
     monkeypatch.setattr(mod, name, stage)
 

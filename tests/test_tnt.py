@@ -353,7 +353,7 @@ def test_tubeness_at_equals_the_whole_image(monkeypatch, two_d):
     in chunks of any size; on tiny images too (axes of 1 to 4 voxels)."""
     import hcsmito.stages.tnt.hessian as tnt
     from hcsmito.stages._util import gaussian
-    from hcsmito.stages.tnt.hessian import _scales, tubeness_at
+    from hcsmito.stages.tnt.hessian import tube_scales, tubeness_at
 
     f = _field("DMSO", 0)
     img = f.image[2][:, 40:100, 30:90]
@@ -369,7 +369,7 @@ def test_tubeness_at_equals_the_whole_image(monkeypatch, two_d):
         np.testing.assert_array_equal(r, whole.reshape(-1)[idx])
         np.testing.assert_array_equal(rr, whole_r.reshape(-1)[idx])
     smooth = [gaussian(get_backend("cpu"), img.astype(np.float32), sg)
-              for _, sg in _scales(img.ndim, vs, (0.1, 0.2, 0.35), None)]  # fmt: skip
+              for _, sg in tube_scales(img.ndim, vs, (0.1, 0.2, 0.35), None)]  # fmt: skip
     monkeypatch.setattr(tnt, "_SLAB_VOXELS", 97)
     r, rr = tubeness_at(img, at, voxel_size=vs, smooth=[smooth[0], None, smooth[2]])
     np.testing.assert_array_equal(r, whole.reshape(-1)[at])

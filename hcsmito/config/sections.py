@@ -432,6 +432,9 @@ class TntDetection(_Section):
     )
     threshold_k: float = Field(7.0, gt=0, description="tubeness core threshold, noise sigmas")
     threshold_low_k: float = Field(2.5, gt=0, description="hysteresis low threshold")
+    threshold_sample: int | None = Field(
+        32, ge=1, description="thresholds from every n-th voxel (null: the whole field)"
+    )
     contact_um: float = Field(1.0, ge=0, description="an end this close to a cell touches it, µm")
     min_length_um: float = Field(2.0, ge=0, description="shortest TNT, cell to cell, µm")
     min_height_um: float = Field(

@@ -189,8 +189,9 @@ def _seed_by_nuclei(prep: Prepared, obj: _Objects, config: FieldConfig) -> None:
     with prep.timer("segment_nuclei"):
         share = opt.cell_fragment_fraction
         obj.nuclei = split_at_donors(obj.nuclei, obj.jurkat.labels, min_share=opt.min_share)
-        obj.nuclei, cells = group_fragments(obj.nuclei, assign(), fragment_fraction=share,
-                                             spacing_um=prep.spacing)
+        obj.nuclei, cells = group_fragments(
+            obj.nuclei, assign(), fragment_fraction=share, spacing_um=prep.spacing
+        )
         obj.nuclei = _held(prep, obj.nuclei)
     if opt.seed_cells and obj.msc is not None and (cells["cell_kind"] == "msc").any():
         with prep.timer("segment_msc"):

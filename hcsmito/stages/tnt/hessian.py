@@ -11,7 +11,7 @@ import numpy as np
 from hcsmito.backend import Backend
 from hcsmito.stages._util import VoxelSize, as_float32, gaussian, spacing
 
-__all__ = ["tubeness", "tubeness_at"]
+__all__ = ["central_gradient", "tube_scales", "tubeness", "tubeness_at"]
 
 #: Voxels per slab of the Hessian stage of :func:`tubeness` (CPU: cache-sized; GPU: large
 #: enough that kernel launches do not dominate, ~1 GiB of temporaries).
@@ -78,7 +78,7 @@ def _sym_eigvals3(b: Backend, h: dict[tuple[int, int], Any]) -> tuple[Any, Any, 
     return e_lo, e_mid, e_hi
 
 
-def _gradient(b: Backend, a: Any, axis: int) -> Any:
+def central_gradient(b: Backend, a: Any, axis: int) -> Any:
     """``xp.gradient(a, axis=axis)`` (unit spacing, one-sided edges) without temporaries."""
     xp = b.xp
     n = a.shape[axis]
@@ -101,11 +101,11 @@ def _gradient(b: Backend, a: Any, axis: int) -> Any:
 def _hessian(b: Backend, smooth: Any, scale_px: tuple[float, ...]) -> dict[tuple[int, int], Any]:
     """Second derivatives of ``smooth`` in units of each axis' scale (central differences)."""
     nd = smooth.ndim
-    grads = [_gradient(b, smooth, i) for i in range(nd)]
+    grads = [central_gradient(b, smooth, i) for i in range(nd)]
     out = {}
     for i in range(nd):
         for j in range(i, nd):
-            d = _gradient(b, grads[i], j)
+            d = central_gradient(b, grads[i], j)
             d *= np.float32(scale_px[i] * scale_px[j])
             out[i, j] = d
     return out
@@ -152,7 +152,7 @@ def tubeness(
     rows = img.shape[-2]
     plane = max(int(np.prod(img.shape)) // max(rows, 1), 1)
     step = max(1, (_SLAB_VOXELS_GPU if b.is_gpu else _SLAB_VOXELS) // plane)
-    for r, sig_px in _scales(image.ndim, voxel_size, tube_radius_um, psf_sigma_um):
+    for r, sig_px in tube_scales(image.ndim, voxel_size, tube_radius_um, psf_sigma_um):
         smooth = gaussian(b, img, sig_px)
         for y0 in range(0, rows, step):
             y1 = min(y0 + step, rows)
@@ -172,7 +172,7 @@ def tubeness(
     return best, best_r
 
 
-def _scales(
+def tube_scales(
     nd: int,
     voxel_size: VoxelSize,
     tube_radius_um: tuple[float, ...],
@@ -236,7 +236,7 @@ def tubeness_at(
     lo = [int(b.to_host(c.min())) for c in coords]  # device->host: one value per axis
     hi = [int(b.to_host(c.max())) + 1 for c in coords]  # device->host: one value per axis
     step = _SLAB_VOXELS_GPU if b.is_gpu else _SLAB_VOXELS
-    for k, (r, sig_px) in enumerate(_scales(nd, voxel_size, tube_radius_um, psf_sigma_um)):
+    for k, (r, sig_px) in enumerate(tube_scales(nd, voxel_size, tube_radius_um, psf_sigma_um)):
         if smooth is not None and smooth[k] is not None:
             s, origin = smooth[k], (0,) * nd
         else:
@@ -292,7 +292,7 @@ def _hessian_inner(
 ) -> dict[tuple[int, int], Any]:
     """:func:`_hessian_at` for voxels at least 2 from every edge of the image: central
     differences of central differences, ``((a[+1] - a[-1]) * 0.5`` twice), the same float32
-    operations as :func:`_gradient`'s inside."""
+    operations as :func:`central_gradient`'s inside."""
     xp = b.xp
     nd = s.ndim
     flat = s.reshape(-1)
@@ -334,8 +334,8 @@ def _hessian_at(
     """:func:`_hessian` of the whole smoothed image, read at the voxels ``coords``.
 
     ``s`` is the smoothed image or a box of it starting at ``origin`` (holding every voxel
-    within 2 of ``coords``) of an image of ``shape``. Each entry is ``_gradient`` of
-    ``_gradient`` at the voxel: ``(a[i + 1] - a[i - 1]) / 2`` inside, ``a[1] - a[0]`` and
+    within 2 of ``coords``) of an image of ``shape``. Each entry is ``central_gradient`` of
+    ``central_gradient`` at the voxel: ``(a[i + 1] - a[i - 1]) / 2`` inside, ``a[1] - a[0]`` and
     ``a[n - 1] - a[n - 2]`` at the edges (``x * 0.5`` is ``x / 2`` exactly), then times
     the scales: the same float32 operations on the same values.
     """
@@ -366,7 +366,7 @@ def _hessian_at(
     out = {}
     for i in range(nd):
         for j in range(i, nd):
-            if shape[i] < 2 or shape[j] < 2:  # _gradient is 0 along a single voxel
+            if shape[i] < 2 or shape[j] < 2:  # central_gradient is 0 along a single voxel
                 out[i, j] = xp.zeros(coords[0].shape, xp.float32)
                 continue
             cj = coords[j]

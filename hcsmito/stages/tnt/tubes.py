@@ -11,7 +11,7 @@ import numpy as np
 
 from hcsmito.backend import Backend
 from hcsmito.stages._util import as_float32, bincount, gaussian, robust_sigma
-from hcsmito.stages.tnt.hessian import _gradient, _scales, tubeness, tubeness_at
+from hcsmito.stages.tnt.hessian import central_gradient, tube_scales, tubeness, tubeness_at
 
 __all__ = ["TubePieces", "tube_pieces"]
 
@@ -114,7 +114,7 @@ def tube_pieces(
             return None
         comp, n_comp = _hysteresis(b, resp > thresholds[0], resp > thresholds[1], free)
         return TubePieces(comp, n_comp, *map(float, thresholds), size, radius)
-    scales = _scales(nd, voxel_size, tube_radius_um, psf_sigma_um)
+    scales = tube_scales(nd, voxel_size, tube_radius_um, psf_sigma_um)
     stride = max(1, min(sample_stride, size // _MIN_SAMPLE))
     while math.gcd(stride, shape[-1]) != 1:  # successive rows sample other columns
         stride += 1
@@ -203,7 +203,7 @@ def _candidates(
     xp = b.xp
     lap = xp.zeros(s.shape, xp.float32)
     for ax, sg in enumerate(sig_px):
-        d = _gradient(b, _gradient(b, s, ax), ax)
+        d = central_gradient(b, central_gradient(b, s, ax), ax)
         d *= np.float32(-(float(sg) ** 2))
         lap += d
         del d
