@@ -98,14 +98,14 @@ def test_msc_pieces_split_between_two_cells_or_in_no_cell_are_one_nucleus():
     old behaviour) they stay 2 nuclei in two cells and one in none."""
     pieces = [((4.0, 20.0, 15.0), (1.0, 1.4, 1.4), 300), ((4.0, 20.0, 23.0), (1.0, 1.4, 1.4), 300),
               ((4.0, 25.0, 17.0), (1.0, 1.4, 1.4), 300)]  # fmt: skip
-    others = [((4.0, 60.0, 20.0), (2.5, 7.0, 6.0), 200), ((4.0, 60.0, 60.0), (2.5, 7.0, 6.0), 200)]
-    img, _ = _draw((20, 400, 400), pieces + others)
+    others = [((4.0, 45.0, 12.0), (2.5, 7.0, 6.0), 200), ((4.0, 45.0, 40.0), (2.5, 7.0, 6.0), 200)]
+    img, _ = _draw((20, 280, 280), pieces + others)
     nuc = segment_nuclei(img, voxel_size=VOX)
     assert nuc.n == 5
     cells = np.zeros(img.shape, np.int32)
-    cells[:, :200, :95], cells[:, :200, 95:200] = 1, 2  # x 19 µm: between the first two
-    cells[:, 200:, :200], cells[:, 200:, 200:] = 3, 4
-    y, x = np.ogrid[:400, :400]
+    cells[:, :140, :95], cells[:, :140, 95:] = 1, 2  # x 19 µm: between the first two
+    cells[:, 140:, :140], cells[:, 140:, 140:] = 3, 4
+    y, x = np.ogrid[:280, :280]
     cells[:, (np.hypot(y - 125, x - 85) < 9)] = 0  # the third piece (25, 17 µm) in a gap
     for sp, n, parts, kinds in ((VOX, 3, [1, 1, 3], ["msc"] * 3),
                                 (None, 5, [1] * 5, ["", "msc", "msc", "msc", "msc"])):  # fmt: skip
