@@ -14,6 +14,7 @@ from hcsmito.stages._util import (
     VoxelSize,
     as_float32,
     background_level_noise,
+    bbox,
     ellipsoid_footprint,
     gaussian,
     local_maxima,
@@ -277,5 +278,7 @@ def _in_mask(b: Backend, seeds: Any, mask2d: Any, lateral: tuple[float, ...]) ->
         return inside
     outside = xp.where(lost[seeds], seeds, 0)
     fp = ellipsoid_footprint([SEED_REACH_UM / s for s in lateral])
-    grown = b.ndi.grey_dilation(outside, footprint=b.asarray(fp))
+    box = bbox(b, outside > 0, [k // 2 for k in fp.shape])  # the lost seeds' reach only
+    grown = xp.zeros_like(outside)
+    grown[box] = b.ndi.grey_dilation(outside[box], footprint=b.asarray(fp))
     return xp.where(mask2d & (inside == 0) & (grown > 0), grown, inside).astype(xp.int32)
