@@ -17,7 +17,7 @@ import pandas as pd
 
 from hcsmito import schema
 from hcsmito.aggregate.readouts import KEY
-from hcsmito.platemap import normalize_well
+from hcsmito.aggregate.red_positive import control_wells
 
 __all__ = ["apply_marker_thresholds", "calibrate_markers"]
 
@@ -55,18 +55,7 @@ def calibrate_markers(
 
     Returns ``{marker: {"threshold": t, "share": s, "n_cells": n, "controls": [...]}}``.
     """
-    known = set(plate_map["condition"])
-    unknown = [c for c in controls if c not in known]
-    if not controls or unknown:
-        raise ValueError(
-            f"marker calibration controls {list(controls)}: {unknown or 'none given'} not in "
-            f"the plate map (conditions: {sorted(known)})"
-        )
-    if not 0.0 <= max_share < 1.0:
-        raise ValueError(f"marker max_share={max_share}: give a share in [0, 1), e.g. 0.1")
-    wells = {
-        normalize_well(w) for w in plate_map.loc[plate_map["condition"].isin(controls), "well"]
-    }
+    wells = control_wells(plate_map, controls, max_share, what="marker ", example=0.1)
     out = {}
     for m in schema.markers_in(fields.columns):
         parts = _contrast(tables, fields, m)

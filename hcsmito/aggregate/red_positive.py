@@ -13,6 +13,29 @@ from hcsmito.aggregate.readouts import KEY
 from hcsmito.platemap import normalize_well
 
 
+def control_wells(
+    plate_map: pd.DataFrame,
+    controls: Sequence[str],
+    max_share: float,
+    *,
+    what: str = "",
+    example: float = 0.05,
+) -> set[str]:
+    """The wells of the control conditions a calibration reads (normalised names), after
+    checking that each control is a condition of the plate map and ``max_share`` a share
+    in [0, 1); ``what`` names the calibration in the errors (e.g. ``"marker "``)."""
+    if not 0.0 <= max_share < 1.0:
+        raise ValueError(f"{what}max_share={max_share}: give a share in [0, 1), e.g. {example}")
+    known = set(plate_map["condition"])
+    unknown = [c for c in controls if c not in known]
+    if not controls or unknown:
+        raise ValueError(
+            f"{what}calibration controls {list(controls)}: {unknown or 'none given'} not in "
+            f"the plate map (conditions: {sorted(known)})"
+        )
+    return {normalize_well(w) for w in plate_map.loc[plate_map["condition"].isin(controls), "well"]}
+
+
 def cells_with_volume(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     """The per-MSC table (``cells``, or ``msc`` of synthetic truth) with ``n_foci`` and
     ``foci_volume_um3``, computed from ``foci`` where the cell table lacks them."""
@@ -68,18 +91,7 @@ def calibrate_red_positive(
     """
     if by not in ("n_foci", "foci_volume_um3"):
         raise ValueError(f"by={by!r}: use 'n_foci' or 'foci_volume_um3'")
-    if not 0.0 <= max_share < 1.0:
-        raise ValueError(f"max_share={max_share}: give a share in [0, 1), e.g. 0.05")
-    known = set(plate_map["condition"])
-    unknown = [c for c in controls if c not in known]
-    if not controls or unknown:
-        raise ValueError(
-            f"calibration controls {list(controls)}: {unknown or 'none given'} not in the plate "
-            f"map (conditions: {sorted(known)})"
-        )
-    wells = {
-        normalize_well(w) for w in plate_map.loc[plate_map["condition"].isin(controls), "well"]
-    }
+    wells = control_wells(plate_map, controls, max_share, example=0.05)
     v = np.sort(cells.loc[cells["well"].isin(wells), by].to_numpy(np.float64))
     v = v[np.isfinite(v)]
     if v.size == 0:
