@@ -208,3 +208,46 @@ def test_label_sizes_equal_bincount(backend, seed):
     for case in (lab, np.zeros_like(lab), np.full((3, 4), 7, np.int32)):
         got = label_sizes(backend, backend.asarray(case))
         np.testing.assert_array_equal(backend.to_host(got), np.bincount(case.ravel()))
+
+
+def _foci_field(seed: int, shape=(14, 60, 70)):
+    """Noise, single and touching foci (two peaks in one thresholded piece), foci at the
+    volume's edges, an MSC label over part of the field and a donor body."""
+    rng = np.random.default_rng(seed)
+    img = rng.normal(100.0, 4.0, shape)
+    spots = np.zeros(shape)
+    z0, z1 = 3, 9  # the foci lie in a few planes, as over flat MSCs
+    for _ in range(25):
+        spots[int(rng.integers(z0, z1)), int(rng.integers(0, shape[1])),
+              int(rng.integers(0, shape[2]))] = rng.uniform(300, 900)  # fmt: skip
+    for z, y, x in ((5, 20, 20), (5, 20, 23), (6, 40, 50), (6, 42, 51)):  # touching pairs
+        spots[z, y, x] = 800.0
+    spots[z0, 0, 10] = spots[z1 - 1, 30, shape[2] - 1] = spots[z0, shape[1] - 1, 0] = 900.0
+    spots[5, 4, 30] = 2000.0  # just outside the search region: brighter than its edge
+    img += sndi.gaussian_filter(spots, (0.8, 1.2, 1.2)) * 20
+    msc = np.zeros(shape, np.int32)
+    msc[1:10, 2:45, :] = 1
+    msc[1:10, 45:, 5:] = 2
+    jur = np.zeros(shape, np.int32)
+    jur[2:12, 50:58, 20:28] = 1
+    return img.astype(np.float32), msc, jur
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize(
+    "kw", [{}, {"extent_fraction": 0.0}, {"require_parent": False, "edge_margin_um": 0.0}]
+)
+def test_foci_on_their_box_equal_the_whole_field(backend, monkeypatch, seed, kw):
+    import hcsmito.stages.foci as foci_mod
+
+    img, msc, jur = _foci_field(seed)
+    args = dict(voxel_size=SP, msc_labels=backend.asarray(msc), jurkat_labels=backend.asarray(jur))
+    got = foci_mod.detect_foci(backend.asarray(img), **args, **kw)
+    whole = lambda b, mask, margin=None: tuple(slice(0, n) for n in mask.shape)  # noqa: E731
+    monkeypatch.setattr(foci_mod, "bbox", whole)
+    want = foci_mod.detect_foci(backend.asarray(img), **args, **kw)
+    assert want.n >= 10
+    assert got.labels.dtype == want.labels.dtype
+    np.testing.assert_array_equal(backend.to_host(got.labels), backend.to_host(want.labels))
+    np.testing.assert_array_equal(got.parent, want.parent)
+    np.testing.assert_array_equal(got.peak, want.peak)

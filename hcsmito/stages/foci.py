@@ -34,6 +34,7 @@ from hcsmito.backend import Backend
 from hcsmito.stages._util import (
     SpotResponse,
     VoxelSize,
+    bbox,
     ellipsoid_footprint,
     enhance_spots,
     local_maxima,
@@ -209,19 +210,69 @@ def detect_foci(
     if not bool(fg.any()):
         return Foci(empty.labels, empty.parent, empty.peak, thr, noise, spots)
     fp = ellipsoid_footprint([0.5 * min_separation_um / s for s in sp])
-    seeds = local_maxima(b, resp, threshold=thr, footprint=fp, mask=fg)
-    labels = voronoi_labels(b, seeds, fg, sp)
+    labels, parent, peak = _instances(
+        b, resp, fg, region, msc, thr, fp, sp,
+        min_volume_um3=min_volume_um3, require_parent=require_parent,
+        extent_fraction=extent_fraction,
+    )  # fmt: skip
+    return Foci(labels, parent, peak, thr, noise, spots)
+
+
+def _instances(
+    b: Backend,
+    resp: Any,
+    fg: Any,
+    region: Any,
+    msc: Any,
+    thr: float,
+    fp: np.ndarray,
+    sp: tuple[float, ...],
+    *,
+    min_volume_um3: float | None,
+    require_parent: bool,
+    extent_fraction: float,
+) -> tuple[Any, np.ndarray, np.ndarray]:
+    """The foci of the thresholded voxels ``fg`` (non-empty): labels (int32, the field's
+    shape), parent MSC and peak index of each.
+
+    Everything after the threshold runs on the box of ``fg`` (the maxima filter on it grown
+    by the footprint's half-width): every focus lies in it, a maximum filter of the grown
+    box is the whole field's at the box's voxels (mode ``nearest`` only acts at the field's
+    own edges, where the box is clipped too), connected components and their numbering
+    (raster order) are the same on a box, and the nearest-seed transform runs on the box
+    of the mask in both. On a 3 x 40 x 1024² field the foci lie in 11 of the 40 planes.
+    """
+    xp = b.xp
+    nd = fg.ndim
+    box = bbox(b, fg)
+    half = [s // 2 for s in fp.shape]
+    grown = tuple(
+        slice(max(s.start - h, 0), min(s.stop + h, n))
+        for s, h, n in zip(box, half, fg.shape, strict=True)
+    )
+    inner = tuple(
+        slice(s.start - g.start, s.stop - g.start) for s, g in zip(box, grown, strict=True)
+    )
+    fg_g = xp.zeros(tuple(g.stop - g.start for g in grown), dtype=bool)
+    fg_g[inner] = fg[box]
+    seeds = local_maxima(b, resp[grown], threshold=thr, footprint=fp, mask=fg_g)[inner]
+    del fg_g
+    resp_b = resp[box]
+    labels = voronoi_labels(b, seeds, fg[box], sp)
+    del seeds
     if min_volume_um3 is None:
         min_vox = 2.0
     else:
         min_vox = min_volume_um3 / float(np.prod(sp))
     labels = remove_small_labels(b, labels, min_vox)
     n = int(labels.max()) if labels.size else 0
+    full = xp.zeros(fg.shape, xp.int32)
     if n == 0:
-        return Foci(labels, empty.parent, empty.peak, thr, noise, spots)
+        return full, np.zeros(0, np.int32), np.zeros((0, nd), np.int64)
 
-    peak = _label_argmax(b, labels, resp, n)
-    idx = tuple(b.asarray(peak[:, i]) for i in range(mito.ndim))
+    peak_b = _label_argmax(b, labels, resp_b, n)
+    peak = peak_b + np.array([s.start for s in box], np.int64)
+    idx = tuple(b.asarray(peak[:, i]) for i in range(nd))
     parent = (
         b.to_host(msc[idx]).astype(np.int32) if msc is not None else np.zeros(n, np.int32)
     )  # device->host: n values
@@ -231,13 +282,14 @@ def detect_foci(
         # half-maximum (by default) outline of each focus: its peak voxel always stays
         cut = xp.zeros(n + 1, dtype=xp.float32)
         cut[1:] = resp[idx] * np.float32(extent_fraction)
-        labels = xp.where(resp >= cut[labels], labels, 0).astype(xp.int32)
+        labels = xp.where(resp_b >= cut[labels], labels, 0).astype(xp.int32)
     if not keep.all():
         lut = np.zeros(n + 1, np.int32)
         lut[1:][keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
         labels = b.asarray(lut)[labels]
         parent, peak = parent[keep], peak[keep]
-    return Foci(relabel_sequential(b, labels), parent, peak, thr, noise, spots)
+    full[box] = relabel_sequential(b, labels)
+    return full, parent, peak
 
 
 def _label_argmax(b: Backend, labels: Any, values: Any, n: int) -> np.ndarray:
