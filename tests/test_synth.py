@@ -623,6 +623,25 @@ def test_vignetting_ratio_corner_to_centre():
     np.testing.assert_allclose(ratio, 0.5, rtol=1e-5)
 
 
+def test_depth_attenuation_falls_exponentially_from_the_first_plane_to_the_last():
+    empty = SynthParams(shape=(14, 33, 33), n_msc=0, n_jurkat=0, z_attenuation=0.5)
+    e = generate_field(empty, seed=0, return_expected=True).expected
+    per_plane = e[:, :, 16, 16] / empty.background  # (C, Z): only the medium's light
+    z = np.arange(14) / 13
+    np.testing.assert_allclose(per_plane, np.broadcast_to(0.5**z, per_plane.shape), rtol=1e-5)
+    # a field: the attenuated expected photons are the flat ones times the profile, the
+    # scene unchanged (same seed, same cells)
+    flat = generate_field(COARSE, seed=1, return_expected=True)
+    att = generate_field(COARSE.model_copy(update={"z_attenuation": 0.6}), seed=1,
+                         return_expected=True)  # fmt: skip
+    nz = COARSE.shape[0]
+    ratio = att.expected[:, :, 5, 7] / flat.expected[:, :, 5, 7]
+    np.testing.assert_allclose(ratio, np.broadcast_to(0.6 ** (np.arange(nz) / (nz - 1)),
+                                                      ratio.shape), rtol=1e-5)  # fmt: skip
+    np.testing.assert_array_equal(att.labels["msc"], flat.labels["msc"])
+    assert variation_params("depth_attenuation").z_attenuation == 0.55
+
+
 def test_tilted_glass_carries_the_scene():
     p = SMALL.model_copy(update={"glass_tilt_um": 2.0, "glass_z_um": 2.0, "shape": (28, 192, 192)})
     f = generate_field(p, "DMSO", seed=6)

@@ -15,6 +15,7 @@ from hcsmito.synth.params import CHANNELS, FATE_CHANNELS, SynthParams, resolve_c
 from hcsmito.synth.render import (
     BALL,
     Glass,
+    attenuation_profile,
     bbox,
     bleed,
     gaussian_blur,
@@ -278,6 +279,8 @@ def generate_field(
         expected[c] = np.float32(p.brightness * gains[c]) * blurred
     bleed(expected[: len(p.crosstalk)], p.crosstalk)
     expected += np.float32(p.background)
+    if p.z_attenuation != 1:
+        expected *= attenuation_profile(p, nz)
     if p.ndim == 2:
         expected = expected.max(axis=1)
         labels = {k: v.max(axis=0) for k, v in labels.items()}

@@ -234,6 +234,13 @@ def vignetting_profile(p: SynthParams) -> np.ndarray:
     return ((1 + r2 / f2) ** -2).astype(np.float32)
 
 
+def attenuation_profile(p: SynthParams, nz: int) -> np.ndarray:
+    """The (Z, 1, 1) float32 fall-off of the expected photons along a stack of ``nz``
+    planes: 1 in the first plane, ``p.z_attenuation`` in the last, exponential between."""
+    z = np.arange(nz, dtype=np.float64) / max(nz - 1, 1)
+    return (p.z_attenuation**z).astype(np.float32)[:, None, None]
+
+
 def bleed(signal: np.ndarray, crosstalk) -> None:
     """Add to each channel of ``signal`` (C, ...) the light of the other dyes it detects."""
     pairs = [(i, j, f) for i, row in enumerate(crosstalk) for j, f in enumerate(row) if f]

@@ -72,6 +72,10 @@ VARIATIONS: dict[str, dict[str, Any]] = {
         "doc": "illumination falls to 60 % in the corners (uncorrected flat field)",
         "set": {"vignetting": 0.6},
     },
+    "depth_attenuation": {
+        "doc": "the signal falls to 55 % from the first plane to the last (depth, bleaching)",
+        "set": {"z_attenuation": 0.55},
+    },
     "bleed_through": {
         "doc": "simultaneous acquisition: 8 % GFP in red, 10 % red and 2 % GFP in actin",
         "set": {"crosstalk": _BLEED},
