@@ -432,6 +432,70 @@ def test_tube_pieces_are_the_whole_fields_at_the_same_threshold(monkeypatch, con
     np.testing.assert_array_equal(whole.comp > 0, ref_mask)
 
 
+@pytest.mark.parametrize("shape", [(9, 23, 31), (1, 17, 12), (26, 19)])
+def test_sparse_pieces_and_frontier_equal_the_dense(shape):
+    """The pieces over the low voxels alone (a graph of their 26-neighbours) are the
+    labelled volume's: the same pieces, with ids in the order ndimage.label gives them
+    (coreless pieces dropped, the rest numbered 1..n); the frontier marked around them is
+    the dense one (a 3-cube around the piece voxels, then a 9-cube around the free voxels
+    not computed that it reaches, clipped at the edges)."""
+    from scipy import ndimage as ndi
+
+    import hcsmito.stages.tnt.tubes as tubes
+
+    b = get_backend("cpu")
+    rng = np.random.default_rng(len(shape))
+    n = int(np.prod(shape))
+    for frac in (0.05, 0.3):
+        low = np.sort(rng.choice(n, int(frac * n), replace=False))
+        high = low[rng.random(low.size) < 0.2]
+        free = rng.random(shape) < 0.9
+        vol = np.zeros(n, bool)
+        vol[low] = True
+        hv = np.zeros(n, bool)
+        hv[high] = True
+        ref, _ = tubes._hysteresis(b, vol.reshape(shape), hv.reshape(shape), free)
+        ids = np.unique(ref[ref > 0])
+        want = (np.searchsorted(ids, ref) + 1) * (ref > 0)  # kept pieces 1..n, same order
+        at, got_ids = tubes._sparse_hysteresis(b, shape, low, high, free)
+        got = np.zeros(n, np.int64)
+        got[at] = got_ids
+        np.testing.assert_array_equal(got.reshape(shape), want)
+        assert np.all(np.diff(at) > 0)
+        computed = rng.random(shape) < 0.5
+        computed.reshape(-1)[at] = True
+        nd = len(shape)
+        touch = ndi.binary_dilation(ref > 0, np.ones((3,) * nd, bool)) & ~computed & free
+        reach = ndi.binary_dilation(touch, np.ones((9,) * nd, bool)) & ~computed & free
+        new = tubes._sparse_frontier(b, shape, at, computed, free)
+        if not touch.any():
+            assert new is None
+        else:
+            np.testing.assert_array_equal(new, np.flatnonzero(reach))
+
+
+def test_candidates_in_slabs_equal_the_whole_image(monkeypatch):
+    """The candidates' Hessian trace, made in slabs of rows with their 2-row halos, is the
+    whole image's: the same candidates for any slab size."""
+    import hcsmito.stages.tnt.tubes as tubes
+    from hcsmito.stages._util import gaussian
+    from hcsmito.stages.tnt.hessian import tube_scales
+
+    b = get_backend("cpu")
+    f = _field("DMSO", 0)
+    img = f.image[2][:, :60, :70]
+    sig = tube_scales(3, (0.6, 0.3, 0.3), (0.1, 0.2, 0.35), None)[0][1]
+    s = gaussian(b, img, sig)
+    free = f.labels["msc"][:, :60, :70] == 0
+    sample = np.arange(3, img.size, 7)
+    monkeypatch.setattr(tubes, "_SLAB_VOXELS", img.size)
+    whole = tubes._candidates(b, s, sig, free, 2.0, sample)
+    assert whole.any()
+    for slab in (1, 20 * 70 * 3, 20 * 70 * 7):
+        monkeypatch.setattr(tubes, "_SLAB_VOXELS", slab)
+        np.testing.assert_array_equal(tubes._candidates(b, s, sig, free, 2.0, sample), whole)
+
+
 @pytest.mark.parametrize("slope", [0.0, 0.4, 1.0, 2.5])
 def test_path_length_of_digital_lines(slope):
     """The smoothed length of a 26-connected digital line is its Euclidean length."""

@@ -28,7 +28,24 @@ from hcsmito.backend import Backend
 from hcsmito.stages._util import background_level_noise, bbox, gaussian, spacing
 from hcsmito.stages._util import fill_holes as _fill_holes
 
-__all__ = ["tighten_labels"]
+__all__ = ["gaussian_one_volume", "tighten_labels"]
+
+
+def gaussian_one_volume(b: Backend, image: Any, sigma_px: Any) -> Any:
+    """:func:`hcsmito.stages._util.gaussian` (float32, edges nearest, truncate 3) in one
+    float32 volume: each 1-D pass writes over its input (lines along the filtered axis
+    are independent, and scipy reads a line before it writes it: the same numbers), so a
+    field's Gaussian holds 4 B per voxel, not 8. On the GPU the passes are not made in
+    place (``gaussian`` as it is)."""
+    if b.is_gpu:
+        return gaussian(b, image, sigma_px)
+    out = b.xp.array(image, dtype=b.xp.float32, copy=True)
+    for axis, s in enumerate(sigma_px):
+        if float(s) > 0:
+            b.ndi.gaussian_filter1d(
+                out, float(s), axis=axis, mode="nearest", truncate=3.0, output=out
+            )
+    return out
 
 
 def tighten_labels(
@@ -65,18 +82,21 @@ def tighten_labels(
 
     Returns
     -------
-    int32 ndarray
-        The tightened labels (same ids; a subset of ``labels``' voxels).
+    int ndarray
+        The tightened labels (same ids; a subset of ``labels``' voxels), in ``labels``'
+        integer dtype (int32 for any other).
     """
     b = Backend.of(labels)
     xp = b.xp
-    lab = b.asarray(labels).astype(xp.int32, copy=False)
+    lab = b.asarray(labels)
+    if lab.dtype.kind not in "iu":
+        lab = lab.astype(xp.int32)
     n = int(lab.max()) if lab.size else 0
     if n == 0:
         return lab
     sp = spacing(voxel_size, lab.ndim)
     sig = tuple(sigma_um)[-lab.ndim :]
-    fine = gaussian(b, b.asarray(signal), [s / p for s, p in zip(sig, sp, strict=True)])
+    fine = gaussian_one_volume(b, b.asarray(signal), [s / p for s, p in zip(sig, sp, strict=True)])
     level = float(background_level_noise(b, fine)[0])
     # each label's mean over its voxels only (in the same order: the same sums)
     flat = lab.reshape(-1)
@@ -109,7 +129,7 @@ def tighten_labels(
             k = b.ndi.binary_dilation(k, structure=st, iterations=steps) & (lb > 0)
     keep = xp.zeros(lab.shape, bool)
     keep[box] = k
-    return xp.where(keep, lab, 0).astype(xp.int32, copy=False)
+    return xp.where(keep, lab, 0).astype(lab.dtype, copy=False)
 
 
 def _largest_piece(b: Backend, keep: Any, lab: Any, n: int) -> Any:

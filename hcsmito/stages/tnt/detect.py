@@ -24,7 +24,6 @@ from hcsmito.stages.tnt._geometry import (
     bbox,
     far_from,
     feature_distance,
-    feature_transform,
     inside_stack,
     near_features,
     nearest_features,
@@ -265,21 +264,21 @@ def detect_tnts(
     if actin.size == 0:
         return TNTs(empty_labels(), _empty_table())
 
-    msc = (
-        b.asarray(msc_labels).astype(xp.int32, copy=False)
-        if msc_labels is not None
-        else empty_labels()
-    )
-    jur = (
-        b.asarray(jurkat_labels).astype(xp.int32, copy=False)
-        if jurkat_labels is not None
-        else empty_labels()
-    )
+    # labels in their own integer dtype (uint16 from the pipeline: 2 B/voxel, not 4)
+    msc = _int_labels(b, msc_labels) if msc_labels is not None else None
+    jur = _int_labels(b, jurkat_labels) if jurkat_labels is not None else None
     if tighten_cells:
         msc, jur = _tight_cells(msc, jur, msc_signal, mito, sp)
-    n_msc = int(msc.max()) if msc.size else 0
-    cells = xp.where(jur > 0, jur + n_msc, msc).astype(xp.int32, copy=False)
-    del msc  # in cells (jur stays: the cargo rule's halo)
+    n_msc = int(msc.max()) if msc is not None and msc.size else 0
+    n_jur = int(jur.max()) if jur is not None and jur.size else 0
+    # one cell image (MSCs 1..n_msc, Jurkat cells after them), uint16 where it fits
+    dt = xp.uint16 if n_msc + n_jur <= np.iinfo(np.uint16).max else xp.int32
+    cells = msc.astype(dt, copy=True) if msc is not None else xp.zeros(actin.shape, dt)
+    del msc  # in cells
+    body = jur > 0 if jur is not None else xp.zeros(actin.shape, bool)  # the cargo's halo
+    if n_jur:
+        cells[body] = jur[body].astype(dt) + dt(n_msc)
+    del jur
     gl = None
     if nd == 3:
         gl = _field_glass(
@@ -312,11 +311,13 @@ def detect_tnts(
     mask_h = b.to_host(mask)  # device->host: one bool volume (cuCIM has no 3-D skeleton)
     skel = skeletonize(mask_h)
     coords = np.argwhere(skel)
+    del skel, mask_h
     if len(coords) == 0:
         return result(empty_labels(), _empty_table(), thr_hi)
     # nearest cell of every tube voxel (feature transform of the free space, on boxes
     # around the tubes); distances only where read
     m_idx = xp.nonzero(mask)
+    del mask
     m_ft = nearest_features(b, free, m_idx, comp[m_idx], sp)
     # the skeleton lies in the mask: its voxels' entries, by position in the mask's order
     m_lin = xp.ravel_multi_index(m_idx, actin.shape)
@@ -324,7 +325,7 @@ def detect_tnts(
     at_skel = xp.searchsorted(m_lin, xp.ravel_multi_index(cidx, actin.shape))
     s_ft = tuple(f[at_skel] for f in m_ft)
     s_dist = b.to_host(feature_distance(b, s_ft, cidx, sp))  # device->host
-    s_cell = b.to_host(cells[s_ft])  # device->host
+    s_cell = b.to_host(cells[s_ft]).astype(np.int64)  # device->host
     s_rad = b.to_host(pieces.radius_at(cidx)).astype(np.float64)  # device->host
     del pieces
     # which cells each tube component reaches within contact_um (a skeleton retracts from
@@ -354,7 +355,7 @@ def detect_tnts(
     if paths:
         on_path = np.unique(np.concatenate([path for path, *_ in paths]))
         hit = _cargo_response(
-            b, foci_labels, mito, jur, free,
+            b, foci_labels, mito, body, free,
             tuple(b.asarray(coords[on_path, i]) for i in range(nd)), sp, nd,
             mito_tolerance_um=mito_tolerance_um,
             mito_threshold_k=mito_threshold_k,
@@ -366,9 +367,9 @@ def detect_tnts(
         if hit is not None:
             cargo = np.zeros(len(coords), bool)
             cargo[on_path] = hit
+    del cells, free, body  # read no more
     rows = []
     kept = []
-    path_img = np.zeros(actin.shape, np.int32)
     spa = np.asarray(sp)
     for path, _, narrow in paths:
         length = path_length(coords[path] * spa) + s_dist[path[0]] + s_dist[path[-1]]
@@ -425,28 +426,42 @@ def detect_tnts(
                 "x1_um": float(p1[2]),
             }
         )
-        path_img[tuple(coords[path].T)] = len(rows)
         kept.append(path)
     if not rows:
         return result(empty_labels(), _empty_table(), thr_hi)
     # each tube voxel goes to the TNT whose path is nearest, within its own component: only
-    # the components of the TNTs get labels; on their box, which holds every path voxel (the
-    # feature transform there is exact)
+    # the components of the TNTs get labels; the paths drawn on their box, which holds
+    # every path voxel, and the nearest path voxel from feature transforms on boxes around
+    # each component (nearest_features: the whole box's transform, exactly)
     on_path = np.concatenate(kept)
     has_tnt = xp.zeros(n_comp + 1, dtype=bool)
     has_tnt[comp[tuple(b.asarray(coords[on_path, i]) for i in range(nd))]] = True
     tubes = has_tnt[comp]
     box = bbox(b, tubes)
-    paths_d = b.asarray(path_img[box])
-    comp_b = comp[box]
-    near_idx = tuple(feature_transform(b, paths_d == 0, sp))
-    same = comp_b[near_idx] == comp_b
+    t_idx = xp.nonzero(tubes[box])
+    del tubes
+    t_comp = comp[box][t_idx]
+    paths_d = xp.zeros(tuple(sl.stop - sl.start for sl in box), xp.uint16 if len(kept) <
+                       np.iinfo(np.uint16).max else xp.int32)  # fmt: skip
+    origin = np.array([sl.start for sl in box])
+    for i, path in enumerate(kept):
+        paths_d[tuple(b.asarray(c) for c in (coords[path] - origin).T)] = i + 1
+    near = nearest_features(b, paths_d == 0, t_idx, t_comp, sp)
+    same = comp[box][near] == t_comp
     labels = xp.zeros(actin.shape, xp.int32)
-    labels[box] = xp.where(tubes[box] & same, paths_d[near_idx], 0)
+    labels[tuple(c + int(o) for c, o in zip(t_idx, origin, strict=True))] = xp.where(
+        same, paths_d[near], 0
+    )
     table = pd.DataFrame(rows, columns=TNT_COLUMNS).astype(
         {"tnt_id": np.int32, "from_id": np.int32, "to_id": np.int32, "carries_mito": "boolean"}
     )
     return result(labels, table, thr_hi)
+
+
+def _int_labels(b: Backend, labels: Any) -> Any:
+    """Labels on the backend in their own integer dtype (int32 for any other)."""
+    lab = b.asarray(labels)
+    return lab if lab.dtype.kind in "iu" else lab.astype(b.xp.int32)
 
 
 def _tight_cells(msc: Any, jur: Any, msc_signal: Any, mito: Any, sp: tuple[float, ...]):
@@ -465,10 +480,10 @@ def _tight_cells(msc: Any, jur: Any, msc_signal: Any, mito: Any, sp: tuple[float
     riding a tube near its Jurkat, which the cut alone keeps as part of the cell.
     ``tighten_labels`` returns labels without cells unchanged.
     """
-    if msc_signal is not None:
+    if msc_signal is not None and msc is not None:
         msc = tighten_labels(msc, msc_signal, voxel_size=sp, sigma_um=(0.0, 0.4, 0.4),
                              fraction=0.3)  # fmt: skip
-    if mito is not None:
+    if mito is not None and jur is not None:
         jur = tighten_labels(jur, mito, voxel_size=sp, sigma_um=(0.5, 0.5, 0.5),
                              fraction=0.5, fill_holes=True, main_body=True,
                              keep_z_um=1.0)  # fmt: skip
@@ -499,7 +514,7 @@ def _cargo_response(
     b: Backend,
     foci_labels: Any,
     mito: Any,
-    jur: Any,
+    body: Any,
     free: Any,
     cidx: tuple[Any, ...],
     sp: tuple[float, ...],
@@ -534,8 +549,8 @@ def _cargo_response(
             reuse=mito_spots,
         )  # fmt: skip
         region = free
-        if bool((jur > 0).any()):
-            region = region & far_from(b, jur > 0, jurkat_halo_um, sp)
+        if bool(body.any()):
+            region = region & far_from(b, body, jurkat_halo_um, sp)
         vals = spots[region]
         if int(vals.size) >= 16:
             med = float(b.to_host(xp.median(vals)))  # device->host: one value

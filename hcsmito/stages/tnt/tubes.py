@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 
 from hcsmito.backend import Backend
-from hcsmito.stages._util import as_float32, bincount, gaussian, robust_sigma
+from hcsmito.stages._util import bincount, robust_sigma
+from hcsmito.stages.cell_surface import gaussian_one_volume
 from hcsmito.stages.tnt.hessian import central_gradient, tube_scales, tubeness, tubeness_at
 
 __all__ = ["TubePieces", "tube_pieces"]
@@ -25,8 +26,10 @@ class TubePieces:
 
     Attributes
     ----------
-    comp : int32 ndarray
-        Piece ids (``1..n``, not all used), 0 elsewhere.
+    comp : int ndarray
+        Piece ids, 0 elsewhere: ``1..n`` in the order of each piece's first voxel (flat
+        order), uint16 (int32 beyond 65535 pieces); the whole-field reference
+        (``sample_stride`` None) keeps ``ndimage.label``'s int32 ids, not all used.
     n : int
         Largest id.
     threshold_low, threshold_high : float
@@ -118,15 +121,14 @@ def tube_pieces(
     stride = max(1, min(sample_stride, size // _MIN_SAMPLE))
     while math.gcd(stride, shape[-1]) != 1:  # successive rows sample other columns
         stride += 1
-    img = as_float32(b, actin)
-    # the Gaussian of every scale, kept while the pieces grow (4 B/voxel each); the
+    # the Gaussian of every scale, kept while the pieces grow (4 B/voxel each, each made
+    # in its own volume from the channel: the same numbers as from a float32 copy); the
     # candidates from the first before the others are made (fewer volumes at once)
-    smooth = [gaussian(b, img, scales[0][1])]
-    cand = _candidates(b, smooth[0], scales[0][1], free, candidate_k, stride)
-    smooth += [gaussian(b, img, sig_px) for _, sig_px in scales[1:]]
-    del img
-    flat = cand.reshape(-1)
+    smooth = [gaussian_one_volume(b, actin, scales[0][1])]
     sample = xp.arange(stride // 2, size, stride)
+    cand = _candidates(b, smooth[0], scales[0][1], free, candidate_k, sample)
+    smooth += [gaussian_one_volume(b, actin, sig_px) for _, sig_px in scales[1:]]
+    flat = cand.reshape(-1)
     flat[sample] = True
     done = xp.flatnonzero(flat)  # computed voxels, flat; their response and radius
     del cand, flat
@@ -142,11 +144,9 @@ def tube_pieces(
     computed = xp.zeros(shape, bool)
     computed.reshape(-1)[done] = True
     while True:
-        comp, n_comp = _hysteresis(
-            b, _scatter(b, shape, done[resp > thr_lo]), _scatter(b, shape, done[resp > thr_hi]),
-            free,
-        )  # fmt: skip
-        new = _frontier(b, comp > 0, computed, free)
+        # the pieces over the voxels computed only (sparse: the low voxels are few)
+        at, ids = _sparse_hysteresis(b, shape, done[resp > thr_lo], done[resp > thr_hi], free)
+        new = _sparse_frontier(b, shape, at, computed, free)
         if new is None:
             break
         r_new, rad_new = tubeness_at(actin, new, smooth=smooth, **kw)
@@ -154,17 +154,118 @@ def tube_pieces(
         done = xp.concatenate([done, new])
         resp = xp.concatenate([resp, r_new])
         radius = xp.concatenate([radius, rad_new])
-    del smooth, computed
+    del smooth, computed, resp
+    n_comp = int(b.to_host(ids.max())) if int(ids.size) else 0  # device->host: one value
+    comp = xp.zeros(shape, xp.uint16 if n_comp <= np.iinfo(np.uint16).max else xp.int32)
+    comp.reshape(-1)[at] = ids
     order = xp.argsort(done)
     return TubePieces(comp, n_comp, float(thr_lo), float(thr_hi), int(done.size),
                       radius[order], done[order])  # fmt: skip
 
 
-def _scatter(b: Backend, shape: tuple[int, ...], idx: Any) -> Any:
-    """A bool volume, True at the flat indices ``idx``."""
-    out = b.xp.zeros(shape, bool)
-    out.reshape(-1)[idx] = True
-    return out
+#: Voxels per slab of the candidates' Laplacian (rows of y, as :func:`tubeness`'s slabs).
+_SLAB_VOXELS = 1 << 20
+
+
+def _offsets(nd: int, half: bool) -> list[tuple[int, ...]]:
+    """The 26- (8-) neighbour steps; with ``half`` the later one of each opposite pair."""
+    steps = [tuple(v - 1 for v in d) for d in np.ndindex(*(3,) * nd)]
+    steps = [d for d in steps if any(d)]
+    return steps[len(steps) // 2 :] if half else steps
+
+
+def _moved(xp: Any, shape: tuple[int, ...], idx: Any, step: tuple[int, ...]) -> tuple[Any, Any]:
+    """Flat indices ``idx`` moved by ``step`` (voxels per axis), and which of them stay
+    inside the array."""
+    strides = [int(np.prod(shape[a + 1 :])) for a in range(len(shape))]
+    ok = xp.ones(idx.shape, bool)
+    off = 0
+    for d, n, st in zip(step, shape, strides, strict=True):
+        if d == 0:
+            continue
+        c = (idx // st) % n
+        ok &= (c >= -d) if d < 0 else (c <= n - 1 - d)
+        off += d * st
+    return idx + off, ok
+
+
+def _sparse_hysteresis(
+    b: Backend, shape: tuple[int, ...], low: Any, high: Any, free: Any
+) -> tuple[Any, Any]:
+    """:func:`_hysteresis` over the voxels ``low`` (flat indices) alone, without a volume:
+    the sorted flat indices of the free voxels of ``low`` in a 26-connected piece that
+    holds one of ``high`` (``high`` within ``low``), and their piece ids, 1..n in the
+    order of each piece's first voxel in flat order (as ``ndimage.label`` numbers them,
+    the pieces without a core left out)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    lo_h = np.sort(b.to_host(low))  # device->host: the low voxels (the graph is scipy's)
+    lo_h = lo_h[b.to_host(free.reshape(-1)[b.asarray(lo_h)])]  # device->host: one bool each
+    n = int(lo_h.size)
+    if n == 0:
+        return b.asarray(lo_h), b.xp.zeros(0, b.xp.int32)
+    rows, cols = [], []
+    for step in _offsets(len(shape), half=True):
+        nb, ok = _moved(np, shape, lo_h, step)
+        pos = np.searchsorted(lo_h, nb)
+        pos[pos >= n] = 0
+        hit = ok & (lo_h[pos] == nb)
+        rows.append(np.flatnonzero(hit))
+        cols.append(pos[hit])
+    r, c = np.concatenate(rows), np.concatenate(cols)
+    graph = coo_matrix((np.ones(r.size, np.int8), (r, c)), shape=(n, n))
+    n_lab, lab = connected_components(graph, directed=False)
+    # lo_h is sorted: a piece's first voxel is its first entry
+    _, first = np.unique(lab, return_index=True)
+    rank = np.empty(n_lab, np.int64)
+    rank[np.argsort(first)] = np.arange(n_lab)
+    lab = rank[lab]
+    core = np.zeros(n_lab, bool)
+    core[lab[_members(lo_h, np.sort(b.to_host(high)))]] = True  # device->host: high voxels
+    keep = core[lab]
+    new_id = np.cumsum(core, dtype=np.int64)  # the kept pieces 1..m in the same order
+    return b.asarray(lo_h[keep]), b.asarray(new_id[lab[keep]].astype(np.int32))
+
+
+def _members(sorted_a: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Positions in ``sorted_a`` of those ``values`` that it holds."""
+    if sorted_a.size == 0:
+        return np.zeros(0, np.int64)
+    pos = np.searchsorted(sorted_a, values)
+    pos[pos >= sorted_a.size] = 0
+    return pos[sorted_a[pos] == values]
+
+
+def _sparse_frontier(
+    b: Backend, shape: tuple[int, ...], at: Any, computed: Any, free: Any, grow: int = 4
+) -> Any:
+    """Flat indices (sorted) of the free voxels not computed within ``grow`` voxels (a
+    cube, clipped at the edges) of one that is next to a voxel of ``at`` (flat indices),
+    free and not computed; None when there is none next to ``at``. The voxels are marked
+    in a scratch volume (the neighbours of the few voxels of ``at``, not the whole field's
+    shifted copies)."""
+    xp = b.xp
+    nd = len(shape)
+    mark = xp.zeros(int(np.prod(shape)), bool)
+    comp_f, free_f = computed.reshape(-1), free.reshape(-1)
+    for step in _offsets(nd, half=False):
+        nb, ok = _moved(xp, shape, at, step)
+        mark[nb[ok]] = True
+    mark &= free_f
+    mark &= ~comp_f
+    reach = xp.flatnonzero(mark)
+    if int(reach.size) == 0:
+        return None
+    for ax in range(nd):  # the cube, one axis after the other
+        for d in range(-grow, grow + 1):
+            if d:
+                nb, ok = _moved(xp, shape, reach, tuple(d if a == ax else 0 for a in range(nd)))
+                mark[nb[ok]] = True
+        reach = xp.flatnonzero(mark)
+    mark &= free_f
+    mark &= ~comp_f
+    return xp.flatnonzero(mark)
 
 
 def _hysteresis(b: Backend, low: Any, high: Any, free: Any) -> tuple[Any, int]:
@@ -194,53 +295,40 @@ def _thresholds(
 
 
 def _candidates(
-    b: Backend, s: Any, sig_px: tuple[float, ...], free: Any, k: float, stride: int
+    b: Backend, s: Any, sig_px: tuple[float, ...], free: Any, k: float, sample: Any
 ) -> Any:
-    """Free voxels where the scale-normalised negative trace of the
-    Hessian of the smoothed ``s`` (the entries :func:`tubeness` computes, so the stack's
-    edges behave alike) exceeds its median by ``k`` robust sigmas (both from every
-    ``stride``-th voxel)."""
+    """Free voxels where the scale-normalised negative trace of the Hessian of the
+    smoothed ``s`` (the entries :func:`tubeness` computes, so the stack's edges behave
+    alike) exceeds its median by ``k`` robust sigmas (both from the voxels ``sample``,
+    flat indices). The trace in slabs of rows, each with the 2 rows on either side that
+    two central differences read (the same numbers as over the whole image)."""
     xp = b.xp
-    lap = xp.zeros(s.shape, xp.float32)
-    for ax, sg in enumerate(sig_px):
-        d = central_gradient(b, central_gradient(b, s, ax), ax)
-        d *= np.float32(-(float(sg) ** 2))
-        lap += d
-        del d
-    sample = lap.reshape(-1)[stride // 2 :: stride]
-    med = float(b.to_host(xp.median(sample)))  # device->host: one value
-    sig = robust_sigma(b, sample)
+    rows = s.shape[-2] if s.ndim > 1 else 1
+    lap = xp.empty(s.shape, xp.float32)
+    plane = max(int(np.prod(s.shape)) // max(rows, 1), 1)
+    step = max(1, _SLAB_VOXELS // plane)
+    for y0 in range(0, rows, step):
+        y1 = min(y0 + step, rows)
+        a0, a1 = max(y0 - 2, 0), min(y1 + 2, rows)
+        part = s[..., a0:a1, :] if s.ndim > 1 else s
+        acc = None
+        for ax, sg in enumerate(sig_px):
+            d = central_gradient(b, central_gradient(b, part, ax), ax)
+            d *= np.float32(-(float(sg) ** 2))
+            if acc is None:
+                acc = d
+            else:
+                acc += d
+        if s.ndim > 1:
+            lap[..., y0:y1, :] = acc[..., y0 - a0 : y1 - a0, :]
+        else:
+            lap[...] = acc
+        del acc
+    vals = lap.reshape(-1)[sample]
+    med = float(b.to_host(xp.median(vals)))  # device->host: one value
+    sig = robust_sigma(b, vals)
+    del vals
     cand = lap > med + k * sig
     del lap
     cand &= free
     return cand
-
-
-def _frontier(b: Backend, mask: Any, computed: Any, free: Any, grow: int = 4) -> Any:
-    """Flat indices (sorted) of the free voxels not computed within ``grow`` voxels of one
-    next to ``mask`` (None when no voxel of ``mask`` touches a free one not computed)."""
-    xp = b.xp
-    touch = _dilate(mask, 1)
-    touch &= ~computed
-    touch &= free
-    if not bool(touch.any()):
-        return None
-    reach = _dilate(touch, grow)
-    reach &= ~computed
-    reach &= free
-    return xp.flatnonzero(reach.reshape(-1))
-
-
-def _dilate(mask: Any, r: int) -> Any:
-    """``mask`` grown by ``r`` voxels along every axis at once (a cube: shifted ORs, one
-    axis after the other)."""
-    out = mask.copy()
-    for ax in range(mask.ndim):
-        n = mask.shape[ax]
-        src = out.copy()
-        for d in range(1, min(r, n - 1) + 1):
-            lo = (slice(None),) * ax + (slice(0, n - d),)
-            hi = (slice(None),) * ax + (slice(d, n),)
-            out[hi] |= src[lo]
-            out[lo] |= src[hi]
-    return out
