@@ -251,3 +251,63 @@ def test_foci_on_their_box_equal_the_whole_field(backend, monkeypatch, seed, kw)
     np.testing.assert_array_equal(backend.to_host(got.labels), backend.to_host(want.labels))
     np.testing.assert_array_equal(got.parent, want.parent)
     np.testing.assert_array_equal(got.peak, want.peak)
+
+
+def _bodies(seed: int, shape=(10, 110, 120)):
+    """Blob labels in the lateral plane (some at the field's edges), a mask through z with
+    holes in some planes, an image and an MSC-free region."""
+    rng = np.random.default_rng(seed)
+    lab2d = np.zeros(shape[1:], np.int32)
+    for i in range(1, 8):
+        y, x = int(rng.integers(0, shape[1])), int(rng.integers(0, shape[2]))
+        r = int(rng.integers(3, 9))
+        yy, xx = np.ogrid[: shape[1], : shape[2]]
+        lab2d[((yy - y) ** 2 + (xx - x) ** 2 <= r * r) & (lab2d == 0)] = i
+    lab2d[lab2d == 3] = 0  # a missing label
+    mask = rng.random(shape) < 0.6
+    mask[:, 30:40, 30:40] = True
+    mask[3, 33:36, 33:36] = False  # a hole in one plane
+    mask[0] = False
+    img = rng.normal(100.0, 10.0, shape).astype(np.float32)
+    outside = rng.random(shape) < 0.8
+    return lab2d, mask, img, outside
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_donor_light_on_label_boxes_equals_the_whole_field(backend, seed):
+    from hcsmito.stages._util import gaussian
+    from hcsmito.stages.segmentation.jurkat import _light_at_labels
+
+    xp = backend.xp
+    lab2d, _, img, outside = _bodies(seed)
+    sig = [0.83, 1.67, 1.67]
+    for out in (outside, None):
+        o = None if out is None else xp.asarray(out)
+        got = backend.to_host(_light_at_labels(backend, xp.asarray(img), xp.asarray(lab2d), sig, o))
+        whole = backend.to_host(gaussian(backend, xp.asarray(img), sig))
+        if out is not None:
+            whole = np.where(out, whole, 0)
+        np.testing.assert_array_equal(got[lab2d > 0], whole.max(axis=0)[lab2d > 0])
+    got2 = _light_at_labels(backend, xp.asarray(img[4]), xp.asarray(lab2d), sig[1:], None)
+    whole2 = backend.to_host(gaussian(backend, xp.asarray(img[4]), sig[1:]))
+    np.testing.assert_array_equal(backend.to_host(got2)[lab2d > 0], whole2[lab2d > 0])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_donor_planes_filled_and_extended_on_boxes_equal_the_whole_field(backend, seed):
+    from hcsmito.stages._util import relabel_sequential
+    from hcsmito.stages.segmentation.jurkat import _extend_labels, _fill_holes_lateral
+
+    xp = backend.xp
+    lab2d, mask, _, _ = _bodies(seed)
+    sparse = np.zeros_like(mask)
+    sparse[2:7, 20:50, 15:60] = mask[2:7, 20:50, 15:60]  # a box inside the field
+    for m in (mask, sparse, np.zeros_like(mask)):
+        got = backend.to_host(_fill_holes_lateral(backend, xp.asarray(m)))
+        want = np.stack([sndi.binary_fill_holes(p) for p in m])
+        np.testing.assert_array_equal(got, want)
+        labels, proj = _extend_labels(backend, xp.asarray(lab2d), xp.asarray(m))
+        ref = relabel_sequential(backend, xp.asarray(np.where(m, lab2d[None], 0)))
+        np.testing.assert_array_equal(backend.to_host(labels), backend.to_host(ref))
+        assert labels.dtype == ref.dtype
+        np.testing.assert_array_equal(backend.to_host(proj), backend.to_host(ref).max(axis=0))

@@ -15,6 +15,7 @@ from hcsmito.stages._util import (
     VoxelSize,
     as_float32,
     background_level_noise,
+    bbox,
     ellipsoid_footprint,
     fill_holes,
     gaussian,
@@ -28,7 +29,6 @@ from hcsmito.stages.segmentation._common import (
     Instances,
     box,
     check_image,
-    extend_through_z,
     majority_label,
     watershed_2d,
 )
@@ -71,12 +71,90 @@ def jurkat_threshold_image(mito: Any, *, voxel_size: VoxelSize, smooth_um: float
 
 
 def _fill_holes_lateral(b: Backend, mask: Any) -> Any:
-    """Fill holes of each z plane (or of the 2-D mask)."""
+    """Fill holes of each z plane (or of the 2-D mask).
+
+    In 3-D on the mask's box grown by one pixel laterally: each plane is filled on its own,
+    a plane's background outside the box reaches the field's edge in a straight line, and
+    a piece of the box's background that touches the box's side reaches it through there:
+    the same holes as over the whole field."""
     if mask.ndim == 2:
         return fill_holes(b, mask)
     st = np.zeros((3, 3, 3), bool)
     st[1] = [[0, 1, 0], [1, 1, 1], [0, 1, 0]]
-    return fill_holes(b, mask, st)
+    box = bbox(b, mask, margin=(0, 1, 1))
+    if box is None:
+        return mask.copy()
+    out = mask.copy()
+    out[box] = fill_holes(b, mask[box], st)
+    return out
+
+
+def _extend_labels(b: Backend, lab2d: Any, mask: Any) -> tuple[Any, Any]:
+    """The 2-D labels through z within ``mask``, renumbered 1..n in order (a label with no
+    voxel in the mask is dropped), int32; and their maximum projection.
+
+    ``relabel_sequential(where(mask, lab2d, 0))`` and its ``max(axis=0)``, computed in the
+    labelled columns only (every voxel of a column gets the column's label)."""
+    xp = b.xp
+    nz = mask.shape[0]
+    flat2d = lab2d.reshape(-1)
+    cols = xp.flatnonzero(flat2d)
+    lab_c = flat2d[cols]
+    m = mask.reshape(nz, -1)[:, cols]
+    colany = m.any(axis=0)
+    n = int(lab2d.max()) if lab2d.size else 0
+    present = xp.zeros(n + 1, dtype=bool)
+    present[lab_c[colany]] = True
+    present[0] = False
+    lut = xp.cumsum(present).astype(xp.int32) * present
+    new_c = lut[lab_c]
+    labels = xp.zeros(mask.shape, xp.int32)
+    labels.reshape(nz, -1)[:, cols] = xp.where(m, new_c[None], 0)
+    proj = xp.zeros(flat2d.size, xp.int32)
+    proj[cols] = xp.where(colany, new_c, 0)
+    return labels, proj.reshape(lab2d.shape)
+
+
+def _light_at_labels(b: Backend, img: Any, lab2d: Any, sigma_px: list[float], outside: Any) -> Any:
+    """``gaussian(img, sigma_px)`` (0 where ``outside`` is False), its maximum over z in
+    3-D, at the pixels of ``lab2d``'s labels (0 elsewhere): what ``_drop_concentrated``
+    reads.
+
+    Computed on each label's box grown by the kernel's radius (all planes): the Gaussian
+    there is the whole field's at the label's pixels. The whole field when the boxes
+    would hold more pixels than it."""
+    from scipy import ndimage as sp_ndi
+
+    xp = b.xp
+    lead = (slice(None),) * (img.ndim - 2)
+
+    def light(region):
+        g = gaussian(b, img[lead + region], sigma_px)
+        if outside is not None:
+            g = xp.where(outside[lead + region], g, 0)
+        return g.max(axis=0) if img.ndim == 3 else g
+
+    rad = [int(3.0 * float(s) + 0.5) + 1 for s in sigma_px[-2:]]
+    objs = sp_ndi.find_objects(b.to_host(lab2d))  # device->host: one Y×X image
+    grown = [
+        None if sl is None
+        else tuple(slice(max(s.start - r, 0), min(s.stop + r, n))
+                   for s, r, n in zip(sl, rad, lab2d.shape, strict=True))
+        for sl in objs
+    ]  # fmt: skip
+    if sum(int(np.prod([s.stop - s.start for s in g])) for g in grown if g) >= lab2d.size:
+        return light((slice(None), slice(None)))
+    out = xp.zeros(lab2d.shape, xp.float32)
+    for i, (sl, g) in enumerate(zip(objs, grown, strict=True), start=1):
+        if sl is None:
+            continue
+        inner = tuple(
+            slice(s.start - gs.start, s.stop - gs.start) for s, gs in zip(sl, g, strict=True)
+        )
+        own = lab2d[sl] == i
+        view = out[sl]
+        view[own] = light(g)[inner][own]
+    return out
 
 
 def segment_jurkat(
@@ -221,17 +299,14 @@ def segment_jurkat(
     lab2d = watershed_2d(b, dist, seeds, mask2d)
     lab2d = remove_small_labels(b, lab2d, math.pi * r_min**2 / float(np.prod(lateral)))
     if min_spread > 0:
-        light = gaussian(b, img, [smooth_um / 3 / s for s in sp])
-        if outside is not None:
-            light = xp.where(outside, light, 0)
-        lab2d = _drop_concentrated(
-            b, lab2d, light.max(axis=0) if img.ndim == 3 else light, thr, lateral, min_spread
-        )
+        light = _light_at_labels(b, img, lab2d, [smooth_um / 3 / s for s in sp], outside)
+        lab2d = _drop_concentrated(b, lab2d, light, thr, lateral, min_spread)
+        del light
     if img.ndim == 3:
-        labels = extend_through_z(b, lab2d, mask & (lab2d > 0)[None])
-        labels = relabel_sequential(b, labels)
-        labels = _add_cut_caps(b, labels, smooth, thr, outside, lateral, jurkat_diameter_um)
-        lab2d = labels.max(axis=0)
+        labels, lab2d = _extend_labels(b, lab2d, mask)
+        with_caps = _add_cut_caps(b, labels, smooth, thr, outside, lateral, jurkat_diameter_um)
+        if with_caps is not labels:
+            labels, lab2d = with_caps, with_caps.max(axis=0)
     else:
         labels = lab2d
     labels, lab2d, giant_px = _drop_haze_and_giants(
@@ -343,19 +418,23 @@ def _drop_haze_and_giants(
     bright = xp.ones(n, dtype=bool)
     msc = None if msc_labels is None else b.asarray(msc_labels) > 0
     if min_contrast > 0 and msc is not None and bool(msc.any()):
-        level = float(background_level_noise(b, smooth)[0])
-        signal = smooth - xp.float32(level)
-        haze = float(b.to_host(xp.median(signal[msc])))  # device->host: one value
-        # sums over each candidate's own voxels only (in the same order: the same sums,
-        # without a float64 copy of the whole signal)
-        lab = labels.reshape(-1)
-        sig = signal.reshape(-1)
+        level = xp.float32(background_level_noise(b, smooth)[0])
+        haze = float(b.to_host(xp.median(smooth[msc] - level)))  # device->host: one value
+        # sums over each candidate's own voxels only, in the labelled columns (every voxel
+        # of a candidate lies in its footprint's columns; the same voxels in the same order,
+        # so the same sums), without a float64 copy of the whole signal
+        cols = xp.flatnonzero(lab2d.reshape(-1))
+        nz = labels.size // lab2d.size
+        lab = labels.reshape(nz, -1)[:, cols].reshape(-1)
+        sig = (smooth.reshape(nz, -1)[:, cols] - level).reshape(-1)
         at = xp.flatnonzero(lab)
         own = xp.bincount(lab[at], weights=sig[at], minlength=n + 1)[1:]
         own = own / xp.maximum(xp.bincount(lab[at], minlength=n + 1)[1:], 1)
         if labels.ndim == 3:
             # the MSC voxels in each candidate's footprint columns
-            under = xp.where(msc, lab2d[None], 0).reshape(-1)
+            under = xp.where(
+                msc.reshape(nz, -1)[:, cols], lab2d.reshape(-1)[cols][None], 0
+            ).reshape(-1)
             at = xp.flatnonzero(under)
             w = xp.bincount(under[at], weights=sig[at], minlength=n + 1)[1:]
             cnt = xp.bincount(under[at], minlength=n + 1)[1:]
