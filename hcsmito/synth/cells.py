@@ -19,12 +19,15 @@ from scipy import ndimage as ndi
 from hcsmito.synth.nanotubes import place_tnts
 from hcsmito.synth.params import Condition, SynthParams
 from hcsmito.synth.scene import (
+    NUCLEUS_BASE_UM,
     Focus,
     Jurkat,
     Scene,
     Tnt,
     extent,
     grid,
+    msc_nucleus_axes,
+    msc_nucleus_rho2,
     pick_um,
     pixel,
     smooth_noise,
@@ -100,7 +103,8 @@ def _msc_seeds(rng: np.random.Generator, p: SynthParams) -> list[tuple[float, fl
 
 
 def _msc_footprints(rng: np.random.Generator, p: SynthParams):
-    """Seeded, noise-perturbed anisotropic discs, tessellated where they meet."""
+    """Seeded, noise-perturbed anisotropic discs, tessellated where they meet; each cell
+    holds the footprint of its own nuclear bulge (a neighbour does not cut a nucleus)."""
     yy, xx = grid(p)
     seeds = _msc_seeds(rng, p)
     best = np.full(p.shape[-2:], np.inf, dtype=np.float32)
@@ -117,16 +121,29 @@ def _msc_footprints(rng: np.random.Generator, p: SynthParams):
         v = -(yy - cy) * math.sin(theta) + (xx - cx) * math.cos(theta)
         d = np.sqrt((u / aspect) ** 2 + (v * aspect) ** 2)
         score = d / (r * np.maximum(1 + p.msc_irregularity * noise, 0.3))
+        shape = (cy, cx, r, theta, aspect)
+        score[msc_nucleus_rho2(p, shape, yy, xx, scale=1 / 0.9) < 1] = 0.0
         better = score < best
         best[better] = score[better]
         lab[better] = i
-        shapes.append((cy, cx, r, theta, aspect))
+        shapes.append(shape)
     lab[best >= 1] = 0
     return lab, shapes
 
 
+def _nuclear_zone(p: SynthParams, lab: np.ndarray, shapes) -> np.ndarray:
+    """(Y, X) bool: the footprints of the MSCs' nuclear bulges (``shapes[i - 1]`` the disc
+    of label ``i``), each within its cell."""
+    yy, xx = grid(p)
+    zone = np.zeros(lab.shape, dtype=bool)
+    for i, shape in enumerate(shapes, start=1):
+        zone |= (msc_nucleus_rho2(p, shape, yy, xx, scale=1 / 0.9) < 1) & (lab == i)
+    return zone
+
+
 def _msc_height(p: SynthParams, lab: np.ndarray, shapes, nuc_ids: np.ndarray):
-    """Dome-profiled cytoplasm height and the nuclei, for footprint ``lab``."""
+    """Dome-profiled cytoplasm height, the nuclei (GFP's nuclear region) and the top of
+    each cell's normal nucleus (µm above the glass, 0 outside it), for footprint ``lab``."""
     yy, xx = grid(p)
     edge = _outline_distance(lab, p)
 
@@ -140,6 +157,14 @@ def _msc_height(p: SynthParams, lab: np.ndarray, shapes, nuc_ids: np.ndarray):
         rise = (1 - p.msc_crowding) * rise + p.msc_crowding * glass_side
     height = (p.msc_edge_height_um + (p.msc_height_um - p.msc_edge_height_um) * rise) * (lab > 0)
     nucleus = np.zeros(lab.shape, dtype=bool)
+    nucleus_top = np.zeros(lab.shape, dtype=np.float32)
+    for new_id, old in enumerate(nuc_ids, start=1):  # as synth.nuclei draws it
+        rz = msc_nucleus_axes(p, shapes[old - 1])[0]
+        rho2 = msc_nucleus_rho2(p, shapes[old - 1], yy, xx)
+        inside = (rho2 < 1) & (lab == new_id)
+        nucleus_top[inside] = (NUCLEUS_BASE_UM + rz * (1 + np.sqrt(np.maximum(1 - rho2, 0))))[
+            inside
+        ]
     rn = 0.5 * p.msc_nucleus_diameter_um
     if rn > 0:
         for new_id, old in enumerate(nuc_ids, start=1):
@@ -152,7 +177,7 @@ def _msc_height(p: SynthParams, lab: np.ndarray, shapes, nuc_ids: np.ndarray):
             nuc_h = p.msc_nucleus_height_um * np.sqrt(np.maximum(1 - rho2, 0))
             height = np.where(inside, np.maximum(height, nuc_h), height)
             nucleus |= inside & (nuc_h > height - 1e-3)
-    return height.astype(np.float32), edge, nucleus
+    return height.astype(np.float32), edge, nucleus, nucleus_top
 
 
 # -- Jurkat cells -------------------------------------------------------------------------
@@ -165,13 +190,27 @@ def _jurkat_fits(jurkats: list[Jurkat], y: float, x: float, r: float, gap: float
 
 
 def _place_glass_jurkats(
-    rng, p: SynthParams, lab: np.ndarray, radii: list[float], placed=(), *, carve: bool = True
+    rng,
+    p: SynthParams,
+    lab: np.ndarray,
+    radii: list[float],
+    placed=(),
+    *,
+    carve: bool = True,
+    keep: np.ndarray | None = None,
 ):
     """Jurkat cells on the glass: on free glass where there is room, else MSCs make way
-    (``carve``) or the cell is left out."""
+    (``carve``), but not their nuclei (``keep``: pixels no cell may clear), or the cell is
+    left out."""
     ly, lx = extent(p)
     yy, xx = grid(p)
     free = _free_glass(p, lab)
+    kept_clear = (
+        ndi.distance_transform_edt(~keep, sampling=p.voxel_size[1:])
+        if carve and keep is not None and keep.any()
+        else None
+    )
+    pixel_diag = math.hypot(*p.voxel_size[1:])
     z_top, reserve = z_room(p)
     out: list[Jurkat] = []
     for r in radii:
@@ -185,6 +224,8 @@ def _place_glass_jurkats(
             (r + p.jurkat_glass_clearance_um, 0.0) if carve else (r + p.jurkat_glass_clearance_um,)
         ):
             ok = inside & (free >= need) if need > 0 else inside
+            if need == 0 and kept_clear is not None:  # MSCs make way, their nuclei do not
+                ok = ok & (kept_clear >= r + p.jurkat_glass_clearance_um + pixel_diag)
             for _ in range(60):
                 cand = pick_um(rng, p, ok)
                 if cand is None:
@@ -228,8 +269,10 @@ def _place_adhered_jurkats(rng, p: SynthParams, scene: Scene, radii: list[float]
             if cand is None:
                 break
             if _jurkat_fits(scene.jurkats + out, *cand, r, p.jurkat_gap_um):
-                pos = cand
-                break
+                under, lower = _resting_surface(p, scene, cand, r, c)
+                if not _cuts_nucleus(scene, under, lower):
+                    pos = cand
+                    break
         if pos is None:
             missed.append(r)
             continue
@@ -238,13 +281,35 @@ def _place_adhered_jurkats(rng, p: SynthParams, scene: Scene, radii: list[float]
         base = float(scene.height[iy, ix])
         msc_id = int(scene.footprint[iy, ix])
         # the cell below yields to the spheroid's lower surface
-        rho2 = ((yy - y) ** 2 + (xx - x) ** 2) / r**2
-        lower = base + c * (1 - np.sqrt(np.maximum(1 - rho2, 0)))
-        under = rho2 < 1
         scene.height[under] = np.minimum(scene.height[under], lower[under])
         scene.height[iy, ix] = base
         out.append(Jurkat((p.glass_z_um + base + c, y, x), r, c, True, msc_id))
     return out, missed
+
+
+#: Cytoplasm (µm) an MSC keeps over its nucleus under a donor cell resting on it.
+NUCLEUS_COVER_UM = 0.3
+
+
+def _resting_surface(p: SynthParams, scene: Scene, yx: tuple[float, float], r: float, c: float):
+    """Where a donor cell of radii ``r, c`` resting at ``yx`` (µm) on the MSCs lies over
+    them (``under``) and the height of its lower surface there (µm above the glass)."""
+    yy, xx = grid(p)
+    y, x = yx
+    base = float(scene.height[pixel(p, y, x)])
+    rho2 = ((yy - y) ** 2 + (xx - x) ** 2) / r**2
+    return rho2 < 1, base + c * (1 - np.sqrt(np.maximum(1 - rho2, 0)))
+
+
+def _cuts_nucleus(scene: Scene, under: np.ndarray, lower: np.ndarray) -> bool:
+    """Whether the MSCs, yielding to a donor's lower surface, would leave less than
+    :data:`NUCLEUS_COVER_UM` over a nucleus (or less than they had): a nucleus does not
+    yield, the donor rests on the cytoplasm around and over it."""
+    top = scene.nucleus_top
+    if top is None:
+        return False
+    over = under & (top > 0)
+    return bool((lower[over] < np.minimum(scene.height[over], top[over] + NUCLEUS_COVER_UM)).any())
 
 
 # -- foci ---------------------------------------------------------------------------------
@@ -363,11 +428,11 @@ def build_scene(p: SynthParams, condition: Condition, seed: int) -> Scene:
         * float(np.clip(1 + p.jurkat_diameter_cv * r_jur.normal(), 0.7, 1.3))
         for _ in range(n_jurkat)
     ]
-    glass = _place_glass_jurkats(r_jur, p, lab, radii[n_adh:])
+    glass = _place_glass_jurkats(r_jur, p, lab, radii[n_adh:], keep=_nuclear_zone(p, lab, shapes))
 
     nominal_px = math.pi * (0.5 * p.msc_diameter_um) ** 2 / (p.voxel_size[1] * p.voxel_size[2])
     lab, kept = _relabel_largest(lab, 0.06 * nominal_px)
-    height, edge, nucleus = _msc_height(p, lab, shapes, kept)
+    height, edge, nucleus, nucleus_top = _msc_height(p, lab, shapes, kept)
 
     # GFP: per-cell level, smooth texture, nucleus
     levels = np.r_[
@@ -376,7 +441,7 @@ def build_scene(p: SynthParams, condition: Condition, seed: int) -> Scene:
     texture = np.clip(1 + p.msc_texture * smooth_noise(r_tex, p, 3.0), 0.2, None)
     gfp = (levels[lab] * texture * np.where(nucleus, p.msc_nucleus_gfp, 1.0)).astype(np.float32)
 
-    scene = Scene(p, lab, height, edge, nucleus, gfp, jurkats=glass)
+    scene = Scene(p, lab, height, edge, nucleus, gfp, jurkats=glass, nucleus_top=nucleus_top)
     scene.msc_shapes = [shapes[old - 1] for old in kept]
     adhered, missed = _place_adhered_jurkats(r_jur, p, scene, radii[:n_adh])
     # cells with no room on an MSC settle on free glass (the MSCs no longer move)

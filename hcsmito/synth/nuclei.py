@@ -23,7 +23,7 @@ from scipy import ndimage as ndi
 
 from hcsmito.synth.params import Condition, SynthParams
 from hcsmito.synth.render import Glass, bbox, splat
-from hcsmito.synth.scene import Scene
+from hcsmito.synth.scene import NUCLEUS_BASE_UM, Scene, msc_nucleus_axes
 
 __all__ = ["Fate", "Nucleus", "annexin_object", "draw_fate", "hoechst_object", "nuclei_label"]
 
@@ -109,20 +109,16 @@ def _level(rng: np.random.Generator, p: SynthParams, state: str) -> float:
 def _msc_nucleus(rng, p: SynthParams, scene: Scene, cell: int, state: str) -> Nucleus:
     """A flat ellipsoid under the nuclear bulge of MSC ``cell``: the bulge's footprint
     shrunk to 0.9, from 0.3 µm above the glass to 0.6 µm below the bulge's top."""
-    cy, cx, r_cell, theta, aspect = scene.msc_shapes[cell - 1]
-    a = min(aspect, 1.4)  # as the bulge of cells._msc_height
-    rn = 0.5 * p.msc_nucleus_diameter_um
-    tall = p.msc_nucleus_height_um
-    if rn <= 0:  # no bulge drawn: a nucleus under the plateau
-        rn, tall = 0.3 * r_cell, p.msc_height_um
-    ru, rv = 0.9 * rn * a, 0.9 * rn / a
-    rz = 0.5 * max(tall - 0.9, 0.6)
+    shape = scene.msc_shapes[cell - 1]
+    cy, cx, r_cell, theta, _ = shape
+    rz, ru, rv = msc_nucleus_axes(p, shape)
+    rn = 0.5 * p.msc_nucleus_diameter_um if p.msc_nucleus_diameter_um > 0 else 0.3 * r_cell
     level = _level(rng, p, state)
     if state == CONDENSED:
         s = rng.uniform(*p.condensed_scale)
         ru, rv = s * ru, s * rv
         rz = min(rz, ru, rv)  # it rounds up, no higher than it was
-    center = (p.glass_z_um + 0.3 + rz, cy, cx)
+    center = (p.glass_z_um + NUCLEUS_BASE_UM + rz, cy, cx)
     nuc = Nucleus("msc", cell, center, (rz, ru, rv), theta, state, level)
     if state == FRAGMENTED:  # fragments as much larger than a Jurkat's as the nucleus is
         jurkat_nucleus = p.jurkat_diameter_um * 0.5 * sum(p.jurkat_nucleus_fraction)

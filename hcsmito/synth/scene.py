@@ -15,7 +15,10 @@ from scipy import ndimage as ndi
 
 from hcsmito.synth.params import SynthParams
 
-__all__ = ["Focus", "Jurkat", "Scene", "Tnt"]
+__all__ = ["Focus", "Jurkat", "Scene", "Tnt", "msc_nucleus_axes", "msc_nucleus_rho2"]
+
+#: An MSC's nucleus lies this far above the glass (µm).
+NUCLEUS_BASE_UM = 0.3
 
 
 @dataclass
@@ -74,6 +77,9 @@ class Scene:
     fibres: list[tuple[np.ndarray, int]] = field(default_factory=list)  # (N, 2) y, x µm
     # per MSC (id - 1): the disc it was drawn from, (cy, cx, r, theta, aspect), µm / rad
     msc_shapes: list[tuple[float, float, float, float, float]] = field(default_factory=list)
+    # (Y, X) float32: top of each MSC's (normal) nucleus above the glass over its
+    # footprint, µm (0 elsewhere): a donor resting on the cell keeps clear of it
+    nucleus_top: np.ndarray | None = None
 
     @property
     def n_msc(self) -> int:
@@ -135,6 +141,31 @@ def z_room(p: SynthParams) -> tuple[float, float]:
     if p.allow_cut and p.ndim == 3:
         return top, 0.5
     return top - 0.3, math.inf
+
+
+def msc_nucleus_axes(p: SynthParams, shape) -> tuple[float, float, float]:
+    """Semi-axes ``(rz, ru, rv)`` (µm; u along the disc's direction ``theta``) of the
+    normal nucleus of the MSC drawn from disc ``shape`` ``(cy, cx, r, theta, aspect)``: the
+    footprint of its nuclear bulge shrunk to 0.9, from :data:`NUCLEUS_BASE_UM` above the
+    glass to 0.6 µm below the bulge's top (without a bulge, a nucleus under the plateau)."""
+    _, _, r_cell, _, aspect = shape
+    a = min(aspect, 1.4)  # as the bulge of cells._msc_height
+    rn = 0.5 * p.msc_nucleus_diameter_um
+    tall = p.msc_nucleus_height_um
+    if rn <= 0:
+        rn, tall = 0.3 * r_cell, p.msc_height_um
+    return 0.5 * max(tall - 0.9, 0.6), 0.9 * rn * a, 0.9 * rn / a
+
+
+def msc_nucleus_rho2(p: SynthParams, shape, yy: np.ndarray, xx: np.ndarray, scale: float = 1.0):
+    """Squared elliptic radius of points ``(yy, xx)`` (µm) in the footprint of the normal
+    nucleus of the MSC of disc ``shape``, its axes times ``scale`` (< 1 inside)."""
+    cy, cx, _, theta, _ = shape
+    _, ru, rv = msc_nucleus_axes(p, shape)
+    c, s = math.cos(theta), math.sin(theta)
+    u = (yy - cy) * c + (xx - cx) * s
+    v = -(yy - cy) * s + (xx - cx) * c
+    return (u / (scale * ru)) ** 2 + (v / (scale * rv)) ** 2
 
 
 def pick(rng: np.random.Generator, mask: np.ndarray) -> int | None:
