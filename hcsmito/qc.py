@@ -75,6 +75,11 @@ QC_FLAGS: dict[str, str] = {
         "a nucleus holds more than 10 typical nuclear volumes (nuclei.nucleus_diameter_um): "
         "touching nuclei were not split, and the cells they seed are not trusted"
     ),
+    "z_attenuation": (
+        "the signal falls along the stack (depth attenuation, bleaching) to less than "
+        "attenuation.flag_below of its brighter end, or falls far but too unevenly to "
+        "correct: the deep planes' objects are not trusted"
+    ),
     "saturated": (
         "a channel has more than qc.saturated_share of its voxels at its maximum value "
         "(clipped at the top of the dtype or of the detector range): intensities are capped"
@@ -185,8 +190,39 @@ def _float_sample(b: Backend, a: Any, voxels: int = _SAMPLE_VOXELS) -> tuple[Any
     ny, nx = (a.shape[-2] // k) * k, (a.shape[-1] // k) * k
     a = a[..., :ny, :nx]
     lead = a.shape[:-2]
+    dt = np.dtype(a.dtype)
+    if dt.kind in "iu" and dt.itemsize <= 2 and k * k * (1 << (8 * dt.itemsize)) <= 1 << 24:
+        # integers of 16 bits or less: each block's sum is an integer below 2^24, which
+        # float32 holds exactly whatever the order of the additions, so the sums can be
+        # taken in int32 (one strided add per row and column of the block, not a buffered
+        # float reduction over two axes), then divided as ``mean`` divides them
+        acc = a[..., 0::k, :].astype(xp.int32)
+        for j in range(1, k):
+            acc += a[..., j::k, :]
+        sums = acc[..., 0::k].copy()
+        for j in range(1, k):
+            sums += acc[..., j::k]
+        del acc
+        out = sums.astype(xp.float32)
+        return xp.true_divide(out, xp.intp(k * k), out=out, casting="unsafe"), k
     # binned in float32 from the raw dtype: no full-size float copy of a large field
     return a.reshape(*lead, ny // k, k, nx // k, k).mean(axis=(-3, -1), dtype=xp.float32), k
+
+
+class _Sample:
+    """One channel's binned float32 sample (:func:`_float_sample`) and its 2-voxel block
+    means, made once for the image checks that read them (:func:`field_qc`)."""
+
+    def __init__(self, image: Any):
+        self.b = Backend.of(image)
+        self.a, self.k = _float_sample(self.b, image)
+        self._blocks = None
+
+    @property
+    def blocks(self) -> Any:
+        if self._blocks is None:
+            self._blocks = _block_mean(self.b, self.a)
+        return self._blocks
 
 
 def _block_mean(b: Backend, a: Any, k: int = 2) -> Any:
@@ -239,12 +275,14 @@ def signal_to_noise(image: Any) -> float:
     float
         ``inf`` for a noise-free channel with structure, 0 for a constant one.
     """
+    return _signal_to_noise(_Sample(image))
+
+
+def _signal_to_noise(sample: _Sample) -> float:
     from hcsmito.stages.background import noise_sigma
 
-    b = Backend.of(image)
-    xp = b.xp
-    a, _ = _float_sample(b, image)
-    means = _block_mean(b, a)
+    xp = sample.b.xp
+    means = sample.blocks
     blocks = means.reshape(-1)
     if blocks.size == 0:
         return 0.0
@@ -317,8 +355,13 @@ def sharpness(
     plane : int
         The sharpest plane (0 for a 2-D field; -1 when none).
     """
-    b = Backend.of(image)
-    a, k = _float_sample(b, image)
+    return _sharpness(_Sample(image), voxel_size, tile_um=tile_um)
+
+
+def _sharpness(
+    sample: _Sample, voxel_size: Mapping[str, float], *, tile_um: float = 8.0
+) -> tuple[float, int]:
+    b, a, k = sample.b, sample.a, sample.k
     if a.ndim == 2:
         a = a[None]
     _, ny, nx = a.shape
@@ -367,10 +410,13 @@ def falloff_ratio(image: Any, *, tiles: int = 8) -> tuple[float, float]:
         tiles' log residuals: small (~0.01) when the tiles are background, large when
         cells filled them (then the ratio measures the cells, not the light).
     """
-    b = Backend.of(image)
+    return _falloff_ratio(_Sample(image), tiles=tiles)
+
+
+def _falloff_ratio(sample: _Sample, *, tiles: int = 8) -> tuple[float, float]:
+    b = sample.b
     xp = b.xp
-    a, _ = _float_sample(b, image)
-    blocks = _block_mean(b, a)
+    blocks = sample.blocks
     bg = xp.percentile(blocks, 25.0, axis=0) if blocks.ndim == 3 else blocks
     ny, nx = (bg.shape[0] // tiles) * tiles, (bg.shape[1] // tiles) * tiles
     if ny < 4 * tiles or nx < 4 * tiles:
@@ -486,6 +532,7 @@ def field_qc(
     flags: list[str] = []
     m: dict[str, float] = {}
     live: list[str] = []
+    samples: dict[str, _Sample] = {}  # each channel binned once for every check
     for role, a in channels.items():
         if a is None:
             continue
@@ -493,7 +540,8 @@ def field_qc(
         m[f"saturated_share.{role}"] = share
         if share > saturated_share:
             flags.append("saturated")
-        snr = signal_to_noise(a)
+        samples[role] = _Sample(a)
+        snr = _signal_to_noise(samples[role])
         m[f"snr.{role}"] = snr
         if snr >= empty_snr:
             live.append(role)
@@ -503,7 +551,7 @@ def field_qc(
     # focus: over the channels with signal
     lengths, planes = {}, {}
     for role in live:
-        length, p = sharpness(channels[role], voxel_size)
+        length, p = _sharpness(samples[role], voxel_size)
         m[f"length_um.{role}"] = length
         if p >= 0:
             planes[role] = p
@@ -528,7 +576,7 @@ def field_qc(
     # fall-off: from the channel whose background is cleanest (cells fill no tile)
     best = (math.nan, math.inf)
     for role in live:
-        ratio, spread = falloff_ratio(channels[role])
+        ratio, spread = _falloff_ratio(samples[role])
         if np.isfinite(ratio) and spread < best[1]:
             best = (ratio, spread)
     m["vignetting_ratio"] = best[0]

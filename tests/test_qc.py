@@ -449,3 +449,55 @@ def test_fields_above_the_sample_size_are_binned_or_strided():
     assert share_at_maximum(a) == pytest.approx(np.mean(a == 4095), rel=0.1)
     q = field_qc({"mito": a}, voxel_size={"z": 0.5, "y": 0.1, "x": 0.1})
     assert q.flags == ("saturated",)
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.uint8, np.int16, np.uint32, np.float32])
+@pytest.mark.parametrize("shape", [(3, 61, 50), (40, 17), (2, 33, 33)])
+def test_binned_sample_is_the_float32_block_mean(dtype, shape):
+    """Small integers are binned by integer sums (exact in float32, any order), divided as
+    ``mean`` divides: the same numbers as the float32 mean over the blocks."""
+    from hcsmito.backend import get_backend
+    from hcsmito.qc import _float_sample
+
+    b = get_backend("cpu")
+    rng = np.random.default_rng(0)
+    info = np.iinfo(dtype) if np.dtype(dtype).kind in "iu" else None
+    lo, hi = (info.min, min(info.max, 1 << 20)) if info else (0.0, 7e4)
+    a = rng.uniform(lo, hi, shape).astype(dtype)
+    a.reshape(-1)[:5] = hi  # the largest values
+    for voxels in (a.size // 9, a.size // 16, a.size // 100, a.size):
+        got, k = _float_sample(b, a, voxels)
+        ny, nx = (a.shape[-2] // k) * k, (a.shape[-1] // k) * k
+        c = a[..., :ny, :nx]
+        want = (
+            c.reshape(*c.shape[:-2], ny // k, k, nx // k, k).mean(axis=(-3, -1), dtype=np.float32)
+            if k > 1
+            else c.astype(np.float32)
+        )
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got, want)
+
+
+def test_field_checks_on_one_sample_per_channel_equal_each_check_alone(monkeypatch):
+    import hcsmito.qc as qc_mod
+    from hcsmito.qc import falloff_ratio, field_qc, sharpness, signal_to_noise
+
+    rng = np.random.default_rng(3)
+    vs = {"z": 0.6, "y": 0.3, "x": 0.3}
+    img = rng.poisson(100, (6, 400, 360)).astype(np.uint16)
+    img[:, 100:200, 50:150] += 300
+    img[2:4, 250:260, 200:330] += 900
+    chans = {"mito": img, "msc": (img // 2).astype(np.uint16)}
+    small = 1 << 17  # binned (k = 3), as a large field is
+    monkeypatch.setattr(qc_mod, "_SAMPLE_VOXELS", small)
+    monkeypatch.setattr(qc_mod._float_sample, "__defaults__", (small,))
+    assert qc_mod._float_sample(qc_mod.Backend.of(img), img)[1] == 3
+    res = field_qc(chans, voxel_size=vs)
+    for role, a in chans.items():
+        assert res.metrics[f"snr.{role}"] == signal_to_noise(a)
+        length, p = sharpness(a, vs)
+        assert res.metrics[f"length_um.{role}"] == length
+        assert res.metrics[f"sharpest_plane.{role}"] == p
+    ratios = [falloff_ratio(a) for a in chans.values()]
+    best = min(ratios, key=lambda r: r[1])[0]
+    assert res.metrics["vignetting_ratio"] == best or np.isnan(best)
