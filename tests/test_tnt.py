@@ -13,6 +13,7 @@ from hcsmito.stages.tnt import TNT_COLUMNS, detect_tnts, match_tnts, tubeness
 from hcsmito.stages.tnt._geometry import (
     bbox,
     far_from,
+    far_from_shifts,
     feature_distance,
     feature_transform,
     path_length,
@@ -472,6 +473,50 @@ def test_sparse_pieces_and_frontier_equal_the_dense(shape):
             assert new is None
         else:
             np.testing.assert_array_equal(new, np.flatnonzero(reach))
+
+
+@pytest.mark.parametrize("shape", [(12, 40, 50), (30, 40)])
+def test_skeleton_piece_by_piece_equals_the_whole(shape):
+    """Each piece thinned on its own box gives the whole mask's skeleton (pieces that are
+    not 26-connected thin apart), in the same order; the pieces of the 40x512^2 field
+    were checked the same way (identical)."""
+    from scipy import ndimage as ndi
+    from skimage.morphology import skeletonize
+
+    from hcsmito.stages.tnt.detect import _skeleton_coords
+
+    rng = np.random.default_rng(3)
+    for thr in (0.55, 0.62):
+        blobs = ndi.gaussian_filter(rng.random(shape), 1.2) > thr
+        comp, n = ndi.label(blobs, structure=np.ones((3,) * len(shape), bool))
+        assert n > 3
+        got = _skeleton_coords(get_backend("cpu"), comp.astype(np.uint16))
+        np.testing.assert_array_equal(got, np.argwhere(skeletonize(blobs)))
+
+
+@pytest.mark.parametrize(
+    "shape,sp,um",
+    [((20, 60, 70), (0.6, 0.3, 0.3), 1.0), ((20, 60, 70), (0.5, 0.2, 0.25), 0.9),
+     ((50, 60), (0.3, 0.3), 1.0), ((9, 30, 31), (1.0, 0.3, 0.3), 0.3),
+     ((9, 30, 31), (0.6, 0.3, 0.3), 0.6)],
+)  # fmt: skip
+def test_far_from_by_shifts_equals_the_distance_transform(shape, sp, um):
+    """far_from_shifts (shifted ORs of the features dilated along the last axis) makes
+    far_from's and the whole distance transform's decisions: sparse and dense features,
+    features at the edges, none."""
+    from scipy import ndimage as ndi
+
+    b = get_backend("cpu")
+    rng = np.random.default_rng(len(shape) + int(10 * um))
+    for f in (rng.random(shape) < 0.001, ndi.gaussian_filter(rng.random(shape), 1) > 0.62,
+              np.zeros(shape, bool)):  # fmt: skip
+        f[(0,) * len(shape)] = f.any()
+        got = far_from_shifts(b, f, um, sp)
+        np.testing.assert_array_equal(got, far_from(b, f, um, sp))
+        if f.any():
+            np.testing.assert_array_equal(got, ndi.distance_transform_edt(~f, sampling=sp) > um)
+        else:
+            assert got.all()
 
 
 def test_candidates_in_slabs_equal_the_whole_image(monkeypatch):

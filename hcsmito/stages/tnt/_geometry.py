@@ -248,6 +248,69 @@ def far_from(b: Backend, features: Any, min_um: float, sp, tile: int = 128) -> A
     return out
 
 
+def far_from_shifts(b: Backend, features: Any, min_um: float, sp) -> Any:
+    """:func:`far_from` (``distance_transform_edt(~features) > min_um``, bool) by shifted
+    ORs instead of feature transforms, for a small ``min_um`` (a few voxels).
+
+    A voxel is near when a feature lies at an offset whose distance, with
+    :func:`far_from`'s float64 arithmetic (per axis ``(d * s)²``, summed in axis order,
+    against the largest sum whose square root is ``<= min_um``), is within ``min_um``. For
+    each offset along the leading axes the allowed offsets along the last axis are
+    ``-w..w``: the features dilated by ``w`` along the last axis (grown one step at a
+    time), shifted by the leading offset, are ORed in. On the features' box grown by
+    ``min_um`` and a voxel (everything outside is far): the same decisions as
+    :func:`far_from`.
+    """
+    import itertools
+
+    xp = b.xp
+    nd = features.ndim
+    out = xp.ones(features.shape, dtype=bool)
+    m = tuple(int(math.floor(min_um / s)) + 1 for s in sp)
+    box = bbox(b, features, m)
+    if box is None:
+        return out
+    f = features[box]
+    limit = _sqrt_at_most(float(min_um))
+
+    def term(ax: int, d: int) -> float:
+        t = float(d) * float(sp[ax])
+        return t * t
+
+    widths: dict[tuple[int, ...], int] = {}
+    for lead in itertools.product(*(range(-r, r + 1) for r in m[:-1])):
+        acc = None
+        for ax, d in enumerate(lead):
+            acc = term(ax, d) if acc is None else acc + term(ax, d)
+        w = -1
+        for d in range(m[-1] + 1):
+            tot = term(nd - 1, d) if acc is None else acc + term(nd - 1, d)
+            if tot <= limit:
+                w = d
+        if w >= 0:
+            widths[lead] = w
+    near = xp.zeros(f.shape, dtype=bool)
+    grown, at_w = f.copy(), 0
+    for w in sorted(set(widths.values())):
+        while at_w < w:  # one more voxel either way along the last axis
+            nxt = grown.copy()
+            nxt[..., 1:] |= grown[..., :-1]
+            nxt[..., :-1] |= grown[..., 1:]
+            grown, at_w = nxt, at_w + 1
+        for lead, lw in widths.items():
+            if lw != w:
+                continue
+            dst = tuple(
+                slice(max(0, -d), n - max(0, d)) for d, n in zip(lead, f.shape, strict=False)
+            )
+            src = tuple(
+                slice(max(0, d), n + min(0, d)) for d, n in zip(lead, f.shape, strict=False)
+            )
+            near[dst] |= grown[src]
+    out[box] = ~near
+    return out
+
+
 def _farther(b: Backend, ft, at: tuple[slice, ...], shape, sp, limit: float) -> Any:
     """``feature_distance > sqrt(limit)`` on the block ``at`` of a feature transform."""
     xp = b.xp

@@ -22,7 +22,7 @@ from hcsmito.stages.cell_surface import tighten_labels
 from hcsmito.stages.glass import Glass, estimate_glass, resolve_glass
 from hcsmito.stages.tnt._geometry import (
     bbox,
-    far_from,
+    far_from_shifts,
     feature_distance,
     inside_stack,
     near_features,
@@ -306,12 +306,7 @@ def detect_tnts(
     if not bool(mask.any()):
         return result(empty_labels(), _empty_table(), thr_hi)
 
-    from skimage.morphology import skeletonize
-
-    mask_h = b.to_host(mask)  # device->host: one bool volume (cuCIM has no 3-D skeleton)
-    skel = skeletonize(mask_h)
-    coords = np.argwhere(skel)
-    del skel, mask_h
+    coords = _skeleton_coords(b, comp)
     if len(coords) == 0:
         return result(empty_labels(), _empty_table(), thr_hi)
     # nearest cell of every tube voxel (feature transform of the free space, on boxes
@@ -458,6 +453,30 @@ def detect_tnts(
     return result(labels, table, thr_hi)
 
 
+def _skeleton_coords(b: Backend, comp: Any) -> np.ndarray:
+    """Coordinates (host, C order) of the skeleton of ``comp > 0``: each piece thinned on
+    its own box (one voxel of margin). Lee's thinning removes a voxel by its 26-neighbours
+    alone, in raster order, so pieces that are not 26-connected (distinct pieces) thin
+    apart as they do together: the same skeleton, without passes over the whole field."""
+    from scipy import ndimage as sp_ndi
+    from skimage.morphology import skeletonize
+
+    comp_h = b.to_host(comp)  # device->host: the pieces (cuCIM has no 3-D skeleton)
+    out = []
+    for i, sl in enumerate(sp_ndi.find_objects(comp_h), 1):
+        if sl is None:
+            continue
+        box = tuple(slice(max(s.start - 1, 0), min(s.stop + 1, n))
+                    for s, n in zip(sl, comp_h.shape, strict=True))  # fmt: skip
+        sub = comp_h[box] == i
+        pts = np.argwhere(skeletonize(sub) & sub)
+        out.append(pts + np.array([s.start for s in box]))
+    if not out:
+        return np.zeros((0, comp_h.ndim), np.int64)
+    coords = np.concatenate(out)
+    return coords[np.lexsort(coords.T[::-1])]  # C order, as np.argwhere of the whole
+
+
 def _int_labels(b: Backend, labels: Any) -> Any:
     """Labels on the backend in their own integer dtype (int32 for any other)."""
     lab = b.asarray(labels)
@@ -550,11 +569,12 @@ def _cargo_response(
         )  # fmt: skip
         region = free
         if bool(body.any()):
-            region = region & far_from(b, body, jurkat_halo_um, sp)
+            region = region & far_from_shifts(b, body, jurkat_halo_um, sp)
         vals = spots[region]
         if int(vals.size) >= 16:
-            med = float(b.to_host(xp.median(vals)))  # device->host: one value
-            sig = robust_sigma(b, vals)
+            sig = robust_sigma(b, vals)  # before the median reorders vals in place
+            med = float(b.to_host(xp.median(vals, overwrite_input=True)))  # device->host
+            del vals
             if sig > 0:
                 # largest response within the tolerance of each path voxel: the filter on
                 # the path's box grown by its radius (clipped: same edge mode)
