@@ -372,6 +372,7 @@ def test_tubeness_at_equals_the_whole_image(monkeypatch, two_d):
     smooth = [gaussian(get_backend("cpu"), img.astype(np.float32), sg)
               for _, sg in tube_scales(img.ndim, vs, (0.1, 0.2, 0.35), None)]  # fmt: skip
     monkeypatch.setattr(tnt, "_SLAB_VOXELS", 97)
+    monkeypatch.setattr(tnt, "_AT_VOXELS", 97)
     r, rr = tubeness_at(img, at, voxel_size=vs, smooth=[smooth[0], None, smooth[2]])
     np.testing.assert_array_equal(r, whole.reshape(-1)[at])
     np.testing.assert_array_equal(rr, whole_r.reshape(-1)[at])

@@ -17,6 +17,9 @@ __all__ = ["central_gradient", "tube_scales", "tubeness", "tubeness_at"]
 #: enough that kernel launches do not dominate, ~1 GiB of temporaries).
 _SLAB_VOXELS = 1 << 20
 _SLAB_VOXELS_GPU = 1 << 24
+#: Voxels per chunk of :func:`tubeness_at` on the CPU (~15 float32 temporaries and a few
+#: int64 index arrays each: ~100 B per voxel, 25 MiB a chunk).
+_AT_VOXELS = 1 << 18
 
 
 def _sym_eigvals3(b: Backend, h: dict[tuple[int, int], Any]) -> tuple[Any, Any, Any]:
@@ -232,10 +235,12 @@ def tubeness_at(
     best_r = xp.zeros(at.shape, xp.float32)
     if int(at.size) == 0:
         return best, best_r
-    coords = xp.unravel_index(at, shape)
-    lo = [int(b.to_host(c.min())) for c in coords]  # device->host: one value per axis
-    hi = [int(b.to_host(c.max())) + 1 for c in coords]  # device->host: one value per axis
-    step = _SLAB_VOXELS_GPU if b.is_gpu else _SLAB_VOXELS
+    if smooth is None or any(sm is None for sm in smooth):  # a box to smooth: its corners
+        coords = xp.unravel_index(at, shape)
+        lo = [int(b.to_host(c.min())) for c in coords]  # device->host: one value per axis
+        hi = [int(b.to_host(c.max())) + 1 for c in coords]  # device->host: one value per axis
+        del coords
+    step = _SLAB_VOXELS_GPU if b.is_gpu else _AT_VOXELS
     for k, (r, sig_px) in enumerate(tube_scales(nd, voxel_size, tube_radius_um, psf_sigma_um)):
         if smooth is not None and smooth[k] is not None:
             s, origin = smooth[k], (0,) * nd
@@ -249,7 +254,7 @@ def tubeness_at(
         # in chunks of voxels: the Hessian and its eigenvalues take ~15 temporaries each
         for c0 in range(0, int(at.size), step):
             part = slice(c0, c0 + step)
-            cs = tuple(c[part] for c in coords)
+            cs = xp.unravel_index(at[part], shape)  # a chunk's coordinates at a time
             # voxels 2 or more from every edge: the differences are central, the offsets
             # into s the same for all (gathered directly); the others clamp per voxel
             inner = _interior(b, cs, shape)
