@@ -32,6 +32,7 @@ __all__ = [
     "Channels",
     "Config",
     "Deconvolution",
+    "DepthAttenuation",
     "FIELD_SECTIONS",
     "FieldConfig",
     "FociDetection",
@@ -210,6 +211,25 @@ class Background(_Section):
     )
     radius_um: float = Field(10.0, gt=0, description="top-hat ball radius, µm")
     sigma_um: float = Field(10.0, gt=0, description="Gaussian sigma, µm")
+
+
+class DepthAttenuation(_Section):
+    """Depth attenuation along the stack (:mod:`hcsmito.stages.attenuation`): measured in
+    the thick objects of the msc (else nuclei, else mito) channel, every detection
+    channel corrected where it is significant."""
+
+    method: Literal["auto", "none"] = Field(
+        "auto", description="auto (measure, correct where significant) | none"
+    )
+    interior_um: float = Field(
+        3.0, gt=0, description="depth inside an object that its surfaces' blur misses, µm"
+    )
+    min_change: float = Field(
+        0.1, gt=0, lt=1, description="smallest fall over the stack that is corrected (share)"
+    )
+    flag_below: float = Field(
+        0.35, gt=0, lt=1, description="a fall below this share is flagged z_attenuation"
+    )
 
 
 class MscSegmentation(_ThresholdSection):
@@ -670,6 +690,10 @@ class Config(BaseModel):
     background: Background = Field(
         default_factory=Background, description="background subtraction of the detection channels"
     )
+    attenuation: DepthAttenuation = Field(
+        default_factory=DepthAttenuation,
+        description="depth attenuation along the stack: measured, and corrected",
+    )
     msc: MscSegmentation = Field(
         default_factory=MscSegmentation, description="MSC segmentation (GFP channel)"
     )
@@ -719,8 +743,8 @@ class Config(BaseModel):
 
 
 #: The sections of :class:`Config` that one field's computation reads.
-FIELD_SECTIONS = ("optics", "deconvolution", "background", "msc", "jurkat", "nuclei", "markers",
-                  "foci", "tnt", "adhesion", "readouts", "qc")  # fmt: skip
+FIELD_SECTIONS = ("optics", "deconvolution", "background", "attenuation", "msc", "jurkat",
+                  "nuclei", "markers", "foci", "tnt", "adhesion", "readouts", "qc")  # fmt: skip
 
 
 class _FieldSections(BaseModel):

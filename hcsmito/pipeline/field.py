@@ -265,8 +265,9 @@ def _field_qc(prep: Prepared, obj: _Objects, config: FieldConfig):
             prep.raw, voxel_size=prep.vox, msc_labels=obj.msc, jurkat_labels=obj.jurkat.labels,
             markers=config.markers.names(), **config.qc.stage_kwargs(),
         )  # fmt: skip
-        stages = {"segment_msc": obj.msc_instances, "segment_jurkat": obj.jurkat,
-                  "segment_nuclei": obj.nuclei, "foci": obj.foci, "tnt": obj.tnts}  # fmt: skip
+        stages = {"attenuation": prep.attenuation, "segment_msc": obj.msc_instances,
+                  "segment_jurkat": obj.jurkat, "segment_nuclei": obj.nuclei, "foci": obj.foci,
+                  "tnt": obj.tnts}  # fmt: skip
         return qc, _collect_flags(qc.flags, stages)
 
 

@@ -114,6 +114,7 @@ class Prepared:
     det: dict[str, Any]
     decon: dict[str, Any]
     processed: dict[str, np.ndarray]
+    attenuation: Any = None  # Attenuation: the depth attenuation measured (and corrected)
 
 
 def prepare(
@@ -152,6 +153,19 @@ def prepare(
     for role, image in decon.items():
         det[role] = image
         processed[role] = b.to_host(image)  # device→host: output image
+    attenuation = None
+    if config.attenuation.method != "none" and ndim == 3:
+        from hcsmito.stages.attenuation import correct_attenuation
+
+        with timer("attenuation"):
+            detection = {r.name: det[r.name] for r in schema.ROLES
+                         if not r.marker and r.name in det}  # fmt: skip
+            corrected, attenuation = correct_attenuation(
+                detection, voxel_size=vox, **config.attenuation.stage_kwargs(exclude=("method",))
+            )
+            det.update(corrected)
+            if attenuation.note():
+                notes.append(attenuation.note())
     if config.background.method != "none":
         with timer("background"):
             for role in (r.name for r in schema.ROLES if r.background):
@@ -160,7 +174,9 @@ def prepare(
                         det[role], voxel_size=vox, **config.background.stage_kwargs()
                     )
 
-    return Prepared(b, timer, notes, ndim, spacing, vox, shapes, raw, det, decon, processed)
+    return Prepared(
+        b, timer, notes, ndim, spacing, vox, shapes, raw, det, decon, processed, attenuation
+    )
 
 
 def detection_channels(raw: dict[str, Any], config: FieldConfig, xp: Any) -> dict[str, Any]:

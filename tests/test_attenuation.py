@@ -1,0 +1,109 @@
+"""Depth attenuation: measured inside thick objects against the known fall of drawn
+stacks (exact blocks and the generator's fields), and corrected."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hcsmito.stages.attenuation import (
+    attenuation_profile,
+    correct_attenuation,
+    measure_attenuation,
+)
+from hcsmito.synth import SynthParams, generate_field
+
+VS = {"z": 0.5, "y": 0.3, "x": 0.3}
+
+
+def _blocks(profile: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Two thick blocks (and a thin sheet, which the measure must ignore) on a noisy
+    background of 100; the blocks' signal 1000 times ``profile`` per plane."""
+    rng = np.random.default_rng(seed)
+    nz = profile.size
+    img = np.zeros((nz, 96, 96), np.float32)
+    img[2 : nz - 2, 10:40, 10:50] = 1000
+    img[3 : nz - 3, 50:90, 45:85] = 1000
+    img[nz // 2, 60:62, 5:40] = 3000  # a sheet one plane thick: no interior
+    img *= profile[:, None, None].astype(np.float32)
+    img += 100
+    return rng.poisson(img).astype(np.uint16)
+
+
+@pytest.mark.parametrize("ratio", [1.0, 0.7, 0.4, 1 / 0.55])
+def test_a_known_exponential_fall_is_measured(ratio):
+    nz = 30
+    img = _blocks(ratio ** (np.arange(nz) / (nz - 1)))
+    found, log_se, pairs = measure_attenuation(img, voxel_size=VS)
+    assert pairs >= 10
+    assert found == pytest.approx(ratio, rel=0.03)
+    assert log_se < 0.05
+
+
+def test_2d_thin_or_empty_fields_are_not_measured():
+    assert measure_attenuation(np.ones((64, 64), np.uint16), voxel_size=VS)[2] == 0
+    assert measure_attenuation(np.ones((4, 64, 64), np.uint16), voxel_size=VS)[2] == 0
+    sheet = np.full((20, 64, 64), 100, np.uint16)
+    sheet[10, 10:50, 10:50] = 2000  # thin: no voxel has 3 µm of foreground around it
+    assert measure_attenuation(sheet, voxel_size=VS)[2] == 0
+    out, att = correct_attenuation({"msc": sheet}, voxel_size=VS)
+    assert out["msc"] is sheet and not att.corrected and att.flags == ()
+
+
+def test_correction_restores_the_planes_and_keeps_the_dtype():
+    nz = 30
+    prof = 0.5 ** (np.arange(nz) / (nz - 1))
+    flat, fallen = _blocks(np.ones(nz), seed=1), _blocks(prof, seed=1)
+    out, att = correct_attenuation({"msc": fallen, "mito": fallen[::-1]}, voxel_size=VS)
+    assert att.corrected and att.source == "msc" and att.flags == ()
+    assert att.ratio == pytest.approx(0.5, rel=0.03)
+    assert out["msc"].dtype == np.uint16  # the corrected values fit
+    inside = (slice(4, nz - 4), slice(55, 85), slice(50, 80))
+    per_plane = out["msc"][inside].mean(axis=(1, 2)) / flat[inside].mean(axis=(1, 2))
+    np.testing.assert_allclose(per_plane, 1.0, atol=0.03)
+    # the background stays where it was (the fall is corrected above it)
+    assert np.median(out["msc"][:, :, 92:]) == pytest.approx(100, abs=2)
+    # every channel gets the one profile (measured on msc), above its background
+    gain = (out["mito"][inside].mean(axis=(1, 2)) - 100) / (
+        fallen[::-1][inside].mean(axis=(1, 2)) - 100
+    )
+    np.testing.assert_allclose(gain, 1 / attenuation_profile(att.ratio, nz)[4 : nz - 4], rtol=0.02)
+    np.testing.assert_allclose(attenuation_profile(0.5, 3), [1, 0.5**0.5, 0.5])
+    np.testing.assert_allclose(attenuation_profile(2.0, 3), [0.5, 0.5**0.5, 1])
+
+
+def test_no_fall_leaves_the_channels_as_they_are():
+    img = _blocks(np.ones(30), seed=2)
+    out, att = correct_attenuation({"msc": img}, voxel_size=VS)
+    assert out["msc"] is img and not att.corrected and att.flags == ()
+    assert att.ratio == pytest.approx(1.0, abs=0.03) and att.note() == ""
+
+
+def test_a_strong_fall_is_corrected_and_flagged_an_uneven_one_flagged_only():
+    nz = 30
+    img = _blocks(0.25 ** (np.arange(nz) / (nz - 1)), seed=3)
+    _, att = correct_attenuation({"msc": img}, voxel_size=VS)
+    assert att.corrected and att.flags == ("z_attenuation",)
+    assert "falls to 0.25" in att.note()
+    # a fall to 0.5 with planes flickering by 30 % (lamp, scan): a mean fall that the
+    # pairs do not agree on: flagged, not corrected
+    flicker = np.random.default_rng(5).lognormal(0, 0.3, nz)
+    img = _blocks(0.5 ** (np.arange(nz) / (nz - 1)) * flicker, seed=4)
+    out, att = correct_attenuation({"msc": img}, voxel_size=VS)
+    assert not att.corrected and att.flags == ("z_attenuation",) and out["msc"] is img
+    with pytest.raises(ValueError, match="min_change"):
+        correct_attenuation({"msc": img}, voxel_size=VS, min_change=1.5)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_generated_fields_attenuation_is_measured_on_the_msc_channel(seed):
+    """The generator's MSC domes (GFP cytoplasm, blurred) against its known fall; and no
+    correction where it draws none."""
+    p = SynthParams(shape=(24, 160, 160), n_msc=2, n_jurkat=3)
+    for ratio in (1.0, 0.55):
+        f = generate_field(p.model_copy(update={"z_attenuation": ratio}), seed=seed)
+        found, log_se, pairs = measure_attenuation(f.image[0], voxel_size=f.voxel_size)
+        assert pairs >= 2
+        assert found == pytest.approx(ratio, abs=0.08)
+        _, att = correct_attenuation({"msc": f.image[0]}, voxel_size=f.voxel_size)
+        assert att.corrected == (ratio != 1.0)
