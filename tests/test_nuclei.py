@@ -60,6 +60,28 @@ def test_touching_nuclei_split_and_a_flat_nucleus_stays_whole():
     assert got.flags == () and list(got.n_parts) == [1, 1, 1, 1]
 
 
+@pytest.mark.parametrize("seed", [0, 2])
+def test_a_nucleus_whose_distance_map_tops_tie_stays_whole(seed):
+    """Two balls 2 µm apart make one peanut-shaped nucleus with no neck: its distance map
+    has two tops a few voxels apart, tied, and a saddle 0.15 µm below them, far less than
+    the split depth (0.25 x the 4 µm radius). They are one maximum (seed_dynamics); before,
+    scikit-image's h-maxima tops kept them two seeds, and the nucleus was split (on these
+    noise draws; as on a 2-D crowded field of the generator: an elongated MSC nucleus cut
+    in two, seeding two MSCs). Two touching nuclei with a neck still split."""
+    balls = [
+        ((5.0, 8.0, 8.0), (3.4, 3.4, 3.4), 200),  # one nucleus, two tied tops
+        ((5.0, 8.0, 10.0), (3.4, 3.4, 3.4), 200),
+        ((5.0, 8.0, 22.0), (3.2, 3.2, 3.2), 200),  # two nuclei that touch
+        ((5.0, 8.0, 28.2), (3.2, 3.2, 3.2), 200),
+    ]
+    img, truth = _draw((20, 80, 170), balls, seed=seed)
+    lab = np.asarray(segment_nuclei(img, voxel_size=VOX).labels)
+    blob = (truth == 1) | (truth == 2)
+    assert len(set(np.unique(lab[blob])) - {0}) == 1
+    pair = [np.bincount(lab[truth == k]).argmax() for k in (3, 4)]
+    assert 0 not in pair and pair[0] != pair[1]
+
+
 def test_fragments_close_together_are_one_nucleus_and_debris_is_dropped():
     # three pieces 1.4 µm apart (more than the blur joins, less than the merge gap)
     pieces = [((8.0, 20.0, 20.0), (0.7, 0.7, 0.7), 300), ((8.0, 20.0, 22.8), (0.7, 0.7, 0.7), 300),
@@ -383,9 +405,11 @@ def test_real_dapi_field_with_cytoplasmic_stain_gives_its_nucleus_not_its_cell(s
 
 @pytest.mark.parametrize(
     ("shape", "n_msc", "seed"),
-    [((16, 160, 160), 2, 3), ((160, 160), 1, 2), ((160, 160), 1, 1)],
+    [((16, 160, 160), 2, 3), ((160, 160), 1, 4), ((160, 160), 1, 1)],
     ids=["3-D", "2-D below the haze", "2-D above the nuclei"],
-)
+)  # 2-D below the haze was seed 2 until the generator kept donors off MSC nuclei: its
+# donors now rest over the MSC nucleus, one blob with it in the projection, which
+# segment_nuclei alone does not split (split_at_donors does, in the pipeline)
 def test_generated_haze_is_found_and_a_field_without_it_keeps_its_threshold(shape, n_msc, seed):
     """The generator's cytoplasmic haze (a quarter of the nuclear level): nuclei F1 >= 0.9
     against the truth, where the field's ``auto`` threshold alone gives below 0.6 (below

@@ -324,11 +324,12 @@ def _split_and_group(
     mask = ndi.binary_fill_holes(mask, structure=st)
     dist = ndi.distance_transform_edt(mask, sampling=sp).astype(np.float32)
     radius = 0.5 * diameter
-    tops = _h_maxima_by_component(dist, mask, dynamics * radius, full)
+    tops, dome = _dome_tops(dist, mask, dynamics * radius, full)
     # the top of one nucleus' distance map can come out as pixels a few apart (a plateau
-    # on a pixel grid): tops within 1 µm are one seed
+    # on a pixel grid): tops within 1 µm are one seed, and so are tops of one dome
     near = ellipsoid_footprint([max(0.5 / s, 1.0) for s in sp])
     seeds, _ = ndi.label(ndi.binary_dilation(tops, structure=near) & mask, structure=full)
+    seeds = _join_on_domes(seeds, tops, dome)
     lab = watershed(-dist, markers=seeds, mask=mask).astype(np.int32)
     rest, n_rest = ndi.label(mask & (lab == 0), structure=full)
     if n_rest:
@@ -368,18 +369,32 @@ def _split_and_group(
 
 
 def _h_maxima_by_component(dist: np.ndarray, mask: np.ndarray, h: float, full) -> np.ndarray:
-    """``h_maxima(dist, h) & mask``, computed in the box of each component of ``mask``.
+    """``h_maxima(dist, h) & mask``, computed in the box of each component of ``mask``
+    (:func:`_dome_tops`)."""
+    return _dome_tops(dist, mask, h, full)[0]
 
-    The distance map is 0 between components, so no reconstruction crosses from one to
-    another: each box gives what the whole volume gives, without sorting the background
-    (over the whole volume this was half of the stage's time). A component whose map
-    never rises ``h`` above 0 has no h-maximum in the whole volume either, and is skipped.
+
+def _dome_tops(dist: np.ndarray, mask: np.ndarray, h: float, full) -> tuple[np.ndarray, np.ndarray]:
+    """The tops of the h-maxima of ``dist`` in ``mask`` (scikit-image's ``h_maxima``: the
+    voxels ``h`` above the map reconstructed from ``dist - h``), and the dome each lies on
+    (int labels at the tops, 0 elsewhere): the regional-maximum plateau of the
+    reconstruction holding it. Two tops of one dome are one maximum: their saddle lies
+    less than ``h`` below them (on a long nucleus two tied tops of its distance map,
+    a few voxels apart), and scikit-image's tops keep them apart.
+
+    Computed in the box of each component of ``mask``: the distance map is 0 between
+    components, so no reconstruction crosses from one to another, and each box gives what
+    the whole volume gives without sorting the background (over the whole volume this
+    was half of the stage's time). A component whose map never rises ``h`` above 0 has no
+    h-maximum in the whole volume either, and is skipped.
     """
     from scipy import ndimage as ndi
-    from skimage.morphology import h_maxima
+    from skimage.morphology import reconstruction
 
     tops = np.zeros(mask.shape, bool)
+    dome = np.zeros(mask.shape, np.int32)
     comp, _ = ndi.label(mask, structure=full)
+    n_domes = 0
     for i, box in enumerate(ndi.find_objects(comp), start=1):
         if box is None:
             continue
@@ -389,8 +404,46 @@ def _h_maxima_by_component(dist: np.ndarray, mask: np.ndarray, h: float, full) -
             continue
         pad = np.pad(d, 1)  # the zero border the whole volume has around the component
         inner = tuple(slice(1, -1) for _ in range(d.ndim))
-        tops[box] |= h_maxima(pad, h).astype(bool)[inner] & own
-    return tops
+        # as skimage.morphology.h_maxima (0.26) computes it, the reconstruction kept
+        shifted = pad - h - 2 * np.finfo(pad.dtype).resolution * np.abs(pad)
+        rec = reconstruction(shifted, pad, method="dilation", footprint=full)
+        top = ((pad - rec) >= h)[inner] & own
+        tops[box] |= top
+        if not top.any():
+            continue
+        # plateaus of the reconstruction: neighbours there are never higher, so two
+        # adjacent voxels of one are equal
+        flat = rec >= ndi.maximum_filter(rec, footprint=full, mode="nearest")
+        plateaus, n = ndi.label(flat, structure=full)
+        at = plateaus[inner][top]
+        dome[box][top] = at + n_domes
+        n_domes += n
+    return tops, dome
+
+
+def _join_on_domes(seeds: np.ndarray, tops: np.ndarray, dome: np.ndarray) -> np.ndarray:
+    """``seeds`` (labels) renumbered so that the seeds holding tops of one dome are one."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    n = int(seeds.max(initial=0))
+    if n < 2:
+        return seeds
+    pairs = np.unique(np.stack([seeds[tops], dome[tops]]), axis=1)
+    pairs = pairs[:, (pairs[0] > 0) & (pairs[1] > 0)]
+    m = int(dome.max(initial=0))
+    graph = coo_matrix((np.ones(pairs.shape[1]), (pairs[0], n + pairs[1])),
+                       shape=(n + m + 1, n + m + 1))  # fmt: skip
+    _, comp = connected_components(graph, directed=False)
+    first = np.full(comp.max() + 1, 0, np.int64)
+    order = np.arange(n, 0, -1)  # each group takes its lowest seed's number
+    first[comp[order]] = order
+    lut = np.zeros(n + 1, np.int32)
+    lut[1:] = first[comp[1 : n + 1]]
+    if (lut[1:] == np.arange(1, n + 1)).all():
+        return seeds
+    _, dense = np.unique(lut, return_inverse=True)
+    return dense.reshape(lut.shape).astype(np.int32)[seeds]
 
 
 def _flags(labels: Any, b: Backend, typical_voxels: float) -> tuple[str, ...]:
