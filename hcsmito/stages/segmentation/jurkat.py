@@ -13,7 +13,6 @@ import numpy as np
 from hcsmito.backend import Backend
 from hcsmito.stages._util import (
     VoxelSize,
-    as_float32,
     background_level_noise,
     bbox,
     ellipsoid_footprint,
@@ -25,6 +24,7 @@ from hcsmito.stages._util import (
     spacing,
     touches_border,
 )
+from hcsmito.stages.cell_surface import gaussian_one_volume
 from hcsmito.stages.segmentation._common import (
     Instances,
     box,
@@ -67,7 +67,8 @@ def jurkat_threshold_image(mito: Any, *, voxel_size: VoxelSize, smooth_um: float
     check_image(mito, "mito")
     b = Backend.of(mito)
     sp = spacing(voxel_size, mito.ndim)
-    return gaussian(b, as_float32(b, mito), [smooth_um / s for s in sp])
+    # one float32 volume, each pass written over its input: the numbers of ``gaussian``
+    return gaussian_one_volume(b, mito, [smooth_um / s for s in sp])
 
 
 def _fill_holes_lateral(b: Backend, mask: Any) -> Any:
@@ -257,7 +258,7 @@ def segment_jurkat(
             f"msc_labels has shape {tuple(msc_labels.shape)}, mito {tuple(mito.shape)}: "
             "pass the MSC labels of the same field"
         )
-    img = as_float32(b, mito)
+    img = b.asarray(mito)  # each Gaussian makes its own float32 copy (the same values)
     empty = JurkatInstances(xp.zeros(img.shape, xp.int32), np.zeros(0, bool))
     if img.size == 0:
         return empty
