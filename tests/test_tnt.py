@@ -520,6 +520,69 @@ def test_far_from_by_shifts_equals_the_distance_transform(shape, sp, um):
             assert got.all()
 
 
+def test_cargo_from_the_hot_spots_equals_the_filtered_response():
+    """The cargo rule reads the voxels whose spot response passes its threshold, found
+    before the tubes (the response is then freed), and a maximum filter of those marks on
+    the paths' box: the same calls as the maximum filter of the response itself."""
+    from scipy import ndimage as ndi
+
+    from hcsmito.stages._util import SpotResponse, robust_sigma
+    from hcsmito.stages.tnt.detect import _cargo_response, _hot_spots
+
+    b = get_backend("cpu")
+    rng = np.random.default_rng(5)
+    shape, sp = (10, 50, 60), (0.6, 0.3, 0.3)
+    mito = rng.normal(100, 5, shape).astype(np.float32)
+    spots = ndi.gaussian_filter(rng.normal(0, 1, shape), 0.7).astype(np.float32)
+    spots[rng.random(shape) < 0.003] += 3.0
+    body = np.zeros(shape, bool)
+    body[2:6, 10:20, 10:25] = True
+    free = rng.random(shape) < 0.9
+    free &= ~body
+    kw = dict(mito_threshold_k=4.0, mito_diameter_um=0.6, jurkat_halo_um=1.0,
+              psf_sigma_um=None)  # fmt: skip
+    resp = SpotResponse(mito, spots, ((0.6, 0.3, 0.3), 0.6, None, 3.0))
+    hot = _hot_spots(b, mito, body, free, sp, mito_spots=resp, **kw)
+    assert hot is not None and 0 < hot.size < 0.01 * spots.size
+    path = np.unique(rng.integers(0, spots.size, 400))
+    cidx = np.unravel_index(path, shape)
+    got = _cargo_response(b, None, True, hot, shape, cidx, sp, mito_tolerance_um=0.6)
+    # the reference: the filter of the response where the region is, on the path's box
+    region = free & (ndi.distance_transform_edt(~body, sampling=sp) > 1.0)
+    vals = spots[region]
+    thr = np.median(vals) + 4.0 * robust_sigma(b, vals)
+    lo = [max(int(c.min()) - r, 0) for c, r in zip(cidx, (1, 2, 2), strict=True)]
+    hi = [min(int(c.max()) + 1 + r, n) for c, r, n in zip(cidx, (1, 2, 2), shape, strict=True)]
+    box = tuple(slice(a, z) for a, z in zip(lo, hi, strict=True))
+    local = ndi.maximum_filter(np.where(region[box], spots[box], -np.inf), size=(3, 5, 5))
+    want = local[tuple(c - a for c, a in zip(cidx, lo, strict=True))] > thr
+    assert want.any() and not want.all()
+    np.testing.assert_array_equal(got, want)
+
+
+def test_spots_handed_over_give_the_same_tnts():
+    """The spot response handed over by a callable (the pipeline's list.pop) is taken once
+    and gives the TNTs the response itself gives."""
+    from hcsmito.stages._util import enhance_spots
+
+    f = _field("DMSO", 0)
+    sp = tuple(f.voxel_size[a] for a in "zyx")
+    mito, psf = f.image[1], f.params.psf_sigma_um()[2]
+    spots = enhance_spots(mito, voxel_size=sp, foci_diameter_um=0.6, psf_sigma_um=psf,
+                          keep=True)  # fmt: skip
+    kw = dict(voxel_size=f.voxel_size, msc_labels=f.labels["msc"],
+              jurkat_labels=f.labels["jurkat"], mito=mito, psf_sigma_um=psf)  # fmt: skip
+    ref = detect_tnts(f.image[2], mito_spots=spots, **kw)
+    box = [spots]
+    got = detect_tnts(f.image[2], mito_spots=box.pop, **kw)
+    assert box == []
+    assert ref.n > 0 and ref.table["carries_mito"].any()
+    assert ref.table.equals(got.table)
+    np.testing.assert_array_equal(ref.labels, got.labels)
+    plain = detect_tnts(f.image[2], **kw)  # the response computed by the stage
+    assert plain.table.equals(ref.table)
+
+
 def test_candidates_in_slabs_equal_the_whole_image(monkeypatch):
     """The candidates' Hessian trace, made in slabs of rows with their 2-row halos, is the
     whole image's: the same candidates for any slab size."""

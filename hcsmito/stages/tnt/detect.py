@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -146,7 +146,7 @@ def detect_tnts(
     jurkat_halo_um: float = 1.0,
     msc_signal: Any = None,
     tighten_cells: bool = True,
-    mito_spots: SpotResponse | None = None,
+    mito_spots: SpotResponse | Callable[[], SpotResponse | None] | None = None,
     threshold_sample: int | None = 32,
 ) -> TNTs:
     """Tunneling nanotubes of one field, with the cells they bridge and their cargo.
@@ -227,7 +227,9 @@ def detect_tnts(
         A spot response of ``mito`` computed before (the foci stage's ``Foci.spots``): the
         cargo rule reads it instead of computing its own when it was made from this
         ``mito`` with ``mito_diameter_um`` and ``psf_sigma_um`` (and a DoG ratio of 3).
-
+        Or a callable that hands it over (called once, e.g. a list's ``pop``): the
+        stage then holds the only reference, and frees the response once the cargo rule
+        has read what it needs from it (the spots above its threshold, at the start).
     Returns
     -------
     TNTs
@@ -279,6 +281,7 @@ def detect_tnts(
     if n_jur:
         cells[body] = jur[body].astype(dt) + dt(n_msc)
     del jur
+    free = cells == 0
     gl = None
     if nd == 3:
         gl = _field_glass(
@@ -292,7 +295,17 @@ def detect_tnts(
     if not bool((cells > 0).any()):  # no cells, no TNTs: the glass does not matter
         return TNTs(empty_labels(), _empty_table(), glass, glass=gl)
 
-    free = cells == 0
+    # the cargo rule's mitochondria: the free voxels (away from Jurkat bodies) whose spot
+    # response stands above its threshold, found now so that the response (4 B/voxel) is
+    # not held while the tubes are found
+    if callable(mito_spots):
+        mito_spots = mito_spots()
+    hot = None
+    if mito is not None:
+        hot = _hot_spots(b, mito, body, free, sp, mito_threshold_k=mito_threshold_k,
+                         mito_diameter_um=mito_diameter_um, jurkat_halo_um=jurkat_halo_um,
+                         psf_sigma_um=psf_sigma_um, mito_spots=mito_spots)  # fmt: skip
+    del mito_spots, body
     pieces = tube_pieces(
         actin, free, voxel_size=sp, tube_radius_um=tube_radius_um,
         psf_sigma_um=psf_sigma_um, threshold_k=threshold_k, threshold_low_k=threshold_low_k,
@@ -350,19 +363,14 @@ def detect_tnts(
     if paths:
         on_path = np.unique(np.concatenate([path for path, *_ in paths]))
         hit = _cargo_response(
-            b, foci_labels, mito, body, free,
-            tuple(b.asarray(coords[on_path, i]) for i in range(nd)), sp, nd,
+            b, foci_labels, mito is not None, hot, free.shape,
+            tuple(b.asarray(coords[on_path, i]) for i in range(nd)), sp,
             mito_tolerance_um=mito_tolerance_um,
-            mito_threshold_k=mito_threshold_k,
-            mito_diameter_um=mito_diameter_um,
-            jurkat_halo_um=jurkat_halo_um,
-            psf_sigma_um=psf_sigma_um,
-            mito_spots=mito_spots,
         )  # fmt: skip
         if hit is not None:
             cargo = np.zeros(len(coords), bool)
             cargo[on_path] = hit
-    del cells, free, body  # read no more
+    del cells, free, hot  # read no more
     rows = []
     kept = []
     spa = np.asarray(sp)
@@ -529,27 +537,59 @@ def _field_glass(
     return resolve_glass(est, reference_um=reference_um, tolerance_um=tolerance_um)
 
 
-def _cargo_response(
+def _hot_spots(
     b: Backend,
-    foci_labels: Any,
     mito: Any,
     body: Any,
     free: Any,
-    cidx: tuple[Any, ...],
     sp: tuple[float, ...],
-    nd: int,
     *,
-    mito_tolerance_um: float,
     mito_threshold_k: float,
     mito_diameter_um: float,
     jurkat_halo_um: float,
     psf_sigma_um: tuple[float, float] | None,
-    mito_spots: SpotResponse | None = None,
-) -> np.ndarray | None:
-    """Per voxel ``cidx`` of the paths (host bool): cargo within tolerance; None without
-    foci or mito."""
+    mito_spots: SpotResponse | None,
+) -> Any:
+    """Flat indices (sorted) of the free voxels beyond ``jurkat_halo_um`` of every Jurkat
+    body whose ``mito`` spot response exceeds their median by ``mito_threshold_k`` robust
+    sigmas; None when no threshold can be set (fewer than 16 voxels, no noise)."""
     xp = b.xp
-    if foci_labels is None and mito is None:
+    spots = enhance_spots(
+        mito, voxel_size=sp, foci_diameter_um=mito_diameter_um, psf_sigma_um=psf_sigma_um,
+        reuse=mito_spots,
+    )  # fmt: skip
+    region = free
+    if bool(body.any()):
+        region = region & far_from_shifts(b, body, jurkat_halo_um, sp)
+    vals = spots[region]
+    if int(vals.size) < 16:
+        return None
+    sig = robust_sigma(b, vals)  # before the median reorders vals in place
+    med = float(b.to_host(xp.median(vals, overwrite_input=True)))  # device->host: one value
+    del vals
+    if not sig > 0:
+        return None
+    above = spots > med + mito_threshold_k * sig
+    above &= region
+    return xp.flatnonzero(above.reshape(-1))
+
+
+def _cargo_response(
+    b: Backend,
+    foci_labels: Any,
+    has_mito: bool,
+    hot: Any,
+    shape: tuple[int, ...],
+    cidx: tuple[Any, ...],
+    sp: tuple[float, ...],
+    *,
+    mito_tolerance_um: float,
+) -> np.ndarray | None:
+    """Per voxel ``cidx`` of the paths (host bool): cargo within tolerance (a focus of
+    ``foci_labels``, or a voxel of ``hot``, see :func:`_hot_spots`); None without foci or
+    mito."""
+    xp = b.xp
+    if foci_labels is None and not has_mito:
         return None
     hit = xp.zeros(cidx[0].shape, dtype=bool)
     # box of the path voxels
@@ -562,32 +602,25 @@ def _cargo_response(
             # the path voxels (grouped by 32-voxel tiles of the plane)
             tile = cidx[-1] // 32 + (cidx[-2] // 32) * (foci.shape[-1] // 32 + 1)
             hit |= near_features(b, foci, cidx, tile, sp, mito_tolerance_um)
-    if mito is not None:
-        spots = enhance_spots(
-            mito, voxel_size=sp, foci_diameter_um=mito_diameter_um, psf_sigma_um=psf_sigma_um,
-            reuse=mito_spots,
-        )  # fmt: skip
-        region = free
-        if bool(body.any()):
-            region = region & far_from_shifts(b, body, jurkat_halo_um, sp)
-        vals = spots[region]
-        if int(vals.size) >= 16:
-            sig = robust_sigma(b, vals)  # before the median reorders vals in place
-            med = float(b.to_host(xp.median(vals, overwrite_input=True)))  # device->host
-            del vals
-            if sig > 0:
-                # largest response within the tolerance of each path voxel: the filter on
-                # the path's box grown by its radius (clipped: same edge mode)
-                rad = [max(int(round(mito_tolerance_um / s)), 0) for s in sp]
-                box = tuple(
-                    slice(max(a - r, 0), min(z + r, n))
-                    for a, z, r, n in zip(lo, hi, rad, free.shape, strict=True)
-                )
-                local = b.ndi.maximum_filter(
-                    xp.where(region[box], spots[box], -xp.inf), size=tuple(2 * r + 1 for r in rad)
-                )
-                at = tuple(c - s.start for c, s in zip(cidx, box, strict=True))
-                hit |= local[at] > med + mito_threshold_k * sig
+    if hot is not None:
+        # a hot voxel within the tolerance box of each path voxel: the maximum filter of the
+        # hot voxels on the path's box grown by its radius (clipped; the same edge mode as
+        # the filter of the responses, whose maximum exceeds the threshold exactly where a
+        # hot voxel lies in the window)
+        rad = [max(int(round(mito_tolerance_um / s)), 0) for s in sp]
+        box = tuple(
+            slice(max(a - r, 0), min(z + r, n))
+            for a, z, r, n in zip(lo, hi, rad, shape, strict=True)
+        )
+        h = xp.unravel_index(hot, shape)
+        inside = xp.ones(hot.shape, bool)
+        for c, sl in zip(h, box, strict=True):
+            inside &= (c >= sl.start) & (c < sl.stop)
+        marks = xp.zeros(tuple(sl.stop - sl.start for sl in box), xp.uint8)
+        marks[tuple(c[inside] - sl.start for c, sl in zip(h, box, strict=True))] = 1
+        local = b.ndi.maximum_filter(marks, size=tuple(2 * r + 1 for r in rad))
+        at = tuple(c - s.start for c, s in zip(cidx, box, strict=True))
+        hit |= local[at] > 0
     return b.to_host(hit)  # device->host: one bool per skeleton voxel
 
 

@@ -307,8 +307,21 @@ def _hessian_inner(
     base -= reach
     half = np.float32(0.5)
 
+    centre = None
+
     def at(off: int) -> Any:
         return xp.take(flat[reach + off :], base)
+
+    def at_centre() -> Any:  # read by every diagonal entry twice: gathered once
+        nonlocal centre
+        if centre is None:
+            centre = at(0)
+        return centre
+
+    def sub(a: Any, off: int) -> Any:
+        """a -= s at the voxels moved by ``off`` (the same subtraction)."""
+        a -= at_centre() if off == 0 else at(off)
+        return a
 
     out = {}
     for i in range(nd):
@@ -316,10 +329,10 @@ def _hessian_inner(
             si, sj = strides[i], strides[j]
             # g_i at v + e_j and v - e_j, then their central difference along j
             up = at(sj + si)
-            up -= at(sj - si)
+            sub(up, sj - si)
             up *= half
-            dn = at(-sj + si)
-            dn -= at(-sj - si)
+            dn = at_centre().copy() if si == sj else at(-sj + si)
+            sub(dn, -sj - si)
             dn *= half
             up -= dn
             up *= half
