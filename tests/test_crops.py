@@ -311,3 +311,23 @@ def test_donor_planes_filled_and_extended_on_boxes_equal_the_whole_field(backend
         np.testing.assert_array_equal(backend.to_host(labels), backend.to_host(ref))
         assert labels.dtype == ref.dtype
         np.testing.assert_array_equal(backend.to_host(proj), backend.to_host(ref).max(axis=0))
+
+
+@pytest.mark.parametrize("radius", [1.0, 2.5, 3.0, 5.5, 8.33])
+@pytest.mark.parametrize("seed", range(3))
+def test_disc_opening_by_distance_transforms_equals_the_filter(backend, radius, seed):
+    from hcsmito.stages._util import ellipsoid_footprint
+    from hcsmito.stages.segmentation.jurkat import _opening
+
+    rng = np.random.default_rng(seed)
+    blobs = sndi.gaussian_filter(rng.random((150, 170)), 3)
+    mask = blobs > np.quantile(blobs, 0.5)
+    mask |= sndi.binary_dilation(rng.random(mask.shape) < 0.01, iterations=int(radius) + 1)
+    mask[:, :3] = True  # against the image's edge
+    fp = ellipsoid_footprint([radius, radius])
+    got = _opening(backend, backend.asarray(mask), fp)
+    np.testing.assert_array_equal(backend.to_host(got), sndi.binary_opening(mask, structure=fp))
+    # a footprint that is no disc takes the filter
+    oval = ellipsoid_footprint([radius, 1.5 * radius])
+    got = _opening(backend, backend.asarray(mask), oval)
+    np.testing.assert_array_equal(backend.to_host(got), sndi.binary_opening(mask, structure=oval))
