@@ -214,18 +214,18 @@ class Background(_Section):
 
 
 class DepthAttenuation(_Section):
-    """Depth attenuation along the stack (:mod:`hcsmito.stages.attenuation`): measured in
-    the thick objects of the msc (else nuclei, else mito) channel, every detection
-    channel corrected where it is significant."""
+    """Depth attenuation along the stack (:mod:`hcsmito.stages.attenuation`): measured on
+    the objects of the msc (else nuclei, else mito) channel, every detection channel
+    corrected where it is significant."""
 
     method: Literal["auto", "none"] = Field(
         "auto", description="auto (measure, correct where significant) | none"
     )
-    interior_um: float = Field(
-        3.0, gt=0, description="depth inside an object that its surfaces' blur misses, µm"
+    edge_um: float = Field(
+        0.5, ge=0, description="voxels this close to an object's ends in z are not measured, µm"
     )
     min_change: float = Field(
-        0.1, gt=0, lt=1, description="smallest fall over the stack that is corrected (share)"
+        0.25, gt=0, lt=1, description="smallest fall over the stack that is corrected (share)"
     )
     flag_below: float = Field(
         0.35, gt=0, lt=1, description="a fall below this share is flagged z_attenuation"
