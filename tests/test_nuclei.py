@@ -283,6 +283,27 @@ def test_generated_field_nuclei_cells_and_apoptosis_against_truth(fate_field):
     assert fields["n_jurkat_apoptotic"] == truth.sum()
 
 
+def test_a_bright_condensed_donor_nucleus_a_little_over_the_size_cut_is_condensed():
+    """2-D, ara-C + cytochalasin D, apoptosis doubled (most donors apoptotic): a condensed
+    donor nucleus, bright (1.5 x the field's normal-sized donor nuclei), measures 0.55 of
+    its cell's diameter at the field's threshold, over the size cut (0.54: the threshold
+    lies lower on a brighter nucleus's blurred edge); small and bright, it is condensed.
+    Per donor cell matched to the truth: every call apoptotic is, and one condensed donor
+    fewer is called normal (two before: the bright one, and one as bright as the normal
+    ones)."""
+    p = SynthParams(shape=(160, 160), n_msc=1, n_jurkat=10, nuclear_channel=True,
+                    apoptosis_rate=2.0)  # fmt: skip
+    f, r = _run(p, "ara-C + cytochalasin D", 7)
+    tj, dj = f.tables["jurkat"], r.tables["jurkat"]
+    cols = ["y_um", "x_um"]
+    d, i = cKDTree(tj[cols].to_numpy()).query(dj[cols].to_numpy(), distance_upper_bound=5.0)
+    ok = np.isfinite(d)
+    called = dj["apoptotic"].fillna(False).to_numpy(bool)[ok]
+    truth = tj["apoptotic"].to_numpy(bool)[i[ok]]
+    assert truth.sum() >= 6 and not (called & ~truth).any()
+    assert (truth & ~called).sum() == 1, (called, truth)
+
+
 def test_nuclei_count_the_msc_that_a_2d_field_merges():
     """A 2-D field where the cytoplasm alone finds 3 MSCs of 5: seeded by their nuclei, 5;
     the same field with ``nuclei.seed_cells: false`` keeps the old count (the test fails

@@ -760,6 +760,27 @@ def _touching(labels: np.ndarray) -> list[tuple[int, int]]:
     return [(int(x), int(y)) for x, y in both]
 
 
+#: :func:`call_nuclear_state`: a donor's one-piece nucleus below this x its cell's
+#: diameter, and :data:`CONDENSED_BRIGHTNESS` x as bright as the field's donor nuclei of
+#: normal size (at least this x their cell), is condensed.
+CONDENSED_BRIGHT_CELL_RATIO = 0.62
+#: ... its mean brightness (raw, the camera offset in it) over the median of theirs.
+CONDENSED_BRIGHTNESS = 1.3
+
+
+def _bright_and_small(table: pd.DataFrame, own: pd.Series) -> pd.Series:
+    """Donor nuclei below :data:`CONDENSED_BRIGHT_CELL_RATIO` x their cell's diameter and
+    :data:`CONDENSED_BRIGHTNESS` x as bright as the field's donor nuclei of normal size
+    (False where the field has none)."""
+    normal = (own >= CONDENSED_BRIGHT_CELL_RATIO) & (table["n_parts"] <= 1)
+    if not normal.any():
+        return pd.Series(False, index=table.index)
+    ref = float(table.loc[normal, "intensity_mean"].median())
+    return (own < CONDENSED_BRIGHT_CELL_RATIO) & (
+        table["intensity_mean"] >= CONDENSED_BRIGHTNESS * ref
+    )
+
+
 def call_nuclear_state(
     table: pd.DataFrame,
     *,
@@ -782,12 +803,18 @@ def call_nuclear_state(
     depend on the rest of the field, whose typical nucleus is a condensed one where most
     donors are apoptotic (chemotherapy without protection). On generated fields donors'
     nuclei measure 0.60-0.76 of their cell, condensed ones 0.40-0.48, fragmented ones
-    (their pieces joined by the blur) 0.32-0.42. Blur spreads a
-    small nucleus' light, so its mean brightness is no cue (on generated fields condensed
-    nuclei measure 1.0-1.1 x the median); a fragmented nucleus whose pieces the blur
-    joins is small too, and called condensed. ``apoptotic``: either. The table needs
-    ``n_parts, cell_kind, volume_um3, intensity_mean`` and ``cut``; ``volume_ratio``,
-    ``intensity_ratio`` (to the same reference), ``state`` and ``apoptotic`` are added.
+    (their pieces joined by the blur) 0.32-0.42. A condensed nucleus is also bright
+    (hyperchromatic: its chromatin packed), and the brighter a nucleus the lower the
+    field's threshold lies on its blurred edge, so the brightest condensed ones measure
+    larger than they are (0.55-0.57 of their cell on 2-D generated fields): a donor's
+    nucleus below :data:`CONDENSED_BRIGHT_CELL_RATIO` x its cell and
+    :data:`CONDENSED_BRIGHTNESS` x as bright (mean) as the field's donor nuclei of normal
+    size is condensed too (on 2-D generated fields under chemotherapy condensed nuclei
+    measure 0.9-1.65 x those, median 1.24; normal ones 0.74-1.21). A fragmented nucleus
+    whose pieces the blur joins is small too, and called condensed. ``apoptotic``: either.
+    The table needs ``n_parts, cell_kind, volume_um3, intensity_mean`` and ``cut``;
+    ``volume_ratio``, ``intensity_ratio`` (to the same reference), ``state`` and
+    ``apoptotic`` are added.
     """
     out = table.copy()
     whole = out["n_parts"] <= 1
@@ -806,7 +833,7 @@ def call_nuclear_state(
     small = diameter < condensed_diameter
     if "diameter_to_cell" in out:  # a donor's nucleus: against its own cell
         own = out["diameter_to_cell"].astype(float)
-        small = small.where(own.isna(), own < condensed_cell_ratio)
+        small = small.where(own.isna(), (own < condensed_cell_ratio) | _bright_and_small(out, own))
     condensed = small & ~out["cut"].astype(bool)
     state = np.where(~whole, "fragmented", np.where(condensed.fillna(False), "condensed", "normal"))
     out["state"] = pd.Series(state, index=out.index, dtype="string")
