@@ -36,14 +36,15 @@ _NEEDS_JOBQUEUE = "scheduler 'slurm' needs dask-jobqueue: pip install 'hcsmito[s
 
 #: Host bytes a field holds at its peak per field voxel (``z·y·x``), besides its stored
 #: channels (each counted at its dtype's size): the stages' working arrays and the label
-#: images. Measured by ``benchmarks/bench_field.py`` (benchmarks/RESULTS.md, "Field memory:
-#: what a field holds"): one 3 x 40 x 1024^2 uint16 field, default config, CPU, peaked at
-#: 54 B of RSS per field voxel (2.1 GiB; the process' ~0.25 GB of libraries included), 6
-#: of them the stored channels; the TNT stage holds the most. This is the other 48 with a
-#: 15 % margin. Deconvolution and background subtraction hold a float32 copy of each
-#: channel they process and their own working arrays on top (set
-#: ``resources.memory_per_field`` for them). On a GPU the host holds less.
-PEAK_WORKING_BYTES = 56
+#: images. Measured by ``benchmarks/bench_field.py`` (benchmarks/RESULTS.md, "TNT stage
+#: memory and speed, exact"): one 3 x 40 x 1024^2 uint16 field, default config, CPU,
+#: peaked at 40.2 B of RSS per field voxel (1.57 GiB; the process' ~0.3 GB of libraries
+#: included), 6 of them the stored channels; the TNT stage's growing pieces and the label
+#: images' int32 copies for output hold the most. This is the other 34 with a 15 % margin.
+#: Deconvolution and background subtraction hold a float32 copy of each channel they
+#: process and their own working arrays on top (set ``resources.memory_per_field`` for
+#: them). On a GPU the host holds less.
+PEAK_WORKING_BYTES = 40
 
 #: Host bytes a field holds beyond its per-voxel share, whatever its size (per-plane and
 #: per-object buffers, tables): a 16 x 256^2 field with five channels peaks at ~60 MB over
@@ -66,8 +67,8 @@ def field_peak_bytes(
     with a ``nuclei`` channel) plus its channels' stored bytes (``c·z·y·x`` times the
     dtype's size), plus :data:`PEAK_FIXED_BYTES`.
 
-    A 3 x 40 x 1024^2 uint16 field: 64 MiB + 40 * 1024^2 * (56 + 3 * 2) = 2.48 GiB
-    (measured: 2.1 GiB); 3 x 40 x 2048^2: 9.75 GiB. Channels no role reads are counted too
+    A 3 x 40 x 1024^2 uint16 field: 64 MiB + 40 * 1024^2 * (40 + 3 * 2) = 1.86 GiB
+    (measured: 1.57 GiB); 3 x 40 x 2048^2: 7.25 GiB. Channels no role reads are counted too
     (on the safe side); a time axis is not (one time point is read).
     """
     import numpy as np
