@@ -25,7 +25,7 @@ from hcsmito.synth import SynthParams, write_synth_plate
 
 WELLS = {"B/2": "DMSO", "B/3": "cytochalasin D"}
 FIELDS = 2
-SHAPE = (22, 160, 160)
+SHAPE = (16, 128, 128)
 
 
 @pytest.fixture(scope="module")
