@@ -134,3 +134,15 @@ def test_the_chain_corrects_a_falling_stack_and_notes_it():
     truth = (f.summary["n_msc"], f.summary["n_jurkat"], len(f.tables["tnt"]))
     assert counts["auto"] == truth
     assert counts["none"] != truth  # what the correction mends
+
+
+@pytest.mark.gpu
+def test_gpu_matches_cpu(gpu):
+    nz = 30
+    img = _blocks(0.5 ** (np.arange(nz) / (nz - 1)), seed=6)
+    cpu_out, cpu_att = correct_attenuation({"msc": img}, voxel_size=VS)
+    dev_out, dev_att = correct_attenuation({"msc": gpu.asarray(img)}, voxel_size=VS)
+    assert dev_att.ratio == pytest.approx(cpu_att.ratio, rel=1e-6)
+    assert dev_att.log_se == pytest.approx(cpu_att.log_se, rel=1e-4)
+    assert dev_att.corrected and dev_att.blocks == cpu_att.blocks
+    np.testing.assert_array_equal(gpu.to_host(dev_out["msc"]), cpu_out["msc"])

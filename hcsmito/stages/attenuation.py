@@ -287,7 +287,7 @@ def _divide(image: Any, profile: np.ndarray) -> Any:
         dark = plane[plane <= thr] if math.isfinite(thr) else plane
         levels.append(float(xp.median(dark)) if int(dark.size) >= 1000 else bg)
     ref = np.float32(levels[int(np.argmax(profile))])
-    integer = xp.issubdtype(image.dtype, xp.integer)
+    integer = np.issubdtype(image.dtype, np.integer)
     info = np.iinfo(image.dtype) if integer else None
     out = xp.empty(image.shape, image.dtype if integer else xp.float32)
     for z, p in enumerate(profile):
