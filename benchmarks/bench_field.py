@@ -194,6 +194,16 @@ def _least(runs: list[dict]) -> dict:
 
 
 def _plate_for(shape: tuple[int, int, int], root: Path) -> Path:
+    """The plate of one generated field, written by a child process: a parent that held
+    the generator's arrays would pass its peak RSS on to every child it starts (Linux
+    keeps ``ru_maxrss`` across fork and exec), and each field's RSS would read it."""
+    path = root / f"f_{shape[0]}x{shape[1]}x{shape[2]}.zarr"
+    cmd = [sys.executable, __file__, "--write-plate", ",".join(map(str, shape)), str(path)]
+    subprocess.run(cmd, check=True)
+    return path
+
+
+def _write_plate(shape: tuple[int, int, int], path: Path) -> None:
     from hcsmito.synth import SynthParams, write_synth_plate
 
     z, y, x = shape
@@ -201,9 +211,7 @@ def _plate_for(shape: tuple[int, int, int], root: Path) -> Path:
     scale = (y * x) / (256 * 256)
     params = SynthParams(shape=shape, n_msc=max(1, round(3 * scale)),
                          n_jurkat=max(1, round(5 * scale)))  # fmt: skip
-    path = root / f"f_{z}x{y}x{x}.zarr"
     write_synth_plate(path, seed=0, wells={"B/2": "DMSO"}, fields=1, params=params)
-    return path
 
 
 def report(r: dict) -> str:
@@ -307,7 +315,12 @@ def main(argv=None) -> None:
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--trace", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--dump", help=argparse.SUPPRESS)
+    ap.add_argument("--write-plate", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.write_plate:
+        _write_plate(tuple(int(v) for v in args.write_plate[0].split(",")),
+                     Path(args.write_plate[1]))  # fmt: skip
+        return
     if args.child:
         r = _child(args.child, args.well, args.field, args.backend, args.trace, args.clock,
                    args.dump)  # fmt: skip
