@@ -26,6 +26,7 @@ __all__ = [
     "enhance_spots",
     "fill_holes",
     "gaussian",
+    "gaussian_one_volume",
     "host_sample",
     "label_sizes",
     "local_maxima",
@@ -106,11 +107,12 @@ def gaussian(b: Backend, image: Any, sigma_px: Sequence[float], *, truncate: flo
     return out if copied else out.copy()
 
 
-def _gaussian_in_place(b: Backend, image: Any, sigma_px: Sequence[float]) -> Any:
-    """:func:`gaussian` (truncate 3) in one new float32 volume on the CPU: the float32 copy
-    of ``image`` made once, each 1-D pass written over its input (lines along the filtered
-    axis are independent and scipy reads a line before it writes it: the same numbers), no
-    volume allocated (and faulted in) per pass. ``gaussian`` on the GPU."""
+def gaussian_one_volume(b: Backend, image: Any, sigma_px: Sequence[float]) -> Any:
+    """:func:`gaussian` (float32, edges nearest, truncate 3) in one new float32 volume on
+    the CPU: the float32 copy of ``image`` made once, each 1-D pass written over its input
+    (lines along the filtered axis are independent and scipy reads a line before it writes
+    it: the same numbers), so a field's Gaussian holds 4 B per voxel, not 8, and no volume
+    is allocated (and faulted in) per pass. ``gaussian`` on the GPU."""
     if b.is_gpu:
         return gaussian(b, image, sigma_px)
     out = b.xp.array(image, dtype=b.xp.float32, copy=True)
@@ -449,8 +451,8 @@ def enhance_spots(
     inner = [
         max(math.sqrt(r * r / image.ndim + p * p), 0.5 * s) for p, s in zip(psf, sp, strict=True)
     ]
-    g1 = _gaussian_in_place(b, image, [s_um / s for s_um, s in zip(inner, sp, strict=True)])
-    g2 = _gaussian_in_place(
+    g1 = gaussian_one_volume(b, image, [s_um / s for s_um, s in zip(inner, sp, strict=True)])
+    g2 = gaussian_one_volume(
         b, image, [dog_ratio * s_um / s for s_um, s in zip(inner, sp, strict=True)]
     )
     g1 -= g2

@@ -25,27 +25,10 @@ from typing import Any
 import numpy as np
 
 from hcsmito.backend import Backend
-from hcsmito.stages._util import background_level_noise, bbox, gaussian, spacing
+from hcsmito.stages._util import background_level_noise, bbox, gaussian_one_volume, spacing
 from hcsmito.stages._util import fill_holes as _fill_holes
 
 __all__ = ["gaussian_one_volume", "tighten_labels"]
-
-
-def gaussian_one_volume(b: Backend, image: Any, sigma_px: Any) -> Any:
-    """:func:`hcsmito.stages._util.gaussian` (float32, edges nearest, truncate 3) in one
-    float32 volume: each 1-D pass writes over its input (lines along the filtered axis
-    are independent, and scipy reads a line before it writes it: the same numbers), so a
-    field's Gaussian holds 4 B per voxel, not 8. On the GPU the passes are not made in
-    place (``gaussian`` as it is)."""
-    if b.is_gpu:
-        return gaussian(b, image, sigma_px)
-    out = b.xp.array(image, dtype=b.xp.float32, copy=True)
-    for axis, s in enumerate(sigma_px):
-        if float(s) > 0:
-            b.ndi.gaussian_filter1d(
-                out, float(s), axis=axis, mode="nearest", truncate=3.0, output=out
-            )
-    return out
 
 
 def tighten_labels(

@@ -19,13 +19,13 @@ from hcsmito.stages._util import (
     ellipsoid_footprint,
     fill_holes,
     gaussian,
+    gaussian_one_volume,
     local_maxima,
     relabel_sequential,
     remove_small_labels,
     spacing,
     touches_border,
 )
-from hcsmito.stages.cell_surface import gaussian_one_volume
 from hcsmito.stages.segmentation._common import (
     Instances,
     box,

@@ -10,8 +10,7 @@ from typing import Any
 import numpy as np
 
 from hcsmito.backend import Backend
-from hcsmito.stages._util import bincount, robust_sigma
-from hcsmito.stages.cell_surface import gaussian_one_volume
+from hcsmito.stages._util import bincount, gaussian_one_volume, robust_sigma
 from hcsmito.stages.tnt.hessian import central_gradient, tube_scales, tubeness, tubeness_at
 
 __all__ = ["TubePieces", "tube_pieces"]
