@@ -439,6 +439,13 @@ class FociDetection(_Section):
     extent_fraction: float = Field(
         0.5, ge=0, lt=1, description="focus outline at this fraction of its peak (0: threshold)"
     )
+    msc_top_fraction: float = Field(
+        0.5,
+        ge=0,
+        lt=1,
+        description="3-D, with the GFP given: each column's search ends where GFP falls "
+        "under this share of its peak (0: the MSC mask as it is)",
+    )
 
 
 class TntDetection(_Section):

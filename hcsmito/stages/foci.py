@@ -14,7 +14,10 @@
    apart seed the foci; each thresholded voxel goes to its nearest seed within its
    connected component (a watershed that runs the same way on both backends).
    Foci smaller than ``min_volume_um3`` or whose peak lies outside the search region are
-   dropped; each is assigned the MSC label under its peak (0 = none).
+   dropped: a focus whose brightest voxel in the region has a brighter neighbour outside
+   it (the enhanced image, the region aside) is the blurred edge of an object outside,
+   such as a mitochondrion in a nanotube just over the cell's top; each is assigned the
+   MSC label under its peak (0 = none).
 5. **Extent.** Each focus keeps the voxels of its region where the enhanced image is at
    least ``extent_fraction`` (default one half) of its own peak: a half-maximum outline,
    which does not grow with the focus' brightness the way a noise-based threshold does
@@ -34,9 +37,12 @@ from hcsmito.backend import Backend
 from hcsmito.stages._util import (
     SpotResponse,
     VoxelSize,
+    as_float32,
+    background_level_noise,
     bbox,
     ellipsoid_footprint,
     enhance_spots,
+    gaussian,
     local_maxima,
     relabel_sequential,
     remove_small_labels,
@@ -98,6 +104,8 @@ def detect_foci(
     min_volume_um3: float | None = None,
     require_parent: bool = True,
     extent_fraction: float = 0.5,
+    msc_signal: Any = None,
+    msc_top_fraction: float = 0.5,
 ) -> Foci:
     """Foci of the mitochondria channel, each with its parent MSC.
 
@@ -138,6 +146,16 @@ def detect_foci(
         A focus is the part of its thresholded region where the enhanced image reaches
         this fraction of the focus' peak (default 0.5: the half-maximum outline, the same
         for dim and bright foci); 0 keeps the whole thresholded region.
+    msc_signal : ndarray of ``mito``'s shape, optional
+        3-D, with ``msc_labels``: the GFP image the MSCs were segmented from. The search
+        region keeps, in each (y, x) column, the planes from the lowest to the highest
+        where the GFP (smoothed 1 µm in the plane) reaches ``msc_top_fraction`` of the
+        column's own peak above background: a blurred surface lies at the half maximum
+        whatever the brightness, while the MSC mask, cut at one field-wide level, reaches
+        a plane or more into the axial blur above bright columns, where a mitochondrion in
+        a nanotube passing over the cell was counted as a focus inside it.
+    msc_top_fraction : float
+        See ``msc_signal`` (default 0.5; 0: the MSC mask as it is).
 
     Returns
     -------
@@ -154,6 +172,16 @@ def detect_foci(
                 f"{name} has shape {tuple(lab.shape)}, mito {tuple(mito.shape)}: "
                 "pass the labels of the same field"
             )
+    if not 0.0 <= msc_top_fraction < 1.0:
+        raise ValueError(
+            f"msc_top_fraction={msc_top_fraction} must be in [0, 1): 0.5 is each column's "
+            "half maximum, 0 the MSC mask as it is"
+        )
+    if msc_signal is not None and tuple(msc_signal.shape) != tuple(mito.shape):
+        raise ValueError(
+            f"msc_signal has shape {tuple(msc_signal.shape)}, mito {tuple(mito.shape)}: "
+            "pass the GFP channel of the same field"
+        )
     if not 0.0 <= extent_fraction < 1.0:
         raise ValueError(
             f"extent_fraction={extent_fraction} must be in [0, 1): 0.5 is the half-maximum "
@@ -180,6 +208,8 @@ def detect_foci(
                 foot = region.any(axis=0) if region.ndim == 3 else region
                 inner = b.ndi.distance_transform_edt(foot, sampling=sp[-2:]) > edge_margin_um
                 region &= inner[None] if region.ndim == 3 else inner
+            if msc_signal is not None and region.ndim == 3 and msc_top_fraction > 0:
+                _within_cell_height(b, msc_signal, region, sp, msc_top_fraction)
     if jurkat_labels is not None:
         # Jurkat columns and a lateral halo: light of a body blurs up and down as well,
         # so the whole column around a Jurkat is excluded (2-D distance: cheap).
@@ -277,6 +307,10 @@ def _instances(
         b.to_host(msc[idx]).astype(np.int32) if msc is not None else np.zeros(n, np.int32)
     )  # device->host: n values
     inside = b.to_host(region[idx])  # device->host: n values
+    # a focus' peak in the region is the light of an object outside it when a voxel next
+    # to it, out of the region, is brighter: the blurred tail of a mitochondrion in a
+    # nanotube passing just over a cell, or at its entrance, not a focus inside it
+    inside &= _is_peak(b, resp, region, peak)
     keep = inside & ((parent > 0) | (msc is None) | (not require_parent))
     if extent_fraction > 0:
         # half-maximum (by default) outline of each focus: its peak voxel always stays
@@ -290,6 +324,57 @@ def _instances(
         parent, peak = parent[keep], peak[keep]
     full[box] = relabel_sequential(b, labels)
     return full, parent, peak
+
+
+def _within_cell_height(
+    b: Backend, signal: Any, region: Any, sp: tuple[float, ...], fraction: float
+) -> None:
+    """Keep in ``region`` (3-D, in place) the planes of each column from the lowest to the
+    highest where ``signal`` smoothed 1 µm in the plane, less its background level,
+    reaches ``fraction`` of the column's peak: one interval per column (a dimmer layer in
+    a cell leaves no hole). Plane by plane: 2-D temporaries only."""
+    xp = b.xp
+    sm = gaussian(b, as_float32(b, b.asarray(signal)), [0.0, 1.0 / sp[1], 1.0 / sp[2]])
+    level = float(background_level_noise(b, sm)[0])
+    nz = sm.shape[0]
+    cut = sm.max(axis=0)
+    cut -= level
+    cut *= fraction
+    cut += level
+    first = xp.full(cut.shape, nz, xp.int32)
+    last = xp.full(cut.shape, -1, xp.int32)
+    for z in range(nz):
+        reach = sm[z] >= cut
+        first = xp.where(reach & (first == nz), xp.int32(z), first)
+        last = xp.where(reach, xp.int32(z), last)
+    del sm
+    for z in range(nz):
+        region[z] &= (first <= z) & (z <= last)
+
+
+def _is_peak(b: Backend, resp: Any, region: Any, peak: np.ndarray) -> np.ndarray:
+    """Whether each ``peak`` voxel is at least as bright as each of its neighbours out of
+    the search ``region`` (the 3 x 3 [x 3] box, the field's edge excluded) in the enhanced
+    image (host bool, one per peak). Neighbours in the region are another focus' voxels
+    or below the threshold: they do not count."""
+    xp = b.xp
+    n, nd = peak.shape
+    ok = np.ones(n, bool)
+    if n == 0:
+        return ok
+    shape = np.asarray(resp.shape)
+    at = b.asarray(peak)
+    here = resp[tuple(at[:, i] for i in range(nd))]
+    ok_d = xp.ones(n, bool)
+    for off in np.ndindex(*(3,) * nd):
+        d = np.asarray(off) - 1
+        if not d.any():
+            continue
+        nb = np.clip(peak + d, 0, shape - 1)
+        nb_d = b.asarray(nb)
+        at_nb = tuple(nb_d[:, i] for i in range(nd))
+        ok_d &= region[at_nb] | (here >= resp[at_nb])
+    return b.to_host(ok_d).astype(bool)  # device->host: n values
 
 
 def _label_argmax(b: Backend, labels: Any, values: Any, n: int) -> np.ndarray:
