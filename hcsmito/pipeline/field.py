@@ -219,7 +219,7 @@ def _detect_foci(prep: Prepared, obj: _Objects, config: FieldConfig) -> None:
     with prep.timer("foci"):
         obj.foci = _held(prep, detect_foci(prep.det["mito"], voxel_size=prep.vox,
                                            msc_labels=obj.msc, jurkat_labels=obj.jurkat.labels,
-                                           **kw))  # fmt: skip
+                                           msc_signal=prep.det.get("msc"), **kw))  # fmt: skip
 
 
 def _detect_tnts(prep: Prepared, obj: _Objects, config: FieldConfig) -> None:
