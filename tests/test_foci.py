@@ -194,7 +194,7 @@ def test_gpu_matches_cpu(gpu, field):
 
 def _generated_foci(brightness, extent_fraction):
     """Foci of one generated field, matched to the generator's true foci: (projected
-    areas found, true projected areas, detected peaks)."""
+    areas found, true projected areas, detected peaks, the matched true foci's rows)."""
     from scipy.optimize import linear_sum_assignment
 
     from hcsmito.synth import SynthParams, generate_field
@@ -218,7 +218,7 @@ def _generated_foci(brightness, extent_fraction):
     proj = ndi.sum_labels(np.ones(mito.shape[1:]), res.labels.max(axis=0), ids)  # footprints
     area = np.asarray(proj)[r[ok]] * sp[1] * sp[2]
     true_area = np.pi / 4 * t["diameter_um"].to_numpy()[c[ok]] ** 2
-    return area, true_area, res
+    return area, true_area, res, c[ok]
 
 
 def test_focus_extent_is_the_half_maximum_outline():
@@ -226,17 +226,35 @@ def test_focus_extent_is_the_half_maximum_outline():
     the same area (the noise-threshold region grows with brightness) and stays near the
     generator's true area. Measured (20 foci): median area / true area 1.48 at both
     brightnesses (sub-resolution foci: 0.3-1 µm on 0.3 µm pixels); the threshold regions
-    3.73x and 4.99x."""
-    dim, true_dim, res_dim = _generated_foci(0.5, 0.5)
-    bright, true_bright, res_bright = _generated_foci(2.0, 0.5)
+    3.73x and 4.99x.
+
+    The growth of the threshold region is taken per focus, the same true focus at both
+    brightnesses: medians of two separate sets of pixel-quantised areas compare foci that
+    differ in size and went from 1.34x to 1.05x on this field when 68b9f4b redrew the
+    scenes (1.05-1.49x over seeds 0-7). Measured over seeds 0-7 (68b9f4b, 8-24 matched
+    foci each): the threshold region's median paired growth 1.09-1.27x, 79-100 % of foci
+    grow and none shrinks; the half-maximum outline's 1.00x on every seed, 0-40 % grow.
+    The bounds sit between the two: median growth > 1.05x, at least 60 % growing."""
+    dim, true_dim, res_dim, t_dim = _generated_foci(0.5, 0.5)
+    bright, true_bright, res_bright, t_bright = _generated_foci(2.0, 0.5)
     assert res_dim.n >= 8 and res_bright.n >= 8
     assert 0.8 < np.median(dim / true_dim) < 2.0
     assert 0.8 < np.median(bright / true_bright) < 2.0
     assert abs(np.median(bright / true_bright) / np.median(dim / true_dim) - 1) < 0.15
     # the whole thresholded region (extent_fraction=0): bigger, and growing with brightness
-    dim0, true_dim0, res0 = _generated_foci(0.5, 0.0)
-    bright0, true_bright0, _ = _generated_foci(2.0, 0.0)
-    assert np.median(bright0 / true_bright0) > 1.1 * np.median(dim0 / true_dim0)
+    dim0, true_dim0, res0, t_dim0 = _generated_foci(0.5, 0.0)
+    bright0, true_bright0, _, t_bright0 = _generated_foci(2.0, 0.0)
+    both = np.intersect1d(t_dim0, t_bright0)
+    assert both.size >= 8
+    # each focus's threshold region at 2x over its own at 1/2x (paired by the true focus)
+    a_dim0 = dict(zip(t_dim0.tolist(), dim0.tolist(), strict=True))
+    a_bright0 = dict(zip(t_bright0.tolist(), bright0.tolist(), strict=True))
+    grow0 = np.array([a_bright0[k] / a_dim0[k] for k in both.tolist()])
+    assert np.median(grow0) > 1.05 and np.mean(grow0 > 1) >= 0.6
+    a_dim = dict(zip(t_dim.tolist(), dim.tolist(), strict=True))
+    a_bright = dict(zip(t_bright.tolist(), bright.tolist(), strict=True))
+    same = [a_bright[k] / a_dim[k] for k in set(a_dim) & set(a_bright)]
+    assert abs(np.median(same) - 1) < 0.05  # the outline: the same area at both
     assert np.median(dim0 / true_dim0) > 2 * np.median(dim / true_dim)
     # the outline changes the extent only: same foci, same parents, nested labels
     assert res0.n == res_dim.n
