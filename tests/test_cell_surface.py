@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from hcsmito.backend import get_backend
-from hcsmito.stages.cell_surface import gaussian_one_volume, tighten_labels
+from hcsmito.stages.cell_surface import tighten_labels
 from hcsmito.stages.segmentation import segment_jurkat, segment_msc
 from hcsmito.stages.tnt import detect_tnts, match_tnts
 from hcsmito.stages.tnt._geometry import inside_stack
@@ -30,20 +29,6 @@ def _segmented(row: str, seed: int, condition: str):
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
     return 2.0 * float((a & b).sum()) / max(float(a.sum() + b.sum()), 1.0)
-
-
-@pytest.mark.parametrize("sigma", [(0.84, 0.53, 0.53), (0.0, 1.33, 1.33), (0.9, 0.0, 2.1)])
-def test_gaussian_in_one_volume_is_the_gaussian(sigma):
-    """The passes made in place over one float32 volume give ``gaussian``'s numbers, from
-    uint16 and from float32 (whose input is left alone)."""
-    from hcsmito.stages._util import gaussian
-
-    b = get_backend("cpu")
-    img = np.random.default_rng(0).integers(90, 4000, (11, 37, 29)).astype(np.uint16)
-    np.testing.assert_array_equal(gaussian_one_volume(b, img, sigma), gaussian(b, img, sigma))
-    f = img.astype(np.float32)
-    np.testing.assert_array_equal(gaussian_one_volume(b, f, sigma), gaussian(b, f, sigma))
-    np.testing.assert_array_equal(f, img.astype(np.float32))
 
 
 def test_tightened_msc_masks_are_closer_to_the_true_cells():

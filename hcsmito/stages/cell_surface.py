@@ -25,10 +25,10 @@ from typing import Any
 import numpy as np
 
 from hcsmito.backend import Backend
-from hcsmito.stages._util import background_level_noise, bbox, gaussian_one_volume, spacing
+from hcsmito.stages._util import background_level_noise, bbox, gaussian, spacing
 from hcsmito.stages._util import fill_holes as _fill_holes
 
-__all__ = ["gaussian_one_volume", "tighten_labels"]
+__all__ = ["tighten_labels"]
 
 
 def tighten_labels(
@@ -79,7 +79,7 @@ def tighten_labels(
         return lab
     sp = spacing(voxel_size, lab.ndim)
     sig = tuple(sigma_um)[-lab.ndim :]
-    fine = gaussian_one_volume(b, b.asarray(signal), [s / p for s, p in zip(sig, sp, strict=True)])
+    fine = gaussian(b, b.asarray(signal), [s / p for s, p in zip(sig, sp, strict=True)])
     level = float(background_level_noise(b, fine)[0])
     # each label's mean over its voxels only (in the same order: the same sums)
     flat = lab.reshape(-1)

@@ -41,7 +41,7 @@ from hcsmito.stages._util import (
     bbox,
     ellipsoid_footprint,
     enhance_spots,
-    gaussian_one_volume,
+    gaussian,
     local_maxima,
     relabel_sequential,
     remove_small_labels,
@@ -333,7 +333,7 @@ def _within_cell_height(
     reaches ``fraction`` of the column's peak: one interval per column (a dimmer layer in
     a cell leaves no hole). Plane by plane: 2-D temporaries only."""
     xp = b.xp
-    sm = gaussian_one_volume(b, b.asarray(signal), [0.0, 1.0 / sp[1], 1.0 / sp[2]])
+    sm = gaussian(b, b.asarray(signal), [0.0, 1.0 / sp[1], 1.0 / sp[2]])
     level = float(background_level_noise(b, sm)[0])
     nz = sm.shape[0]
     cut = sm.max(axis=0)

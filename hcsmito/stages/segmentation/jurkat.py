@@ -19,7 +19,6 @@ from hcsmito.stages._util import (
     ellipsoid_footprint,
     fill_holes,
     gaussian,
-    gaussian_one_volume,
     local_maxima,
     relabel_sequential,
     remove_small_labels,
@@ -69,7 +68,7 @@ def jurkat_threshold_image(mito: Any, *, voxel_size: VoxelSize, smooth_um: float
     b = Backend.of(mito)
     sp = spacing(voxel_size, mito.ndim)
     # one float32 volume, each pass written over its input: the numbers of ``gaussian``
-    return gaussian_one_volume(b, mito, [smooth_um / s for s in sp])
+    return gaussian(b, mito, [smooth_um / s for s in sp])
 
 
 def _fill_holes_lateral(b: Backend, mask: Any) -> Any:

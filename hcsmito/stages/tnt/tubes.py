@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from hcsmito.backend import Backend
-from hcsmito.stages._util import bincount, gaussian_one_volume, robust_sigma
+from hcsmito.stages._util import bincount, gaussian, robust_sigma
 from hcsmito.stages.tnt.hessian import central_gradient, tube_scales, tubeness, tubeness_at
 
 __all__ = ["TubePieces", "tube_pieces"]
@@ -123,10 +123,10 @@ def tube_pieces(
     # the Gaussian of every scale, kept while the pieces grow (4 B/voxel each, each made
     # in its own volume from the channel: the same numbers as from a float32 copy); the
     # candidates from the first before the others are made (fewer volumes at once)
-    smooth = [gaussian_one_volume(b, actin, scales[0][1])]
+    smooth = [gaussian(b, actin, scales[0][1])]
     sample = xp.arange(stride // 2, size, stride)
     cand = _candidates(b, smooth[0], scales[0][1], free, candidate_k, sample)
-    smooth += [gaussian_one_volume(b, actin, sig_px) for _, sig_px in scales[1:]]
+    smooth += [gaussian(b, actin, sig_px) for _, sig_px in scales[1:]]
     flat = cand.reshape(-1)
     flat[sample] = True
     done = xp.flatnonzero(flat)  # computed voxels, flat; their response and radius
