@@ -168,6 +168,11 @@ def score_field(row: str, p: SynthParams, condition: str, seed: int, config: Con
         glass=float(row_t["glass_z_um"]),
         qc_flags="" if pd.isna(flags) else str(flags),
         seconds=dt,
+        extra={
+            "status": str(row_t.get("status", "ok")),
+            "n_red_true": int(s["n_msc_red_positive"]),
+            "n_red": int(row_t["n_msc_red_positive"]),
+        },
     )
 
 
