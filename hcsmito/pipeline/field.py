@@ -342,6 +342,8 @@ def _marker_columns(prep: Prepared, obj: _Objects, tables: dict, marker: str,
 
 def _nuclei_tables(prep: Prepared, obj: _Objects, tables: dict, config: FieldConfig, where: str):
     """The nuclei table; each cell's nucleus and apoptotic call; the field's counts."""
+    from hcsmito.stages.segmentation.nuclei import nuclear_background
+
     opt = config.nuclei
     nt = regionprops_table(obj.nuclei.labels, [prep.raw["nuclei"]], spacing=prep.spacing,
                            where=where)  # fmt: skip
@@ -354,7 +356,9 @@ def _nuclei_tables(prep: Prepared, obj: _Objects, tables: dict, config: FieldCon
                        nucleus_voxels=voxels(obj.nuclei.labels),
                        donor_voxels=voxels(obj.jurkat.labels),
                        condensed_diameter=opt.condensed_diameter,
-                       condensed_cell_ratio=opt.condensed_cell_ratio)  # fmt: skip
+                       condensed_cell_ratio=opt.condensed_cell_ratio,
+                       # the means are of the raw channel: its offset and background in them
+                       background=nuclear_background(prep.raw["nuclei"]))  # fmt: skip
     tables["nuclei"] = nuc
     for name, kind, key in (("jurkat", "jurkat", "jurkat_id"), ("cells", "msc", "cell_id")):
         df = tables[name]

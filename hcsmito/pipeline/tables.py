@@ -115,11 +115,15 @@ def nuclei_table(
     donor_voxels: np.ndarray,
     condensed_diameter: float,
     condensed_cell_ratio: float,
+    background: float = 0.0,
 ) -> pd.DataFrame:
     """One row per nucleus: the cell it lies in, its size and raw brightness, its pieces
     and the stain-free state (:func:`hcsmito.stages.segmentation.call_nuclear_state`).
     ``nucleus_voxels`` and ``donor_voxels``: voxels per label (index = label) of the
-    nuclei and the donor cells, for a donor nucleus' diameter relative to its cell's."""
+    nuclei and the donor cells, for a donor nucleus' diameter relative to its cell's.
+    ``background``: the raw nuclear channel's background level
+    (:func:`hcsmito.stages.segmentation.nuclei.nuclear_background`), above which the
+    state call compares brightness."""
     from hcsmito.stages.segmentation import call_nuclear_state
 
     n = len(t["label"])
@@ -151,7 +155,8 @@ def nuclei_table(
     size = df["volume_um3"] if ndim == 3 else pd.Series(np.asarray(t["area"]), index=df.index)
     called = call_nuclear_state(df.assign(volume_um3=size, cut=cut), ndim=ndim,
                                 condensed_diameter=condensed_diameter,
-                                condensed_cell_ratio=condensed_cell_ratio)  # fmt: skip
+                                condensed_cell_ratio=condensed_cell_ratio,
+                                background=background)  # fmt: skip
     for c in ("volume_ratio", "intensity_ratio", "state", "apoptotic"):
         df[c] = called[c]
     return df[list(dtypes("nuclei"))].astype(dtypes("nuclei"))

@@ -43,6 +43,7 @@ __all__ = [
     "assign_nuclei",
     "call_nuclear_state",
     "group_fragments",
+    "nuclear_background",
     "nuclei_seeds",
     "segment_nuclei",
     "split_at_donors",
@@ -764,21 +765,44 @@ def _touching(labels: np.ndarray) -> list[tuple[int, int]]:
 #: diameter, and :data:`CONDENSED_BRIGHTNESS` x as bright as the field's donor nuclei of
 #: normal size (at least this x their cell), is condensed.
 CONDENSED_BRIGHT_CELL_RATIO = 0.62
-#: ... its mean brightness (raw, the camera offset in it) over the median of theirs.
+#: ... its mean brightness over the median of theirs, both above the field's background
+#: level (the camera offset and the background light taken off: ``background`` of
+#: :func:`call_nuclear_state`).
 CONDENSED_BRIGHTNESS = 1.3
 
 
-def _bright_and_small(table: pd.DataFrame, own: pd.Series) -> pd.Series:
+def nuclear_background(dna: Any) -> float:
+    """The background level of a raw nuclear channel, in its own units: the camera offset
+    and the background light, which every nucleus's raw mean holds too.
+
+    The mode of the channel's histogram (:func:`hcsmito.stages._util.background_level_noise`,
+    on at most a million voxels taken at a stride): the nuclei cover a small share of a
+    field, so the most common value is the background. Where a cytoplasmic stain (DAPI's
+    haze) covers most of a 2-D field, the mode is the haze's level instead, nearer the
+    nuclei's, and ratios taken above it come out larger.
+
+    Parameters
+    ----------
+    dna : (M, N) or (P, M, N) ndarray
+        The nuclear channel as acquired (any numeric dtype), NumPy or CuPy.
+    """
+    check_image(dna, "nuclei")
+    return float(background_level_noise(Backend.of(dna), dna)[0])
+
+
+def _bright_and_small(table: pd.DataFrame, own: pd.Series, background: float) -> pd.Series:
     """Donor nuclei below :data:`CONDENSED_BRIGHT_CELL_RATIO` x their cell's diameter and
-    :data:`CONDENSED_BRIGHTNESS` x as bright as the field's donor nuclei of normal size
-    (False where the field has none)."""
+    :data:`CONDENSED_BRIGHTNESS` x as bright as the field's donor nuclei of normal size,
+    the means taken above ``background`` (False where the field has none, or where their
+    median is not above it)."""
     normal = (own >= CONDENSED_BRIGHT_CELL_RATIO) & (table["n_parts"] <= 1)
     if not normal.any():
         return pd.Series(False, index=table.index)
-    ref = float(table.loc[normal, "intensity_mean"].median())
-    return (own < CONDENSED_BRIGHT_CELL_RATIO) & (
-        table["intensity_mean"] >= CONDENSED_BRIGHTNESS * ref
-    )
+    above = table["intensity_mean"] - background
+    ref = float(above[normal].median())
+    if not ref > 0:
+        return pd.Series(False, index=table.index)
+    return (own < CONDENSED_BRIGHT_CELL_RATIO) & (above >= CONDENSED_BRIGHTNESS * ref)
 
 
 def call_nuclear_state(
@@ -787,6 +811,7 @@ def call_nuclear_state(
     ndim: int = 3,
     condensed_diameter: float = 0.7,
     condensed_cell_ratio: float = 0.54,
+    background: float = 0.0,
 ) -> pd.DataFrame:
     """The stain-free state of each nucleus, from its pieces and its size.
 
@@ -808,13 +833,21 @@ def call_nuclear_state(
     field's threshold lies on its blurred edge, so the brightest condensed ones measure
     larger than they are (0.55-0.57 of their cell on 2-D generated fields): a donor's
     nucleus below :data:`CONDENSED_BRIGHT_CELL_RATIO` x its cell and
-    :data:`CONDENSED_BRIGHTNESS` x as bright (mean) as the field's donor nuclei of normal
-    size is condensed too (on 2-D generated fields under chemotherapy condensed nuclei
-    measure 0.9-1.65 x those, median 1.24; normal ones 0.74-1.21). A fragmented nucleus
-    whose pieces the blur joins is small too, and called condensed. ``apoptotic``: either.
+    :data:`CONDENSED_BRIGHTNESS` x as bright (mean, above ``background``) as the field's
+    donor nuclei of normal size is condensed too (on 2-D generated fields under
+    chemotherapy condensed nuclei measure 0.84-2.0 x those, median 1.34; normal ones
+    0.49-1.6, and at most 1.12 among those below 0.62 of their cell). The ratio is taken
+    above the background because the raw means hold the camera offset: over an offset of
+    1000 counts a condensed nucleus 1.66 x as bright above it measures 1.10 x raw. A
+    fragmented nucleus whose pieces the blur joins is small too, and called condensed.
+    ``apoptotic``: either.
+
     The table needs ``n_parts, cell_kind, volume_um3, intensity_mean`` and ``cut``;
-    ``volume_ratio``, ``intensity_ratio`` (to the same reference), ``state`` and
-    ``apoptotic`` are added.
+    ``volume_ratio``, ``intensity_ratio`` (the raw mean over the median of the raw means of
+    the kind's one-piece nuclei), ``state`` and ``apoptotic`` are added. ``background``:
+    the nuclear channel's background level in the units of ``intensity_mean`` (camera
+    offset and background light: :func:`nuclear_background` of the raw channel); 0 where
+    the means are of a background-subtracted channel.
     """
     out = table.copy()
     whole = out["n_parts"] <= 1
@@ -833,7 +866,8 @@ def call_nuclear_state(
     small = diameter < condensed_diameter
     if "diameter_to_cell" in out:  # a donor's nucleus: against its own cell
         own = out["diameter_to_cell"].astype(float)
-        small = small.where(own.isna(), (own < condensed_cell_ratio) | _bright_and_small(out, own))
+        bright = _bright_and_small(out, own, background)
+        small = small.where(own.isna(), (own < condensed_cell_ratio) | bright)
     condensed = small & ~out["cut"].astype(bool)
     state = np.where(~whole, "fragmented", np.where(condensed.fillna(False), "condensed", "normal"))
     out["state"] = pd.Series(state, index=out.index, dtype="string")
