@@ -98,3 +98,21 @@ def test_a_camera_offset_or_a_dim_stain_keeps_the_stain_free_calls(how):
     called_v, truth_v = _calls(g, dna)
     assert np.array_equal(truth_v, truth)  # the same donor cells matched
     assert np.array_equal(called_v, called), (called_v, called, truth)
+
+
+def test_object_maxima_are_ndimage_maximum():
+    """The haze test's per-object maxima (one pass over the voxels on the CPU) equal
+    scipy's ``ndimage.maximum`` on a labelled field."""
+    from scipy import ndimage as ndi
+
+    from hcsmito.backend import get_backend
+    from hcsmito.stages.segmentation.nuclei import _object_maxima
+
+    rng = np.random.default_rng(4)
+    img = ndi.gaussian_filter(rng.random((12, 90, 80)), 2).astype(np.float32)
+    labels, n = ndi.label(img > np.percentile(img, 70))
+    mask = labels > 0
+    got = _object_maxima(get_backend("cpu"), img, labels, labels[mask], img[mask], n)
+    ref = ndi.maximum(img, labels, np.arange(1, n + 1)).astype(np.float32)
+    assert n > 5
+    np.testing.assert_array_equal(got, ref)
