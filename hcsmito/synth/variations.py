@@ -143,11 +143,6 @@ VARIATIONS: dict[str, dict[str, Any]] = {
         "cells): whole cells show in the nuclear channel (nothing without one)",
         "set": {"nuclear_haze": 0.25},
     },
-    "nuclear_dim": {
-        "doc": "a dim nuclear stain (little Hoechst, a short exposure): a quarter of its "
-        "photons over the same camera offset and background (nothing without one)",
-        "set": {"nuclear_gain": 0.25},
-    },
     "actin_rich_jurkat": {
         "doc": "Jurkat cortex 4x richer in F-actin (brighter than stress fibres), more adhered",
         "scale": {"jurkat_actin": 4.0, "adhesion_rate": 1.5},
@@ -173,6 +168,11 @@ VARIATIONS: dict[str, dict[str, Any]] = {
     "tnt_thin": {
         "doc": "thin nanotubes, 0.1-0.35 µm across, well below the PSF",
         "scale": {"tnt_width": 0.5},
+    },
+    "nuclear_dim": {
+        "doc": "a dim nuclear stain (little Hoechst, a short exposure): a quarter of its "
+        "photons over the same camera offset and background (nothing without one)",
+        "set": {"nuclear_gain": 0.25},
     },
 }
 
