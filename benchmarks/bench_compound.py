@@ -43,6 +43,7 @@ Run::
     python benchmarks/bench_compound.py                   # 48 fields, seed 0
     python benchmarks/bench_compound.py -n 10 --seed 3 --json out.json
     python benchmarks/bench_compound.py --only 7,12       # redo some draws of a run
+    python benchmarks/bench_compound.py --set foci.threshold_k=5
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ from dataclasses import asdict
 import numpy as np
 from bench_variations import BASE, CONDITIONS, FieldScore, score_field
 
-from hcsmito.config import Config
+from hcsmito.config import load_config
 from hcsmito.synth import VARIATIONS, SynthParams, variation_params
 
 #: Rows applied in this order (scene, then optics and acquisition, then stack geometry).
@@ -221,10 +222,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0, help="seed of the draws and the fields")
     ap.add_argument("--only", help="comma-separated indices of the draws to run")
     ap.add_argument("--json", help="write the per-field scores and verdicts here")
+    ap.add_argument(
+        "--set", nargs="*", default=[], metavar="K=V", help="config overrides (default: none)"
+    )
     args = ap.parse_args(argv)
     scenes = draw_scenes(args.n, args.seed)
     only = {int(i) for i in args.only.split(",")} if args.only else set(range(args.n))
-    config = Config()
+    config = load_config(overrides=args.set)
     results: list[dict] = []
     t0 = time.perf_counter()
     for i, (names, p, cond) in enumerate(scenes):
