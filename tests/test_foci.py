@@ -170,7 +170,10 @@ def test_bpae_mitochondria_plausible(shared_data):
     # objects lie on the mitochondria, not on the background: bright in the raw image
     from skimage.filters import threshold_otsu
 
-    assert (img[tuple(res.peak.T)] > threshold_otsu(img) * 0.5).mean() > 0.9
+    # measured: 441 of 490 peaks (0.90); 440 of 488 with a fixed 2-voxel minimum: the two
+    # lone-voxel foci at 6.1 and 6.2 sigmas (one on a mitochondrion) are like the 16 larger
+    # foci under 6.45 sigmas (k / rho at 0.108 µm), half of which are on one
+    assert (img[tuple(res.peak.T)] > threshold_otsu(img) * 0.5).mean() > 0.88
 
 
 @pytest.mark.gpu
@@ -263,3 +266,103 @@ def test_focus_extent_is_the_half_maximum_outline():
     assert (res0.labels[inside] == res_dim.labels[inside]).all()
     with pytest.raises(ValueError, match="extent_fraction"):
         detect_foci(np.zeros((9, 9), np.float32), voxel_size=(0.1, 0.1), extent_fraction=1.0)
+
+
+def _truth_matched(res, mito, sp, truth_um, tol=1.0):
+    """Number of foci of ``res`` matched one-to-one to the true centres within ``tol`` µm."""
+    from scipy.optimize import linear_sum_assignment
+
+    ids = np.arange(1, res.n + 1)
+    cent = np.array(ndi.center_of_mass(mito.astype(float), res.labels, ids)).reshape(-1, 3) * sp
+    d = np.linalg.norm(cent[:, None] - truth_um[None], axis=2)
+    r, c = linear_sum_assignment(np.where(d <= tol, d, 1e6))
+    return int((d[r, c] <= tol).sum())
+
+
+def _coarse_dim_field(seed):
+    from hcsmito.synth import SynthParams, generate_field, variation_params
+
+    base = SynthParams(shape=(24, 256, 256), n_msc=3, n_jurkat=5)
+    p = variation_params("voxel x1.5", base=variation_params("brightness x0.5", base=base))
+    return p, generate_field(p, "DMSO", seed=seed)
+
+
+def test_lone_voxel_foci_kept_at_coarse_sampling():
+    """Half the stain on 0.9 x 0.45 x 0.45 µm voxels (the true cells as masks): a dim focus
+    has only its peak voxel over the threshold. A fixed 2-voxel minimum misses one true focus
+    on each of these two fields (seeds 0 and 40: 19 of 22 found); the lone-voxel rule finds
+    them (21 of 22) and nothing that is not a true focus."""
+    old_tp = new_tp = n_true = 0
+    for seed in (0, 40):
+        p, f = _coarse_dim_field(seed)
+        mito, sp = f.image[1], np.array(p.voxel_size)
+        truth = f.tables["foci"][["z_um", "y_um", "x_um"]].to_numpy()
+        kw = dict(voxel_size=f.voxel_size, msc_labels=f.labels["msc"])
+        kw["jurkat_labels"] = f.labels["jurkat"]
+        old = detect_foci(mito, min_volume_um3=2 * float(np.prod(sp)), **kw)
+        new = detect_foci(mito, **kw)
+        tp_old, tp_new = _truth_matched(old, mito, sp, truth), _truth_matched(new, mito, sp, truth)
+        assert tp_old == old.n and tp_new == new.n  # no false focus either way
+        assert tp_new == tp_old + 1
+        sizes = np.bincount(new.labels.ravel())[1:]
+        assert (sizes == 1).sum() >= 1  # the focus gained is a single voxel over the threshold
+        old_tp, new_tp, n_true = old_tp + tp_old, new_tp + tp_new, n_true + len(truth)
+    assert (old_tp, new_tp, n_true) == (19, 21, 22)
+
+
+def test_lone_hot_voxel_is_not_a_focus():
+    """One hot voxel added inside an MSC of a 0.6 x 0.3 x 0.3 µm field: its enhanced image is
+    the bare kernel, 10 noise sigmas at the voxel and under the threshold around it (a lone
+    voxel), brighter than a focus can be and stay alone (k / rho = 8.7 sigmas): not a focus,
+    and the field's foci are those found without it."""
+    from hcsmito.synth import SynthParams, generate_field
+
+    p = SynthParams(shape=(24, 256, 256), n_msc=3, n_jurkat=5)
+    f = generate_field(p, "DMSO", seed=0)
+    mito, sp = f.image[1].astype(np.float32), np.array(p.voxel_size)
+    kw = dict(voxel_size=f.voxel_size, msc_labels=f.labels["msc"])
+    kw["jurkat_labels"] = f.labels["jurkat"]
+    clean = detect_foci(mito, **kw)
+    # an MSC voxel well inside the cells, far from every true focus, on a quiet background
+    # (the enhanced image at most 1 noise sigma over its median in the voxel's box)
+    msc = f.labels["msc"]
+    inner = ndi.distance_transform_edt(msc.any(axis=0), sampling=sp[1:])
+    yy, xx = np.mgrid[: inner.shape[0], : inner.shape[1]] * sp[1:, None, None]
+    far = np.full(inner.shape, np.inf)
+    for ty, tx in f.tables["foci"][["y_um", "x_um"]].to_numpy():
+        far = np.minimum(far, np.hypot(yy - ty, xx - tx))
+    quiet = ndi.maximum_filter(clean.spots.response, size=3)
+    quiet = quiet - (clean.threshold - 6.0 * clean.noise)
+    ok = (msc > 0) & ((inner > 3.0) & (far > 4.0))[None] & (quiet < clean.noise)
+    z, y, x = (int(v[len(v) // 2]) for v in np.nonzero(ok))
+    impulse = np.zeros((9, 17, 17), np.float32)
+    impulse[4, 8, 8] = 1.0
+    k0 = float(enhance_spots(impulse, voxel_size=f.voxel_size)[4, 8, 8])
+    hot = mito.copy()
+    hot[z, y, x] += 10.0 * clean.noise / k0
+    res = detect_foci(hot, **kw)
+    resp = res.spots.response
+    box = resp[z - 1 : z + 2, y - 1 : y + 2, x - 1 : x + 2].copy()
+    height = (box[1, 1, 1] - (res.threshold - 6.0 * res.noise)) / res.noise
+    assert 9.0 < height < 11.0  # over the threshold...
+    box[1, 1, 1] = -np.inf
+    assert box.max() < res.threshold  # ...alone
+    assert res.labels[z, y, x] == 0
+    assert res.n == clean.n and (res.peak == clean.peak).all()
+
+
+def test_lone_voxel_bars():
+    """The bars follow the sampling: k1 from the Gaussian tail of a pair, checked against
+    scipy's bivariate normal; coarser voxels ask more of a lone voxel and allow it more."""
+    from scipy.stats import multivariate_normal
+
+    from hcsmito.stages.foci import _pair_tail, lone_voxel_bars
+
+    for rho in (0.0, 0.4, 0.8):
+        ref = multivariate_normal([0, 0], [[1, rho], [rho, 1]]).cdf([-2.0, -2.0])
+        assert _pair_tail(2.0, rho) == pytest.approx(ref, rel=1e-3)
+    fine = lone_voxel_bars((0.6, 0.3, 0.3), 6.0)
+    coarse = lone_voxel_bars((0.9, 0.45, 0.45), 6.0)
+    assert 6.0 < fine[0] < 7.0 < coarse[0] < 8.0  # 6.6 and 7.4 sigmas
+    assert 8.0 < fine[1] < 9.5 and coarse[1] > 15  # k / rho: 8.7 and 16
+    assert lone_voxel_bars((0.3, 0.1, 0.1), 6.0)[0] == 6.0  # never under k
