@@ -433,7 +433,9 @@ class FociDetection(_Section):
     edge_margin_um: float = Field(1.0, ge=0, description="margin inside the MSC outline, µm")
     min_separation_um: float = Field(1.0, ge=0, description="distance between two peaks, µm")
     min_volume_um3: float | None = Field(
-        None, ge=0, description="smallest focus, µm³ (µm² in 2-D; null: 2 voxels)"
+        None,
+        ge=0,
+        description="smallest focus, µm³ (µm² in 2-D; null: 2 voxels, or 1 by the lone-voxel rule)",
     )
     require_parent: bool = Field(True, description="drop foci whose peak is in no MSC")
     extent_fraction: float = Field(
