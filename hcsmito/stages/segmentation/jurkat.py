@@ -29,6 +29,7 @@ from hcsmito.stages.segmentation._common import (
     Instances,
     box,
     check_image,
+    flatten_background,
     majority_label,
     watershed_2d,
 )
@@ -63,12 +64,14 @@ class JurkatInstances(Instances):
 
 
 def jurkat_threshold_image(mito: Any, *, voxel_size: VoxelSize, smooth_um: float = 1.5) -> Any:
-    """The smoothed mito image (float32) that :func:`segment_jurkat` thresholds."""
+    """The smoothed mito image (float32) that :func:`segment_jurkat` thresholds, its lateral
+    background trend taken out where it spreads the background
+    (:func:`hcsmito.stages.segmentation._common.flatten_background`)."""
     check_image(mito, "mito")
     b = Backend.of(mito)
     sp = spacing(voxel_size, mito.ndim)
-    # one float32 volume, each pass written over its input: the numbers of ``gaussian``
-    return gaussian(b, mito, [smooth_um / s for s in sp])
+    # a lateral background trend (vignetting) taken out where it spreads the background
+    return flatten_background(b, gaussian(b, mito, [smooth_um / s for s in sp]))
 
 
 def _fill_holes_lateral(b: Backend, mask: Any) -> Any:

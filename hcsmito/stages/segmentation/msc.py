@@ -28,6 +28,7 @@ from hcsmito.stages.segmentation._common import (
     check_image,
     extend_through_z,
     fg_threshold,
+    flatten_background,
     watershed_2d,
 )
 from hcsmito.stages.threshold import ThresholdLike, as_threshold
@@ -37,7 +38,9 @@ def msc_threshold_image(
     gfp: Any, *, voxel_size: VoxelSize, smooth_um: float = 1.0, smooth_z_um: float | None = 0.0
 ) -> Any:
     """The smoothed GFP image (float32) that :func:`segment_msc` thresholds, with its
-    options of the same names: what a plate-level threshold is computed on."""
+    options of the same names: what a plate-level threshold is computed on. Its lateral
+    background trend is taken out where it spreads the background
+    (:func:`hcsmito.stages.segmentation._common.flatten_background`)."""
     check_image(gfp, "gfp")
     b = Backend.of(gfp)
     sp = spacing(voxel_size, gfp.ndim)
@@ -45,7 +48,8 @@ def msc_threshold_image(
     sigmas = [
         s_um / s for s_um, s in zip((sz, smooth_um, smooth_um)[3 - gfp.ndim :], sp, strict=True)
     ]
-    return gaussian(b, as_float32(b, gfp), sigmas)
+    # a lateral background trend (vignetting) taken out where it spreads the background
+    return flatten_background(b, gaussian(b, as_float32(b, gfp), sigmas))
 
 
 def segment_msc(
