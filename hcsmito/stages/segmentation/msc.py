@@ -12,7 +12,6 @@ import numpy as np
 from hcsmito.backend import Backend
 from hcsmito.stages._util import (
     VoxelSize,
-    as_float32,
     background_level_noise,
     bbox,
     ellipsoid_footprint,
@@ -49,7 +48,7 @@ def msc_threshold_image(
         s_um / s for s_um, s in zip((sz, smooth_um, smooth_um)[3 - gfp.ndim :], sp, strict=True)
     ]
     # a lateral background trend (vignetting) taken out where it spreads the background
-    return flatten_background(b, gaussian(b, as_float32(b, gfp), sigmas))
+    return flatten_background(b, gaussian(b, gfp, sigmas))  # gaussian makes the float32 copy
 
 
 def segment_msc(
@@ -134,7 +133,7 @@ def segment_msc(
     sp = spacing(voxel_size, gfp.ndim)
     if not msc_diameter_um > 0:
         raise ValueError(f"msc_diameter_um must be > 0 µm, got {msc_diameter_um}")
-    img = as_float32(b, gfp)
+    img = b.asarray(gfp)  # the Gaussians make their own float32 copies
     empty = Instances(xp.zeros(img.shape, xp.int32), np.zeros(0, bool))
     if img.size == 0:
         return empty

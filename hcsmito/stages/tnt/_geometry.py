@@ -204,6 +204,15 @@ def _merge_boxes(lo: np.ndarray, hi: np.ndarray, owner: np.ndarray, window: int 
     return [(a, z, np.asarray(m)) for a, z, m in zip(olo, ohi, omem, strict=True)]
 
 
+def _reach_box(b: Backend, features: Any, min_um: float, sp) -> tuple[Any, tuple[int, ...], Any]:
+    """What :func:`far_from` and :func:`far_from_shifts` start from: the answer where no
+    feature is near (all True), the reach in voxels per axis (``min_um`` and one voxel),
+    and the features' box grown by it (None without a feature)."""
+    out = b.xp.ones(features.shape, dtype=bool)
+    m = tuple(int(math.floor(min_um / s)) + 1 for s in sp)
+    return out, m, bbox(b, features, m)
+
+
 def far_from(b: Backend, features: Any, min_um: float, sp, tile: int = 128) -> Any:
     """Voxels farther than ``min_um`` from every voxel of ``features`` (bool, same shape):
     ``distance_transform_edt(~features) > min_um``.
@@ -217,11 +226,8 @@ def far_from(b: Backend, features: Any, min_um: float, sp, tile: int = 128) -> A
     by offset and compared with the largest sum whose square root is still ``<= min_um``:
     the same decision as the square root's.
     """
-    xp = b.xp
     nd = features.ndim
-    out = xp.ones(features.shape, dtype=bool)
-    m = tuple(int(math.floor(min_um / s)) + 1 for s in sp)
-    box = bbox(b, features, m)
+    out, m, box = _reach_box(b, features, min_um, sp)
     if box is None:
         return out
     limit = _sqrt_at_most(float(min_um))
@@ -265,9 +271,7 @@ def far_from_shifts(b: Backend, features: Any, min_um: float, sp) -> Any:
 
     xp = b.xp
     nd = features.ndim
-    out = xp.ones(features.shape, dtype=bool)
-    m = tuple(int(math.floor(min_um / s)) + 1 for s in sp)
-    box = bbox(b, features, m)
+    out, m, box = _reach_box(b, features, min_um, sp)
     if box is None:
         return out
     f = features[box]

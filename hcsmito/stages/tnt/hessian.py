@@ -249,7 +249,7 @@ def tubeness_at(
             m = [int(3.0 * float(sg) + 0.5) + 2 for sg in sig_px]
             box = tuple(slice(max(a - g, 0), min(z + g, n))
                         for a, z, g, n in zip(lo, hi, m, shape, strict=True))  # fmt: skip
-            s = gaussian(b, as_float32(b, image[box]), sig_px)
+            s = gaussian(b, image[box], sig_px)  # one float32 copy of the box, in gaussian
             origin = tuple(sl.start for sl in box)
         # in chunks of voxels: the Hessian and its eigenvalues take ~15 temporaries each
         for c0 in range(0, int(at.size), step):
